@@ -1,0 +1,347 @@
+// One generic reader (MapReader) walks a YAML map, reads each known key into a struct field and
+// reports what it could not accept; the section and file readers below only list the keys.
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace kvferry::config {
+namespace {
+
+constexpr std::array<std::pair<std::string_view, TransportKind>, 3> kTransportKinds{{
+    {"tcp", TransportKind::kTcp},
+    {"verbs", TransportKind::kVerbs},
+    {"loopback", TransportKind::kLoopback},
+}};
+
+bool allDigits(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) != 0;
+  });
+}
+
+// What a node is, for "expected X, got Y".
+std::string describe(const YAML::Node& node) {
+  if (node.IsMap()) return "a map";
+  if (node.IsSequence()) return "a sequence";
+  if (node.IsScalar()) {
+    // yaml-cpp tags quoted scalars "!" and plain ones "?".
+    return (node.Tag() == "!" ? "the quoted string '" : "'") + node.Scalar() + "'";
+  }
+  return "an empty value";
+}
+
+int lineOf(const YAML::Mark& mark) { return std::max(mark.line, 0) + 1; }
+
+// Keeps the error that comes first in the document, so the one line main() prints points at the
+// earliest problem whatever order the readers happen to run in.
+class Errors {
+ public:
+  explicit Errors(std::string_view source) : source_(source) {}
+
+  void add(const YAML::Mark& mark, std::string_view path, std::string_view what) {
+    std::pair<int, int> where{mark.line, mark.column};
+    if (first_ && first_->first <= where) return;
+    std::string message(source_);
+    message += ':' + std::to_string(lineOf(mark)) + ": ";
+    if (!path.empty()) message.append(path).append(": ");
+    message += what;
+    first_.emplace(where, std::move(message));
+  }
+
+  Status status() const { return first_ ? invalidArgument(first_->second) : Status::ok(); }
+
+ private:
+  std::string_view source_;
+  std::optional<std::pair<std::pair<int, int>, std::string>> first_;
+};
+
+// Reads the known keys of one YAML map (or of an absent/empty one: every field keeps its
+// default). Each reader call names one allowed key; finish() then reports the keys nobody asked
+// for. Errors go to the shared Errors and leave the field at its default.
+class MapReader {
+ public:
+  // `where` is the mark reported when `node` is not a map (the key that introduced it).
+  MapReader(Errors& errors, const YAML::Node& node, std::string path, const YAML::Mark& where)
+      : errors_(errors), path_(std::move(path)) {
+    if (node.IsNull()) return;
+    if (!node.IsMap()) {
+      errors_.add(where, path_, "expected a map, got " + describe(node));
+      return;
+    }
+    for (const auto& kv : node) {
+      const YAML::Node& key = kv.first;
+      if (!key.IsScalar()) {
+        errors_.add(key.Mark(), path_, "expected a key name, got " + describe(key));
+        continue;
+      }
+      if (const Entry* first = find(key.Scalar())) {
+        errors_.add(key.Mark(), keyPath(key.Scalar()),
+                    "duplicate key (first at line " + std::to_string(lineOf(first->mark)) + ")");
+        continue;
+      }
+      entries_.push_back({key.Scalar(), key.Mark(), kv.second});
+    }
+  }
+
+  void uint32(std::string_view key, uint32_t& field, uint32_t min, uint32_t max) {
+    Entry* entry = take(key);
+    if (entry == nullptr) return;
+    const YAML::Node& value = entry->value;
+    if (!value.IsScalar() || value.Tag() == "!" || !allDigits(value.Scalar())) {
+      fail(*entry, "expected an unsigned integer, got " + describe(value));
+      return;
+    }
+    const std::string& text = value.Scalar();
+    uint64_t parsed = 0;
+    std::errc ec = std::from_chars(text.data(), text.data() + text.size(), parsed).ec;
+    if (ec != std::errc() || parsed < min || parsed > max) {
+      fail(*entry,
+           text + " is out of range (" + std::to_string(min) + ".." + std::to_string(max) + ")");
+      return;
+    }
+    field = static_cast<uint32_t>(parsed);
+  }
+
+  // A scalar turned into a T by `parse` (std::string_view -> Result<T>), whose error message is
+  // reported as is.
+  template <typename T, typename Parse>
+  void scalar(std::string_view key, T& field, Parse parse) {
+    Entry* entry = take(key);
+    if (entry == nullptr) return;
+    if (!entry->value.IsScalar()) {
+      fail(*entry, "expected a scalar, got " + describe(entry->value));
+      return;
+    }
+    Result<T> parsed = parse(entry->value.Scalar());
+    if (!parsed.isOk()) {
+      fail(*entry, parsed.status().message());
+      return;
+    }
+    field = std::move(parsed).value();
+  }
+
+  // A nested map read by `read(MapReader&, T&)`.
+  template <typename T, typename Read>
+  void section(std::string_view key, T& field, Read read) {
+    Entry* entry = take(key);
+    if (entry == nullptr) return;
+    MapReader reader(errors_, entry->value, keyPath(key), entry->mark);
+    read(reader, field);
+    reader.finish();
+  }
+
+  void finish() {
+    std::string allowed;
+    for (std::string_view key : allowed_) allowed.append(allowed.empty() ? "" : ", ").append(key);
+    for (const Entry& entry : entries_) {
+      if (!entry.used) fail(entry, "unknown key (allowed: " + allowed + ")");
+    }
+  }
+
+ private:
+  struct Entry {
+    std::string key;
+    YAML::Mark mark;
+    YAML::Node value;
+    bool used = false;
+  };
+
+  Entry* find(std::string_view key) {
+    auto it = std::find_if(entries_.begin(), entries_.end(),
+                           [&](const Entry& entry) { return entry.key == key; });
+    return it == entries_.end() ? nullptr : &*it;
+  }
+
+  // Registers `key` as allowed here and returns its entry, if the document has one.
+  Entry* take(std::string_view key) {
+    allowed_.push_back(key);
+    Entry* entry = find(key);
+    if (entry != nullptr) entry->used = true;
+    return entry;
+  }
+
+  std::string keyPath(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + '.' + std::string(key);
+  }
+
+  void fail(const Entry& entry, std::string_view what) {
+    errors_.add(entry.mark, keyPath(entry.key), what);
+  }
+
+  Errors& errors_;
+  std::string path_;
+  std::vector<Entry> entries_;
+  std::vector<std::string_view> allowed_;
+};
+
+Result<TransportKind> parseTransportKind(std::string_view name) {
+  for (const auto& [text, kind] : kTransportKinds) {
+    if (text == name) return kind;
+  }
+  return invalidArgument("unknown transport kind '" + std::string(name) +
+                         "' (expected tcp, verbs or loopback)");
+}
+
+Result<std::string> parseListenAddress(std::string_view text) {
+  RETURN_IF_ERROR(parseHostPort(text).status());
+  return std::string(text);
+}
+
+void readLogging(MapReader& reader, LoggingConfig& config) {
+  reader.scalar("level", config.level, parseLogLevel);
+}
+
+void readTransport(MapReader& reader, TransportConfig& config) {
+  reader.scalar("kind", config.kind, parseTransportKind);
+  reader.scalar("listen_address", config.listen_address, parseListenAddress);
+  reader.uint32("queue_depth", config.queue_depth, 1, 65536);
+  reader.uint32("connections_per_peer", config.connections_per_peer, 1, 64);
+  reader.uint32("chain_length", config.chain_length, 1, 1024);
+  reader.uint32("signal_interval", config.signal_interval, 1, 1024);
+  reader.uint32("max_batch_ops", config.max_batch_ops, 1, 1048576);
+  reader.uint32("connect_timeout_ms", config.connect_timeout_ms, 1, 600000);
+  reader.uint32("connect_retries", config.connect_retries, 0, 100);
+  reader.uint32("retry_backoff_ms", config.retry_backoff_ms, 0, 60000);
+  reader.uint32("op_timeout_ms", config.op_timeout_ms, 1, 600000);
+  reader.uint32("direct_receive_bytes", config.direct_receive_bytes, 0, 1u << 30);
+  reader.uint32("socket_buffer_bytes", config.socket_buffer_bytes, 0, 1u << 30);
+}
+
+// NodeAgentConfig and TransferBenchConfig have the same sections.
+template <typename Config>
+void readLoggingAndTransport(MapReader& reader, Config& config) {
+  reader.section("logging", config.logging, readLogging);
+  reader.section("transport", config.transport, readTransport);
+}
+
+void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
+  reader.section("logging", config.logging, readLogging);
+  reader.scalar("listen_address", config.listen_address, parseListenAddress);
+}
+
+template <typename Config>
+Result<Config> parseDocument(std::string_view yaml, std::string_view source,
+                             void (*read)(MapReader&, Config&)) {
+  Errors errors(source);
+  Config config;
+  try {
+    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+    if (documents.size() > 1) {
+      errors.add(documents[1].Mark(), "",
+                 "expected one YAML document, found " + std::to_string(documents.size()));
+    }
+    YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    MapReader reader(errors, root, "", root.Mark());
+    read(reader, config);
+    reader.finish();
+  } catch (const YAML::Exception& e) {
+    errors.add(e.mark, "", "invalid YAML: " + e.msg);
+  } catch (const std::exception& e) {
+    return internalError(std::string(source) + ": " + e.what());
+  }
+  RETURN_IF_ERROR(errors.status());
+  return config;
+}
+
+Result<std::string> readFile(const std::string& path) {
+  struct FileCloser {
+    void operator()(std::FILE* file) const { std::fclose(file); }
+  };
+  std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) return ioError("open " + path, errno);
+  std::string text;
+  std::array<char, 65536> buffer;
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0)
+    text.append(buffer.data(), n);
+  if (std::ferror(file.get())) return ioError("read " + path, errno);
+  return text;
+}
+
+template <typename Config>
+Result<Config> loadFile(const std::string& path,
+                        Result<Config> (*parse)(std::string_view, std::string_view)) {
+  ASSIGN_OR_RETURN(std::string text, readFile(path));
+  return parse(text, path);
+}
+
+}  // namespace
+
+std::string_view transportKindName(TransportKind kind) {
+  for (const auto& [text, k] : kTransportKinds) {
+    if (k == kind) return text;
+  }
+  return "tcp";
+}
+
+Result<HostPort> parseHostPort(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return invalidArgument("'" + std::string(text) + "' is not \"host:port\": " + std::string(why));
+  };
+  std::string_view host;
+  std::string_view port;
+  if (text.starts_with('[')) {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos) return bad("missing ']' after the IPv6 host");
+    host = text.substr(1, close - 1);
+    if (text.substr(close + 1, 1) != ":") return bad("expected ':port' after ']'");
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("missing ':port'");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return bad("write an IPv6 host in brackets, e.g. [::1]:80");
+    }
+  }
+  if (host.empty()) return bad("empty host");
+  if (std::any_of(host.begin(), host.end(), [](char c) {
+        return std::isspace(static_cast<unsigned char>(c)) != 0 || c == '[' || c == ']';
+      })) {
+    return bad("the host contains a space or a bracket");
+  }
+  uint32_t number = 0;
+  if (!allDigits(port) ||
+      std::from_chars(port.data(), port.data() + port.size(), number).ec != std::errc() ||
+      number > 65535) {
+    return bad("the port must be a number 0..65535");
+  }
+  return HostPort{std::string(host), static_cast<uint16_t>(number)};
+}
+
+Result<NodeAgentConfig> parseNodeAgentConfig(std::string_view yaml, std::string_view source_name) {
+  return parseDocument<NodeAgentConfig>(yaml, source_name, readLoggingAndTransport);
+}
+Result<OrchestratorConfig> parseOrchestratorConfig(std::string_view yaml,
+                                                   std::string_view source_name) {
+  return parseDocument<OrchestratorConfig>(yaml, source_name, readOrchestrator);
+}
+Result<TransferBenchConfig> parseTransferBenchConfig(std::string_view yaml,
+                                                     std::string_view source_name) {
+  return parseDocument<TransferBenchConfig>(yaml, source_name, readLoggingAndTransport);
+}
+
+Result<NodeAgentConfig> loadNodeAgentConfig(const std::string& path) {
+  return loadFile(path, parseNodeAgentConfig);
+}
+Result<OrchestratorConfig> loadOrchestratorConfig(const std::string& path) {
+  return loadFile(path, parseOrchestratorConfig);
+}
+Result<TransferBenchConfig> loadTransferBenchConfig(const std::string& path) {
+  return loadFile(path, parseTransferBenchConfig);
+}
+
+}  // namespace kvferry::config

@@ -1,0 +1,85 @@
+// Configuration: one YAML file per component, parsed once into the plain, validated, const
+// structs below. This folder is the only place that includes yaml-cpp.
+//
+// Validation is strict: an unknown key, a value of the wrong type or a value out of range is an
+// INVALID_ARGUMENT whose message names the file, the line and the key path, e.g.
+//   "node_agent.yaml:7: transport.queue_depth: 0 is out of range (1..65536)"
+// main() prints that one line and exits. Every key has a default, so an empty file is valid.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/logging.h"
+#include "common/status.h"
+
+namespace kvferry::config {
+
+// `logging:` section.
+struct LoggingConfig {
+  LogLevel level = LogLevel::kInfo;  // logging.level: trace|debug|info|warn|error|off
+};
+
+// Which transfer backend moves KV blocks. `tcp` is always built; `verbs` needs rdma-core.
+enum class TransportKind { kTcp, kVerbs, kLoopback };
+std::string_view transportKindName(TransportKind kind);
+
+// `transport:` section: every knob of the KV transfer engine.
+struct TransportConfig {
+  TransportKind kind = TransportKind::kTcp;  // transport.kind: tcp | verbs | loopback
+  // Data-plane listen address "host:port"; port 0 picks a free port (the endpoint blob carries
+  // the real one). Loopback by default: exposing the data plane is an explicit decision.
+  std::string listen_address = "127.0.0.1:0";
+  uint32_t queue_depth = 256;          // max outstanding (unpolled) batches per transport, 1..65536
+  uint32_t connections_per_peer = 2;   // TCP connections / RC QPs per peer, 1..64
+  uint32_t chain_length = 16;          // work requests per doorbell (verbs), 1..1024
+  uint32_t signal_interval = 16;       // signal every Nth unsignaled WR (verbs), 1..1024
+  uint32_t max_batch_ops = 4096;       // max write/read ops in one batch, 1..1048576
+  uint32_t connect_timeout_ms = 5000;  // one connect attempt, 1..600000
+  uint32_t connect_retries = 3;        // further attempts after the first, 0..100
+  uint32_t retry_backoff_ms = 100;     // wait before the first retry, doubled each time, 0..60000
+  uint32_t op_timeout_ms = 10000;      // a batch not completed by then fails, 1..600000
+  // Payloads at least this large are received straight into the region (no staging copy);
+  // smaller ones are parsed out of a staging buffer to save system calls. 0..1073741824.
+  uint32_t direct_receive_bytes = 64 * 1024;
+  uint32_t socket_buffer_bytes = 4 * 1024 * 1024;  // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
+};
+
+// `node_agent.yaml`.
+struct NodeAgentConfig {
+  LoggingConfig logging;
+  TransportConfig transport;
+};
+
+// `orchestrator.yaml`. (The HTTP API and scheduler sections arrive with the orchestrator.)
+struct OrchestratorConfig {
+  LoggingConfig logging;
+  std::string listen_address = "127.0.0.1:8000";  // listen_address: "host:port" of the HTTP API
+};
+
+// `transfer_bench.yaml` (optional; command-line flags override it).
+struct TransferBenchConfig {
+  LoggingConfig logging;
+  TransportConfig transport;
+};
+
+// Parse from a file (the name appears in errors) or from text (for tests; `source_name` is used
+// in messages in place of a file name).
+Result<NodeAgentConfig> loadNodeAgentConfig(const std::string& path);
+Result<OrchestratorConfig> loadOrchestratorConfig(const std::string& path);
+Result<TransferBenchConfig> loadTransferBenchConfig(const std::string& path);
+Result<NodeAgentConfig> parseNodeAgentConfig(std::string_view yaml, std::string_view source_name);
+Result<OrchestratorConfig> parseOrchestratorConfig(std::string_view yaml,
+                                                   std::string_view source_name);
+Result<TransferBenchConfig> parseTransferBenchConfig(std::string_view yaml,
+                                                     std::string_view source_name);
+
+// "host:port" with a numeric port 0..65535 and a non-empty host (IPv6 as "[::1]:80").
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<HostPort> parseHostPort(std::string_view text);
+
+}  // namespace kvferry::config

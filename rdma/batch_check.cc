@@ -1,0 +1,36 @@
+#include "rdma/batch_check.h"
+
+#include <string>
+
+namespace kvferry::rdma {
+
+Status checkBatch(std::span<const TransferOp> ops, uint32_t max_batch_ops, const RegionTable& local,
+                  const EndpointInfo& remote, std::string_view what,
+                  std::vector<RegionTable::Pin>& local_pins) {
+  local_pins.clear();
+  if (ops.empty()) return invalidArgument(std::string(what) + " batch is empty");
+  if (ops.size() > max_batch_ops) {
+    return invalidArgument(std::string(what) + " batch of " + std::to_string(ops.size()) +
+                           " ops exceeds max_batch_ops " + std::to_string(max_batch_ops));
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const TransferOp& op = ops[i];
+    // Messages are built only on failure: this loop runs for every op of every batch.
+    auto where = [&](std::string_view side) {
+      return std::string(side) + " side of " + std::string(what) + " op " + std::to_string(i);
+    };
+    const RemoteRegion* rr = remote.findRegion(op.remote_region);
+    if (rr == nullptr) {
+      return notFound(where("remote") + ": the peer has no region " +
+                      std::to_string(op.remote_region));
+    }
+    Status in_range = checkRange(op.remote_region, rr->bytes, op.remote_offset, op.length, what);
+    if (!in_range.isOk()) return in_range.withContext(where("remote"));
+    Result<RegionTable::Pin> pin = local.pin(op.local_region, op.local_offset, op.length, what);
+    if (!pin.isOk()) return pin.status().withContext(where("local"));
+    local_pins.push_back(std::move(pin).value());
+  }
+  return Status::ok();
+}
+
+}  // namespace kvferry::rdma

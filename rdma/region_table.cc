@@ -1,0 +1,89 @@
+#include "rdma/region_table.h"
+
+#include <string>
+#include <thread>
+
+namespace kvferry::rdma {
+
+Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t length,
+                  std::string_view what) {
+  if (length == 0) {
+    return invalidArgument(std::string(what) + " of 0 bytes to region " + std::to_string(id));
+  }
+  if (length > region_bytes || offset > region_bytes - length) {
+    return outOfRange(std::string(what) + " of " + std::to_string(length) + " bytes at offset " +
+                      std::to_string(offset) + " exceeds region " + std::to_string(id) + " (" +
+                      std::to_string(region_bytes) + " bytes)");
+  }
+  return Status::ok();
+}
+
+Result<RegionId> RegionTable::add(void* base, size_t bytes, MemoryKind kind) {
+  if (base == nullptr || bytes == 0) {
+    return invalidArgument("cannot register an empty region (base " +
+                           std::string(base ? "set" : "null") + ", " + std::to_string(bytes) +
+                           " bytes)");
+  }
+  std::lock_guard lock(mu_);
+  auto entry = std::make_shared<Entry>();
+  entry->id = next_id_++;
+  entry->base = static_cast<uint8_t*>(base);
+  entry->bytes = bytes;
+  entry->kind = kind;
+  entries_.emplace(entry->id, entry);
+  return entry->id;
+}
+
+Status RegionTable::remove(RegionId id, std::chrono::milliseconds wait) {
+  std::shared_ptr<const Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end())
+      return notFound("region " + std::to_string(id) + " is not registered");
+    entry = std::move(it->second);
+    entries_.erase(it);
+  }
+  // New pins are impossible now; wait for the live ones to end. The only other owners of
+  // `entry` are Pins, so a use count of 1 means no access is in progress.
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (entry.use_count() > 1) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::lock_guard lock(mu_);
+      entries_.emplace(id, std::move(entry));
+      return deadlineExceeded("region " + std::to_string(id) +
+                              " still has transfers in progress; not deregistered");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return Status::ok();
+}
+
+Result<RegionTable::Pin> RegionTable::pin(RegionId id, uint64_t offset, uint64_t length,
+                                          std::string_view what) const {
+  std::shared_ptr<const Entry> entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) {
+      return notFound(std::string(what) + " to region " + std::to_string(id) +
+                      ", which is not registered");
+    }
+    entry = it->second;
+  }
+  RETURN_IF_ERROR(checkRange(id, entry->bytes, offset, length, what));
+  uint8_t* data = entry->base + offset;
+  return Pin{std::move(entry), data};
+}
+
+std::vector<RemoteRegion> RegionTable::describe() const {
+  std::lock_guard lock(mu_);
+  std::vector<RemoteRegion> out;
+  out.reserve(entries_.size());
+  for (const auto& [id, entry] : entries_) {
+    out.push_back(RemoteRegion{id, entry->bytes, reinterpret_cast<uint64_t>(entry->base), 0});
+  }
+  return out;
+}
+
+}  // namespace kvferry::rdma

@@ -1,0 +1,55 @@
+// The registered regions of one transport, and the one place where every local or remote access
+// is bounds-checked. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "rdma/transport.h"
+
+namespace kvferry::rdma {
+
+class RegionTable {
+ public:
+  struct Entry {
+    RegionId id = 0;
+    uint8_t* base = nullptr;
+    uint64_t bytes = 0;
+    MemoryKind kind;
+  };
+
+  // A checked, pinned span of a region: while any Pin of a region lives, deregistration waits.
+  struct Pin {
+    std::shared_ptr<const Entry> entry;
+    uint8_t* data = nullptr;  // entry->base + offset
+  };
+
+  Result<RegionId> add(void* base, size_t bytes, MemoryKind kind);
+  // Removes the region once no Pin of it is alive; gives up after `wait` and keeps it.
+  Status remove(RegionId id, std::chrono::milliseconds wait);
+
+  // Checks [offset, offset + length) against the region and pins it. `what` ("write", "read")
+  // goes into the error message. NOT_FOUND for an unknown id, OUT_OF_RANGE past its end.
+  Result<Pin> pin(RegionId id, uint64_t offset, uint64_t length, std::string_view what) const;
+
+  // The table as peers see it (for the endpoint blob).
+  std::vector<RemoteRegion> describe() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<RegionId, std::shared_ptr<const Entry>> entries_;
+  RegionId next_id_ = 1;
+};
+
+// The bounds rule shared by local tables and a peer's advertised regions: `length` bytes at
+// `offset` fit in a region of `region_bytes`, with no overflow.
+Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t length,
+                  std::string_view what);
+
+}  // namespace kvferry::rdma

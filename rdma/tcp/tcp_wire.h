@@ -1,0 +1,55 @@
+// The TCP backend's wire format. Every frame is a fixed FrameHeader followed by `length` payload
+// bytes. One connection carries both directions:
+//
+//   initiator → target   kHello (first frame), kWrite + payload, kReadRequest
+//   target → initiator   kHelloAck (+ error text), kAck (+ error text), kReadResponse + payload
+//
+// A batch is a run of kWrite (or kReadRequest) frames on one connection, the last flagged
+// kFlagLast (and kFlagImm when it carries an immediate). The target answers a write batch with
+// one kAck after its last frame, and every read request with one kReadResponse. Frames of two
+// batches never interleave on a connection, so "the last frame arrived" means "the batch arrived".
+#pragma once
+
+#include <bit>
+#include <cstdint>
+
+namespace kvferry::rdma::wire {
+
+static_assert(std::endian::native == std::endian::little,
+              "the TCP wire format is little-endian host order");
+
+inline constexpr uint32_t kFrameMagic = 0x5246564B;  // "KVFR": catches a desynchronised stream
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint64_t kMaxMessageBytes = 4096;  // error text after a kAck / kHelloAck
+
+enum class Opcode : uint8_t {
+  kHello = 1,         // request_id = initiator endpoint id, offset = expected target endpoint id,
+                      // region = protocol version
+  kHelloAck = 2,      // status; payload = error text
+  kWrite = 3,         // region, offset, length, imm; payload = the bytes
+  kReadRequest = 4,   // region, offset, length (wanted), op_index
+  kReadResponse = 5,  // status, op_index; payload = the bytes (or error text when status != 0)
+  kAck = 6,           // status of a write batch; payload = error text
+};
+
+enum FrameFlags : uint8_t {
+  kFlagLast = 1,  // last frame of a batch
+  kFlagImm = 2,   // the batch carries `imm`, to be delivered after its last byte
+};
+
+struct FrameHeader {
+  uint32_t magic = kFrameMagic;
+  Opcode opcode = Opcode::kHello;
+  uint8_t flags = 0;
+  uint16_t status = 0;  // a kvferry::StatusCode
+  uint32_t region = 0;
+  uint32_t imm = 0;
+  uint64_t request_id = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;  // payload bytes that follow (kReadRequest: bytes wanted, none follow)
+  uint32_t op_index = 0;
+  uint32_t reserved = 0;
+};
+static_assert(sizeof(FrameHeader) == 48, "FrameHeader is a wire format: no padding changes");
+
+}  // namespace kvferry::rdma::wire

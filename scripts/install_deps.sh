@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs everything kvferry needs to build and test, from Debian 12 packages only.
+# Idempotent: packages already present are left alone; safe to run again after an upgrade.
+#
+#   scripts/install_deps.sh            # install what is missing
+#   scripts/install_deps.sh --check    # only report what is missing (exit 1 if anything is)
+#
+# CUDA is optional and never installed here: when /usr/local/cuda/bin/nvcc exists the build
+# compiles the CUDA paths (they compile without a GPU); otherwise they are left out.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache git
+  # Boost >= 1.81 (Asio, Beast, JSON). Debian 12's default libboost-dev is 1.74, which has no
+  # Boost.JSON, so the versioned 1.81 packages are named explicitly.
+  libboost1.81-dev libboost-json1.81-dev libboost-system1.81-dev
+  libyaml-cpp-dev
+  prometheus-cpp-dev
+  libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev
+  # RDMA: libibverbs headers for the verbs backend, tools for verify_gpudirect / rxe tests.
+  rdma-core libibverbs-dev librdmacm-dev ibverbs-utils ibverbs-providers perftest
+  # Benchmarks: the TCP ceiling for bench_transfer.sh; jq to read JSON results in scripts.
+  iperf3 jq
+  # Tooling named in STYLE.md.
+  clang-format clang-tidy
+)
+
+check_only=0
+case "${1:-}" in
+  --check) check_only=1 ;;
+  -h | --help)
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  "") ;;
+  *)
+    echo "install_deps.sh: unknown argument '$1' (try --help)" >&2
+    exit 2
+    ;;
+esac
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps.sh: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install_deps.sh: missing: ${missing[*]}"
+[ "$check_only" -eq 1 ] && exit 1
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || {
+    echo "install_deps.sh: not root and no sudo; install the packages above by hand" >&2
+    exit 1
+  }
+  SUDO="sudo"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# iperf3 asks whether to start a daemon; answer no without a prompt.
+echo "iperf3 iperf3/start_daemon boolean false" | $SUDO debconf-set-selections
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install_deps.sh: installed ${#missing[@]} packages"

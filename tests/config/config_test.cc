@@ -1,0 +1,329 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace kvferry::config {
+namespace {
+
+auto fields(const TransportConfig& c) {
+  return std::tie(c.kind, c.listen_address, c.queue_depth, c.connections_per_peer, c.chain_length,
+                  c.signal_interval, c.max_batch_ops, c.connect_timeout_ms, c.connect_retries,
+                  c.retry_backoff_ms, c.op_timeout_ms, c.direct_receive_bytes,
+                  c.socket_buffer_bytes);
+}
+
+// The error message of parsing `yaml` as a node_agent.yaml named "t.yaml"; "" when it parses.
+std::string agentError(std::string_view yaml) {
+  Result<NodeAgentConfig> config = parseNodeAgentConfig(yaml, "t.yaml");
+  if (config.isOk()) return "";
+  EXPECT_EQ(config.status().code(), StatusCode::kInvalidArgument);
+  return config.status().message();
+}
+
+struct UintField {
+  const char* name;
+  uint32_t TransportConfig::*field;
+  uint32_t min;
+  uint32_t max;
+};
+
+// Every unsigned knob of `transport:` with the range config.h documents.
+const std::vector<UintField> kUintFields = {
+    {"queue_depth", &TransportConfig::queue_depth, 1, 65536},
+    {"connections_per_peer", &TransportConfig::connections_per_peer, 1, 64},
+    {"chain_length", &TransportConfig::chain_length, 1, 1024},
+    {"signal_interval", &TransportConfig::signal_interval, 1, 1024},
+    {"max_batch_ops", &TransportConfig::max_batch_ops, 1, 1048576},
+    {"connect_timeout_ms", &TransportConfig::connect_timeout_ms, 1, 600000},
+    {"connect_retries", &TransportConfig::connect_retries, 0, 100},
+    {"retry_backoff_ms", &TransportConfig::retry_backoff_ms, 0, 60000},
+    {"op_timeout_ms", &TransportConfig::op_timeout_ms, 1, 600000},
+    {"direct_receive_bytes", &TransportConfig::direct_receive_bytes, 0, 1073741824},
+    {"socket_buffer_bytes", &TransportConfig::socket_buffer_bytes, 0, 1073741824},
+};
+
+TEST(ConfigDefaultsTest, EmptyCommentOnlyAndEmptySectionsGiveDefaults) {
+  for (const char* yaml : {"", "\n\n", "# nothing\n  # here either\n", "---\n", "{}",
+                           "logging:\ntransport:\n", "logging: {}\ntransport: {}\n"}) {
+    Result<NodeAgentConfig> agent = parseNodeAgentConfig(yaml, "t.yaml");
+    ASSERT_TRUE(agent.isOk()) << "'" << yaml << "': " << agent.status().toString();
+    EXPECT_EQ(agent->logging.level, LogLevel::kInfo);
+    EXPECT_EQ(fields(agent->transport), fields(TransportConfig{}));
+    Result<TransferBenchConfig> bench = parseTransferBenchConfig(yaml, "t.yaml");
+    ASSERT_TRUE(bench.isOk()) << bench.status().toString();
+    EXPECT_EQ(fields(bench->transport), fields(TransportConfig{}));
+  }
+  const TransportConfig defaults;
+  EXPECT_EQ(defaults.kind, TransportKind::kTcp);
+  EXPECT_EQ(defaults.listen_address, "127.0.0.1:0");
+  EXPECT_EQ(defaults.queue_depth, 256u);
+
+  Result<OrchestratorConfig> orchestrator = parseOrchestratorConfig("# empty\n", "o.yaml");
+  ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
+  EXPECT_EQ(orchestrator->logging.level, LogLevel::kInfo);
+  EXPECT_EQ(orchestrator->listen_address, "127.0.0.1:8000");
+}
+
+TEST(ConfigParseTest, ReadsEveryKey) {
+  Result<NodeAgentConfig> config = parseNodeAgentConfig(R"(
+logging:
+  level: debug
+transport:
+  kind: verbs
+  listen_address: "[::1]:7000"
+  queue_depth: 1
+  connections_per_peer: 2
+  chain_length: 3
+  signal_interval: 4
+  max_batch_ops: 5
+  connect_timeout_ms: 6
+  connect_retries: 7
+  retry_backoff_ms: 8
+  op_timeout_ms: 9
+  direct_receive_bytes: 10
+  socket_buffer_bytes: 11
+)",
+                                                        "t.yaml");
+  ASSERT_TRUE(config.isOk()) << config.status().toString();
+  EXPECT_EQ(config->logging.level, LogLevel::kDebug);
+  const TransportConfig& t = config->transport;
+  EXPECT_EQ(t.kind, TransportKind::kVerbs);
+  EXPECT_EQ(t.listen_address, "[::1]:7000");
+  for (size_t i = 0; i < kUintFields.size(); ++i) {
+    EXPECT_EQ(t.*kUintFields[i].field, i + 1) << kUintFields[i].name;
+  }
+
+  Result<OrchestratorConfig> orchestrator =
+      parseOrchestratorConfig("logging: {level: off}\nlisten_address: 0.0.0.0:8080\n", "o.yaml");
+  ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
+  EXPECT_EQ(orchestrator->logging.level, LogLevel::kOff);
+  EXPECT_EQ(orchestrator->listen_address, "0.0.0.0:8080");
+
+  Result<TransferBenchConfig> bench =
+      parseTransferBenchConfig("transport:\n  kind: loopback\n", "b.yaml");
+  ASSERT_TRUE(bench.isOk()) << bench.status().toString();
+  EXPECT_EQ(bench->transport.kind, TransportKind::kLoopback);
+}
+
+TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
+  EXPECT_EQ(agentError("logging: {}\ntransprt:\n  queue_depth: 1\n"),
+            "t.yaml:2: transprt: unknown key (allowed: logging, transport)");
+  EXPECT_EQ(agentError("transport:\n  kind: tcp\n  queue_dept: 5\n"),
+            "t.yaml:3: transport.queue_dept: unknown key (allowed: kind, listen_address, "
+            "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
+            "connect_timeout_ms, connect_retries, retry_backoff_ms, op_timeout_ms, "
+            "direct_receive_bytes, socket_buffer_bytes)");
+  EXPECT_EQ(agentError("logging:\n  level: info\n  colour: true\n"),
+            "t.yaml:3: logging.colour: unknown key (allowed: level)");
+  Result<OrchestratorConfig> orchestrator =
+      parseOrchestratorConfig("listen_address: 1.2.3.4:5\ntransport: {}\n", "o.yaml");
+  ASSERT_FALSE(orchestrator.isOk());
+  EXPECT_EQ(orchestrator.status().message(),
+            "o.yaml:2: transport: unknown key (allowed: logging, listen_address)");
+}
+
+TEST(ConfigErrorTest, WrongTypesNameWhatWasFound) {
+  const std::string prefix = "t.yaml:3: transport.queue_depth: expected an unsigned integer, got ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"abc", "'abc'"},
+      {"-1", "'-1'"},
+      {"1.5", "'1.5'"},
+      {"1e3", "'1e3'"},
+      {"0x10", "'0x10'"},
+      {"+5", "'+5'"},
+      {"\"5\"", "the quoted string '5'"},
+      {"{a: 1}", "a map"},
+      {"[1, 2]", "a sequence"},
+      {"", "an empty value"},
+      {"~", "an empty value"},
+  };
+  for (const auto& [value, found] : cases) {
+    EXPECT_EQ(agentError("logging: {}\ntransport:\n  queue_depth: " + value + "\n"), prefix + found)
+        << value;
+  }
+  EXPECT_EQ(agentError("logging:\n  level:\n    name: info\n"),
+            "t.yaml:2: logging.level: expected a scalar, got a map");
+  EXPECT_EQ(agentError("transport:\n  listen_address: [a, b]\n"),
+            "t.yaml:2: transport.listen_address: expected a scalar, got a sequence");
+}
+
+TEST(ConfigErrorTest, SectionsAndTheTopLevelMustBeMaps) {
+  EXPECT_EQ(agentError("transport: tcp\n"), "t.yaml:1: transport: expected a map, got 'tcp'");
+  EXPECT_EQ(agentError("# comment\nlogging:\n  - info\n"),
+            "t.yaml:2: logging: expected a map, got a sequence");
+  EXPECT_EQ(agentError("- logging\n- transport\n"), "t.yaml:1: expected a map, got a sequence");
+  EXPECT_EQ(agentError("# comment\nhello\n"), "t.yaml:2: expected a map, got 'hello'");
+}
+
+TEST(ConfigErrorTest, OutOfRangeGivesTheRange) {
+  EXPECT_EQ(agentError("transport:\n  queue_depth: 0\n"),
+            "t.yaml:2: transport.queue_depth: 0 is out of range (1..65536)");
+  EXPECT_EQ(agentError("transport:\n  queue_depth: 99999999999999999999999\n"),
+            "t.yaml:2: transport.queue_depth: 99999999999999999999999 is out of range (1..65536)");
+}
+
+TEST(ConfigErrorTest, EveryRangeBoundIsAcceptedAndOnePastIsRejected) {
+  for (const UintField& f : kUintFields) {
+    auto yaml = [&](uint64_t value) {
+      return "transport:\n  " + std::string(f.name) + ": " + std::to_string(value) + "\n";
+    };
+    auto rejected = [&](uint64_t value) {
+      return "t.yaml:2: transport." + std::string(f.name) + ": " + std::to_string(value) +
+             " is out of range (" + std::to_string(f.min) + ".." + std::to_string(f.max) + ")";
+    };
+    for (uint32_t bound : {f.min, f.max}) {
+      Result<NodeAgentConfig> config = parseNodeAgentConfig(yaml(bound), "t.yaml");
+      ASSERT_TRUE(config.isOk()) << config.status().toString();
+      EXPECT_EQ(config->transport.*f.field, bound) << f.name;
+    }
+    if (f.min > 0) {
+      EXPECT_EQ(agentError(yaml(f.min - 1)), rejected(f.min - 1));
+    }
+    EXPECT_EQ(agentError(yaml(uint64_t{f.max} + 1)), rejected(uint64_t{f.max} + 1));
+  }
+}
+
+TEST(ConfigErrorTest, BadEnumValuesListTheAllowedOnes) {
+  EXPECT_EQ(agentError("transport:\n  kind: rdma\n"),
+            "t.yaml:2: transport.kind: unknown transport kind 'rdma' (expected tcp, verbs or "
+            "loopback)");
+  EXPECT_EQ(agentError("logging:\n  level: verbose\n"),
+            "t.yaml:2: logging.level: unknown log level 'verbose' (expected trace, debug, info, "
+            "warn, error or off)");
+  EXPECT_EQ(agentError("transport:\n  kind: TCP\n"),
+            "t.yaml:2: transport.kind: unknown transport kind 'TCP' (expected tcp, verbs or "
+            "loopback)");
+}
+
+TEST(ConfigErrorTest, ListenAddressMustBeHostPort) {
+  EXPECT_EQ(
+      agentError("transport:\n  listen_address: localhost\n"),
+      "t.yaml:2: transport.listen_address: 'localhost' is not \"host:port\": missing ':port'");
+  Result<OrchestratorConfig> orchestrator =
+      parseOrchestratorConfig("logging: {}\nlisten_address: '[::1]:99999'\n", "o.yaml");
+  ASSERT_FALSE(orchestrator.isOk());
+  EXPECT_EQ(orchestrator.status().message(),
+            "o.yaml:2: listen_address: '[::1]:99999' is not \"host:port\": the port must be a "
+            "number 0..65535");
+}
+
+TEST(ConfigErrorTest, MalformedYamlGivesTheParserLine) {
+  EXPECT_EQ(agentError("transport:\n  queue_depth: [1\n"),
+            "t.yaml:3: invalid YAML: end of sequence flow not found");
+  EXPECT_EQ(agentError("logging: {}\ntransport: kind: tcp\n"),
+            "t.yaml:2: invalid YAML: illegal map value");
+  EXPECT_EQ(agentError("logging: {}\n---\nlogging: {}\n"),
+            "t.yaml:3: expected one YAML document, found 2");
+}
+
+TEST(ConfigErrorTest, DuplicateKeysAreRejected) {
+  EXPECT_EQ(agentError("transport:\n  queue_depth: 1\n  queue_depth: 2\n"),
+            "t.yaml:3: transport.queue_depth: duplicate key (first at line 2)");
+}
+
+TEST(ConfigErrorTest, TheEarliestErrorInTheFileIsReported) {
+  // `logging` is read before `transport`, but the message must point at line 2.
+  EXPECT_EQ(agentError("transport:\n  queue_depth: 0\n  bogus: 1\nlogging:\n  level: loud\n"),
+            "t.yaml:2: transport.queue_depth: 0 is out of range (1..65536)");
+}
+
+TEST(ConfigFileTest, FileErrorsNameThePath) {
+  Result<NodeAgentConfig> missing = loadNodeAgentConfig("/nonexistent/kvferry/node_agent.yaml");
+  ASSERT_FALSE(missing.isOk());
+  EXPECT_EQ(missing.status().code(), StatusCode::kIoError);
+  EXPECT_EQ(missing.status().message(),
+            "open /nonexistent/kvferry/node_agent.yaml: No such file or directory");
+
+  const std::string path = testing::TempDir() + "kvferry_config_test.yaml";
+  std::ofstream(path) << "# a comment\ntransport:\n  chain_length: 2000\n";
+  Result<TransferBenchConfig> bad = loadTransferBenchConfig(path);
+  ASSERT_FALSE(bad.isOk());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(),
+            path + ":3: transport.chain_length: 2000 is out of range (1..1024)");
+  std::remove(path.c_str());
+}
+
+TEST(ConfigFileTest, ExampleFilesLoadWithTheDocumentedDefaults) {
+  const std::string dir = KVFERRY_SOURCE_DIR "/config/examples/";
+  for (const char* name : {"node_agent.yaml", "transfer_bench.yaml"}) {
+    std::ifstream file(dir + name);
+    std::stringstream text;
+    text << file.rdbuf();
+    // Every key is written out, so the file documents all of them.
+    for (const char* key : {"logging:", "level:", "transport:", "kind:", "listen_address:"}) {
+      EXPECT_NE(text.str().find(key), std::string::npos) << name << " lacks " << key;
+    }
+    for (const UintField& f : kUintFields) {
+      EXPECT_NE(text.str().find(std::string("\n  ") + f.name + ": "), std::string::npos)
+          << name << " lacks " << f.name;
+    }
+  }
+  Result<NodeAgentConfig> agent = loadNodeAgentConfig(dir + "node_agent.yaml");
+  ASSERT_TRUE(agent.isOk()) << agent.status().toString();
+  EXPECT_EQ(agent->logging.level, LogLevel::kInfo);
+  EXPECT_EQ(fields(agent->transport), fields(TransportConfig{}));
+
+  Result<TransferBenchConfig> bench = loadTransferBenchConfig(dir + "transfer_bench.yaml");
+  ASSERT_TRUE(bench.isOk()) << bench.status().toString();
+  EXPECT_EQ(bench->logging.level, LogLevel::kInfo);
+  EXPECT_EQ(fields(bench->transport), fields(TransportConfig{}));
+
+  Result<OrchestratorConfig> orchestrator = loadOrchestratorConfig(dir + "orchestrator.yaml");
+  ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
+  EXPECT_EQ(orchestrator->logging.level, LogLevel::kInfo);
+  EXPECT_EQ(orchestrator->listen_address, "127.0.0.1:8000");
+}
+
+TEST(HostPortTest, AcceptsHostColonPort) {
+  const std::vector<std::tuple<std::string, std::string, uint16_t>> good = {
+      {"127.0.0.1:0", "127.0.0.1", 0},
+      {"0.0.0.0:8000", "0.0.0.0", 8000},
+      {"localhost:65535", "localhost", 65535},
+      {"node-3.example.com:7000", "node-3.example.com", 7000},
+      {"[::1]:80", "::1", 80},
+      {"[fe80::1%eth0]:4791", "fe80::1%eth0", 4791},
+  };
+  for (const auto& [text, host, port] : good) {
+    Result<HostPort> parsed = parseHostPort(text);
+    ASSERT_TRUE(parsed.isOk()) << text << ": " << parsed.status().toString();
+    EXPECT_EQ(parsed->host, host);
+    EXPECT_EQ(parsed->port, port);
+  }
+}
+
+TEST(HostPortTest, RejectsEverythingElse) {
+  for (const char* text : {"", "localhost", ":80", "host:", "host:65536", "host:-1", "host:+80",
+                           "host:8o", "host:99999999999999999999", "::1:80", "[::1]", "[::1]80",
+                           "[::1:80", "[]:80", "my host:80", "a]b:80"}) {
+    Result<HostPort> parsed = parseHostPort(text);
+    ASSERT_FALSE(parsed.isOk()) << text;
+    EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        parsed.status().message().rfind("'" + std::string(text) + "' is not \"host:port\"", 0), 0u)
+        << parsed.status().message();
+  }
+}
+
+TEST(TransportKindTest, NamesRoundTrip) {
+  EXPECT_EQ(transportKindName(TransportKind::kTcp), "tcp");
+  EXPECT_EQ(transportKindName(TransportKind::kVerbs), "verbs");
+  EXPECT_EQ(transportKindName(TransportKind::kLoopback), "loopback");
+  for (TransportKind kind :
+       {TransportKind::kTcp, TransportKind::kVerbs, TransportKind::kLoopback}) {
+    std::string yaml = "transport:\n  kind: " + std::string(transportKindName(kind)) + "\n";
+    Result<NodeAgentConfig> config = parseNodeAgentConfig(yaml, "t.yaml");
+    ASSERT_TRUE(config.isOk()) << config.status().toString();
+    EXPECT_EQ(config->transport.kind, kind);
+  }
+}
+
+}  // namespace
+}  // namespace kvferry::config

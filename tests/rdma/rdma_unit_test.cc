@@ -1,0 +1,112 @@
+// Unit tests of the engine's shared pieces: blob codec, paged addressing, region table.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "rdma/endpoint_blob.h"
+#include "rdma/kv_layout.h"
+#include "rdma/region_table.h"
+
+namespace kvferry::rdma {
+namespace {
+
+TEST(EndpointBlobTest, RoundTripsAndRejectsEveryTruncation) {
+  EndpointInfo info{
+      "tcp", 0xDEADBEEFCAFEull, {{1, 4096, 0x1000, 7}, {2, 1 << 20, 0, 0}}, {'a', 'b'}};
+  Result<EndpointBlob> blob = encodeEndpoint(info);
+  ASSERT_TRUE(blob.isOk());
+  Result<EndpointInfo> back = decodeEndpoint(*blob);
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(back->backend, "tcp");
+  EXPECT_EQ(back->endpoint_id, info.endpoint_id);
+  ASSERT_EQ(back->regions.size(), 2u);
+  EXPECT_EQ(back->regions[0].remote_key, 7u);
+  EXPECT_EQ(back->findRegion(2)->bytes, 1u << 20);
+  EXPECT_EQ(back->findRegion(3), nullptr);
+  EXPECT_EQ(back->address, info.address);
+  for (size_t n = 0; n < blob->size(); ++n) {
+    EndpointBlob cut(blob->begin(), blob->begin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_EQ(decodeEndpoint(cut).status().code(), StatusCode::kInvalidArgument) << n;
+  }
+  EndpointBlob longer = *blob;
+  longer.push_back(0);
+  EXPECT_EQ(decodeEndpoint(longer).status().code(), StatusCode::kInvalidArgument);
+  // A region count that claims more than the blob holds must not allocate or read past the end.
+  EndpointBlob lying = *blob;
+  const size_t count_at = 4 + 2 + 1 + 3 + 8;
+  lying[count_at + 3] = 0x7f;
+  EXPECT_EQ(decodeEndpoint(lying).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(EndpointBlobTest, OversizedRegionTablesAreRefused) {
+  EndpointInfo info{"tcp", 1, std::vector<RemoteRegion>(4000), {}};
+  EXPECT_EQ(encodeEndpoint(info).status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(KvLayoutTest, CoalescesRunsWhereBothSidesAreAdjacent) {
+  KvPool local{1, 100, 50};
+  KvPool remote{2, 100, 40};
+  std::vector<TransferOp> ops;
+  std::vector<uint32_t> l{0, 1, 2, 9, 10, 30};
+  std::vector<uint32_t> r{5, 6, 7, 8, 20, 21};
+  ASSERT_TRUE(appendBlockOps(local, remote, l, r, ops).isOk());
+  ASSERT_EQ(ops.size(), 4u);
+  EXPECT_EQ(ops[0].local_offset, 0u);
+  EXPECT_EQ(ops[0].remote_offset, 500u);
+  EXPECT_EQ(ops[0].length, 300u);
+  EXPECT_EQ(ops[1].length, 100u);  // 9 → 8: local jumps from 2 to 9
+  EXPECT_EQ(ops[2].length, 100u);  // 10 → 20: remote jumps from 8 to 20
+  EXPECT_EQ(ops[3].local_offset, 3000u);
+  EXPECT_EQ(ops[3].remote_offset, 2100u);
+  // Appends, never clears.
+  ASSERT_TRUE(appendBlockOps(local, remote, std::vector<uint32_t>{3}, std::vector<uint32_t>{3}, ops)
+                  .isOk());
+  EXPECT_EQ(ops.size(), 5u);
+}
+
+TEST(KvLayoutTest, RejectsMismatchedListsSizesAndIdsPastTheEnd) {
+  KvPool local{1, 100, 50};
+  KvPool remote{2, 100, 40};
+  std::vector<TransferOp> ops;
+  EXPECT_EQ(
+      appendBlockOps(local, remote, std::vector<uint32_t>{1, 2}, std::vector<uint32_t>{1}, ops)
+          .code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(appendBlockOps(local, KvPool{2, 64, 40}, std::vector<uint32_t>{1},
+                           std::vector<uint32_t>{1}, ops)
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(appendBlockOps(local, remote, std::vector<uint32_t>{1}, std::vector<uint32_t>{40}, ops)
+                .code(),
+            StatusCode::kOutOfRange);
+}
+
+TEST(RegionTableTest, PinsAreBoundsCheckedAndHoldOffDeregistration) {
+  RegionTable table;
+  std::vector<uint8_t> mem(1000);
+  EXPECT_EQ(table.add(nullptr, 10, MemoryKind::host()).status().code(),
+            StatusCode::kInvalidArgument);
+  RegionId id = *table.add(mem.data(), mem.size(), MemoryKind::host());
+  EXPECT_TRUE(table.pin(id, 0, 1000, "write").isOk());
+  EXPECT_EQ(table.pin(id, 1, 1000, "write").status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(table.pin(id, ~0ull, 2, "write").status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(table.pin(id + 1, 0, 1, "write").status().code(), StatusCode::kNotFound);
+
+  Result<RegionTable::Pin> pin = table.pin(id, 10, 10, "read");
+  ASSERT_TRUE(pin.isOk());
+  EXPECT_EQ(pin->data, mem.data() + 10);
+  // While pinned, removal waits, then gives up and keeps the region.
+  EXPECT_EQ(table.remove(id, std::chrono::milliseconds(20)).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(table.pin(id, 0, 1, "read").isOk());
+  // Released from another thread while removal waits: removal succeeds.
+  std::thread releaser([p = std::move(pin).value()]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    p = {};
+  });
+  EXPECT_TRUE(table.remove(id, std::chrono::seconds(10)).isOk());
+  releaser.join();
+  EXPECT_EQ(table.pin(id, 0, 1, "read").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvferry::rdma
