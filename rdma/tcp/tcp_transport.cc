@@ -202,6 +202,7 @@ class TcpTransport final : public Transport {
     tcp::endpoint ep(addr, hp.port);
     acceptor_.open(ep.protocol(), ec);
     if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) setBufferSizes(acceptor_, ec);  // accepted sockets inherit them
     if (!ec) acceptor_.bind(ep, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return unavailable("listen on " + config_.listen_address + ": " + ec.message());
@@ -346,6 +347,16 @@ class TcpTransport final : public Transport {
     slot.pins.clear();
     slot.first_error = Status::ok();
     free_slots_.push_back(static_cast<uint32_t>(&slot - slots_.data()));
+  }
+
+  // SO_SNDBUF/SO_RCVBUF before connect/listen (so the window scale fits); 0 keeps the
+  // kernel's autotuning.
+  template <typename Socket>
+  void setBufferSizes(Socket& s, boost::system::error_code& ec) const {
+    if (config_.socket_buffer_bytes == 0) return;
+    const int bytes = static_cast<int>(config_.socket_buffer_bytes);
+    s.set_option(asio::socket_base::send_buffer_size(bytes), ec);
+    if (!ec) s.set_option(asio::socket_base::receive_buffer_size(bytes), ec);
   }
 
   Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
@@ -692,11 +703,7 @@ Result<std::shared_ptr<Connection>> TcpTransport::connectOne(const tcp::endpoint
   asio::post(io_, [this, attempt, ep, where] {
     boost::system::error_code ec;
     attempt->socket.open(ep.protocol(), ec);
-    if (!ec && config_.socket_buffer_bytes > 0) {
-      const int bytes = static_cast<int>(config_.socket_buffer_bytes);
-      attempt->socket.set_option(asio::socket_base::send_buffer_size(bytes), ec);
-      attempt->socket.set_option(asio::socket_base::receive_buffer_size(bytes), ec);
-    }
+    if (!ec) setBufferSizes(attempt->socket, ec);
     if (ec) return attempt->done.set_value(ioError("socket", ec.value()));
     attempt->socket.async_connect(ep, [attempt, where](const boost::system::error_code& ec1) {
       if (ec1)

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Measures the transfer engine against the raw ceiling of the same path, in the same run.
+#
+#   scripts/bench_transfer.sh tcp [transfer_bench options...]
+#
+# tcp: the ceiling is iperf3 over 127.0.0.1 with as many streams as the transport opens
+# connections, for the same duration; transfer_bench runs as two processes (target and
+# initiator) like iperf3's server and client. Prints block size | GB/s | ceiling | ratio and
+# writes bench-results/transfer-tcp.json:
+#   {"ceiling_gbps": x, "rows": [{"block_bytes", "gbps", "ratio", "p50_us", "p99_us"}], ...}
+# Environment: DURATION (seconds per measurement, default 3), CONNECTIONS (default 2),
+# BUILD_DIR (default build/release, built here with the release preset if missing).
+set -euo pipefail
+
+transport="${1:-}"
+case "$transport" in
+  tcp) shift ;;
+  -h | --help | "")
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    [ -n "$transport" ] && exit 0 || exit 2
+    ;;
+  *)
+    echo "bench_transfer.sh: transport '$transport' has no ceiling measurement here (tcp only;" \
+      "verbs is measured against ib_write_bw in the rxe VM)" >&2
+    exit 2
+    ;;
+esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+duration="${DURATION:-3}"
+connections="${CONNECTIONS:-2}"
+build="${BUILD_DIR:-build/release}"
+for tool in iperf3 jq; do
+  command -v "$tool" >/dev/null || { echo "bench_transfer.sh: $tool missing: run scripts/install_deps.sh" >&2; exit 1; }
+done
+if [ ! -x "$build/bench/transfer_bench" ]; then
+  echo "== building transfer_bench (release preset)"
+  cmake --preset release >/dev/null
+  cmake --build "$build" --target transfer_bench >/dev/null
+fi
+bench="$build/bench/transfer_bench"
+mkdir -p bench-results
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pick_port() { # a free TCP port on 127.0.0.1
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000))
+}
+
+echo "== ceiling: iperf3 127.0.0.1, $connections streams, ${duration}s"
+port="$(pick_port)"
+iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$work/iperf-server.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  iperf3 -c 127.0.0.1 -p "$port" -t "$duration" -P "$connections" -J >"$work/iperf.json" 2>/dev/null && break
+  sleep 0.1
+done
+ceiling="$(jq '.end.sum_received.bits_per_second / 8e9' "$work/iperf.json")"
+printf "   iperf3: %.3f GB/s\n" "$ceiling"
+
+echo "== transfer_bench: target and initiator as two processes"
+blob="$work/target.blob"
+"$bench" --role target --transport tcp --blob-file "$blob" --connections "$connections" "$@" \
+  >"$work/target.log" 2>&1 &
+target_pid=$!
+pids+=("$target_pid")
+"$bench" --role initiator --transport tcp --blob-file "$blob" --connections "$connections" \
+  --duration "$duration" --json "$work/bench.json" "$@"
+kill -TERM "$target_pid"
+wait "$target_pid" || true
+tail -n 1 "$work/target.log"
+
+out="bench-results/transfer-tcp.json"
+jq --argjson ceiling "$ceiling" '{
+    ceiling_gbps: $ceiling, ceiling_tool: "iperf3 127.0.0.1",
+    transport: .transport, batch: .batch, queue_depth: .queue_depth,
+    connections: .connections, duration_s: .duration_s,
+    rows: [.rows[] | {block_bytes, gbps, ratio: (.gbps / $ceiling), p50_us, p99_us}]
+  }' "$work/bench.json" >"$out"
+
+echo
+printf "%10s | %8s | %8s | %6s | %10s | %10s\n" "block" "GB/s" "ceiling" "ratio" "p50_us" "p99_us"
+jq -r '.ceiling_gbps as $c | .rows[] |
+  [.block_bytes, .gbps, $c, .ratio, .p50_us, .p99_us] | @tsv' "$out" |
+  while IFS=$'\t' read -r bytes gbps ceil ratio p50 p99; do
+    printf "%10s | %8.3f | %8.3f | %6.2f | %10.1f | %10.1f\n" "$bytes" "$gbps" "$ceil" "$ratio" "$p50" "$p99"
+  done
+echo "wrote $out"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Configures, builds and runs every test that can run on this machine.
+#
+#   scripts/test.sh               # default preset: unit + integration tests
+#   scripts/test.sh asan          # the same under ASan + UBSan
+#   scripts/test.sh default -L unit   # extra arguments go to ctest
+#
+# Labels: unit (no hardware), integration (real processes on 127.0.0.1). Tests that need a GPU
+# (gpu) or Soft-RoCE (rxe) join when those exist. Uses ccache when present.
+set -euo pipefail
+
+preset="${1:-default}"
+[ $# -gt 0 ] && shift
+case "$preset" in
+  default | asan | release) ;;
+  -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "test.sh: unknown preset '$preset' (default, asan or release)" >&2; exit 2 ;;
+esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+jobs="$(nproc 2>/dev/null || echo 2)"
+
+if command -v ccache >/dev/null; then
+  export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+  export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+fi
+
+echo "== configure ($preset)"
+cmake --preset "$preset" >/dev/null
+echo "== build"
+cmake --build "build/$preset" -j "$jobs"
+echo "== test"
+cd "build/$preset"
+ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
