@@ -43,7 +43,9 @@ Sweeps block sizes through the KV transfer engine and prints GB/s and batch late
   --blob-file PATH               two-process mode: the target writes its endpoint blob here,
                                  the initiator waits for it (default /tmp/kvferry-bench.blob)
   --block-sizes LIST             e.g. 1K,4K,16K,64K,256K,1M,4M (default)
-  --batch N                      blocks per batch (default 32)
+  --batch N                      blocks per batch (default 32), capped by --max-batch-bytes
+  --max-batch-bytes BYTES        cap on one batch's bytes, so large blocks don't put gigabytes
+                                 in flight (default 8M; 0 = no cap); each row shows its batch
   --queue-depth N                batches in flight (default 16)
   --connections N                connections per peer (default from config: 2)
   --duration SECONDS             measured time per block size (default 3; +0.3 s warm-up)
@@ -65,6 +67,7 @@ struct Options {
   std::vector<uint64_t> block_sizes{1 << 10,   4 << 10,    16 << 10,  64 << 10,
                                     256 << 10, 1024 << 10, 4096 << 10};
   uint32_t batch = 32;
+  uint64_t max_batch_bytes = 8ull << 20;
   std::optional<uint32_t> queue_depth;
   std::optional<uint32_t> connections;
   double duration_s = 3.0;
@@ -148,6 +151,14 @@ Result<Options> parseArgs(int argc, char** argv) {
       }
     } else if (flag == "--batch") {
       ASSIGN_OR_RETURN(o.batch, parseCount(flag, v));
+    } else if (flag == "--max-batch-bytes") {
+      if (v == "0") {
+        o.max_batch_bytes = 0;
+      } else {
+        Result<uint64_t> size = parseSize(v);
+        if (!size.isOk()) return size.status().withContext("--max-batch-bytes");
+        o.max_batch_bytes = *size;
+      }
     } else if (flag == "--queue-depth") {
       ASSIGN_OR_RETURN(o.queue_depth, parseCount(flag, v));
     } else if (flag == "--connections") {
@@ -240,8 +251,15 @@ Result<rdma::EndpointBlob> waitBlobFile(const std::string& path, std::chrono::se
 
 // --- The sweep. ---
 
+// Blocks per batch for a block size: --batch, capped by --max-batch-bytes (at least 1).
+uint32_t batchFor(const Options& o, uint64_t block_bytes) {
+  if (o.max_batch_bytes == 0) return o.batch;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(o.max_batch_bytes / block_bytes, 1, o.batch));
+}
+
 struct Row {
   uint64_t block_bytes = 0;
+  uint32_t batch = 0;
   double gbps = 0;
   double p50_us = 0;
   double p99_us = 0;
@@ -286,7 +304,8 @@ Result<Row> runBlockSize(Transport& initiator, rdma::PeerId peer, rdma::RegionId
                          uint32_t queue_depth) {
   const rdma::KvPool local{local_region, block_bytes, o.pool_bytes / block_bytes};
   const rdma::KvPool remote{remote_region, block_bytes, o.pool_bytes / block_bytes};
-  ASSIGN_OR_RETURN(auto batches, makeBatches(local, remote, o.batch, o.seed));
+  const uint32_t batch = batchFor(o, block_bytes);
+  ASSIGN_OR_RETURN(auto batches, makeBatches(local, remote, batch, o.seed));
 
   std::vector<Clock::time_point> posted_at(queue_depth);
   std::vector<uint64_t> free_slots;
@@ -339,8 +358,9 @@ Result<Row> runBlockSize(Transport& initiator, rdma::PeerId peer, rdma::RegionId
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   Row row;
   row.block_bytes = block_bytes;
+  row.batch = batch;
   row.batches = measured_batches;
-  row.gbps = static_cast<double>(measured_batches * o.batch * block_bytes) / elapsed / 1e9;
+  row.gbps = static_cast<double>(measured_batches * batch * block_bytes) / elapsed / 1e9;
   row.p50_us = percentile(latencies_us, 0.50);
   row.p99_us = percentile(latencies_us, 0.99);
   return row;
@@ -381,10 +401,11 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
   if (info.regions.empty()) return failedPrecondition("the target advertises no region");
   ASSIGN_OR_RETURN(rdma::PeerId peer, initiator.connect(blob));
 
-  std::printf("transport=%s batch=%u queue_depth=%u connections=%u duration=%.1fs\n",
-              std::string(initiator.name()).c_str(), o.batch, tc.queue_depth,
-              tc.connections_per_peer, o.duration_s);
-  std::printf("%10s %10s %10s %10s %10s\n", "block", "GB/s", "p50_us", "p99_us", "batches");
+  std::printf("transport=%s queue_depth=%u connections=%u duration=%.1fs\n",
+              std::string(initiator.name()).c_str(), tc.queue_depth, tc.connections_per_peer,
+              o.duration_s);
+  std::printf("%10s %6s %10s %10s %10s %10s\n", "block", "batch", "GB/s", "p50_us", "p99_us",
+              "batches");
   boost::json::array rows;
   for (uint64_t bs : o.block_sizes) {
     ASSIGN_OR_RETURN(
@@ -393,6 +414,7 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
                 row.p99_us, static_cast<unsigned long long>(row.batches));
     std::fflush(stdout);
     rows.push_back(boost::json::object{{"block_bytes", row.block_bytes},
+                                       {"batch", row.batch},
                                        {"gbps", row.gbps},
                                        {"p50_us", row.p50_us},
                                        {"p99_us", row.p99_us},
@@ -400,7 +422,6 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
   }
   if (o.json_path) {
     boost::json::object doc{{"transport", std::string(initiator.name())},
-                            {"batch", o.batch},
                             {"queue_depth", tc.queue_depth},
                             {"connections", tc.connections_per_peer},
                             {"duration_s", o.duration_s},
@@ -418,11 +439,13 @@ Status run(int argc, char** argv) {
   setupLogging("transfer_bench", level);
   ASSIGN_OR_RETURN(config::TransportConfig tc, transportConfig(o));
   const uint64_t largest = *std::max_element(o.block_sizes.begin(), o.block_sizes.end());
-  if (o.pool_bytes < 2 * largest * o.batch) {
+  // The initiator picks the blocks, so the pool must fit its sweep; the target only serves.
+  const uint64_t needed = 2 * largest * batchFor(o, largest);
+  if (o.role != "target" && o.pool_bytes < needed) {
     return invalidArgument("--pool-bytes " + std::to_string(o.pool_bytes) + " is too small for " +
-                           std::to_string(o.batch) + " non-adjacent blocks of " +
-                           std::to_string(largest) + " bytes (needs " +
-                           std::to_string(2 * largest * o.batch) + ")");
+                           std::to_string(batchFor(o, largest)) + " non-adjacent blocks of " +
+                           std::to_string(largest) + " bytes (needs " + std::to_string(needed) +
+                           ")");
   }
   // Touch every page up front so page faults are not measured.
   std::vector<uint8_t> pool(o.pool_bytes, 0x5A);

@@ -5,8 +5,7 @@
 namespace kvferry::rdma {
 
 Status checkBatch(std::span<const TransferOp> ops, uint32_t max_batch_ops, const RegionTable& local,
-                  const EndpointInfo& remote, std::string_view what,
-                  std::vector<RegionTable::Pin>& local_pins) {
+                  const EndpointInfo& remote, std::string_view what, BatchPins& local_pins) {
   local_pins.clear();
   if (ops.empty()) return invalidArgument(std::string(what) + " batch is empty");
   if (ops.size() > max_batch_ops) {
@@ -26,9 +25,8 @@ Status checkBatch(std::span<const TransferOp> ops, uint32_t max_batch_ops, const
     }
     Status in_range = checkRange(op.remote_region, rr->bytes, op.remote_offset, op.length, what);
     if (!in_range.isOk()) return in_range.withContext(where("remote"));
-    Result<RegionTable::Pin> pin = local.pin(op.local_region, op.local_offset, op.length, what);
-    if (!pin.isOk()) return pin.status().withContext(where("local"));
-    local_pins.push_back(std::move(pin).value());
+    Status pinned = local_pins.add(local, op.local_region, op.local_offset, op.length, what);
+    if (!pinned.isOk()) return pinned.withContext(where("local"));
   }
   return Status::ok();
 }

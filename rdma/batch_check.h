@@ -13,10 +13,9 @@
 
 namespace kvferry::rdma {
 
-// `what` is "write" or "read". On success `local_pins` holds one pin per op (cleared first), so
-// local memory stays registered until the caller drops them.
+// `what` is "write" or "read". On success `local` holds every op's local address (it is cleared
+// first), and keeps the local regions registered until the caller clears it.
 Status checkBatch(std::span<const TransferOp> ops, uint32_t max_batch_ops, const RegionTable& local,
-                  const EndpointInfo& remote, std::string_view what,
-                  std::vector<RegionTable::Pin>& local_pins);
+                  const EndpointInfo& remote, std::string_view what, BatchPins& local_pins);
 
 }  // namespace kvferry::rdma

@@ -76,6 +76,21 @@ Result<RegionTable::Pin> RegionTable::pin(RegionId id, uint64_t offset, uint64_t
   return Pin{std::move(entry), data};
 }
 
+Status BatchPins::add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
+                      std::string_view what) {
+  for (const RegionTable::Pin& pin : regions_) {
+    if (pin.entry->id == id) {
+      RETURN_IF_ERROR(checkRange(id, pin.entry->bytes, offset, length, what));
+      data_.push_back(pin.entry->base + offset);
+      return Status::ok();
+    }
+  }
+  ASSIGN_OR_RETURN(RegionTable::Pin pin, table.pin(id, offset, length, what));
+  data_.push_back(pin.data);
+  regions_.push_back(std::move(pin));
+  return Status::ok();
+}
+
 std::vector<RemoteRegion> RegionTable::describe() const {
   std::lock_guard lock(mu_);
   std::vector<RemoteRegion> out;

@@ -47,6 +47,27 @@ class RegionTable {
   RegionId next_id_ = 1;
 };
 
+// The memory of one batch's ops on one side: each distinct region is looked up and pinned once
+// per batch (not once per op: the table's lock and refcount would dominate small blocks), and
+// every op is still bounds-checked. Reused across batches, so it stops allocating once grown.
+class BatchPins {
+ public:
+  void clear() {
+    regions_.clear();
+    data_.clear();
+  }
+  // Checks [offset, offset + length) of region `id` and records the op's address.
+  Status add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
+             std::string_view what);
+  uint8_t* data(size_t op) const { return data_[op]; }
+  size_t size() const { return data_.size(); }
+  bool empty() const { return data_.empty(); }
+
+ private:
+  std::vector<RegionTable::Pin> regions_;  // one per distinct region
+  std::vector<uint8_t*> data_;             // one per op
+};
+
 // The bounds rule shared by local tables and a peer's advertised regions: `length` bytes at
 // `offset` fit in a region of `region_bytes`, with no overflow.
 Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t length,

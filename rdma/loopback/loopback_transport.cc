@@ -81,7 +81,7 @@ Status LoopbackTransport::post(PeerId peer, std::span<const TransferOp> ops,
                                std::optional<uint32_t> imm, uint64_t cookie, Direction dir) {
   const char* what = dir == Direction::kWrite ? "write" : "read";
   uint64_t target_id = 0;
-  std::vector<RegionTable::Pin> local_pins;
+  BatchPins local_pins;
   {
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer);
@@ -100,23 +100,19 @@ Status LoopbackTransport::post(PeerId peer, std::span<const TransferOp> ops,
   return Status::ok();
 }
 
-Status LoopbackTransport::serve(std::span<const TransferOp> ops,
-                                std::span<const RegionTable::Pin> local, Direction dir,
-                                std::optional<uint32_t> imm, uint64_t source_id) {
+Status LoopbackTransport::serve(std::span<const TransferOp> ops, const BatchPins& local,
+                                Direction dir, std::optional<uint32_t> imm, uint64_t source_id) {
   const char* what = dir == Direction::kWrite ? "write" : "read";
   // Check the whole batch before touching memory: a refused batch applies nothing.
-  std::vector<RegionTable::Pin> remote;
-  remote.reserve(ops.size());
+  BatchPins remote;
   for (const TransferOp& op : ops) {
-    ASSIGN_OR_RETURN(RegionTable::Pin pin,
-                     regions_.pin(op.remote_region, op.remote_offset, op.length, what));
-    remote.push_back(std::move(pin));
+    RETURN_IF_ERROR(remote.add(regions_, op.remote_region, op.remote_offset, op.length, what));
   }
   for (size_t i = 0; i < ops.size(); ++i) {
     if (dir == Direction::kWrite) {
-      std::memcpy(remote[i].data, local[i].data, ops[i].length);
+      std::memcpy(remote.data(i), local.data(i), ops[i].length);
     } else {
-      std::memcpy(local[i].data, remote[i].data, ops[i].length);
+      std::memcpy(local.data(i), remote.data(i), ops[i].length);
     }
   }
   if (imm) immediates_.push(ImmediateEvent{source_id, *imm});

@@ -64,8 +64,8 @@ class LoopbackTransport final : public Transport {
   Status post(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
               uint64_t cookie, Direction dir);
   // The target's half of a batch, run under the fabric lock: checks and copies every op.
-  Status serve(std::span<const TransferOp> ops, std::span<const RegionTable::Pin> local,
-               Direction dir, std::optional<uint32_t> imm, uint64_t source_id);
+  Status serve(std::span<const TransferOp> ops, const BatchPins& local, Direction dir,
+               std::optional<uint32_t> imm, uint64_t source_id);
 
   const config::TransportConfig config_;
   const std::shared_ptr<LoopbackFabric> fabric_;

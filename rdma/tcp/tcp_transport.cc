@@ -54,7 +54,7 @@ struct RequestSlot {
   Clock::time_point deadline;
   uint32_t responses_left = 0;             // reads: kReadResponse frames still expected
   Status first_error;                      // reads: the first failed op
-  std::vector<RegionTable::Pin> pins;      // local side of each op
+  BatchPins local;                         // local side of each op
   std::vector<FrameHeader> headers;        // one per op
   std::vector<asio::const_buffer> gather;  // header, payload, header, … for writev
 };
@@ -105,7 +105,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     queue_.clear();
-    rx_pin_.reset();
+    batch_pins_.clear();
   }
 
  private:
@@ -143,13 +143,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint8_t* rx_dest_ = nullptr;  // where the payload goes; null = discard it
   uint64_t rx_left_ = 0;
   uint64_t rx_done_ = 0;
-  std::optional<RegionTable::Pin> rx_pin_;
   std::string rx_message_;
 
   // Target side.
   bool hello_done_ = false;
   uint64_t source_id_ = 0;  // the initiator's endpoint id, from its hello
   Status batch_error_;      // first refused op of the write batch being received
+  BatchPins batch_pins_;    // regions of the write batch being received, pinned until its end
 };
 
 struct Peer {
@@ -277,9 +277,10 @@ class TcpTransport final : public Transport {
     return true;
   }
 
-  // Where the payload of op `op_index` of read batch `request_id` goes, pinned.
-  Result<RegionTable::Pin> readDestination(uint64_t request_id, uint32_t op_index,
-                                           uint64_t length) {
+  // Where the payload of op `op_index` of read batch `request_id` goes. The slot keeps it
+  // registered; it cannot be recycled under the reader because only failPeer() recycles a slot
+  // early, on this thread, after closing the socket the reader reads from.
+  Result<uint8_t*> readDestination(uint64_t request_id, uint32_t op_index, uint64_t length) {
     std::lock_guard lock(requests_mu_);
     RequestSlot* slot = findSlot(request_id);
     if (slot == nullptr || !slot->is_read || op_index >= slot->headers.size() ||
@@ -287,7 +288,7 @@ class TcpTransport final : public Transport {
       return internalError("read response that matches no pending read (request " +
                            std::to_string(request_id) + ", op " + std::to_string(op_index) + ")");
     }
-    return slot->pins[op_index];
+    return slot->local.data(op_index);
   }
 
   // One kReadResponse of a read batch has been received in full.
@@ -344,7 +345,7 @@ class TcpTransport final : public Transport {
     completions_.push(Completion{slot.cookie, std::move(status)});
     slot.in_use = false;
     ++slot.generation;
-    slot.pins.clear();
+    slot.local.clear();
     slot.first_error = Status::ok();
     free_slots_.push_back(static_cast<uint32_t>(&slot - slots_.data()));
   }
@@ -501,7 +502,6 @@ void Connection::process() {
     }
     in_payload_ = false;
     Status s = onFrameEnd();
-    rx_pin_.reset();
     if (!s.isOk()) {
       spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
       return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
@@ -563,12 +563,11 @@ Status Connection::onTargetHeader() {
   }
   switch (h.opcode) {
     case Opcode::kWrite: {
-      Result<RegionTable::Pin> pin = owner_.regions().pin(h.region, h.offset, h.length, "write");
-      if (pin.isOk()) {
-        rx_dest_ = pin->data;
-        rx_pin_ = std::move(pin).value();
+      Status ok = batch_pins_.add(owner_.regions(), h.region, h.offset, h.length, "write");
+      if (ok.isOk()) {
+        rx_dest_ = batch_pins_.data(batch_pins_.size() - 1);
       } else if (batch_error_.isOk()) {
-        batch_error_ = pin.status();  // refused: the payload is read and dropped
+        batch_error_ = ok;  // refused: the payload is read and dropped
       }
       return Status::ok();
     }
@@ -601,6 +600,7 @@ Status Connection::onTargetFrameEnd() {
   if (batch_error_.isOk() && (h.flags & wire::kFlagImm)) owner_.deliverImmediate(source_id_, h.imm);
   replyStatus(Opcode::kAck, h.request_id, 0, batch_error_);
   batch_error_ = Status::ok();
+  batch_pins_.clear();
   return Status::ok();
 }
 
@@ -611,10 +611,7 @@ Status Connection::onInitiatorHeader() {
       return receiveMessage(h, rx_message_, rx_dest_);
     case Opcode::kReadResponse: {
       if (h.status != 0) return receiveMessage(h, rx_message_, rx_dest_);
-      ASSIGN_OR_RETURN(RegionTable::Pin pin,
-                       owner_.readDestination(h.request_id, h.op_index, h.length));
-      rx_dest_ = pin.data;
-      rx_pin_ = std::move(pin);
+      ASSIGN_OR_RETURN(rx_dest_, owner_.readDestination(h.request_id, h.op_index, h.length));
       return Status::ok();
     }
     default:
@@ -855,7 +852,7 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
   auto giveBack = [&](Status s) {
     {
       std::lock_guard lock(requests_mu_);
-      slot->pins.clear();
+      slot->local.clear();
       free_slots_.push_back(static_cast<uint32_t>(slot - slots_.data()));
     }
     completions_.release();
@@ -872,7 +869,7 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
       return giveBack(peer.broken_reason.withContext("peer " + std::to_string(peer_id) +
                                                      " failed earlier; reconnect"));
     }
-    Status ok = checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, slot->pins);
+    Status ok = checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, slot->local);
     if (!ok.isOk()) return giveBack(ok);
     conn = peer.connections[peer.next_connection++ % peer.connections.size()];
   }
@@ -891,7 +888,7 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
     h.length = ops[i].length;
     h.op_index = static_cast<uint32_t>(i);
     slot->gather.emplace_back(&h, kHeaderBytes);
-    if (!is_read) slot->gather.emplace_back(slot->pins[i].data, ops[i].length);
+    if (!is_read) slot->gather.emplace_back(slot->local.data(i), ops[i].length);
   }
   FrameHeader& last = slot->headers.back();
   last.flags = wire::kFlagLast;
