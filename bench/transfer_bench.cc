@@ -164,8 +164,9 @@ Result<Options> parseArgs(int argc, char** argv) {
     } else if (flag == "--connections") {
       ASSIGN_OR_RETURN(o.connections, parseCount(flag, v));
     } else if (flag == "--duration") {
+      const std::string text(v);  // strtod's end pointer points into it: keep it alive
       char* end = nullptr;
-      o.duration_s = std::strtod(std::string(v).c_str(), &end);
+      o.duration_s = std::strtod(text.c_str(), &end);
       if (*end != '\0' || !(o.duration_s > 0 && o.duration_s <= 3600)) {
         return invalidArgument("--duration must be seconds in (0, 3600]");
       }
