@@ -52,7 +52,8 @@ Sweeps block sizes through the KV transfer engine and prints GB/s and batch late
   --pool-bytes BYTES             size of each side's KV pool (default 256M)
   --seed N                       block-id shuffle seed (default 1)
   --json PATH                    also write the results as JSON
-  --log-level LEVEL              trace|debug|info|warn|error|off (default warn)
+  --log-level LEVEL              trace|debug|info|warn|error|off (default: the config
+                                 file's logging.level, else warn)
   -h, --help                     this text
 
 The target runs until SIGINT/SIGTERM and then prints how many immediates it received.
@@ -74,7 +75,7 @@ struct Options {
   uint64_t pool_bytes = 256ull << 20;
   uint32_t seed = 1;
   std::optional<std::string> json_path;
-  std::string log_level = "warn";
+  std::optional<std::string> log_level;  // default: the config file's, else warn
 };
 
 Result<uint64_t> parseSize(std::string_view text) {
@@ -179,7 +180,7 @@ Result<Options> parseArgs(int argc, char** argv) {
     } else if (flag == "--json") {
       o.json_path = std::string(v);
     } else if (flag == "--log-level") {
-      o.log_level = v;
+      o.log_level = std::string(v);
     } else {
       return invalidArgument("unknown option " + std::string(flag) + " (see --help)");
     }
@@ -187,14 +188,19 @@ Result<Options> parseArgs(int argc, char** argv) {
   return o;
 }
 
-Result<config::TransportConfig> transportConfig(const Options& o) {
-  config::TransportConfig t;
-  t.queue_depth = 16;
+// The config file (if any) with the command line's overrides applied. Without a file, the
+// defaults suit a benchmark: a quiet stderr and 16 batches in flight.
+Result<config::TransferBenchConfig> benchConfig(const Options& o) {
+  config::TransferBenchConfig c;
+  c.logging.level = LogLevel::kWarn;
+  c.transport.queue_depth = 16;
   if (o.config_path) {
-    ASSIGN_OR_RETURN(config::TransferBenchConfig file,
-                     config::loadTransferBenchConfig(*o.config_path));
-    t = file.transport;
+    ASSIGN_OR_RETURN(c, config::loadTransferBenchConfig(*o.config_path));
   }
+  if (o.log_level) {
+    ASSIGN_OR_RETURN(c.logging.level, parseLogLevel(*o.log_level));
+  }
+  config::TransportConfig& t = c.transport;
   if (o.transport) {
     if (*o.transport == "tcp") {
       t.kind = config::TransportKind::kTcp;
@@ -209,7 +215,7 @@ Result<config::TransportConfig> transportConfig(const Options& o) {
   if (o.queue_depth) t.queue_depth = *o.queue_depth;
   if (o.connections) t.connections_per_peer = *o.connections;
   t.max_batch_ops = std::max(t.max_batch_ops, o.batch);
-  return t;
+  return c;
 }
 
 // --- Blob exchange between the two processes (hex text, written atomically). ---
@@ -436,9 +442,9 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
 
 Status run(int argc, char** argv) {
   ASSIGN_OR_RETURN(Options o, parseArgs(argc, argv));
-  ASSIGN_OR_RETURN(LogLevel level, parseLogLevel(o.log_level));
-  setupLogging("transfer_bench", level);
-  ASSIGN_OR_RETURN(config::TransportConfig tc, transportConfig(o));
+  ASSIGN_OR_RETURN(config::TransferBenchConfig bc, benchConfig(o));
+  setupLogging("transfer_bench", bc.logging.level);
+  const config::TransportConfig& tc = bc.transport;
   const uint64_t largest = *std::max_element(o.block_sizes.begin(), o.block_sizes.end());
   // The initiator picks the blocks, so the pool must fit its sweep; the target only serves.
   const uint64_t needed = 2 * largest * batchFor(o, largest);

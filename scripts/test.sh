@@ -2,7 +2,7 @@
 # Configures, builds and runs every test that can run on this machine.
 #
 #   scripts/test.sh               # default preset: unit + integration tests
-#   scripts/test.sh asan          # the same under ASan + UBSan
+#   scripts/test.sh asan          # the same under ASan + UBSan (tsan: ThreadSanitizer)
 #   scripts/test.sh default -L unit   # extra arguments go to ctest
 #
 # Labels: unit (no hardware), integration (real processes on 127.0.0.1). Tests that need a GPU
@@ -12,9 +12,9 @@ set -euo pipefail
 preset="${1:-default}"
 [ $# -gt 0 ] && shift
 case "$preset" in
-  default | asan | release) ;;
+  default | asan | tsan | release) ;;
   -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "test.sh: unknown preset '$preset' (default, asan or release)" >&2; exit 2 ;;
+  *) echo "test.sh: unknown preset '$preset' (default, asan, tsan or release)" >&2; exit 2 ;;
 esac
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
