@@ -37,7 +37,8 @@ constexpr const char* kUsage = R"(usage: transfer_bench [options]
 Sweeps block sizes through the KV transfer engine and prints GB/s and batch latency.
 
   --role both|target|initiator   one process, or one side of two processes (default both)
-  --transport tcp|loopback       backend (default tcp; overrides the config file)
+  --transport tcp|verbs|loopback backend (default tcp; overrides the config file; the RDMA
+                                 device comes from the config's transport.verbs section)
   --config FILE                  transfer_bench YAML (logging + transport sections)
   --listen HOST:PORT             target's data-plane address (default 127.0.0.1:0)
   --blob-file PATH               two-process mode: the target writes its endpoint blob here,
@@ -204,11 +205,13 @@ Result<config::TransferBenchConfig> benchConfig(const Options& o) {
   if (o.transport) {
     if (*o.transport == "tcp") {
       t.kind = config::TransportKind::kTcp;
+    } else if (*o.transport == "verbs") {
+      t.kind = config::TransportKind::kVerbs;
     } else if (*o.transport == "loopback") {
       t.kind = config::TransportKind::kLoopback;
       if (o.role != "both") return invalidArgument("--transport loopback needs --role both");
     } else {
-      return invalidArgument("--transport must be tcp or loopback");
+      return invalidArgument("--transport must be tcp, verbs or loopback");
     }
   }
   if (o.listen) t.listen_address = *o.listen;

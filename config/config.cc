@@ -132,6 +132,25 @@ class MapReader {
     field = std::move(parsed).value();
   }
 
+  // A sequence of scalars (an empty or absent value keeps the default).
+  void stringList(std::string_view key, std::vector<std::string>& field) {
+    Entry* entry = take(key);
+    if (entry == nullptr || entry->value.IsNull()) return;
+    if (!entry->value.IsSequence()) {
+      fail(*entry, "expected a list, e.g. [mlx5_0, mlx5_1], got " + describe(entry->value));
+      return;
+    }
+    std::vector<std::string> items;
+    for (const YAML::Node& item : entry->value) {
+      if (!item.IsScalar() || item.Scalar().empty()) {
+        fail(*entry, "list items must be non-empty names, got " + describe(item));
+        return;
+      }
+      items.push_back(item.Scalar());
+    }
+    field = std::move(items);
+  }
+
   // A nested map read by `read(MapReader&, T&)`.
   template <typename T, typename Read>
   void section(std::string_view key, T& field, Read read) {
@@ -194,6 +213,41 @@ Result<TransportKind> parseTransportKind(std::string_view name) {
                          "' (expected tcp, verbs or loopback)");
 }
 
+Result<int32_t> parseGidIndex(std::string_view text) {
+  if (text == "auto") return -1;
+  uint32_t index = 0;
+  if (!allDigits(text) ||
+      std::from_chars(text.data(), text.data() + text.size(), index).ec != std::errc() ||
+      index > 255) {
+    return invalidArgument("'" + std::string(text) + "' is not a GID index (auto or 0..255)");
+  }
+  return static_cast<int32_t>(index);
+}
+
+Result<uint32_t> parseMtu(std::string_view text) {
+  for (uint32_t mtu : {256u, 512u, 1024u, 2048u, 4096u}) {
+    if (text == std::to_string(mtu)) return mtu;
+  }
+  return invalidArgument("'" + std::string(text) +
+                         "' is not an RDMA MTU (256, 512, 1024, 2048 or 4096)");
+}
+
+Result<std::string> parseName(std::string_view text) { return std::string(text); }
+
+void readVerbs(MapReader& reader, VerbsConfig& config) {
+  reader.stringList("devices", config.devices);
+  reader.uint32("port", config.port, 1, 255);
+  reader.scalar("gid_index", config.gid_index, parseGidIndex);
+  reader.scalar("netdev", config.netdev, parseName);
+  reader.scalar("mtu", config.mtu, parseMtu);
+  reader.uint32("inline_bytes", config.inline_bytes, 0, 1024);
+  reader.uint32("qp_timeout", config.qp_timeout, 1, 31);
+  reader.uint32("retry_count", config.retry_count, 0, 7);
+  reader.uint32("rnr_retry", config.rnr_retry, 0, 7);
+  reader.uint32("recv_depth", config.recv_depth, 16, 65536);
+  reader.uint32("max_rd_atomic", config.max_rd_atomic, 1, 255);
+}
+
 Result<std::string> parseListenAddress(std::string_view text) {
   RETURN_IF_ERROR(parseHostPort(text).status());
   return std::string(text);
@@ -217,6 +271,7 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.uint32("op_timeout_ms", config.op_timeout_ms, 1, 600000);
   reader.uint32("direct_receive_bytes", config.direct_receive_bytes, 0, 1u << 30);
   reader.uint32("socket_buffer_bytes", config.socket_buffer_bytes, 0, 1u << 30);
+  reader.section("verbs", config.verbs, readVerbs);
 }
 
 // NodeAgentConfig and TransferBenchConfig have the same sections.

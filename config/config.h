@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/logging.h"
 #include "common/status.h"
@@ -24,6 +25,25 @@ struct LoggingConfig {
 // Which transfer backend moves KV blocks. `tcp` is always built; `verbs` needs rdma-core.
 enum class TransportKind { kTcp, kVerbs, kLoopback };
 std::string_view transportKindName(TransportKind kind);
+
+// `transport.verbs:` section: the RDMA device, its addressing and the RC QP parameters.
+struct VerbsConfig {
+  // RDMA devices (ibv_devices names) to use, in order of preference; the first one present is
+  // opened. Empty: the first device the system lists.
+  std::vector<std::string> devices;
+  uint32_t port = 1;  // HCA port, 1..255
+  // GID table index; -1 ("auto") picks one deterministically: RoCE v2 with an IPv4-mapped
+  // address first, then RoCE v2, then RoCE v1 IPv4-mapped, then RoCE v1 / IB; lowest index wins.
+  int32_t gid_index = -1;
+  std::string netdev;           // auto GID selection considers only this netdev's GIDs if set
+  uint32_t mtu = 4096;          // path MTU: 256|512|1024|2048|4096, capped by the port's
+  uint32_t inline_bytes = 64;   // writes up to this size go inline in the WQE; 0..1024
+  uint32_t qp_timeout = 14;     // local ACK timeout 4.096 µs × 2^N; 1..31
+  uint32_t retry_count = 7;     // transport retries before a QP errors; 0..7
+  uint32_t rnr_retry = 7;       // receiver-not-ready retries (7 = infinite); 0..7
+  uint32_t recv_depth = 4096;   // receives posted for immediates (shared receive queue); 16..65536
+  uint32_t max_rd_atomic = 16;  // outstanding RDMA READs per QP; 1..255 (capped by the device)
+};
 
 // `transport:` section: every knob of the KV transfer engine.
 struct TransportConfig {
@@ -44,6 +64,7 @@ struct TransportConfig {
   // smaller ones are parsed out of a staging buffer to save system calls. 0..1073741824.
   uint32_t direct_receive_bytes = 64 * 1024;
   uint32_t socket_buffer_bytes = 4 * 1024 * 1024;  // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
+  VerbsConfig verbs;
 };
 
 // `node_agent.yaml`.

@@ -2,6 +2,9 @@
 
 #include "rdma/loopback/loopback_transport.h"
 #include "rdma/tcp/tcp_transport.h"
+#ifdef KVFERRY_HAVE_VERBS
+#include "rdma/verbs/verbs_transport.h"
+#endif
 
 namespace kvferry::rdma {
 
@@ -15,9 +18,13 @@ Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& 
       return std::unique_ptr<Transport>(
           std::make_unique<LoopbackTransport>(config, std::move(fabric)));
     case config::TransportKind::kVerbs:
+#ifdef KVFERRY_HAVE_VERBS
+      return makeVerbsTransport(config);
+#else
       return unavailable(
-          "transport.kind 'verbs' is not available in this build yet (use 'tcp'); the RDMA "
-          "verbs backend is tracked as its own work item");
+          "transport.kind 'verbs': this build has no verbs backend (rdma-core's libibverbs-dev "
+          "was not found when it was configured; scripts/install_deps.sh installs it)");
+#endif
   }
   return invalidArgument("unknown transport kind");
 }

@@ -18,7 +18,7 @@ Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t 
   return Status::ok();
 }
 
-Result<RegionId> RegionTable::add(void* base, size_t bytes, MemoryKind kind) {
+Result<RegionId> RegionTable::add(void* base, size_t bytes, MemoryKind kind, Keys keys) {
   if (base == nullptr || bytes == 0) {
     return invalidArgument("cannot register an empty region (base " +
                            std::string(base ? "set" : "null") + ", " + std::to_string(bytes) +
@@ -30,6 +30,7 @@ Result<RegionId> RegionTable::add(void* base, size_t bytes, MemoryKind kind) {
   entry->base = static_cast<uint8_t*>(base);
   entry->bytes = bytes;
   entry->kind = kind;
+  entry->keys = keys;
   entries_.emplace(entry->id, entry);
   return entry->id;
 }
@@ -82,11 +83,13 @@ Status BatchPins::add(const RegionTable& table, RegionId id, uint64_t offset, ui
     if (pin.entry->id == id) {
       RETURN_IF_ERROR(checkRange(id, pin.entry->bytes, offset, length, what));
       data_.push_back(pin.entry->base + offset);
+      local_keys_.push_back(pin.entry->keys.local);
       return Status::ok();
     }
   }
   ASSIGN_OR_RETURN(RegionTable::Pin pin, table.pin(id, offset, length, what));
   data_.push_back(pin.data);
+  local_keys_.push_back(pin.entry->keys.local);
   regions_.push_back(std::move(pin));
   return Status::ok();
 }
@@ -96,7 +99,8 @@ std::vector<RemoteRegion> RegionTable::describe() const {
   std::vector<RemoteRegion> out;
   out.reserve(entries_.size());
   for (const auto& [id, entry] : entries_) {
-    out.push_back(RemoteRegion{id, entry->bytes, reinterpret_cast<uint64_t>(entry->base), 0});
+    out.push_back(RemoteRegion{id, entry->bytes, reinterpret_cast<uint64_t>(entry->base),
+                               entry->keys.remote});
   }
   return out;
 }

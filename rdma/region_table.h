@@ -17,11 +17,17 @@ namespace kvferry::rdma {
 
 class RegionTable {
  public:
+  // Backend keys of a registration (verbs: the MR's lkey and rkey); 0 where unused.
+  struct Keys {
+    uint32_t local = 0;
+    uint32_t remote = 0;
+  };
   struct Entry {
     RegionId id = 0;
     uint8_t* base = nullptr;
     uint64_t bytes = 0;
     MemoryKind kind;
+    Keys keys;
   };
 
   // A checked, pinned span of a region: while any Pin of a region lives, deregistration waits.
@@ -30,7 +36,10 @@ class RegionTable {
     uint8_t* data = nullptr;  // entry->base + offset
   };
 
-  Result<RegionId> add(void* base, size_t bytes, MemoryKind kind);
+  Result<RegionId> add(void* base, size_t bytes, MemoryKind kind, Keys keys);
+  Result<RegionId> add(void* base, size_t bytes, MemoryKind kind) {
+    return add(base, bytes, kind, Keys{});
+  }
   // Removes the region once no Pin of it is alive; gives up after `wait` and keeps it.
   Status remove(RegionId id, std::chrono::milliseconds wait);
 
@@ -55,17 +64,20 @@ class BatchPins {
   void clear() {
     regions_.clear();
     data_.clear();
+    local_keys_.clear();
   }
   // Checks [offset, offset + length) of region `id` and records the op's address.
   Status add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
              std::string_view what);
   uint8_t* data(size_t op) const { return data_[op]; }
+  uint32_t localKey(size_t op) const { return local_keys_[op]; }
   size_t size() const { return data_.size(); }
   bool empty() const { return data_.empty(); }
 
  private:
   std::vector<RegionTable::Pin> regions_;  // one per distinct region
   std::vector<uint8_t*> data_;             // one per op
+  std::vector<uint32_t> local_keys_;       // one per op
 };
 
 // The bounds rule shared by local tables and a peer's advertised regions: `length` bytes at

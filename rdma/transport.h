@@ -75,6 +75,10 @@ struct Capabilities {
   bool dmabuf = false;
   bool reads = true;
   bool immediates = true;
+  // Whether the connection stays usable after the target refuses an op (tcp, loopback). On
+  // verbs a remote access error moves the RC queue pair to the error state: the peer reports
+  // failure and must be reconnected (with a fresh blob).
+  bool survives_remote_refusal = true;
   uint32_t max_batch_ops = 0;
   uint32_t queue_depth = 0;
 };

@@ -8,20 +8,26 @@
 # initiator) like iperf3's server and client. Prints block size | GB/s | ceiling | ratio and
 # writes bench-results/transfer-tcp.json:
 #   {"ceiling_gbps": x, "rows": [{"block_bytes", "gbps", "ratio", "p50_us", "p99_us"}], ...}
-# Environment: DURATION (seconds per measurement, default 3), CONNECTIONS (default 2),
+#
+#   scripts/bench_transfer.sh verbs
+#
+# verbs: inside one run of the Soft-RoCE VM (../shared/tools/rxe-vm), ib_write_bw between the
+# two rxe devices per block size, then transfer_bench over the same pair; writes
+# bench-results/transfer-verbs.json with the ratio per size. Soft-RoCE in an emulated guest is
+# CPU-bound: only the ratios mean anything.
+# Environment: DURATION (seconds per measurement, default 3; verbs 2), CONNECTIONS (default 2),
 # BUILD_DIR (default build/release, built here with the release preset if missing).
 set -euo pipefail
 
 transport="${1:-}"
 case "$transport" in
-  tcp) shift ;;
+  tcp | verbs) shift ;;
   -h | --help | "")
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     [ -n "$transport" ] && exit 0 || exit 2
     ;;
   *)
-    echo "bench_transfer.sh: transport '$transport' has no ceiling measurement here (tcp only;" \
-      "verbs is measured against ib_write_bw in the rxe VM)" >&2
+    echo "bench_transfer.sh: unknown transport '$transport' (tcp or verbs)" >&2
     exit 2
     ;;
 esac
@@ -41,6 +47,22 @@ if [ ! -x "$build/bench/transfer_bench" ]; then
 fi
 bench="$build/bench/transfer_bench"
 mkdir -p bench-results
+
+if [ "$transport" = verbs ]; then
+  vm="${RXE_VM:-$root/../shared/tools/rxe-vm/run-in-vm.sh}"
+  [ -x "$vm" ] || { echo "bench_transfer.sh: no Soft-RoCE VM harness at $vm" >&2; exit 1; }
+  out="$root/bench-results/transfer-verbs.json"
+  DURATION="${DURATION:-2}" "$vm" --rw "$root/bench-results" --timeout 900 -- \
+    env DURATION="${DURATION:-2}" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
+  echo
+  printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us"
+  jq -r '.rows[] | [.block_bytes, .batch, .gbps, .ceiling_gbps, .ratio, .p50_us, .p99_us] | @tsv' "$out" |
+    while IFS=$'\t' read -r bytes batch gbps ceil ratio p50 p99; do
+      printf "%10s | %5s | %8.4f | %8.4f | %6.2f | %10.1f | %10.1f\n" "$bytes" "$batch" "$gbps" "$ceil" "$ratio" "$p50" "$p99"
+    done
+  echo "wrote $out (Soft-RoCE in an emulated guest: compare ratios, not GB/s)"
+  exit 0
+fi
 work="$(mktemp -d)"
 pids=()
 cleanup() {

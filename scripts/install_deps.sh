@@ -20,6 +20,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # RDMA: libibverbs headers for the verbs backend, tools for verify_gpudirect / rxe tests.
   rdma-core libibverbs-dev librdmacm-dev ibverbs-utils ibverbs-providers perftest
+  # The Soft-RoCE VM that runs the verbs tests (../shared/tools/rxe-vm): QEMU and its tools.
+  qemu-system-x86 rdmacm-utils iproute2 xz-utils
   # Benchmarks: the TCP ceiling for bench_transfer.sh; jq to read JSON results in scripts.
   iperf3 jq
   # Tooling named in STYLE.md.

@@ -17,6 +17,7 @@
 #include "rdma/endpoint_blob.h"
 #include "rdma/event_queue.h"
 #include "rdma/region_table.h"
+#include "rdma/request_table.h"
 #include "rdma/tcp/tcp_wire.h"
 
 namespace kvferry::rdma {
@@ -43,26 +44,26 @@ std::string endpointText(const tcp::endpoint& ep) {
 
 class TcpTransport;
 
-// One in-flight batch on the initiator. Slots live in a fixed array of queue_depth entries
-// and are reused, so their vectors stop allocating once they have grown to the batch size.
-struct RequestSlot {
-  bool in_use = false;
+// One in-flight batch on the initiator. Request slots are reused, so these vectors stop
+// allocating once they have grown to the batch size.
+struct TcpBatch {
   bool is_read = false;
-  uint32_t generation = 0;
-  uint64_t cookie = 0;
-  PeerId peer = 0;
-  Clock::time_point deadline;
   uint32_t responses_left = 0;             // reads: kReadResponse frames still expected
   Status first_error;                      // reads: the first failed op
   BatchPins local;                         // local side of each op
   std::vector<FrameHeader> headers;        // one per op
   std::vector<asio::const_buffer> gather;  // header, payload, header, … for writev
+  void release() {
+    local.clear();
+    first_error = Status::ok();
+  }
 };
+using Requests = RequestTable<TcpBatch>;
 
 // Something a connection has to send: a prepared batch (initiator), or one small frame with an
 // optional payload (target: acks and read responses).
 struct OutItem {
-  RequestSlot* batch = nullptr;
+  TcpBatch* batch = nullptr;
   FrameHeader header;
   asio::const_buffer payload;
   std::optional<RegionTable::Pin> pin;  // keeps a read response's source registered
@@ -86,9 +87,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed() const { return closed_; }
   const std::string& remote() const { return remote_; }
 
-  void sendBatch(RequestSlot* slot) {
+  void sendBatch(TcpBatch* batch) {
     OutItem item;
-    item.batch = slot;
+    item.batch = batch;
     queue_.push_back(std::move(item));
     flush();
   }
@@ -166,13 +167,10 @@ class TcpTransport final : public Transport {
       : config_(config),
         endpoint_id_(newEndpointId()),
         completions_(config.queue_depth),
-        slots_(config.queue_depth),
+        requests_(completions_, config.queue_depth),
         acceptor_(io_),
         sweep_timer_(io_),
-        work_(asio::make_work_guard(io_)) {
-    free_slots_.reserve(slots_.size());
-    for (size_t i = slots_.size(); i-- > 0;) free_slots_.push_back(static_cast<uint32_t>(i));
-  }
+        work_(asio::make_work_guard(io_)) {}
 
   ~TcpTransport() override {
     asio::post(io_, [this] {
@@ -268,37 +266,41 @@ class TcpTransport final : public Transport {
   RegionTable& regions() { return regions_; }
   void deliverImmediate(uint64_t source, uint32_t imm) { immediates_.push({source, imm}); }
 
-  // Completes the batch named by request_id unless it already completed; false if unknown.
   bool completeRequest(uint64_t request_id, Status status) {
-    std::lock_guard lock(requests_mu_);
-    RequestSlot* slot = findSlot(request_id);
-    if (slot == nullptr) return false;
-    finishSlot(*slot, std::move(status));
-    return true;
+    return requests_.complete(request_id, std::move(status));
   }
 
   // Where the payload of op `op_index` of read batch `request_id` goes. The slot keeps it
   // registered; it cannot be recycled under the reader because only failPeer() recycles a slot
   // early, on this thread, after closing the socket the reader reads from.
   Result<uint8_t*> readDestination(uint64_t request_id, uint32_t op_index, uint64_t length) {
-    std::lock_guard lock(requests_mu_);
-    RequestSlot* slot = findSlot(request_id);
-    if (slot == nullptr || !slot->is_read || op_index >= slot->headers.size() ||
-        slot->headers[op_index].length != length) {
+    uint8_t* dest = nullptr;
+    requests_.update(request_id, [&](Requests::Slot& slot) -> std::optional<Status> {
+      const TcpBatch& b = slot.payload;
+      if (b.is_read && op_index < b.headers.size() && b.headers[op_index].length == length) {
+        dest = b.local.data(op_index);
+      }
+      return std::nullopt;
+    });
+    if (dest == nullptr) {
       return internalError("read response that matches no pending read (request " +
                            std::to_string(request_id) + ", op " + std::to_string(op_index) + ")");
     }
-    return slot->local.data(op_index);
+    return dest;
   }
 
   // One kReadResponse of a read batch has been received in full.
   bool readResponseDone(uint64_t request_id, const Status& status) {
-    std::lock_guard lock(requests_mu_);
-    RequestSlot* slot = findSlot(request_id);
-    if (slot == nullptr || !slot->is_read || slot->responses_left == 0) return false;
-    if (!status.isOk() && slot->first_error.isOk()) slot->first_error = status;
-    if (--slot->responses_left == 0) finishSlot(*slot, slot->first_error);
-    return true;
+    bool expected = false;
+    requests_.update(request_id, [&](Requests::Slot& slot) -> std::optional<Status> {
+      TcpBatch& b = slot.payload;
+      if (!b.is_read || b.responses_left == 0) return std::nullopt;
+      expected = true;
+      if (!status.isOk() && b.first_error.isOk()) b.first_error = status;
+      if (--b.responses_left == 0) return b.first_error;
+      return std::nullopt;
+    });
+    return expected;
   }
 
   // Closes every connection of the peer and fails its pending batches with `reason`. Runs on
@@ -319,37 +321,10 @@ class TcpTransport final : public Transport {
                      reason.toString());
       }
     }
-    std::lock_guard lock(requests_mu_);
-    for (RequestSlot& slot : slots_) {
-      if (slot.in_use && slot.peer == id) finishSlot(slot, reason);
-    }
+    requests_.failPeer(id, reason);
   }
 
  private:
-  uint64_t requestId(const RequestSlot& slot) const {
-    return (static_cast<uint64_t>(slot.generation) << 32) |
-           static_cast<uint64_t>(&slot - slots_.data());
-  }
-
-  // requests_mu_ held.
-  RequestSlot* findSlot(uint64_t request_id) {
-    const uint64_t index = request_id & 0xffffffffu;
-    if (index >= slots_.size()) return nullptr;
-    RequestSlot& slot = slots_[index];
-    if (!slot.in_use || slot.generation != (request_id >> 32)) return nullptr;
-    return &slot;
-  }
-
-  // requests_mu_ held. Pushes the completion and recycles the slot.
-  void finishSlot(RequestSlot& slot, Status status) {
-    completions_.push(Completion{slot.cookie, std::move(status)});
-    slot.in_use = false;
-    ++slot.generation;
-    slot.local.clear();
-    slot.first_error = Status::ok();
-    free_slots_.push_back(static_cast<uint32_t>(&slot - slots_.data()));
-  }
-
   // SO_SNDBUF/SO_RCVBUF before connect/listen (so the window scale fits); 0 keeps the
   // kernel's autotuning.
   template <typename Socket>
@@ -373,9 +348,7 @@ class TcpTransport final : public Transport {
   CompletionQueue completions_;
   ImmediateQueue immediates_;
 
-  std::mutex requests_mu_;
-  std::vector<RequestSlot> slots_;
-  std::vector<uint32_t> free_slots_;
+  Requests requests_;
 
   // io_ before everything that owns a socket or timer, so those are destroyed first.
   asio::io_context io_;
@@ -661,18 +634,7 @@ void TcpTransport::armSweep() {
 }
 
 void TcpTransport::sweepDeadlines() {
-  std::vector<PeerId> late;
-  {
-    std::lock_guard lock(requests_mu_);
-    const auto now = Clock::now();
-    for (const RequestSlot& slot : slots_) {
-      if (slot.in_use && slot.deadline <= now &&
-          std::find(late.begin(), late.end(), slot.peer) == late.end()) {
-        late.push_back(slot.peer);
-      }
-    }
-  }
-  for (PeerId id : late) {
+  for (PeerId id : requests_.latePeers()) {
     failPeer(id, deadlineExceeded("a batch got no answer within op_timeout_ms=" +
                                   std::to_string(config_.op_timeout_ms)));
   }
@@ -839,47 +801,34 @@ Status TcpTransport::disconnect(PeerId peer) {
 Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
                           std::optional<uint32_t> imm, uint64_t cookie, bool is_read) {
   const char* what = is_read ? "read" : "write";
-  if (!completions_.tryAcquire()) {
-    return resourceExhausted("queue depth " + std::to_string(config_.queue_depth) +
-                             " reached; poll completions first");
-  }
-  RequestSlot* slot = nullptr;
-  {
-    std::lock_guard lock(requests_mu_);
-    slot = &slots_[free_slots_.back()];  // never empty: slots == queue depth
-    free_slots_.pop_back();
-  }
-  auto giveBack = [&](Status s) {
-    {
-      std::lock_guard lock(requests_mu_);
-      slot->local.clear();
-      free_slots_.push_back(static_cast<uint32_t>(slot - slots_.data()));
-    }
-    completions_.release();
-    return s;
-  };
-
+  ASSIGN_OR_RETURN(Requests::Slot * slot, requests_.acquire());
+  TcpBatch& b = slot->payload;
   std::shared_ptr<Connection> conn;
   {
     std::lock_guard lock(peers_mu_);
     auto it = peers_.find(peer_id);
-    if (it == peers_.end()) return giveBack(notFound("no peer " + std::to_string(peer_id)));
+    if (it == peers_.end()) {
+      return requests_.giveBack(slot, notFound("no peer " + std::to_string(peer_id)));
+    }
     Peer& peer = *it->second;
     if (peer.broken) {
-      return giveBack(peer.broken_reason.withContext("peer " + std::to_string(peer_id) +
-                                                     " failed earlier; reconnect"));
+      return requests_.giveBack(slot,
+                                peer.broken_reason.withContext("peer " + std::to_string(peer_id) +
+                                                               " failed earlier; reconnect"));
     }
-    Status ok = checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, slot->local);
-    if (!ok.isOk()) return giveBack(ok);
+    Status ok = checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, b.local);
+    if (!ok.isOk()) return requests_.giveBack(slot, ok);
     conn = peer.connections[peer.next_connection++ % peer.connections.size()];
   }
 
-  // Build the frames. generation is stable while the slot is ours.
-  const uint64_t request_id = requestId(*slot);
-  slot->headers.resize(ops.size());
-  slot->gather.clear();
+  // Build the frames; the id is stable while the slot is ours.
+  const uint64_t request_id = requests_.idOf(*slot);
+  b.is_read = is_read;
+  b.responses_left = is_read ? static_cast<uint32_t>(ops.size()) : 0;
+  b.headers.resize(ops.size());
+  b.gather.clear();
   for (size_t i = 0; i < ops.size(); ++i) {
-    FrameHeader& h = slot->headers[i];
+    FrameHeader& h = b.headers[i];
     h = FrameHeader{};
     h.opcode = is_read ? Opcode::kReadRequest : Opcode::kWrite;
     h.region = ops[i].remote_region;
@@ -887,31 +836,23 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
     h.offset = ops[i].remote_offset;
     h.length = ops[i].length;
     h.op_index = static_cast<uint32_t>(i);
-    slot->gather.emplace_back(&h, kHeaderBytes);
-    if (!is_read) slot->gather.emplace_back(slot->local.data(i), ops[i].length);
+    b.gather.emplace_back(&h, kHeaderBytes);
+    if (!is_read) b.gather.emplace_back(b.local.data(i), ops[i].length);
   }
-  FrameHeader& last = slot->headers.back();
+  FrameHeader& last = b.headers.back();
   last.flags = wire::kFlagLast;
   if (imm) {
     last.flags |= wire::kFlagImm;
     last.imm = *imm;
   }
-  {
-    std::lock_guard lock(requests_mu_);
-    slot->in_use = true;
-    slot->is_read = is_read;
-    slot->cookie = cookie;
-    slot->peer = peer_id;
-    slot->responses_left = is_read ? static_cast<uint32_t>(ops.size()) : 0;
-    slot->deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
-  }
-  asio::post(io_, [this, conn, slot, request_id] {
+  requests_.publish(slot, cookie, peer_id, std::chrono::milliseconds(config_.op_timeout_ms));
+  asio::post(io_, [this, conn, batch = &b, request_id] {
     // The peer may have failed since we looked: then this batch fails here, exactly once.
     if (conn->closed()) {
       completeRequest(request_id, unavailable("connection to " + conn->remote() + " closed"));
       return;
     }
-    conn->sendBatch(slot);
+    conn->sendBatch(batch);
   });
   return Status::ok();
 }

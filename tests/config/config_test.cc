@@ -12,6 +12,11 @@
 namespace kvferry::config {
 namespace {
 
+auto verbsFields(const VerbsConfig& v) {
+  return std::tie(v.devices, v.port, v.gid_index, v.netdev, v.mtu, v.inline_bytes, v.qp_timeout,
+                  v.retry_count, v.rnr_retry, v.recv_depth, v.max_rd_atomic);
+}
+
 auto fields(const TransportConfig& c) {
   return std::tie(c.kind, c.listen_address, c.queue_depth, c.connections_per_peer, c.chain_length,
                   c.signal_interval, c.max_batch_ops, c.connect_timeout_ms, c.connect_retries,
@@ -56,9 +61,11 @@ TEST(ConfigDefaultsTest, EmptyCommentOnlyAndEmptySectionsGiveDefaults) {
     ASSERT_TRUE(agent.isOk()) << "'" << yaml << "': " << agent.status().toString();
     EXPECT_EQ(agent->logging.level, LogLevel::kInfo);
     EXPECT_EQ(fields(agent->transport), fields(TransportConfig{}));
+    EXPECT_EQ(verbsFields(agent->transport.verbs), verbsFields(VerbsConfig{}));
     Result<TransferBenchConfig> bench = parseTransferBenchConfig(yaml, "t.yaml");
     ASSERT_TRUE(bench.isOk()) << bench.status().toString();
     EXPECT_EQ(fields(bench->transport), fields(TransportConfig{}));
+    EXPECT_EQ(verbsFields(bench->transport.verbs), verbsFields(VerbsConfig{}));
   }
   const TransportConfig defaults;
   EXPECT_EQ(defaults.kind, TransportKind::kTcp);
@@ -119,7 +126,7 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
             "t.yaml:3: transport.queue_dept: unknown key (allowed: kind, listen_address, "
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
             "connect_timeout_ms, connect_retries, retry_backoff_ms, op_timeout_ms, "
-            "direct_receive_bytes, socket_buffer_bytes)");
+            "direct_receive_bytes, socket_buffer_bytes, verbs)");
   EXPECT_EQ(agentError("logging:\n  level: info\n  colour: true\n"),
             "t.yaml:3: logging.colour: unknown key (allowed: level)");
   Result<OrchestratorConfig> orchestrator =
@@ -270,16 +277,66 @@ TEST(ConfigFileTest, ExampleFilesLoadWithTheDocumentedDefaults) {
   ASSERT_TRUE(agent.isOk()) << agent.status().toString();
   EXPECT_EQ(agent->logging.level, LogLevel::kInfo);
   EXPECT_EQ(fields(agent->transport), fields(TransportConfig{}));
+  EXPECT_EQ(verbsFields(agent->transport.verbs), verbsFields(VerbsConfig{}));
 
   Result<TransferBenchConfig> bench = loadTransferBenchConfig(dir + "transfer_bench.yaml");
   ASSERT_TRUE(bench.isOk()) << bench.status().toString();
   EXPECT_EQ(bench->logging.level, LogLevel::kInfo);
   EXPECT_EQ(fields(bench->transport), fields(TransportConfig{}));
+  EXPECT_EQ(verbsFields(bench->transport.verbs), verbsFields(VerbsConfig{}));
 
   Result<OrchestratorConfig> orchestrator = loadOrchestratorConfig(dir + "orchestrator.yaml");
   ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
   EXPECT_EQ(orchestrator->logging.level, LogLevel::kInfo);
   EXPECT_EQ(orchestrator->listen_address, "127.0.0.1:8000");
+}
+
+TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {
+  Result<NodeAgentConfig> config = parseNodeAgentConfig(R"(transport:
+  kind: verbs
+  verbs:
+    devices: [rxe0, mlx5_1]
+    port: 2
+    gid_index: 3
+    netdev: eth1
+    mtu: 1024
+    inline_bytes: 0
+    qp_timeout: 20
+    retry_count: 1
+    rnr_retry: 0
+    recv_depth: 16
+    max_rd_atomic: 255
+)",
+                                                        "t.yaml");
+  ASSERT_TRUE(config.isOk()) << config.status().toString();
+  const VerbsConfig& v = config->transport.verbs;
+  EXPECT_EQ(v.devices, (std::vector<std::string>{"rxe0", "mlx5_1"}));
+  EXPECT_EQ(v.port, 2u);
+  EXPECT_EQ(v.gid_index, 3);
+  EXPECT_EQ(v.netdev, "eth1");
+  EXPECT_EQ(v.mtu, 1024u);
+  EXPECT_EQ(v.qp_timeout, 20u);
+  EXPECT_EQ(v.max_rd_atomic, 255u);
+  EXPECT_EQ(parseNodeAgentConfig("transport:\n  verbs:\n    gid_index: auto\n", "t.yaml")
+                ->transport.verbs.gid_index,
+            -1);
+
+  auto error = [](const std::string& yaml) {
+    Result<NodeAgentConfig> c = parseNodeAgentConfig(yaml, "t.yaml");
+    return c.isOk() ? std::string("(accepted)") : c.status().message();
+  };
+  EXPECT_EQ(error("transport:\n  verbs:\n    mtu: 1500\n"),
+            "t.yaml:3: transport.verbs.mtu: '1500' is not an RDMA MTU (256, 512, 1024, 2048 or "
+            "4096)");
+  EXPECT_EQ(error("transport:\n  verbs:\n    gid_index: -2\n"),
+            "t.yaml:3: transport.verbs.gid_index: '-2' is not a GID index (auto or 0..255)");
+  EXPECT_EQ(error("transport:\n  verbs:\n    devices: mlx5_0\n"),
+            "t.yaml:3: transport.verbs.devices: expected a list, e.g. [mlx5_0, mlx5_1], got "
+            "'mlx5_0'");
+  EXPECT_EQ(error("transport:\n  verbs:\n    retry_count: 8\n"),
+            "t.yaml:3: transport.verbs.retry_count: 8 is out of range (0..7)");
+  EXPECT_EQ(error("transport:\n  verbs:\n    qpn: 1\n").substr(0, 40),
+            "t.yaml:3: transport.verbs.qpn: unknown k");
 }
 
 TEST(HostPortTest, AcceptsHostColonPort) {

@@ -1,4 +1,5 @@
 // Unit tests of the engine's shared pieces: blob codec, paged addressing, region table.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -6,6 +7,7 @@
 #include "rdma/endpoint_blob.h"
 #include "rdma/kv_layout.h"
 #include "rdma/region_table.h"
+#include "rdma/verbs/gid_select.h"
 
 namespace kvferry::rdma {
 namespace {
@@ -106,6 +108,47 @@ TEST(RegionTableTest, PinsAreBoundsCheckedAndHoldOffDeregistration) {
   EXPECT_TRUE(table.remove(id, std::chrono::seconds(10)).isOk());
   releaser.join();
   EXPECT_EQ(table.pin(id, 0, 1, "read").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvferry::rdma
+
+namespace kvferry::rdma {
+namespace {
+
+GidEntry gid(uint32_t index, GidType type, const char* v6, const char* netdev = "eth0") {
+  GidEntry e;
+  e.index = index;
+  e.type = type;
+  inet_pton(AF_INET6, v6, e.gid.data());
+  e.netdev = netdev;
+  return e;
+}
+
+TEST(GidSelectTest, PrefersRoceV2Ipv4MappedThenFallsBackInTheDocumentedOrder) {
+  std::vector<GidEntry> table{
+      gid(0, GidType::kRoceV1, "fe80::1"),
+      gid(1, GidType::kRoceV2, "fe80::1"),
+      gid(2, GidType::kRoceV1, "::ffff:10.0.0.5"),
+      gid(3, GidType::kRoceV2, "::ffff:10.0.0.5"),
+      gid(4, GidType::kRoceV2, "::ffff:10.1.0.5", "eth1"),
+  };
+  EXPECT_EQ(selectGid(table, -1, "")->index, 3u);  // RoCE v2 + IPv4, lowest index
+  EXPECT_EQ(selectGid(table, -1, "eth1")->index, 4u);
+  table.erase(table.begin() + 3, table.end());
+  EXPECT_EQ(selectGid(table, -1, "")->index, 1u);  // RoCE v2 (IPv6) beats RoCE v1 IPv4
+  table.erase(table.begin() + 1);
+  EXPECT_EQ(selectGid(table, -1, "")->index, 2u);  // RoCE v1 IPv4-mapped
+  EXPECT_EQ(selectGid(table, 0, "")->index, 0u);   // the override wins
+  EXPECT_EQ(selectGid(table, 9, "").status().code(), StatusCode::kNotFound);
+  Result<GidEntry> none = selectGid(table, -1, "eth7");
+  ASSERT_FALSE(none.isOk());
+  EXPECT_NE(none.status().message().find("::ffff:10.0.0.5"), std::string::npos)
+      << "the error lists what the table holds: " << none.status().message();
+  // All-zero (empty) entries never qualify.
+  EXPECT_FALSE(selectGid({gid(0, GidType::kRoceV2, "::")}, -1, "").isOk());
+  EXPECT_EQ(gidToString(gid(0, GidType::kRoceV2, "::ffff:192.168.77.1").gid),
+            "::ffff:192.168.77.1");
 }
 
 }  // namespace

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "rdma/kv_layout.h"
@@ -65,6 +67,35 @@ inline Status waitOne(Transport& t, uint64_t cookie) {
   if (c.empty()) return deadlineExceeded("no completion within 10 s");
   EXPECT_EQ(c[0].cookie, cookie);
   return c[0].status;
+}
+
+// Where the verbs tests run: the rxe VM's two devices, or devices named by the environment.
+struct VerbsTestEndpoint {
+  std::string device;
+  std::string ip;
+};
+
+inline std::string envOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+inline VerbsTestEndpoint verbsTestEndpoint(bool target) {
+  if (target) {
+    return {envOr("KVFERRY_VERBS_TARGET_DEV", envOr("RXE_VM_SERVER_DEV", "").c_str()),
+            envOr("KVFERRY_VERBS_TARGET_IP", envOr("RXE_VM_SERVER_IP", "127.0.0.1").c_str())};
+  }
+  return {envOr("KVFERRY_VERBS_INITIATOR_DEV", envOr("RXE_VM_CLIENT_DEV", "").c_str()),
+          envOr("KVFERRY_VERBS_INITIATOR_IP", envOr("RXE_VM_CLIENT_IP", "127.0.0.1").c_str())};
+}
+
+// Empty when verbs tests can run here; otherwise why not.
+inline std::string verbsTestUnavailableReason() {
+  if (verbsTestEndpoint(true).device.empty() || verbsTestEndpoint(false).device.empty()) {
+    return "no RDMA devices named for the test (run under the rxe VM: ctest -L rxe, or set "
+           "KVFERRY_VERBS_TARGET_DEV and KVFERRY_VERBS_INITIATOR_DEV)";
+  }
+  return "";
 }
 
 inline size_t countEntries(const char* dir) {
