@@ -1,0 +1,384 @@
+#include "model/gguf_writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "model/float16.h"
+#include "model/tokenizer.h"
+
+namespace kvferry::model {
+namespace {
+
+template <typename T>
+void appendRaw(std::vector<uint8_t>& out, T value) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&value);
+  out.insert(out.end(), bytes, bytes + sizeof(T));
+}
+
+void appendString(std::vector<uint8_t>& out, std::string_view text) {
+  appendRaw<uint64_t>(out, text.size());
+  out.insert(out.end(), text.begin(), text.end());
+}
+
+template <GgufValue T>
+void appendValue(std::vector<uint8_t>& out, const T& value) {
+  if constexpr (std::same_as<T, std::string_view>) {
+    appendString(out, value);
+  } else if constexpr (std::same_as<T, bool>) {
+    appendRaw<uint8_t>(out, value ? 1 : 0);
+  } else {
+    appendRaw(out, value);
+  }
+}
+
+void padTo(std::vector<uint8_t>& out, uint64_t alignment) {
+  out.resize((out.size() + alignment - 1) / alignment * alignment, 0);
+}
+
+Status writeBytes(const std::string& path, std::span<const uint8_t> bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ioError("open " + path, errno);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int error = errno;
+      ::close(fd);
+      return ioError("write " + path, error);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) return ioError("close " + path, errno);
+  return Status::ok();
+}
+
+// splitmix64 (Steele, Lea & Flood 2014): tiny, fully specified, so weights are identical on every
+// platform (std::*_distribution is not).
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  float uniform() { return static_cast<float>(next() >> 40) * 0x1p-23f - 1.0f; }  // [-1, 1)
+
+ private:
+  uint64_t state_;
+};
+
+// The synthetic SentencePiece vocabulary writeRandomLlamaModel documents.
+Vocabulary syntheticVocabulary(uint32_t size) {
+  Vocabulary v;
+  v.model = "llama";
+  const auto push = [&](std::string text, TokenType type, float score) {
+    v.tokens.push_back(std::move(text));
+    v.types.push_back(type);
+    v.scores.push_back(score);
+  };
+  push("<unk>", TokenType::kUnknown, 0);
+  push("<s>", TokenType::kControl, 0);
+  push("</s>", TokenType::kControl, 0);
+  constexpr char kHex[] = "0123456789ABCDEF";
+  for (int byte = 0; byte < 256; ++byte) {
+    push(std::string("<0x") + kHex[byte >> 4] + kHex[byte & 15] + ">", TokenType::kByte, 0);
+  }
+  const std::string space = "\xe2\x96\x81";  // U+2581, SentencePiece's space
+  std::vector<std::string> pieces = {space};
+  std::set<std::string, std::less<>> seen(pieces.begin(), pieces.end());
+  const auto addPiece = [&](std::string piece) {
+    if (seen.insert(piece).second) pieces.push_back(std::move(piece));
+  };
+  for (char c = 0x21; c < 0x7f; ++c) addPiece(std::string(1, c));
+  // Every prefix of a word is a token too, so each word is reachable by pairwise merges.
+  const auto addWord = [&](const std::string& word, size_t first_length) {
+    for (size_t length = first_length; length <= word.size(); ++length) {
+      addPiece(word.substr(0, length));
+    }
+  };
+  for (const char* word :
+       {"the",  "and",  "was",   "to",     "she",  "he",    "it",   "of",   "in",   "Once",
+        "upon", "time", "there", "little", "girl", "named", "Lily", "play", "with", "said"}) {
+    addWord(space + word, space.size() + 1);
+  }
+  for (const char* suffix : {"ing", "ed", "er"}) addWord(suffix, 2);
+  for (size_t i = 0; v.tokens.size() + pieces.size() < size; ++i) {
+    for (char c : std::string_view("etaoinshrdlu")) addPiece(pieces[i] + c);
+  }
+  for (size_t i = 0; v.tokens.size() < size; ++i) {
+    push(pieces[i], TokenType::kNormal, -static_cast<float>(i));
+  }
+  v.bos_id = 1;
+  v.eos_id = 2;
+  v.unk_id = 0;
+  v.add_bos = true;
+  v.add_space_prefix = true;
+  return v;
+}
+
+}  // namespace
+
+Status fromFloat(GgmlType type, std::span<const float> in, std::span<uint8_t> out) {
+  ASSIGN_OR_RETURN(uint64_t bytes, ggmlByteSize(type, in.size()));
+  if (bytes != out.size()) {
+    return invalidArgument(std::to_string(in.size()) + " " + ggmlTypeName(type) +
+                           " elements take " + std::to_string(bytes) + " bytes, not " +
+                           std::to_string(out.size()));
+  }
+  const auto store16 = [&](size_t at, uint16_t value) { std::memcpy(&out[at], &value, 2); };
+  switch (type) {
+    case GgmlType::kF32:
+      if (!in.empty()) std::memcpy(out.data(), in.data(), out.size());
+      return Status::ok();
+    case GgmlType::kF16:
+      for (size_t i = 0; i < in.size(); ++i) store16(2 * i, floatToHalf(in[i]));
+      return Status::ok();
+    case GgmlType::kBF16:
+      for (size_t i = 0; i < in.size(); ++i) store16(2 * i, floatToBf16(in[i]));
+      return Status::ok();
+    case GgmlType::kQ8_0:
+      for (size_t block = 0; block < in.size() / 32; ++block) {
+        const std::span<const float> x = in.subspan(32 * block, 32);
+        float max_abs = 0.0f;
+        for (float value : x) max_abs = std::max(max_abs, std::fabs(value));
+        const float scale = max_abs / 127.0f;
+        const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+        store16(34 * block, floatToHalf(scale));
+        for (size_t j = 0; j < 32; ++j) {
+          out[34 * block + 2 + j] =
+              static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * inverse)));
+        }
+      }
+      return Status::ok();
+    default:
+      return invalidArgument("converting float to " + ggmlTypeName(type) +
+                             " is not supported (F32, F16, BF16 and Q8_0 are)");
+  }
+}
+
+GgufWriter::GgufWriter(uint32_t alignment) : alignment_(alignment) {
+  if (alignment == 0 || !std::has_single_bit(alignment)) {
+    fail(invalidArgument("alignment " + std::to_string(alignment) + " is not a power of two"));
+    alignment_ = kGgufDefaultAlignment;
+  } else if (alignment != kGgufDefaultAlignment) {
+    add("general.alignment", alignment);
+  }
+}
+
+void GgufWriter::fail(Status status) {
+  if (error_.isOk()) error_ = std::move(status);
+}
+
+bool GgufWriter::beginEntry(std::string_view key, GgufType type) {
+  if (!keys_.emplace(key).second) {
+    fail(invalidArgument("duplicate metadata key '" + std::string(key) + "'"));
+    return false;
+  }
+  appendString(metadata_, key);
+  appendRaw(metadata_, static_cast<uint32_t>(type));
+  ++metadata_count_;
+  return true;
+}
+
+template <GgufValue T>
+void GgufWriter::add(std::string_view key, T value) {
+  if (beginEntry(key, ggufTypeOf<T>())) appendValue(metadata_, value);
+}
+
+template <GgufValue T>
+void GgufWriter::addArray(std::string_view key, const std::vector<T>& values) {
+  if (!beginEntry(key, GgufType::kArray)) return;
+  appendRaw(metadata_, static_cast<uint32_t>(ggufTypeOf<T>()));
+  appendRaw<uint64_t>(metadata_, values.size());
+  for (const T& value : values) appendValue<T>(metadata_, value);
+}
+
+void GgufWriter::addArray(std::string_view key, const std::vector<std::string>& values) {
+  if (!beginEntry(key, GgufType::kArray)) return;
+  appendRaw(metadata_, static_cast<uint32_t>(GgufType::kString));
+  appendRaw<uint64_t>(metadata_, values.size());
+  for (const std::string& value : values) appendString(metadata_, value);
+}
+
+// T is a template argument, which cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
+#define KVF_INSTANTIATE_GGUF_WRITERS_(T)                           \
+  template void GgufWriter::add<T>(std::string_view key, T value); \
+  template void GgufWriter::addArray<T>(std::string_view key, const std::vector<T>& values);
+KVF_INSTANTIATE_GGUF_WRITERS_(uint8_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(int8_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(uint16_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(int16_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(uint32_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(int32_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(float)
+KVF_INSTANTIATE_GGUF_WRITERS_(bool)
+KVF_INSTANTIATE_GGUF_WRITERS_(std::string_view)
+KVF_INSTANTIATE_GGUF_WRITERS_(uint64_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(int64_t)
+KVF_INSTANTIATE_GGUF_WRITERS_(double)
+#undef KVF_INSTANTIATE_GGUF_WRITERS_
+// NOLINTEND(bugprone-macro-parentheses)
+
+Result<uint64_t> GgufWriter::checkTensor(std::string_view name, const std::vector<uint64_t>& dims,
+                                         GgmlType type, uint64_t elements) {
+  if (!tensor_names_.emplace(name).second) return invalidArgument("duplicate tensor name");
+  const GgmlTypeInfo* info = ggmlTypeInfo(type);
+  if (info == nullptr) return invalidArgument("unknown " + ggmlTypeName(type));
+  if (dims.size() > kGgufMaxDims) {
+    return invalidArgument(std::to_string(dims.size()) + " dimensions (at most 4)");
+  }
+  if (!dims.empty() && dims[0] % info->block_elements != 0) {
+    return invalidArgument("row length " + std::to_string(dims[0]) + " is not a multiple of the " +
+                           ggmlTypeName(type) + " block");
+  }
+  uint64_t count = 1;
+  for (uint64_t dim : dims) {
+    if (dim != 0 && count > std::numeric_limits<int64_t>::max() / dim) {
+      return invalidArgument("element count overflows");
+    }
+    count *= dim;
+  }
+  if (count != elements) {
+    return invalidArgument("the shape holds " + std::to_string(count) + " elements, " +
+                           std::to_string(elements) + " given");
+  }
+  return ggmlByteSize(type, count);
+}
+
+void GgufWriter::addTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
+                           std::span<const float> values) {
+  const std::string what = "tensor '" + std::string(name) + "'";
+  Result<uint64_t> bytes = checkTensor(name, dims, type, values.size());
+  if (!bytes.isOk()) return fail(bytes.status().withContext(what));
+  Tensor tensor{std::string(name), std::move(dims), type, std::vector<uint8_t>(*bytes)};
+  Status status = fromFloat(type, values, tensor.data);
+  if (!status.isOk()) return fail(status.withContext(what));
+  tensors_.push_back(std::move(tensor));
+}
+
+void GgufWriter::addRawTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
+                              std::span<const uint8_t> bytes) {
+  const std::string what = "tensor '" + std::string(name) + "'";
+  uint64_t elements = 1;
+  for (uint64_t dim : dims) elements *= dim;  // overflow is caught by checkTensor's own product
+  Result<uint64_t> size = checkTensor(name, dims, type, elements);
+  if (!size.isOk()) return fail(size.status().withContext(what));
+  if (*size != bytes.size()) {
+    return fail(invalidArgument(what + ": " + std::to_string(bytes.size()) + " bytes given for " +
+                                std::to_string(*size)));
+  }
+  tensors_.push_back({std::string(name), std::move(dims), type, {bytes.begin(), bytes.end()}});
+}
+
+Result<std::vector<uint8_t>> GgufWriter::serialize() const {
+  if (!error_.isOk()) return error_;
+  std::vector<uint8_t> out;
+  appendRaw<uint32_t>(out, 0x46554747);  // "GGUF"
+  appendRaw<uint32_t>(out, 3);
+  appendRaw<uint64_t>(out, tensors_.size());
+  appendRaw<uint64_t>(out, metadata_count_);
+  out.insert(out.end(), metadata_.begin(), metadata_.end());
+  uint64_t offset = 0;
+  for (const Tensor& tensor : tensors_) {
+    appendString(out, tensor.name);
+    appendRaw<uint32_t>(out, static_cast<uint32_t>(tensor.dims.size()));
+    for (uint64_t dim : tensor.dims) appendRaw(out, dim);
+    appendRaw(out, static_cast<uint32_t>(tensor.type));
+    appendRaw(out, offset);
+    offset = (offset + tensor.data.size() + alignment_ - 1) / alignment_ * alignment_;
+  }
+  padTo(out, alignment_);
+  for (const Tensor& tensor : tensors_) {
+    out.insert(out.end(), tensor.data.begin(), tensor.data.end());
+    padTo(out, alignment_);
+  }
+  return out;
+}
+
+Status GgufWriter::writeFile(const std::string& path) const {
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, serialize());
+  return writeBytes(path, bytes);
+}
+
+Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint64_t seed) {
+  const LlamaParams& p = spec.params;
+  RETURN_IF_ERROR(validateLlamaParams(p));
+  if (p.vocab_size < 260) {
+    return invalidArgument("vocab_size " + std::to_string(p.vocab_size) +
+                           " < 260 (3 special + 256 byte tokens + \"\xe2\x96\x81\")");
+  }
+  GgufWriter writer;
+  writer.add("general.architecture", "llama");
+  writer.add("general.name", "kvferry-random-llama");
+  writer.add("llama.vocab_size", p.vocab_size);
+  writer.add("llama.context_length", p.context_length);
+  writer.add("llama.embedding_length", p.embedding_length);
+  writer.add("llama.feed_forward_length", p.feed_forward_length);
+  writer.add("llama.block_count", p.block_count);
+  writer.add("llama.attention.head_count", p.head_count);
+  writer.add("llama.attention.head_count_kv", p.head_count_kv);
+  writer.add("llama.rope.dimension_count", p.rope_dimension_count);
+  writer.add("llama.rope.freq_base", p.rope_freq_base);
+  writer.add("llama.attention.layer_norm_rms_epsilon", p.rms_epsilon);
+
+  const Vocabulary vocab = syntheticVocabulary(p.vocab_size);
+  std::vector<int32_t> types;
+  for (TokenType type : vocab.types) types.push_back(static_cast<int32_t>(type));
+  writer.add("tokenizer.ggml.model", "llama");
+  writer.addArray("tokenizer.ggml.tokens", vocab.tokens);
+  writer.addArray("tokenizer.ggml.scores", vocab.scores);
+  writer.addArray("tokenizer.ggml.token_type", types);
+  writer.add("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(vocab.bos_id));
+  writer.add("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(vocab.eos_id));
+  writer.add("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(vocab.unk_id));
+  writer.add("tokenizer.ggml.add_bos_token", true);
+  writer.add("tokenizer.ggml.add_eos_token", false);
+
+  SplitMix64 random(seed);
+  std::vector<float> values;
+  const auto matrix = [&](const std::string& name, uint64_t row_length, uint64_t rows) {
+    values.resize(row_length * rows);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(row_length));
+    for (float& value : values) value = scale * random.uniform();
+    writer.addTensor(name, {row_length, rows}, spec.matrix_type, values);
+  };
+  const auto norm = [&](const std::string& name) {
+    values.resize(p.embedding_length);
+    for (float& value : values) value = 1.0f + 0.1f * random.uniform();
+    writer.addTensor(name, {p.embedding_length}, GgmlType::kF32, values);
+  };
+  const uint64_t dim = p.embedding_length;
+  matrix("token_embd.weight", dim, p.vocab_size);
+  norm("output_norm.weight");
+  if (!spec.tied_output) matrix("output.weight", dim, p.vocab_size);
+  for (uint32_t i = 0; i < p.block_count; ++i) {
+    const std::string prefix = "blk." + std::to_string(i) + ".";
+    norm(prefix + "attn_norm.weight");
+    matrix(prefix + "attn_q.weight", dim, dim);
+    matrix(prefix + "attn_k.weight", dim, p.kvDim());
+    matrix(prefix + "attn_v.weight", dim, p.kvDim());
+    matrix(prefix + "attn_output.weight", dim, dim);
+    norm(prefix + "ffn_norm.weight");
+    matrix(prefix + "ffn_gate.weight", dim, p.feed_forward_length);
+    matrix(prefix + "ffn_down.weight", p.feed_forward_length, dim);
+    matrix(prefix + "ffn_up.weight", dim, p.feed_forward_length);
+  }
+  return writer.serialize();
+}
+
+Status writeRandomLlamaModel(const std::string& path, const RandomLlamaSpec& spec, uint64_t seed) {
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, randomLlamaModel(spec, seed));
+  return writeBytes(path, bytes);
+}
+
+}  // namespace kvferry::model
