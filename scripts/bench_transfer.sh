@@ -53,7 +53,7 @@ if [ "$transport" = verbs ]; then
   [ -x "$vm" ] || { echo "bench_transfer.sh: no Soft-RoCE VM harness at $vm" >&2; exit 1; }
   out="$root/bench-results/transfer-verbs.json"
   DURATION="${DURATION:-2}" "$vm" --rw "$root/bench-results" --timeout 900 -- \
-    env DURATION="${DURATION:-2}" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
+    env DURATION="${DURATION:-2}" SIZES="${SIZES:-}" CONNECTIONS="$connections" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
   echo
   printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us"
   jq -r '.rows[] | [.block_bytes, .batch, .gbps, .ceiling_gbps, .ratio, .p50_us, .p99_us] | @tsv' "$out" |

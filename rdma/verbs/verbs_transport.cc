@@ -36,6 +36,8 @@ constexpr uint32_t kHandshakeVersion = 1;
 constexpr uint32_t kMaxQpsPerPeer = 64;
 constexpr uint64_t kIntermediateSignal = 1ull << 63;  // wr_id flag: bounds the SQ, no batch ends
 constexpr int kPollBatch = 32;
+// How long the progress thread keeps polling an idle queue before it sleeps on the channel.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 
 // The QP exchange, one message each way over the handshake connection.
 struct HandshakeMsg {
@@ -903,7 +905,7 @@ void VerbsTransport::progressLoop() {
   uint64_t seen_version = ~0ull;
   ibv_wc wcs[kPollBatch];
   auto next_sweep = std::chrono::steady_clock::now();
-  int idle = 0;
+  auto last_work = std::chrono::steady_clock::now();
   while (!stop_) {
     if (peers_version_ != seen_version) {
       std::lock_guard lock(peers_mu_);
@@ -927,24 +929,29 @@ void VerbsTransport::progressLoop() {
       }
     }
     if (got > 0) {
-      idle = 0;
+      last_work = now;
       continue;
     }
-    if (++idle < 64) continue;  // a short spin: the next completion is usually close
+    // Busy-poll while work is flowing (a completion-channel wake-up costs an interrupt and two
+    // context switches per completion); sleep once the queue has been quiet for a while.
+    if (now - last_work < kSpinBeforeSleep) continue;
     // Sleep on the completion channel: arm every CQ, re-poll (a completion may have raced the
     // arming), then wait for an event or 10 ms (deadlines and shutdown are checked then).
     ibv_req_notify_cq(recv_cq_.get(), 0);
     for (auto& p : peers) ibv_req_notify_cq(p->cq.get(), 0);
     got = pollReceives(wcs);
     for (auto& p : peers) got += pollPeer(*p, wcs);
-    if (got > 0) continue;
+    if (got > 0) {
+      last_work = std::chrono::steady_clock::now();
+      continue;
+    }
     pollfd pfd{channel_->fd, POLLIN, 0};
     if (poll(&pfd, 1, 10) > 0) {
       ibv_cq* cq = nullptr;
       void* ctx = nullptr;
       while (ibv_get_cq_event(channel_.get(), &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
     }
-    idle = 0;
+    last_work = std::chrono::steady_clock::now();
   }
 }
 
