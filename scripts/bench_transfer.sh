@@ -83,10 +83,16 @@ measure_ceiling() {
   port="$(pick_port)"
   iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$work/iperf-server-$1.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 50); do
-    iperf3 -c 127.0.0.1 -p "$port" -t "$duration" -P "$connections" -J >"$json" 2>/dev/null && break
-    sleep 0.1
+  # Wait until it listens without connecting (a probe would use up the one-off server).
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && break
+    sleep 0.05
   done
+  iperf3 -c 127.0.0.1 -p "$port" -t "$duration" -P "$connections" -J >"$json" 2>&1 || true
+  if ! jq -e '.end.sum_received.bits_per_second' "$json" >/dev/null 2>&1; then
+    echo "bench_transfer.sh: iperf3 failed: $(jq -r '.error // empty' "$json" 2>/dev/null || head -3 "$json")" >&2
+    return 1
+  fi
   jq '.end.sum_received.bits_per_second / 8e9' "$json"
 }
 echo "== ceiling: iperf3 127.0.0.1, $connections streams, ${duration}s (before)"
