@@ -30,6 +30,15 @@ echo "== configure ($preset)"
 cmake --preset "$preset" >/dev/null
 echo "== build"
 cmake --build "build/$preset" -j "$jobs"
+vm="${RXE_VM:-$root/../shared/tools/rxe-vm/run-in-vm.sh}"
+if [ -x "$vm" ]; then
+  echo "== rxe: the verbs tests run inside the Soft-RoCE VM ($vm)"
+elif [ -n "${KVFERRY_VERBS_TARGET_DEV:-}" ] && [ -n "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
+  echo "== rxe: the verbs tests run on this host's RDMA devices"
+else
+  echo "== rxe: the verbs tests will be SKIPPED: no Soft-RoCE VM harness at $vm and no RDMA" \
+    "devices named by KVFERRY_VERBS_TARGET_DEV/KVFERRY_VERBS_INITIATOR_DEV"
+fi
 echo "== test"
 cd "build/$preset"
 ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
