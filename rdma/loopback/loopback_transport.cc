@@ -18,21 +18,11 @@ void LoopbackFabric::leave(uint64_t endpoint_id) {
 
 LoopbackTransport::LoopbackTransport(const config::TransportConfig& config,
                                      std::shared_ptr<LoopbackFabric> fabric)
-    : config_(config),
-      fabric_(std::move(fabric)),
-      endpoint_id_(newEndpointId()),
-      completions_(config.queue_depth) {
+    : TransportBase(config), fabric_(std::move(fabric)) {
   fabric_->join(endpoint_id_, this);
 }
 
 LoopbackTransport::~LoopbackTransport() { fabric_->leave(endpoint_id_); }
-
-Capabilities LoopbackTransport::capabilities() const {
-  Capabilities caps;
-  caps.max_batch_ops = config_.max_batch_ops;
-  caps.queue_depth = config_.queue_depth;
-  return caps;
-}
 
 Result<RegionId> LoopbackTransport::registerRegion(void* base, size_t bytes, MemoryKind kind) {
   if (kind.type != MemoryKind::Type::kHost) {
@@ -41,19 +31,8 @@ Result<RegionId> LoopbackTransport::registerRegion(void* base, size_t bytes, Mem
   return regions_.add(base, bytes, kind);
 }
 
-Status LoopbackTransport::deregisterRegion(RegionId region) {
-  return regions_.remove(region, std::chrono::milliseconds(config_.op_timeout_ms));
-}
-
-Result<EndpointBlob> LoopbackTransport::localBlob() const {
-  return encodeEndpoint(EndpointInfo{"loopback", endpoint_id_, regions_.describe(), {}});
-}
-
 Result<PeerId> LoopbackTransport::connect(const EndpointBlob& peer_blob) {
-  ASSIGN_OR_RETURN(EndpointInfo info, decodeEndpoint(peer_blob));
-  if (info.backend != name()) {
-    return invalidArgument("blob is for the '" + info.backend + "' transport, not loopback");
-  }
+  ASSIGN_OR_RETURN(EndpointInfo info, decodePeerBlob(peer_blob));
   RETURN_IF_ERROR(
       fabric_->withEndpoint(info.endpoint_id, [](LoopbackTransport&) { return Status::ok(); }));
   std::lock_guard lock(peers_mu_);
@@ -68,18 +47,9 @@ Status LoopbackTransport::disconnect(PeerId peer) {
   return Status::ok();  // batches complete synchronously: none can be pending
 }
 
-Status LoopbackTransport::postWrite(PeerId peer, std::span<const TransferOp> ops,
-                                    std::optional<uint32_t> imm, uint64_t cookie) {
-  return post(peer, ops, imm, cookie, Direction::kWrite);
-}
-
-Status LoopbackTransport::postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) {
-  return post(peer, ops, std::nullopt, cookie, Direction::kRead);
-}
-
 Status LoopbackTransport::post(PeerId peer, std::span<const TransferOp> ops,
-                               std::optional<uint32_t> imm, uint64_t cookie, Direction dir) {
-  const char* what = dir == Direction::kWrite ? "write" : "read";
+                               std::optional<uint32_t> imm, uint64_t cookie, bool is_read) {
+  const char* what = is_read ? "read" : "write";
   uint64_t target_id = 0;
   BatchPins local_pins;
   {
@@ -94,39 +64,29 @@ Status LoopbackTransport::post(PeerId peer, std::span<const TransferOp> ops,
                              " reached; poll completions first");
   }
   Status result = fabric_->withEndpoint(target_id, [&](LoopbackTransport& target) {
-    return target.serve(ops, local_pins, dir, imm, endpoint_id_);
+    return target.serve(ops, local_pins, is_read, imm, endpoint_id_);
   });
   completions_.push(Completion{cookie, std::move(result)});
   return Status::ok();
 }
 
 Status LoopbackTransport::serve(std::span<const TransferOp> ops, const BatchPins& local,
-                                Direction dir, std::optional<uint32_t> imm, uint64_t source_id) {
-  const char* what = dir == Direction::kWrite ? "write" : "read";
+                                bool is_read, std::optional<uint32_t> imm, uint64_t source_id) {
+  const char* what = is_read ? "read" : "write";
   // Check the whole batch before touching memory: a refused batch applies nothing.
   BatchPins remote;
   for (const TransferOp& op : ops) {
     RETURN_IF_ERROR(remote.add(regions_, op.remote_region, op.remote_offset, op.length, what));
   }
   for (size_t i = 0; i < ops.size(); ++i) {
-    if (dir == Direction::kWrite) {
-      std::memcpy(remote.data(i), local.data(i), ops[i].length);
-    } else {
+    if (is_read) {
       std::memcpy(local.data(i), remote.data(i), ops[i].length);
+    } else {
+      std::memcpy(remote.data(i), local.data(i), ops[i].length);
     }
   }
   if (imm) immediates_.push(ImmediateEvent{source_id, *imm});
   return Status::ok();
-}
-
-size_t LoopbackTransport::pollCompletions(std::span<Completion> out,
-                                          std::chrono::microseconds wait) {
-  return completions_.pop(out, wait);
-}
-
-size_t LoopbackTransport::pollImmediates(std::span<ImmediateEvent> out,
-                                         std::chrono::microseconds wait) {
-  return immediates_.pop(out, wait);
 }
 
 }  // namespace kvferry::rdma

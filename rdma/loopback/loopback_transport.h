@@ -13,6 +13,7 @@
 #include "rdma/event_queue.h"
 #include "rdma/region_table.h"
 #include "rdma/transport.h"
+#include "rdma/transport_base.h"
 
 namespace kvferry::rdma {
 
@@ -39,7 +40,7 @@ class LoopbackFabric {
   std::unordered_map<uint64_t, LoopbackTransport*> endpoints_;
 };
 
-class LoopbackTransport final : public Transport {
+class LoopbackTransport final : public TransportBase {
  public:
   LoopbackTransport(const config::TransportConfig& config, std::shared_ptr<LoopbackFabric> fabric);
   ~LoopbackTransport() override;
@@ -47,32 +48,21 @@ class LoopbackTransport final : public Transport {
   LoopbackTransport& operator=(const LoopbackTransport&) = delete;
 
   std::string_view name() const override { return "loopback"; }
-  Capabilities capabilities() const override;
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override;
-  Status deregisterRegion(RegionId region) override;
-  Result<EndpointBlob> localBlob() const override;
+  Result<EndpointBlob> localBlob() const override { return blobWithAddress(""); }
   Result<PeerId> connect(const EndpointBlob& peer_blob) override;
   Status disconnect(PeerId peer) override;
-  Status postWrite(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-                   uint64_t cookie) override;
-  Status postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) override;
-  size_t pollCompletions(std::span<Completion> out, std::chrono::microseconds wait) override;
-  size_t pollImmediates(std::span<ImmediateEvent> out, std::chrono::microseconds wait) override;
+
+ protected:
+  Status post(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
+              uint64_t cookie, bool is_read) override;
 
  private:
-  enum class Direction { kWrite, kRead };
-  Status post(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-              uint64_t cookie, Direction dir);
   // The target's half of a batch, run under the fabric lock: checks and copies every op.
-  Status serve(std::span<const TransferOp> ops, const BatchPins& local, Direction dir,
+  Status serve(std::span<const TransferOp> ops, const BatchPins& local, bool is_read,
                std::optional<uint32_t> imm, uint64_t source_id);
 
-  const config::TransportConfig config_;
   const std::shared_ptr<LoopbackFabric> fabric_;
-  const uint64_t endpoint_id_;
-  RegionTable regions_;
-  CompletionQueue completions_;
-  ImmediateQueue immediates_;
   std::mutex peers_mu_;
   std::unordered_map<PeerId, EndpointInfo> peers_;
   PeerId next_peer_ = 1;

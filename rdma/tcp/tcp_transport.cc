@@ -13,12 +13,14 @@
 #include <thread>
 #include <unordered_map>
 
+#include "rdma/asio_util.h"
 #include "rdma/batch_check.h"
 #include "rdma/endpoint_blob.h"
 #include "rdma/event_queue.h"
 #include "rdma/region_table.h"
 #include "rdma/request_table.h"
 #include "rdma/tcp/tcp_wire.h"
+#include "rdma/transport_base.h"
 
 namespace kvferry::rdma {
 namespace {
@@ -36,10 +38,6 @@ constexpr size_t kMaxGatherItems = 32;  // small frames (acks, read responses) p
 StatusCode wireToStatusCode(uint16_t code) {
   return code <= static_cast<uint16_t>(StatusCode::kIoError) ? static_cast<StatusCode>(code)
                                                              : StatusCode::kInternal;
-}
-
-std::string endpointText(const tcp::endpoint& ep) {
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
 class TcpTransport;
@@ -161,12 +159,10 @@ struct Peer {
   Status broken_reason;
 };
 
-class TcpTransport final : public Transport {
+class TcpTransport final : public TransportBase {
  public:
   explicit TcpTransport(const config::TransportConfig& config)
-      : config_(config),
-        endpoint_id_(newEndpointId()),
-        completions_(config.queue_depth),
+      : TransportBase(config),
         requests_(completions_, config.queue_depth),
         acceptor_(io_),
         sweep_timer_(io_),
@@ -190,20 +186,11 @@ class TcpTransport final : public Transport {
   }
 
   Status start() {
-    ASSIGN_OR_RETURN(config::HostPort hp, config::parseHostPort(config_.listen_address));
+    RETURN_IF_ERROR(listenOn(acceptor_, config_.listen_address,
+                             [this](tcp::acceptor& a, boost::system::error_code& ec) {
+                               setBufferSizes(a, ec);  // accepted sockets inherit them
+                             }));
     boost::system::error_code ec;
-    asio::ip::address addr = asio::ip::make_address(hp.host, ec);
-    if (ec) {
-      return invalidArgument("transport.listen_address '" + config_.listen_address +
-                             "': host must be an IP address (" + ec.message() + ")");
-    }
-    tcp::endpoint ep(addr, hp.port);
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) setBufferSizes(acceptor_, ec);  // accepted sockets inherit them
-    if (!ec) acceptor_.bind(ep, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return unavailable("listen on " + config_.listen_address + ": " + ec.message());
     listen_ = acceptor_.local_endpoint(ec);
     accept();
     armSweep();
@@ -218,13 +205,6 @@ class TcpTransport final : public Transport {
 
   std::string_view name() const override { return "tcp"; }
 
-  Capabilities capabilities() const override {
-    Capabilities caps;
-    caps.max_batch_ops = config_.max_batch_ops;
-    caps.queue_depth = config_.queue_depth;
-    return caps;
-  }
-
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override {
     if (kind.type != MemoryKind::Type::kHost) {
       return invalidArgument("the tcp transport registers host memory only (got a CUDA region)");
@@ -232,33 +212,10 @@ class TcpTransport final : public Transport {
     return regions_.add(base, bytes, kind);
   }
 
-  Status deregisterRegion(RegionId region) override {
-    return regions_.remove(region, std::chrono::milliseconds(config_.op_timeout_ms));
-  }
-
-  Result<EndpointBlob> localBlob() const override {
-    std::string addr = endpointText(listen_);
-    return encodeEndpoint(EndpointInfo{std::string(name()), endpoint_id_, regions_.describe(),
-                                       std::vector<uint8_t>(addr.begin(), addr.end())});
-  }
+  Result<EndpointBlob> localBlob() const override { return blobWithAddress(endpointText(listen_)); }
 
   Result<PeerId> connect(const EndpointBlob& peer_blob) override;
   Status disconnect(PeerId peer) override;
-
-  Status postWrite(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-                   uint64_t cookie) override {
-    return post(peer, ops, imm, cookie, /*is_read=*/false);
-  }
-  Status postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) override {
-    return post(peer, ops, std::nullopt, cookie, /*is_read=*/true);
-  }
-
-  size_t pollCompletions(std::span<Completion> out, std::chrono::microseconds wait) override {
-    return completions_.pop(out, wait);
-  }
-  size_t pollImmediates(std::span<ImmediateEvent> out, std::chrono::microseconds wait) override {
-    return immediates_.pop(out, wait);
-  }
 
   // --- Called by connections, on the progress thread. ---
   const config::TransportConfig& config() const { return config_; }
@@ -336,17 +293,11 @@ class TcpTransport final : public Transport {
   }
 
   Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-              uint64_t cookie, bool is_read);
+              uint64_t cookie, bool is_read) override;
   void accept();
   void armSweep();
   void sweepDeadlines();
   Result<std::shared_ptr<Connection>> connectOne(const tcp::endpoint& ep, uint64_t target_id);
-
-  const config::TransportConfig config_;
-  const uint64_t endpoint_id_;
-  RegionTable regions_;
-  CompletionQueue completions_;
-  ImmediateQueue immediates_;
 
   Requests requests_;
 
@@ -723,15 +674,9 @@ Result<std::shared_ptr<Connection>> TcpTransport::connectOne(const tcp::endpoint
 }
 
 Result<PeerId> TcpTransport::connect(const EndpointBlob& peer_blob) {
-  ASSIGN_OR_RETURN(EndpointInfo info, decodeEndpoint(peer_blob));
-  if (info.backend != name()) {
-    return invalidArgument("blob is for the '" + info.backend + "' transport, not tcp");
-  }
+  ASSIGN_OR_RETURN(EndpointInfo info, decodePeerBlob(peer_blob));
   const std::string address(info.address.begin(), info.address.end());
-  ASSIGN_OR_RETURN(config::HostPort hp, config::parseHostPort(address));
-  boost::system::error_code ec;
-  tcp::endpoint ep(asio::ip::make_address(hp.host, ec), hp.port);
-  if (ec) return invalidArgument("blob address '" + address + "': " + ec.message());
+  ASSIGN_OR_RETURN(tcp::endpoint ep, ipEndpoint(address, "blob address"));
 
   Status last;
   auto backoff = std::chrono::milliseconds(config_.retry_backoff_ms);

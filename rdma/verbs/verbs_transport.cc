@@ -17,11 +17,13 @@
 #include <random>
 #include <thread>
 
+#include "rdma/asio_util.h"
 #include "rdma/batch_check.h"
 #include "rdma/endpoint_blob.h"
 #include "rdma/event_queue.h"
 #include "rdma/region_table.h"
 #include "rdma/request_table.h"
+#include "rdma/transport_base.h"
 #include "rdma/verbs/gid_select.h"
 #include "rdma/verbs/verbs_resources.h"
 
@@ -131,12 +133,10 @@ struct Inbound {
   std::vector<verbs::QueuePair> qps;
 };
 
-class VerbsTransport final : public Transport {
+class VerbsTransport final : public TransportBase {
  public:
   explicit VerbsTransport(const config::TransportConfig& config)
-      : config_(config),
-        endpoint_id_(newEndpointId()),
-        completions_(config.queue_depth),
+      : TransportBase(config),
         requests_(completions_, config.queue_depth),
         acceptor_(io_),
         work_(asio::make_work_guard(io_)) {}
@@ -162,35 +162,15 @@ class VerbsTransport final : public Transport {
 
   std::string_view name() const override { return "verbs"; }
   Capabilities capabilities() const override {
-    Capabilities caps;
+    Capabilities caps = TransportBase::capabilities();
     caps.survives_remote_refusal = false;  // a remote access error ends the RC queue pair
-    caps.max_batch_ops = config_.max_batch_ops;
-    caps.queue_depth = config_.queue_depth;
     return caps;
   }
-
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override;
   Status deregisterRegion(RegionId region) override;
-  Result<EndpointBlob> localBlob() const override {
-    std::string addr = listen_.address().to_string() + ":" + std::to_string(listen_.port());
-    return encodeEndpoint(EndpointInfo{std::string(name()), endpoint_id_, regions_.describe(),
-                                       std::vector<uint8_t>(addr.begin(), addr.end())});
-  }
+  Result<EndpointBlob> localBlob() const override { return blobWithAddress(endpointText(listen_)); }
   Result<PeerId> connect(const EndpointBlob& peer_blob) override;
   Status disconnect(PeerId peer) override;
-  Status postWrite(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-                   uint64_t cookie) override {
-    return post(peer, ops, imm, cookie, /*is_read=*/false);
-  }
-  Status postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) override {
-    return post(peer, ops, std::nullopt, cookie, /*is_read=*/true);
-  }
-  size_t pollCompletions(std::span<Completion> out, std::chrono::microseconds wait) override {
-    return completions_.pop(out, wait);
-  }
-  size_t pollImmediates(std::span<ImmediateEvent> out, std::chrono::microseconds wait) override {
-    return immediates_.pop(out, wait);
-  }
 
  private:
   Status openDevice();
@@ -202,7 +182,7 @@ class VerbsTransport final : public Transport {
   Status postReceives(uint32_t count);
 
   Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
-              uint64_t cookie, bool is_read);
+              uint64_t cookie, bool is_read) override;
   // Posts the batch's WRs on the QP in chains; qp.mu held; room already checked.
   Status postChains(QpState& qp, VerbsBatch& batch);
   void drainWaiting(QpState& qp, Peer& peer);
@@ -216,11 +196,6 @@ class VerbsTransport final : public Transport {
   size_t pollPeer(Peer& peer, ibv_wc* wcs);
   size_t pollReceives(ibv_wc* wcs);
 
-  const config::TransportConfig config_;
-  const uint64_t endpoint_id_;
-  RegionTable regions_;
-  CompletionQueue completions_;
-  ImmediateQueue immediates_;
   Requests requests_;
 
   // Device state: see the destructor for the teardown order.
@@ -447,18 +422,9 @@ void VerbsTransport::fillLocal(HandshakeMsg& msg) const {
 
 Status VerbsTransport::start() {
   RETURN_IF_ERROR(openDevice());
-  ASSIGN_OR_RETURN(config::HostPort hp, config::parseHostPort(config_.listen_address));
+  RETURN_IF_ERROR(listenOn(acceptor_, config_.listen_address,
+                           [](tcp::acceptor&, boost::system::error_code&) {}));
   boost::system::error_code ec;
-  tcp::endpoint ep(asio::ip::make_address(hp.host, ec), hp.port);
-  if (ec) {
-    return invalidArgument("transport.listen_address '" + config_.listen_address +
-                           "': host must be an IP address (" + ec.message() + ")");
-  }
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return unavailable("listen on " + config_.listen_address + ": " + ec.message());
   listen_ = acceptor_.local_endpoint(ec);
   accept();
   io_thread_ = std::thread([this] {
@@ -489,7 +455,7 @@ Result<RegionId> VerbsTransport::registerRegion(void* base, size_t bytes, Memory
 }
 
 Status VerbsTransport::deregisterRegion(RegionId region) {
-  RETURN_IF_ERROR(regions_.remove(region, std::chrono::milliseconds(config_.op_timeout_ms)));
+  RETURN_IF_ERROR(TransportBase::deregisterRegion(region));
   std::lock_guard lock(mrs_mu_);
   mrs_.erase(region);  // ibv_dereg_mr: peers' later accesses fail with a remote access error
   return Status::ok();
@@ -499,15 +465,9 @@ Status VerbsTransport::deregisterRegion(RegionId region) {
 // Handshake: initiator side
 
 Result<PeerId> VerbsTransport::connect(const EndpointBlob& peer_blob) {
-  ASSIGN_OR_RETURN(EndpointInfo info, decodeEndpoint(peer_blob));
-  if (info.backend != name()) {
-    return invalidArgument("blob is for the '" + info.backend + "' transport, not verbs");
-  }
+  ASSIGN_OR_RETURN(EndpointInfo info, decodePeerBlob(peer_blob));
   const std::string address(info.address.begin(), info.address.end());
-  ASSIGN_OR_RETURN(config::HostPort hp, config::parseHostPort(address));
-  boost::system::error_code ec;
-  tcp::endpoint ep(asio::ip::make_address(hp.host, ec), hp.port);
-  if (ec) return invalidArgument("blob address '" + address + "': " + ec.message());
+  ASSIGN_OR_RETURN(tcp::endpoint ep, ipEndpoint(address, "blob address"));
   const uint32_t n = std::min(config_.connections_per_peer, kMaxQpsPerPeer);
 
   auto peer = std::make_shared<Peer>();
