@@ -3,6 +3,7 @@
 
 #include <random>
 
+#include "rdma/endpoint_blob.h"
 #include "rdma/factory.h"
 #include "rdma/verbs/verbs_transport.h"
 #include "tests/rdma/transport_test_util.h"
@@ -96,6 +97,24 @@ TEST_F(VerbsTest, ChainedUnsignaledPostingSurvivesAFullSendQueue) {
   }
   EXPECT_EQ(got, 32u);
   EXPECT_EQ(target->pollImmediates(imms, 200ms), 0u);
+}
+
+// A restarted peer is a new endpoint: a connect with the old blob is refused by name, even when
+// the new process listens on the same address.
+TEST_F(VerbsTest, StaleBlobIsRefusedAfterAPeerRestart) {
+  auto first = std::move(makeTransport(configFor(true))).value();
+  EndpointBlob old_blob = *first->localBlob();
+  EndpointInfo info = *decodeEndpoint(old_blob);
+  first.reset();
+  auto restarted_cfg = configFor(true);
+  restarted_cfg.listen_address.assign(info.address.begin(), info.address.end());
+  auto restarted = std::move(makeTransport(restarted_cfg)).value();
+  auto initiator = std::move(makeTransport(configFor(false))).value();
+  Result<PeerId> stale = initiator->connect(old_blob);
+  ASSERT_FALSE(stale.isOk());
+  EXPECT_EQ(stale.status().code(), StatusCode::kFailedPrecondition) << stale.status().toString();
+  EXPECT_NE(stale.status().message().find("stale endpoint blob"), std::string::npos);
+  EXPECT_TRUE(initiator->connect(*restarted->localBlob()).isOk());
 }
 
 }  // namespace
