@@ -57,6 +57,7 @@ struct HandshakeMsg {
   uint32_t psn[kMaxQpsPerPeer] = {};
   char message[192] = {};
 };
+static_assert(sizeof(HandshakeMsg) == 760, "HandshakeMsg is a wire format: no layout changes");
 
 ibv_mtu mtuEnum(uint32_t bytes) {
   switch (bytes) {
@@ -725,9 +726,6 @@ Status VerbsTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
   if (imm) {
     last.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
     last.imm_data = htonl(*imm);
-  }
-  if (n > sq_depth_) {
-    return requests_.giveBack(slot, invalidArgument("batch larger than the send queue"));
   }
   requests_.publish(slot, cookie, peer_id, std::chrono::milliseconds(config_.op_timeout_ms));
 
