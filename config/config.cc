@@ -9,9 +9,11 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -286,6 +288,76 @@ void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
   reader.scalar("listen_address", config.listen_address, parseListenAddress);
 }
 
+// A finite decimal number in [min, max], e.g. "3.2e-5".
+auto numberIn(double min, double max) {
+  return [min, max](std::string_view text) -> Result<double> {
+    double value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+        !std::isfinite(value)) {
+      return invalidArgument("expected a number, got '" + std::string(text) + "'");
+    }
+    if (value < min || value > max) {
+      std::ostringstream range;
+      range << text << " is out of range (" << min << ".." << max << ")";
+      return invalidArgument(range.str());
+    }
+    return value;
+  };
+}
+
+constexpr double kHugeNumber = 1e30;
+
+void readScheduler(MapReader& reader, SchedulerConfig& config) {
+  reader.uint32("sglang_balance_abs_threshold", config.sglang_balance_abs_threshold, 0, 1000000);
+  reader.scalar("sglang_balance_rel_threshold", config.sglang_balance_rel_threshold,
+                numberIn(1, kHugeNumber));
+  reader.scalar("sglang_cache_threshold", config.sglang_cache_threshold, numberIn(0, 1));
+  reader.scalar("dynamo_prefill_load_scale", config.dynamo_prefill_load_scale,
+                numberIn(0, kHugeNumber));
+  reader.uint32("kvferry_colocate_max_tokens", config.kvferry_colocate_max_tokens, 0, 1000000);
+  reader.scalar("kvferry_colocate_queue_s", config.kvferry_colocate_queue_s,
+                numberIn(0, kHugeNumber));
+  reader.scalar("kvferry_ttft_tolerance_s", config.kvferry_ttft_tolerance_s,
+                numberIn(0, kHugeNumber));
+}
+
+void readRouteSimCluster(MapReader& reader, RouteSimConfig& config) {
+  reader.uint32("prefill_nodes", config.prefill_nodes, 1, 256);
+  reader.uint32("decode_nodes", config.decode_nodes, 1, 256);
+  reader.uint32("block_tokens", config.block_tokens, 1, 65536);
+  reader.uint32("kv_blocks_per_node", config.kv_blocks_per_node, 1, 1u << 24);
+  reader.uint32("kv_bytes_per_token", config.kv_bytes_per_token, 1, 1u << 30);
+  reader.scalar("link_bandwidth_bytes_per_s", config.link_bandwidth_bytes_per_s,
+                numberIn(1, kHugeNumber));
+}
+
+void readRouteSimPrefill(MapReader& reader, RouteSimConfig& config) {
+  reader.scalar("fixed_s", config.prefill_fixed_s, numberIn(0, 3600));
+  reader.scalar("per_token_s", config.prefill_per_token_s, numberIn(0, 3600));
+  reader.scalar("per_token_squared_s", config.prefill_per_token_squared_s, numberIn(0, 3600));
+}
+
+void readRouteSimDecode(MapReader& reader, RouteSimConfig& config) {
+  reader.scalar("step_fixed_s", config.decode_step_fixed_s, numberIn(0, 3600));
+  reader.scalar("per_sequence_s", config.decode_per_sequence_s, numberIn(0, 3600));
+  reader.scalar("per_context_token_s", config.decode_per_context_token_s, numberIn(0, 3600));
+}
+
+void readRouteSimSlo(MapReader& reader, RouteSimConfig& config) {
+  reader.uint32("ttft_ms", config.slo_ttft_ms, 1, 3600000);
+  reader.uint32("tpot_ms", config.slo_tpot_ms, 1, 3600000);
+}
+
+void readRouteSim(MapReader& reader, RouteSimConfig& config) {
+  reader.section("logging", config.logging, readLogging);
+  reader.section("cluster", config, readRouteSimCluster);
+  reader.section("prefill_model", config, readRouteSimPrefill);
+  reader.section("decode_model", config, readRouteSimDecode);
+  reader.section("slo", config, readRouteSimSlo);
+  reader.section("scheduler", config.scheduler, readScheduler);
+}
+
 template <typename Config>
 Result<Config> parseDocument(std::string_view yaml, std::string_view source,
                              void (*read)(MapReader&, Config&)) {
@@ -389,6 +461,10 @@ Result<TransferBenchConfig> parseTransferBenchConfig(std::string_view yaml,
   return parseDocument<TransferBenchConfig>(yaml, source_name, readLoggingAndTransport);
 }
 
+Result<RouteSimConfig> parseRouteSimConfig(std::string_view yaml, std::string_view source_name) {
+  return parseDocument<RouteSimConfig>(yaml, source_name, readRouteSim);
+}
+
 Result<NodeAgentConfig> loadNodeAgentConfig(const std::string& path) {
   return loadFile(path, parseNodeAgentConfig);
 }
@@ -397,6 +473,9 @@ Result<OrchestratorConfig> loadOrchestratorConfig(const std::string& path) {
 }
 Result<TransferBenchConfig> loadTransferBenchConfig(const std::string& path) {
   return loadFile(path, parseTransferBenchConfig);
+}
+Result<RouteSimConfig> loadRouteSimConfig(const std::string& path) {
+  return loadFile(path, parseRouteSimConfig);
 }
 
 }  // namespace kvferry::config

@@ -85,16 +85,65 @@ struct TransferBenchConfig {
   TransportConfig transport;
 };
 
+// `scheduler:` section: the knobs of the orchestrator's scheduling policies
+// (orchestrator/scheduler/). The baselines' values are the ones their projects document.
+struct SchedulerConfig {
+  // sglang_cache_aware: the load is imbalanced when max - min > balance_abs_threshold AND
+  // max > balance_rel_threshold × min; then the least-loaded worker wins. Otherwise the worker
+  // with the longest matched prefix wins when match / input > cache_threshold, else the worker
+  // with the smallest tree.
+  uint32_t sglang_balance_abs_threshold = 64;  // 0..1000000 requests
+  double sglang_balance_rel_threshold = 1.5;   // >= 1
+  double sglang_cache_threshold = 0.3;         // 0..1
+  // dynamo_kv_cost: cost = prefill_load_scale × (active prefill blocks + new blocks - overlap)
+  // + decode blocks.
+  double dynamo_prefill_load_scale = 1.0;  // >= 0
+  // kvferry: conditional disaggregation. Prefill on the decode node itself when the uncached
+  // suffix is at most colocate_max_tokens, or when every prefill node's queue is deeper than
+  // colocate_queue_s seconds.
+  uint32_t kvferry_colocate_max_tokens = 512;  // 0..1000000 (0: only when queues are deep)
+  double kvferry_colocate_queue_s = 1.0;       // >= 0
+  // Pairs whose estimated TTFT is within this much of the best are equivalent; the one whose
+  // decode node carries the fewest active sequences wins among them.
+  double kvferry_ttft_tolerance_s = 0.010;  // >= 0
+};
+
+// `routesim.yaml` (bench/routesim): the simulated cluster, its cost models and the SLO.
+struct RouteSimConfig {
+  LoggingConfig logging;
+  // `cluster:`
+  uint32_t prefill_nodes = 4;                // 1..256 nodes that only prefill
+  uint32_t decode_nodes = 4;                 // 1..256 nodes that decode (and may prefill)
+  uint32_t block_tokens = 512;               // tokens per KV block (Mooncake traces: 512)
+  uint32_t kv_blocks_per_node = 800;         // KV capacity of each node, 1..16777216 blocks
+  uint32_t kv_bytes_per_token = 128 * 1024;  // all layers, K and V, 1..1 GiB
+  double link_bandwidth_bytes_per_s = 50e9;  // every prefill→decode pair, > 0
+  // `prefill_model:` t(n) = fixed_s + per_token_s·n + per_token_squared_s·n² for n new tokens.
+  double prefill_fixed_s = 0.015;
+  double prefill_per_token_s = 3.2e-5;
+  double prefill_per_token_squared_s = 5.4e-10;
+  // `decode_model:` one step = step_fixed_s + per_sequence_s·batch + per_context_token_s·Σctx.
+  double decode_step_fixed_s = 0.007;
+  double decode_per_sequence_s = 3.2e-5;
+  double decode_per_context_token_s = 6.5e-11;
+  // `slo:`
+  uint32_t slo_ttft_ms = 2000;  // 1..3600000
+  uint32_t slo_tpot_ms = 50;    // 1..3600000
+  SchedulerConfig scheduler;
+};
+
 // Parse from a file (the name appears in errors) or from text (for tests; `source_name` is used
 // in messages in place of a file name).
 Result<NodeAgentConfig> loadNodeAgentConfig(const std::string& path);
 Result<OrchestratorConfig> loadOrchestratorConfig(const std::string& path);
 Result<TransferBenchConfig> loadTransferBenchConfig(const std::string& path);
+Result<RouteSimConfig> loadRouteSimConfig(const std::string& path);
 Result<NodeAgentConfig> parseNodeAgentConfig(std::string_view yaml, std::string_view source_name);
 Result<OrchestratorConfig> parseOrchestratorConfig(std::string_view yaml,
                                                    std::string_view source_name);
 Result<TransferBenchConfig> parseTransferBenchConfig(std::string_view yaml,
                                                      std::string_view source_name);
+Result<RouteSimConfig> parseRouteSimConfig(std::string_view yaml, std::string_view source_name);
 
 // "host:port" with a numeric port 0..65535 and a non-empty host (IPv6 as "[::1]:80").
 struct HostPort {

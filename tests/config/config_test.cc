@@ -382,5 +382,94 @@ TEST(TransportKindTest, NamesRoundTrip) {
   }
 }
 
+auto routeSimFields(const RouteSimConfig& c) {
+  const SchedulerConfig& s = c.scheduler;
+  return std::tie(
+      c.logging.level, c.prefill_nodes, c.decode_nodes, c.block_tokens, c.kv_blocks_per_node,
+      c.kv_bytes_per_token, c.link_bandwidth_bytes_per_s, c.prefill_fixed_s, c.prefill_per_token_s,
+      c.prefill_per_token_squared_s, c.decode_step_fixed_s, c.decode_per_sequence_s,
+      c.decode_per_context_token_s, c.slo_ttft_ms, c.slo_tpot_ms, s.sglang_balance_abs_threshold,
+      s.sglang_balance_rel_threshold, s.sglang_cache_threshold, s.dynamo_prefill_load_scale,
+      s.kvferry_colocate_max_tokens, s.kvferry_colocate_queue_s, s.kvferry_ttft_tolerance_s);
+}
+
+std::string routeSimError(std::string_view yaml) {
+  Result<RouteSimConfig> config = parseRouteSimConfig(yaml, "r.yaml");
+  return config.isOk() ? "" : config.status().message();
+}
+
+TEST(RouteSimConfigTest, ExampleFileLoadsWithTheDefaults) {
+  Result<RouteSimConfig> example =
+      loadRouteSimConfig(KVFERRY_SOURCE_DIR "/config/examples/routesim_h100_llama3_8b.yaml");
+  ASSERT_TRUE(example.isOk()) << example.status().toString();
+  EXPECT_EQ(routeSimFields(*example), routeSimFields(RouteSimConfig{}));
+  Result<RouteSimConfig> empty = parseRouteSimConfig("", "r.yaml");
+  ASSERT_TRUE(empty.isOk());
+  EXPECT_EQ(routeSimFields(*empty), routeSimFields(RouteSimConfig{}));
+}
+
+TEST(RouteSimConfigTest, ReadsEveryKey) {
+  Result<RouteSimConfig> config = parseRouteSimConfig(R"(
+logging: {level: warn}
+cluster:
+  prefill_nodes: 3
+  decode_nodes: 5
+  block_tokens: 256
+  kv_blocks_per_node: 1000
+  kv_bytes_per_token: 4096
+  link_bandwidth_bytes_per_s: 2.5e10
+prefill_model: {fixed_s: 0.02, per_token_s: 1e-5, per_token_squared_s: 0}
+decode_model: {step_fixed_s: 0.01, per_sequence_s: 2e-5, per_context_token_s: 1e-10}
+slo: {ttft_ms: 1000, tpot_ms: 40}
+scheduler:
+  sglang_balance_abs_threshold: 32
+  sglang_balance_rel_threshold: 2
+  sglang_cache_threshold: 0.5
+  dynamo_prefill_load_scale: 0.5
+  kvferry_colocate_max_tokens: 0
+  kvferry_colocate_queue_s: 2
+  kvferry_ttft_tolerance_s: 0
+)",
+                                                      "r.yaml");
+  ASSERT_TRUE(config.isOk()) << config.status().toString();
+  RouteSimConfig expected;
+  expected.logging.level = LogLevel::kWarn;
+  expected.prefill_nodes = 3;
+  expected.decode_nodes = 5;
+  expected.block_tokens = 256;
+  expected.kv_blocks_per_node = 1000;
+  expected.kv_bytes_per_token = 4096;
+  expected.link_bandwidth_bytes_per_s = 2.5e10;
+  expected.prefill_fixed_s = 0.02;
+  expected.prefill_per_token_s = 1e-5;
+  expected.prefill_per_token_squared_s = 0;
+  expected.decode_step_fixed_s = 0.01;
+  expected.decode_per_sequence_s = 2e-5;
+  expected.decode_per_context_token_s = 1e-10;
+  expected.slo_ttft_ms = 1000;
+  expected.slo_tpot_ms = 40;
+  expected.scheduler = {32, 2, 0.5, 0.5, 0, 2, 0};
+  EXPECT_EQ(routeSimFields(*config), routeSimFields(expected));
+}
+
+TEST(RouteSimConfigTest, ErrorsNameFileLineAndKey) {
+  EXPECT_EQ(routeSimError("cluster:\n  prefill_nodes: 0\n"),
+            "r.yaml:2: cluster.prefill_nodes: 0 is out of range (1..256)");
+  EXPECT_EQ(routeSimError("prefill_model:\n  per_token_s: fast\n"),
+            "r.yaml:2: prefill_model.per_token_s: expected a number, got 'fast'");
+  EXPECT_EQ(routeSimError("prefill_model:\n  per_token_s: 1e-5x\n"),
+            "r.yaml:2: prefill_model.per_token_s: expected a number, got '1e-5x'");
+  EXPECT_EQ(routeSimError("scheduler:\n  sglang_cache_threshold: 1.5\n"),
+            "r.yaml:2: scheduler.sglang_cache_threshold: 1.5 is out of range (0..1)");
+  EXPECT_EQ(routeSimError("cluster:\n  link_bandwidth_bytes_per_s: -1\n"),
+            "r.yaml:2: cluster.link_bandwidth_bytes_per_s: -1 is out of range (1..1e+30)");
+  EXPECT_EQ(routeSimError("slo:\n  ttft_ms: 2000\n  p99: true\n"),
+            "r.yaml:3: slo.p99: unknown key (allowed: ttft_ms, tpot_ms)");
+  EXPECT_EQ(routeSimError("decode_model: [1, 2]\n"),
+            "r.yaml:1: decode_model: expected a map, got a sequence");
+  EXPECT_EQ(routeSimError("prefill_model:\n  fixed_s: [1]\n"),
+            "r.yaml:2: prefill_model.fixed_s: expected a scalar, got a sequence");
+}
+
 }  // namespace
 }  // namespace kvferry::config
