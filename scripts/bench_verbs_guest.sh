@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs inside the Soft-RoCE VM (see bench_transfer.sh verbs). For each block size, back to back
-# so both see the same machine: ib_write_bw (perftest) between the two rxe devices for the
-# ceiling, then transfer_bench over the same pair with scattered block ids and a single
-# submitting thread. Writes the combined JSON to $1.
+# Runs inside the Soft-RoCE VM (see bench_transfer.sh verbs). For each block size, REPEAT times
+# (default 3), back to back so both see the same machine: ib_write_bw (perftest) between the two
+# rxe devices for the ceiling, then transfer_bench over the same pair with scattered block ids
+# and a single submitting thread. Each row is the median pair by ratio, with all ratios beside
+# it (the emulated guest drifts ±30 % between runs). Writes the combined JSON to $1.
 set -euo pipefail
 out="$1"
 bench="$2"
@@ -21,7 +22,7 @@ transport:
     devices: [$sdev]
 YAML
 sed -e "s/$sip/$cip/" -e "s/\[$sdev\]/[$cdev]/" "$work/target.yaml" >"$work/initiator.yaml"
-"$bench" --role target --transport verbs --config "$work/target.yaml" --pool-bytes 64M \
+"$bench" --role target --transport verbs --config "$work/target.yaml" --pool-bytes "${POOL_BYTES:-64M}" \
   --blob-file "$work/blob" >"$work/target.log" 2>&1 &
 tpid=$!
 trap 'kill $tpid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -47,27 +48,39 @@ ceiling() { # size → GB/s from ib_write_bw in iteration mode (-D misreports at
     "$work/ibw-client.log" | tail -n 1
 }
 
-echo "== per size: ib_write_bw ($qps QPs, 16 MiB or 50 messages) then transfer_bench (${duration}s)"
+repeat="${REPEAT:-3}"
+echo "== per size, $repeat times: ib_write_bw ($qps QPs, 16 MiB or 50 messages) then" \
+  "transfer_bench (${duration}s); the row reports the median pair"
 echo "[]" >"$work/rows.json"
 for size in $sizes; do
-  c="$(ceiling "$size")"
-  [ -n "$c" ] && [ "$c" != "0.000000" ] || { echo "ib_write_bw gave no rate for $size" >&2; exit 1; }
-  "$bench" --role initiator --transport verbs --config "$work/initiator.yaml" --pool-bytes 64M \
-    --blob-file "$work/blob" --block-sizes "$size" --duration "$duration" --queue-depth 16 \
-    --max-batch-bytes 1M --connections "$qps" --json "$work/bench.json" | tail -n 1
-  echo "   ceiling (ib_write_bw): $c GB/s"
-  jq --argjson c "$c" --slurpfile b "$work/bench.json" \
-    '. + [$b[0].rows[0] + {ceiling_gbps: $c, ratio: ($b[0].rows[0].gbps / $c)}]' \
+  echo "[]" >"$work/samples.json"
+  for _ in $(seq "$repeat"); do
+    c="$(ceiling "$size")"
+    [ -n "$c" ] && [ "$c" != "0.000000" ] || { echo "ib_write_bw gave no rate for $size" >&2; exit 1; }
+    "$bench" --role initiator --transport verbs --config "$work/initiator.yaml" --pool-bytes "${POOL_BYTES:-64M}" \
+      --blob-file "$work/blob" --block-sizes "$size" --duration "$duration" \
+      --queue-depth "${QUEUE_DEPTH:-8}" --max-batch-bytes 1M --connections "$qps" \
+      --json "$work/bench.json" | tail -n 1
+    echo "   ceiling (ib_write_bw): $c GB/s"
+    jq --argjson c "$c" --slurpfile b "$work/bench.json" \
+      '. + [$b[0].rows[0] + {ceiling_gbps: $c, ratio: ($b[0].rows[0].gbps / $c)}]' \
+      "$work/samples.json" >"$work/samples.next" && mv "$work/samples.next" "$work/samples.json"
+  done
+  # The median pair by ratio, with every sample's ratio kept beside it.
+  jq --slurpfile s "$work/samples.json" \
+    '. + [($s[0] | sort_by(.ratio)) as $o | $o[($o | length) / 2 | floor] +
+          {ratio_samples: [$s[0][].ratio]}]' \
     "$work/rows.json" >"$work/rows.next" && mv "$work/rows.next" "$work/rows.json"
 done
 kill -TERM "$tpid"
 wait "$tpid" || true
 tail -n 1 "$work/target.log"
 
-jq --slurpfile meta "$work/bench.json" '{
-    ceiling_tool: "ib_write_bw (perftest), same rxe pair, same message size and QP count, measured just before each row",
+jq --slurpfile meta "$work/bench.json" --argjson repeat "$repeat" '{
+    ceiling_tool: "ib_write_bw (perftest), same rxe pair, same message size and QP count, run just before each transfer_bench sample; each row is the median of the pairs",
     environment: "Soft-RoCE (rdma_rxe) in an emulated QEMU guest: absolute numbers are CPU-bound and meaningless; only the ratio says anything",
     transport: $meta[0].transport, queue_depth: $meta[0].queue_depth,
     connections: $meta[0].connections, duration_s: $meta[0].duration_s,
-    rows: [.[] | {block_bytes, batch, gbps, ceiling_gbps, ratio, p50_us, p99_us}]
+    repeats: $repeat,
+    rows: [.[] | {block_bytes, batch, gbps, ceiling_gbps, ratio, ratio_samples, p50_us, p99_us}]
   }' "$work/rows.json" >"$out"
