@@ -1,0 +1,153 @@
+// The model runtime an agent drives (DESIGN.md §5): sequences over a paged KV cache with prefix
+// caching, prefill of whole prompts (in chunks), batched decode steps (continuous batching: the
+// caller picks the sequences of each step, so they join and leave between steps), and the two
+// halves of disaggregation — export a prefilled sequence's block ids so the transfer engine can
+// copy its KV, and import a sequence whose KV was copied into blocks reserved here.
+//
+// Sequence lifecycle:
+//   prefill(prompt) ─────────────────────────────┐
+//   reserveImport(tokens) → copy KV → commitImport ┴→ ready → decode(...)* → release
+// A sequence holds the KV of every token it has seen: after prefill, the prompt; after a decode
+// step, also the token fed in that step. release() (also valid on a reserved sequence whose
+// transfer was abandoned) returns its blocks; full blocks stay cached for later prompts until
+// evicted.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "model/block_hash.h"
+#include "model/token_id.h"
+#include "node_agent/engine/kv_block_manager.h"
+#include "node_agent/engine/llama_weights.h"
+#include "node_agent/engine/model_runner.h"
+
+namespace kvferry::engine {
+
+struct EngineConfig {
+  uint32_t block_tokens = 16;  // tokens per KV block; every agent of a cluster must agree
+  uint32_t num_blocks = 256;   // KV capacity in blocks (per layer, per K and V pool)
+  bool prefix_caching = true;  // share full prompt blocks between sequences with equal prefixes
+  model::BlockHashSeed hash_seed{};  // the block-hash chain's key; every agent must agree
+  uint32_t max_batch_tokens = 256;   // tokens per forward pass: the prefill chunk, the decode cap
+  uint32_t threads = 0;              // CPU threads the kernels use (the caller's included); 0: all
+};
+
+using SequenceId = uint64_t;
+
+struct PrefillResult {
+  SequenceId id = 0;
+  uint32_t cached_tokens = 0;  // prompt tokens whose KV came from the prefix cache
+};
+
+struct ImportReservation {
+  SequenceId id = 0;
+  // Leading blocks this engine already held in its prefix cache: the sender skips them and
+  // copies blocks [cached_blocks, block count) of sequence(id).block_ids.
+  uint32_t cached_blocks = 0;
+};
+
+// What a sequence holds, for export: valid until the next call that changes the engine.
+struct SequenceView {
+  std::span<const model::TokenId> tokens;  // every token whose KV is in the cache
+  std::span<const uint32_t> block_ids;     // position p lives in block_ids[p / block_tokens]
+  bool ready = false;                      // false while an import is reserved, not committed
+};
+
+// Thread ownership: one thread (the agent's engine thread) calls every method. The transfer
+// engine may access the pools concurrently, but only the blocks of a sequence between its
+// reserveImport() and commitImport() (writes) or of a sequence the caller does not decode or
+// release while its KV is being read (exports).
+class Engine {
+ public:
+  // A CPU engine. INVALID_ARGUMENT for a zero block_tokens, num_blocks or max_batch_tokens.
+  static Result<std::unique_ptr<Engine>> create(std::shared_ptr<const LlamaWeights> weights,
+                                                const EngineConfig& config);
+  // An engine over any backend (the CUDA runner later). The runner's geometry must match
+  // config.block_tokens and config.num_blocks (INVALID_ARGUMENT otherwise).
+  static Result<std::unique_ptr<Engine>> create(std::unique_ptr<ModelRunner> runner,
+                                                const EngineConfig& config);
+
+  const model::LlamaParams& params() const { return params_; }
+  uint32_t vocabSize() const { return params_.vocab_size; }
+  uint32_t blockTokens() const { return config_.block_tokens; }
+  // The longest sequence, in tokens, that prefill and decode accept.
+  uint32_t maxSequenceTokens() const { return runner_->maxSequenceTokens(); }
+  const KvGeometry& kvGeometry() const { return runner_->kvGeometry(); }
+  // Layer `layer`'s pools, to register with the transfer engine.
+  KvPoolRegion keyPool(uint32_t layer) { return runner_->keyPool(layer); }
+  KvPoolRegion valuePool(uint32_t layer) { return runner_->valuePool(layer); }
+  const KvBlockManager& blocks() const { return blocks_; }
+  size_t sequenceCount() const { return sequences_.size(); }
+
+  // Starts a sequence with `prompt`: reuses the KV of the longest cached prefix of whole blocks
+  // (always leaving at least the last token to compute), computes the rest in chunks of
+  // max_batch_tokens, and writes the last token's logits to `logits` (vocabSize() floats).
+  // INVALID_ARGUMENT for an empty prompt, a token outside the vocabulary or a wrong logits size;
+  // OUT_OF_RANGE for a prompt longer than maxSequenceTokens(); RESOURCE_EXHAUSTED when the cache
+  // has too few blocks. Nothing changes on error.
+  Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, std::span<float> logits);
+
+  // One decode step: appends tokens[i] to sequence ids[i] and writes its logits to row i of
+  // `logits` (ids.size() × vocabSize()). The result of each sequence is independent of the rest
+  // of the batch. NOT_FOUND for an unknown id, FAILED_PRECONDITION for a sequence not ready,
+  // INVALID_ARGUMENT for a repeated id, a token outside the vocabulary or wrong sizes,
+  // OUT_OF_RANGE for a sequence at maxSequenceTokens(), RESOURCE_EXHAUSTED when a new block is
+  // needed and none is available. Nothing changes on error.
+  Status decode(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
+                std::span<float> logits);
+
+  // Ends a sequence and returns its blocks. NOT_FOUND for an unknown id.
+  Status release(SequenceId id);
+
+  Result<SequenceView> sequence(SequenceId id) const;
+
+  // Reserves blocks for a sequence whose KV for `tokens` another agent computed, taking the
+  // leading full blocks this engine already caches; the caller copies the rest into the other
+  // blocks of sequence(id).block_ids, then calls commitImport(). Errors as prefill.
+  Result<ImportReservation> reserveImport(std::span<const model::TokenId> tokens);
+  // Declares a reserved sequence's KV complete: it becomes ready to decode, and its full blocks
+  // join the prefix cache. NOT_FOUND for an unknown id, FAILED_PRECONDITION when not reserved.
+  Status commitImport(SequenceId id);
+
+ private:
+  struct Sequence {
+    std::vector<model::TokenId> tokens;
+    std::vector<uint32_t> blocks;
+    std::vector<uint64_t> hashes;  // of the full blocks hashed so far
+    uint32_t published = 0;        // blocks [0, published) are in the prefix index (or tried)
+    bool ready = false;
+    uint64_t last_step = 0;  // the decode step that last fed this sequence (repeat check)
+  };
+
+  Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config);
+
+  // Checks a prompt's tokens and length.
+  Status checkTokens(std::span<const model::TokenId> tokens) const;
+  // A sequence holding `tokens` with blocks for all of them: cached prefix blocks (at most
+  // max_cached_blocks), then fresh ones. On RESOURCE_EXHAUSTED every block taken is returned.
+  Result<Sequence> allocateSequence(std::span<const model::TokenId> tokens,
+                                    uint32_t max_cached_blocks, uint32_t& cached_blocks);
+  // Hashes and indexes the sequence's full blocks not yet indexed (prefix caching on).
+  void publishFullBlocks(Sequence& sequence);
+  void releaseBlocks(const Sequence& sequence);
+  SequenceId insert(Sequence sequence);
+
+  const EngineConfig config_;
+  const model::LlamaParams params_;
+  std::unique_ptr<ModelRunner> runner_;
+  KvBlockManager blocks_;
+  std::unordered_map<SequenceId, Sequence> sequences_;
+  SequenceId next_id_ = 1;
+  uint64_t step_ = 0;
+  // Reused by every decode step, so a step allocates nothing once they have grown.
+  std::vector<SequenceChunk> chunks_;
+  std::vector<Sequence*> step_sequences_;
+  std::vector<uint32_t> step_new_blocks_;
+};
+
+}  // namespace kvferry::engine

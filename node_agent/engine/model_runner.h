@@ -1,0 +1,89 @@
+// The compute backend of the model runtime (DESIGN.md §5): runs a batch of sequence chunks through
+// the model over the paged KV cache it owns. The CPU backend (cpu/cpu_model_runner.h) is always
+// built; a CUDA backend implements the same interface with device pools and kernels. Everything
+// above it (block bookkeeping, prefix caching, sequences, batching, sampling) is shared.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "common/status.h"
+#include "model/llama_params.h"
+#include "model/token_id.h"
+
+namespace kvferry::engine {
+
+// Shape of the paged KV cache: per layer one K pool and one V pool, each num_blocks blocks of
+// block_tokens × kv_heads × head_dim floats, token-major inside a block. Block b of a pool lives
+// at b × blockBytes() from the pool's base (rdma::KvPool addressing), so the transfer engine can
+// move blocks between agents with no per-block metadata.
+struct KvGeometry {
+  uint32_t layers = 0;
+  uint32_t block_tokens = 0;
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+  uint32_t num_blocks = 0;
+
+  uint64_t tokenFloats() const { return uint64_t{kv_heads} * head_dim; }  // one token, K or V
+  uint64_t blockBytes() const { return block_tokens * tokenFloats() * sizeof(float); }
+  uint64_t poolBytes() const { return blockBytes() * num_blocks; }
+  // K and V of one token across every layer: what a token costs in cache and on the wire.
+  uint64_t bytesPerToken() const { return 2 * uint64_t{layers} * tokenFloats() * sizeof(float); }
+};
+
+// One KV pool's memory as the transfer engine registers it. The runner owns the memory; it lives
+// as long as the runner.
+struct KvPoolRegion {
+  void* base = nullptr;
+  uint64_t bytes = 0;
+  int cuda_device = -1;  // -1: host memory
+};
+
+// One sequence's share of a forward batch: `tokens` at positions start_position,
+// start_position + 1, …, attending to every earlier position of the same sequence, whose K/V are
+// read from (and this chunk's written to) the blocks of `block_table` (position p lives in block
+// block_table[p / block_tokens], slot p % block_tokens). The spans are borrowed for the call.
+struct SequenceChunk {
+  std::span<const model::TokenId> tokens;
+  uint32_t start_position = 0;
+  std::span<const uint32_t> block_table;
+  bool want_logits = false;  // produce the logits of the chunk's last token
+};
+
+struct RunnerConfig {
+  uint32_t block_tokens = 16;
+  uint32_t num_blocks = 256;
+  uint32_t max_batch_tokens = 256;  // tokens of all chunks of one forward() together
+  uint32_t threads = 0;             // CPU: threads the kernels use, the caller's included; 0: all
+};
+
+// Thread ownership: one thread (the engine's) calls forward(); the pools may be read and written
+// concurrently by the transfer engine, but only in blocks that no forward() in flight touches —
+// the block manager above guarantees that.
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  virtual const model::LlamaParams& params() const = 0;
+  virtual const KvGeometry& kvGeometry() const = 0;
+  virtual uint32_t maxBatchTokens() const = 0;
+  // Longest sequence (positions) the runner can attend over: the context length, capped by the
+  // cache's capacity.
+  virtual uint32_t maxSequenceTokens() const = 0;
+
+  virtual KvPoolRegion keyPool(uint32_t layer) = 0;
+  virtual KvPoolRegion valuePool(uint32_t layer) = 0;
+
+  // Runs every chunk's tokens through the model: writes their K/V into their slots and, for each
+  // chunk with want_logits, in chunk order, params().vocab_size logits into `logits` (which holds
+  // exactly that many rows). A chunk's result does not depend on the other chunks of the batch, on
+  // how a sequence was split into chunks, or on the thread count: the same positions and tokens
+  // give bit-identical logits and K/V. INVALID_ARGUMENT / OUT_OF_RANGE for an empty chunk, a token
+  // outside the vocabulary, more than maxBatchTokens() tokens, a position past
+  // maxSequenceTokens(), a block table that does not cover the chunk, or a block id past the
+  // pools; nothing is written then.
+  virtual Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits) = 0;
+};
+
+}  // namespace kvferry::engine
