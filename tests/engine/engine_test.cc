@@ -22,25 +22,14 @@ using testing::continueGreedy;
 using testing::expectSameRun;
 using testing::GreedyRun;
 using testing::greedyRun;
+using testing::kOnceGolden;
+using testing::kZooGolden;
 using testing::makeEngine;
 using testing::randomModel;
 using testing::randomTokens;
 using testing::sameBits;
 using testing::smallConfig;
 using testing::tinyParams;
-
-// tests/data/models/stories260K/PROVENANCE.md: llama2.c's run.c, greedy, ids at positions 0..63
-// (BOS, the prompt, then the continuation).
-const std::vector<TokenId> kOnceGolden = {
-    1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
-    338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426,
-    385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266,
-    267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438};
-const std::vector<TokenId> kZooGolden = {
-    1,   410, 469, 347, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396,
-    267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
-    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335,
-    312, 432, 398, 358, 279, 292, 416, 439, 413, 391, 267, 337, 335, 312, 426, 13};
 
 class StoriesEngineTest : public ::testing::TestWithParam<EngineConfig> {
  protected:

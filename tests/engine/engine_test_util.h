@@ -15,12 +15,13 @@
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/llama_weights.h"
 #include "node_agent/engine/sampler.h"
+#include "tests/model/test_data.h"
 
 namespace kvferry::engine::testing {
 
-inline std::string storiesPath() {
-  return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/models/stories260K/stories260K.gguf";
-}
+using model::testing::kOnceGolden;  // the stories260K goldens and path: tests/model/test_data.h
+using model::testing::kZooGolden;
+using model::testing::storiesPath;
 
 // A tiny llama shape; tests vary the head counts and layers.
 inline model::LlamaParams tinyParams(uint32_t layers, uint32_t heads, uint32_t kv_heads,

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "model/gguf_writer.h"
+#include "model/token_id.h"
 
 namespace kvferry::model::testing {
 
@@ -13,6 +15,20 @@ namespace kvferry::model::testing {
 inline std::string storiesPath() {
   return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/models/stories260K/stories260K.gguf";
 }
+
+// PROVENANCE.md §5: greedy generations of llama2.c's run.c for "Once upon a time" and "Zoo", ids
+// at positions 0..63 (BOS, the prompt, then the continuation). Shared by the tokenizer and
+// engine tests.
+inline const std::vector<TokenId> kOnceGolden = {
+    1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
+    338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426,
+    385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266,
+    267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438};
+inline const std::vector<TokenId> kZooGolden = {
+    1,   410, 469, 347, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396,
+    267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
+    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335,
+    312, 432, 398, 358, 279, 292, 416, 439, 413, 391, 267, 337, 335, 312, 426, 13};
 
 // A file name unique to the running test, in gtest's temporary directory.
 inline std::string tempPath(const std::string& suffix) {

@@ -12,6 +12,8 @@
 namespace kvferry::model {
 namespace {
 
+using ::kvferry::model::testing::kOnceGolden;
+using ::kvferry::model::testing::kZooGolden;
 using ::kvferry::model::testing::smallLlama;
 using ::kvferry::model::testing::storiesPath;
 
@@ -73,18 +75,6 @@ TEST_F(StoriesTokenizerTest, EncodesTheProvenanceGoldens) {
   EXPECT_EQ(encode(""), (std::vector<TokenId>{1}));  // as llama.cpp: no dummy-prefix token
   EXPECT_TRUE(encode("", {.add_bos = false}).empty());
 }
-
-// PROVENANCE.md §5: greedy generations of llama2.c's run.c, ids at positions 0..63.
-const std::vector<TokenId> kOnceGolden = {
-    1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426,
-    338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426,
-    385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266,
-    267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438};
-const std::vector<TokenId> kZooGolden = {
-    1,   410, 469, 347, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396,
-    267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432,
-    358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335,
-    312, 432, 398, 358, 279, 292, 416, 439, 413, 391, 267, 337, 335, 312, 426, 13};
 
 // PROVENANCE.md §5 quotes what run.c printed, which includes the token it sampled at position
 // 63 (the 65th); the ids end one token earlier, so they decode to a prefix of the quoted text
