@@ -42,7 +42,9 @@ Sweeps block sizes through the KV transfer engine and prints GB/s and batch late
   --config FILE                  transfer_bench YAML (logging + transport sections)
   --listen HOST:PORT             target's data-plane address (default 127.0.0.1:0)
   --blob-file PATH               two-process mode: the target writes its endpoint blob here,
-                                 the initiator waits for it (default /tmp/kvferry-bench.blob)
+                                 the initiator waits for it (default /tmp/kvferry-bench.blob);
+                                 across hosts, give the target a reachable --listen address and
+                                 copy the file to the initiator's host (it is one hex line)
   --block-sizes LIST             e.g. 1K,4K,16K,64K,256K,1M,4M (default)
   --batch N                      blocks per batch (default 32), capped by --max-batch-bytes
   --max-batch-bytes BYTES        cap on one batch's bytes, so large blocks don't put gigabytes
