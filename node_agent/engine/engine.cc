@@ -38,7 +38,7 @@ Engine::Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config)
     : config_(config),
       params_(runner->params()),
       runner_(std::move(runner)),
-      blocks_(config.num_blocks) {}
+      blocks_(config.num_blocks, config.max_pending_kv_events) {}
 
 Status Engine::checkTokens(std::span<const model::TokenId> tokens) const {
   if (tokens.empty()) return invalidArgument("no tokens");
@@ -114,7 +114,8 @@ SequenceId Engine::insert(Sequence sequence) {
 }
 
 Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
-                                      std::span<float> logits) {
+                                      std::span<float> logits,
+                                      const LayerDoneCallback& on_layer_done) {
   RETURN_IF_ERROR(checkTokens(prompt));
   if (logits.size() != params_.vocab_size) {
     return invalidArgument("logits hold " + str(logits.size()) + " floats, not " +
@@ -126,17 +127,23 @@ Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
   ASSIGN_OR_RETURN(Sequence sequence, allocateSequence(prompt, max_cached, cached_blocks));
 
   const auto length = static_cast<uint32_t>(prompt.size());
+  const LayerDoneCallback no_callback;
+  prefilling_ = &sequence;
   for (uint32_t position = cached_blocks * config_.block_tokens; position < length;) {
     const uint32_t count = std::min(length - position, runner_->maxBatchTokens());
     const bool last = position + count == length;
     const SequenceChunk chunk{prompt.subspan(position, count), position, sequence.blocks, last};
-    const Status status = runner_->forward({&chunk, 1}, last ? logits : std::span<float>());
+    // Only the last chunk's layer L completes layer L of the whole prompt.
+    const Status status = runner_->forward({&chunk, 1}, last ? logits : std::span<float>(),
+                                           last ? on_layer_done : no_callback);
     if (!status.isOk()) {
+      prefilling_ = nullptr;
       releaseBlocks(sequence);
       return status;
     }
     position += count;
   }
+  prefilling_ = nullptr;
   sequence.ready = true;
   publishFullBlocks(sequence);
   return PrefillResult{insert(std::move(sequence)), cached_blocks * config_.block_tokens};

@@ -35,6 +35,8 @@ struct EngineConfig {
   model::BlockHashSeed hash_seed{};  // the block-hash chain's key; every agent must agree
   uint32_t max_batch_tokens = 256;   // tokens per forward pass: the prefill chunk, the decode cap
   uint32_t threads = 0;              // CPU threads the kernels use (the caller's included); 0: all
+  // Prefix-index events kept between two drainKvEvents() calls before they overflow.
+  uint32_t max_pending_kv_events = KvBlockManager::kDefaultMaxPendingEvents;
 };
 
 using SequenceId = uint64_t;
@@ -84,13 +86,39 @@ class Engine {
   const KvBlockManager& blocks() const { return blocks_; }
   size_t sequenceCount() const { return sequences_.size(); }
 
+  // The prefix index's changes since the last call, for the orchestrator's copy of it: see
+  // KvBlockManager::drainEvents(). True on overflow: resync from cachedBlockHashes() then, before
+  // the next call that changes the engine. An engine without prefix_caching has no events.
+  bool drainKvEvents(std::vector<KvBlockEvent>& out) { return blocks_.drainEvents(out); }
+  // Appends the hash of every block in the prefix index (any order).
+  void cachedBlockHashes(std::vector<uint64_t>& out) const { blocks_.cachedHashes(out); }
+
   // Starts a sequence with `prompt`: reuses the KV of the longest cached prefix of whole blocks
   // (always leaving at least the last token to compute), computes the rest in chunks of
   // max_batch_tokens, and writes the last token's logits to `logits` (vocabSize() floats).
   // INVALID_ARGUMENT for an empty prompt, a token outside the vocabulary or a wrong logits size;
   // OUT_OF_RANGE for a prompt longer than maxSequenceTokens(); RESOURCE_EXHAUSTED when the cache
   // has too few blocks. Nothing changes on error.
-  Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, std::span<float> logits);
+  //
+  // on_layer_done, when set, is called on this thread once per layer, in ascending order, during
+  // the forward pass of the prompt's last chunk, as soon as that layer's K/V of the whole prompt
+  // is final (earlier chunks ran every layer before): the caller may then start copying layer L
+  // of the sequence's blocks while later layers compute. It fires for every prefill that
+  // succeeds, a prompt served from the cache but for its last token included (that token is the
+  // last chunk). During the callback, prefillingBlockIds() names the sequence's blocks; the
+  // callback may read the engine (pools, geometry) but must not call prefill, decode, release or
+  // the imports. On error it may have fired for some layers (the failing forward pass's earlier
+  // ones) and the blocks were returned, to be reused: transfers it started must be abandoned (the
+  // caller must not let them run on into blocks a later call rewrites).
+  Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, std::span<float> logits,
+                                const LayerDoneCallback& on_layer_done = nullptr);
+  // The block ids of the sequence prefill() is computing (position p in block p / blockTokens()),
+  // as sequence(id).block_ids will hold them: for an on_layer_done callback, which runs before
+  // the id exists. Empty outside prefill(); valid until the callback returns.
+  std::span<const uint32_t> prefillingBlockIds() const {
+    return prefilling_ != nullptr ? std::span<const uint32_t>(prefilling_->blocks)
+                                  : std::span<const uint32_t>();
+  }
 
   // One decode step: appends tokens[i] to sequence ids[i] and writes its logits to row i of
   // `logits` (ids.size() × vocabSize()). The result of each sequence is independent of the rest
@@ -144,6 +172,7 @@ class Engine {
   std::unordered_map<SequenceId, Sequence> sequences_;
   SequenceId next_id_ = 1;
   uint64_t step_ = 0;
+  const Sequence* prefilling_ = nullptr;  // set while prefill() runs its forward passes
   // Reused by every decode step, so a step allocates nothing once they have grown.
   std::vector<SequenceChunk> chunks_;
   std::vector<Sequence*> step_sequences_;

@@ -5,12 +5,13 @@
 
 namespace kvferry::engine {
 
-KvBlockManager::KvBlockManager(uint32_t num_blocks)
+KvBlockManager::KvBlockManager(uint32_t num_blocks, uint32_t max_pending_events)
     : ref_counts_(num_blocks, 0),
       hashes_(num_blocks, 0),
       indexed_(num_blocks, false),
       lru_prev_(num_blocks, kNone),
-      lru_next_(num_blocks, kNone) {
+      lru_next_(num_blocks, kNone),
+      max_pending_events_(max_pending_events) {
   free_.reserve(num_blocks);
   for (uint32_t block = num_blocks; block-- > 0;) free_.push_back(block);
   index_.reserve(num_blocks);
@@ -26,6 +27,7 @@ Result<uint32_t> KvBlockManager::allocate() {
     unlinkEvictable(block);
     index_.erase(hashes_[block]);
     indexed_[block] = false;
+    recordEvent(KvBlockEvent::Kind::kEvicted, hashes_[block]);
   } else {
     return resourceExhausted("all " + std::to_string(numBlocks()) + " KV blocks are in use");
   }
@@ -46,6 +48,7 @@ bool KvBlockManager::publish(uint32_t block, uint64_t hash) {
   if (indexed_[block] || !index_.emplace(hash, block).second) return false;
   hashes_[block] = hash;
   indexed_[block] = true;
+  recordEvent(KvBlockEvent::Kind::kStored, hash);
   return true;
 }
 
@@ -65,6 +68,29 @@ void KvBlockManager::release(uint32_t block) {
   }
   lru_tail_ = block;
   ++evictable_count_;
+}
+
+bool KvBlockManager::drainEvents(std::vector<KvBlockEvent>& out) {
+  out.insert(out.end(), events_.begin(), events_.end());
+  events_.clear();
+  const bool overflowed = overflowed_;
+  overflowed_ = false;
+  return overflowed;
+}
+
+void KvBlockManager::cachedHashes(std::vector<uint64_t>& out) const {
+  out.reserve(out.size() + index_.size());
+  for (const auto& entry : index_) out.push_back(entry.first);
+}
+
+void KvBlockManager::recordEvent(KvBlockEvent::Kind kind, uint64_t hash) {
+  if (overflowed_) return;  // the caller resyncs from a snapshot anyway
+  if (events_.size() >= max_pending_events_) {
+    events_.clear();
+    overflowed_ = true;
+    return;
+  }
+  events_.push_back({kind, hash});
 }
 
 void KvBlockManager::unlinkEvictable(uint32_t block) {

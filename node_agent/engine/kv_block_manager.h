@@ -9,6 +9,10 @@
 //                until allocate() runs out of free blocks and takes the least recently released.
 // Only full blocks are indexed and a full block is never written again, so sharing needs no
 // copy-on-write.
+//
+// Every change to the index is also recorded as a KvBlockEvent, so the orchestrator can keep an
+// exact copy of it (DESIGN.md §2): publish() adds kStored, allocate() taking an evictable block
+// adds kEvicted. Nothing else changes the index.
 #pragma once
 
 #include <cstdint>
@@ -20,11 +24,25 @@
 
 namespace kvferry::engine {
 
+// A change to the prefix-cache index, named by block hash.
+struct KvBlockEvent {
+  enum class Kind : uint8_t { kStored, kEvicted };
+  Kind kind;
+  uint64_t hash;
+
+  bool operator==(const KvBlockEvent&) const = default;
+};
+
 // Not thread-safe: owned by the engine's thread. Allocation-free after construction but for
-// publish(), which adds an entry to the hash index (its buckets are reserved up front).
+// publish(), which adds an entry to the hash index (its buckets are reserved up front), and the
+// growth of the pending-event list (amortized; its capacity is kept across drains).
 class KvBlockManager {
  public:
-  explicit KvBlockManager(uint32_t num_blocks);
+  static constexpr uint32_t kDefaultMaxPendingEvents = 65536;
+
+  // `max_pending_events` bounds the events kept between two drainEvents() calls.
+  explicit KvBlockManager(uint32_t num_blocks,
+                          uint32_t max_pending_events = kDefaultMaxPendingEvents);
 
   uint32_t numBlocks() const { return static_cast<uint32_t>(ref_counts_.size()); }
   uint32_t freeBlocks() const { return static_cast<uint32_t>(free_.size()); }
@@ -54,10 +72,22 @@ class KvBlockManager {
   // indexed, free otherwise. Releasing a block with no references is a bug (asserted).
   void release(uint32_t block);
 
+  // Appends the index changes since the last drain to `out`, oldest first, and forgets them.
+  // Returns true when more than max_pending_events piled up meanwhile: the pending events were
+  // then dropped (and later ones not kept until this drain), so the events this call appended are
+  // incomplete and the caller must resync from cachedHashes(), taken before the next call that
+  // changes the manager; events of later drains apply on top of that snapshot.
+  bool drainEvents(std::vector<KvBlockEvent>& out);
+
+  // Appends the hash of every indexed block to `out`, in no particular order: the snapshot that
+  // replaces the events after an overflow.
+  void cachedHashes(std::vector<uint64_t>& out) const;
+
  private:
   static constexpr uint32_t kNone = UINT32_MAX;
 
   void unlinkEvictable(uint32_t block);
+  void recordEvent(KvBlockEvent::Kind kind, uint64_t hash);
 
   std::vector<uint32_t> ref_counts_;
   std::vector<uint32_t> free_;  // a stack; the lowest id on top at first
@@ -71,6 +101,10 @@ class KvBlockManager {
   uint32_t lru_head_ = kNone;
   uint32_t lru_tail_ = kNone;
   uint32_t evictable_count_ = 0;
+  // Index changes not drained yet; none are kept while overflowed_.
+  const uint32_t max_pending_events_;
+  std::vector<KvBlockEvent> events_;
+  bool overflowed_ = false;
 };
 
 }  // namespace kvferry::engine

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -51,6 +52,9 @@ struct SequenceChunk {
   bool want_logits = false;  // produce the logits of the chunk's last token
 };
 
+// Told that layer `layer`'s K and V of the forward pass in progress are final (see forward()).
+using LayerDoneCallback = std::function<void(uint32_t layer)>;
+
 struct RunnerConfig {
   uint32_t block_tokens = 16;
   uint32_t num_blocks = 256;
@@ -82,8 +86,15 @@ class ModelRunner {
   // give bit-identical logits and K/V. INVALID_ARGUMENT / OUT_OF_RANGE for an empty chunk, a token
   // outside the vocabulary, more than maxBatchTokens() tokens, a position past
   // maxSequenceTokens(), a block table that does not cover the chunk, or a block id past the
-  // pools; nothing is written then.
-  virtual Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits) = 0;
+  // pools; nothing is written then (and on_layer_done is not called).
+  //
+  // on_layer_done, when set, is called on the calling thread once per layer in ascending order,
+  // after that layer's K and V of every chunk are written to the pools and before any later layer
+  // runs; this forward() never writes that layer's pools again, so the caller may start reading
+  // (transferring) them while later layers compute. A CUDA runner calls it once the layer's
+  // writes are complete on the device.
+  virtual Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
+                         const LayerDoneCallback& on_layer_done = nullptr) = 0;
 };
 
 }  // namespace kvferry::engine

@@ -33,10 +33,22 @@ class SamplingRng {
  public:
   explicit SamplingRng(uint64_t seed) : engine_(seed) {}
   // Uniform in [0, 1), 24 random bits.
-  float uniform() { return static_cast<float>(engine_() >> 40) * 0x1p-24f; }
+  float uniform() {
+    ++draws_;
+    return static_cast<float>(engine_() >> 40) * 0x1p-24f;
+  }
+  // Advances the stream as `draws` calls of uniform() would (linear in `draws`), so another
+  // agent can go on with a stream this one started: SamplingRng(seed) then discard(draws()).
+  void discard(uint64_t draws) {
+    engine_.discard(draws);
+    draws_ += draws;
+  }
+  // uniform() calls so far, discarded ones included.
+  uint64_t draws() const { return draws_; }
 
  private:
   std::mt19937_64 engine_;
+  uint64_t draws_ = 0;
 };
 
 // Holds the scratch a draw needs (one entry per vocabulary token), so sample() allocates nothing.

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <ostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -588,6 +590,223 @@ TEST(EngineTest, RejectsBadRequestsWithoutChangingState) {
   EXPECT_EQ(engine->blocks().usedBlocks(), 0u);
 }
 
+std::set<uint64_t> applyEvents(std::set<uint64_t> cached, std::span<const KvBlockEvent> events) {
+  for (const KvBlockEvent& event : events) {
+    if (event.kind == KvBlockEvent::Kind::kStored) {
+      EXPECT_TRUE(cached.insert(event.hash).second) << event.hash;
+    } else {
+      EXPECT_EQ(cached.erase(event.hash), 1u) << event.hash;
+    }
+  }
+  return cached;
+}
+
+std::set<uint64_t> cachedSet(const Engine& engine) {
+  std::vector<uint64_t> hashes;
+  engine.cachedBlockHashes(hashes);
+  return {hashes.begin(), hashes.end()};
+}
+
+// The engine reports its prefix index's changes by block hash: full prompt blocks after a
+// prefill, blocks filled by decode, committed imports, and evictions; the events replay to the
+// snapshot.
+TEST_F(PrefixCacheTest, KvEventsTrackThePrefixIndex) {
+  std::unique_ptr<Engine> engine = makeEngine(model_->weights, smallConfig(4, 6));
+  ASSERT_NE(engine, nullptr);
+  const model::BlockHashSeed seed{};
+  std::vector<KvBlockEvent> events;
+  std::vector<float> logits(engine->vocabSize());
+  using Kind = KvBlockEvent::Kind;
+
+  const std::vector<TokenId> prompt = randomTokens(11, 300, 90);
+  std::vector<uint64_t> hashes = *model::blockHashes(seed, prompt, 4);
+  Result<PrefillResult> a = engine->prefill(prompt, logits);
+  ASSERT_TRUE(a.isOk());
+  EXPECT_FALSE(engine->drainKvEvents(events));
+  EXPECT_EQ(events,
+            (std::vector<KvBlockEvent>{{Kind::kStored, hashes[0]}, {Kind::kStored, hashes[1]}}));
+  std::set<uint64_t> copy = applyEvents({}, events);
+  // The decode step that fills block 2 publishes it.
+  const TokenId token = 5;
+  ASSERT_TRUE(engine->decode({&a->id, 1}, {&token, 1}, logits).isOk());
+  std::vector<TokenId> grown = prompt;
+  grown.push_back(token);
+  hashes = *model::blockHashes(seed, grown, 4);
+  events.clear();
+  EXPECT_FALSE(engine->drainKvEvents(events));
+  EXPECT_EQ(events, (std::vector<KvBlockEvent>{{Kind::kStored, hashes[2]}}));
+  copy = applyEvents(copy, events);
+  EXPECT_EQ(copy, cachedSet(*engine));
+  ASSERT_TRUE(engine->release(a->id).isOk());
+
+  // An import joins the index on commit, not on reserve.
+  const std::vector<TokenId> imported = randomTokens(8, 300, 91);
+  const std::vector<uint64_t> imported_hashes = *model::blockHashes(seed, imported, 4);
+  Result<ImportReservation> r = engine->reserveImport(imported);
+  ASSERT_TRUE(r.isOk());
+  events.clear();
+  EXPECT_FALSE(engine->drainKvEvents(events));
+  EXPECT_TRUE(events.empty());
+  ASSERT_TRUE(engine->commitImport(r->id).isOk());
+  EXPECT_FALSE(engine->drainKvEvents(events));
+  EXPECT_EQ(events, (std::vector<KvBlockEvent>{{Kind::kStored, imported_hashes[0]},
+                                               {Kind::kStored, imported_hashes[1]}}));
+  ASSERT_TRUE(engine->release(r->id).isOk());
+  copy = applyEvents(copy, events);
+
+  // Five evictable blocks, one free: a 12-token prompt takes the free one and evicts the two
+  // least recently released (the first sequence's, last block first), then stores its three.
+  events.clear();
+  const std::vector<TokenId> third = randomTokens(12, 300, 92);
+  const std::vector<uint64_t> third_hashes = *model::blockHashes(seed, third, 4);
+  Result<PrefillResult> b = engine->prefill(third, logits);
+  ASSERT_TRUE(b.isOk());
+  EXPECT_FALSE(engine->drainKvEvents(events));
+  EXPECT_EQ(events, (std::vector<KvBlockEvent>{{Kind::kEvicted, hashes[2]},
+                                               {Kind::kEvicted, hashes[1]},
+                                               {Kind::kStored, third_hashes[0]},
+                                               {Kind::kStored, third_hashes[1]},
+                                               {Kind::kStored, third_hashes[2]}}));
+  copy = applyEvents(copy, events);
+  EXPECT_EQ(copy, cachedSet(*engine));
+  EXPECT_TRUE(copy.contains(hashes[0]));
+  ASSERT_TRUE(engine->release(b->id).isOk());
+}
+
+TEST_F(PrefixCacheTest, KvEventOverflowAsksForASnapshot) {
+  EngineConfig config = smallConfig(4, 16);
+  config.max_pending_kv_events = 2;
+  std::unique_ptr<Engine> engine = makeEngine(model_->weights, config);
+  EngineConfig uncached_config = smallConfig(4, 16);
+  uncached_config.prefix_caching = false;
+  std::unique_ptr<Engine> uncached = makeEngine(model_->weights, uncached_config);
+  ASSERT_TRUE(engine && uncached);
+  const std::vector<TokenId> prompt = randomTokens(13, 300, 93);
+  std::vector<float> logits(engine->vocabSize());
+  ASSERT_TRUE(engine->prefill(prompt, logits).isOk());  // three full blocks: one too many
+  std::vector<KvBlockEvent> events;
+  EXPECT_TRUE(engine->drainKvEvents(events));
+  const std::vector<uint64_t> hashes = *model::blockHashes(model::BlockHashSeed{}, prompt, 4);
+  EXPECT_EQ(cachedSet(*engine), std::set<uint64_t>(hashes.begin(), hashes.end()));
+  EXPECT_FALSE(engine->drainKvEvents(events));
+
+  ASSERT_TRUE(uncached->prefill(prompt, logits).isOk());
+  events.clear();
+  EXPECT_FALSE(uncached->drainKvEvents(events));
+  EXPECT_TRUE(events.empty());
+  EXPECT_TRUE(cachedSet(*uncached).empty());
+}
+
+// What on_layer_done saw: the layer, the block ids, and every layer's K and V pools.
+struct LayerCapture {
+  uint32_t layer = 0;
+  std::vector<uint32_t> block_ids;
+  std::vector<std::vector<uint8_t>> keys;    // per layer, the whole pool
+  std::vector<std::vector<uint8_t>> values;  // per layer, the whole pool
+};
+
+std::vector<uint8_t> poolBytes(const KvPoolRegion& region) {
+  const auto* base = static_cast<const uint8_t*>(region.base);
+  return {base, base + region.bytes};
+}
+
+LayerDoneCallback captureInto(Engine& engine, std::vector<LayerCapture>& captures) {
+  return [&engine, &captures](uint32_t layer) {
+    LayerCapture capture;
+    capture.layer = layer;
+    const std::span<const uint32_t> ids = engine.prefillingBlockIds();
+    capture.block_ids.assign(ids.begin(), ids.end());
+    for (uint32_t l = 0; l < engine.kvGeometry().layers; ++l) {
+      capture.keys.push_back(poolBytes(engine.keyPool(l)));
+      capture.values.push_back(poolBytes(engine.valuePool(l)));
+    }
+    captures.push_back(std::move(capture));
+  };
+}
+
+bool sameBlock(const std::vector<uint8_t>& captured, const KvPoolRegion& pool, uint32_t block,
+               uint64_t block_bytes) {
+  return std::memcmp(captured.data() + block * block_bytes,
+                     static_cast<const uint8_t*>(pool.base) + block * block_bytes,
+                     block_bytes) == 0;
+}
+
+// At callback L, layer L's K and V of every block of the sequence already hold their final
+// bytes. With `later_pending`, the next layer's last block must not yet (a cold prompt on fresh
+// pools), which shows the callback fired before that layer ran.
+void expectLayersFinalAtCallbacks(Engine& engine, SequenceId id,
+                                  const std::vector<LayerCapture>& captures, bool later_pending) {
+  const uint32_t layers = engine.kvGeometry().layers;
+  const uint64_t block_bytes = engine.kvGeometry().blockBytes();
+  const SequenceView view = *engine.sequence(id);
+  ASSERT_EQ(captures.size(), layers);
+  for (uint32_t l = 0; l < layers; ++l) {
+    const LayerCapture& capture = captures[l];
+    EXPECT_EQ(capture.layer, l);
+    EXPECT_TRUE(std::ranges::equal(capture.block_ids, view.block_ids));
+    for (uint32_t block : view.block_ids) {
+      EXPECT_TRUE(sameBlock(capture.keys[l], engine.keyPool(l), block, block_bytes))
+          << "layer " << l << " block " << block;
+      EXPECT_TRUE(sameBlock(capture.values[l], engine.valuePool(l), block, block_bytes))
+          << "layer " << l << " block " << block;
+    }
+    if (later_pending && l + 1 < layers) {
+      const uint32_t last = view.block_ids.back();
+      EXPECT_FALSE(sameBlock(capture.keys[l + 1], engine.keyPool(l + 1), last, block_bytes));
+      EXPECT_FALSE(sameBlock(capture.values[l + 1], engine.valuePool(l + 1), last, block_bytes));
+    }
+  }
+}
+
+// on_layer_done fires once per layer, in order, during the last chunk, each time with that
+// layer's KV of the whole prompt final: for one chunk, several, and prefix-cache hits. It
+// changes no result.
+TEST(EngineTest, LayerDoneFiresWhenEachLayersKvIsFinal) {
+  std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(3, 4, 2), 19);
+  ASSERT_NE(model, nullptr);
+  EngineConfig config = smallConfig(4, 32);
+  config.max_batch_tokens = 8;  // a 21-token prompt takes three forward passes
+  std::unique_ptr<Engine> engine = makeEngine(model->weights, config);
+  EngineConfig cold_config = config;
+  cold_config.prefix_caching = false;
+  std::unique_ptr<Engine> cold = makeEngine(model->weights, cold_config);
+  ASSERT_TRUE(engine && cold);
+  std::vector<float> logits(engine->vocabSize());
+  std::vector<float> expected(engine->vocabSize());
+
+  const std::vector<TokenId> long_prompt = randomTokens(21, 300, 100);
+  std::vector<TokenId> shared(long_prompt.begin(), long_prompt.begin() + 12);
+  for (TokenId t : randomTokens(7, 300, 101)) shared.push_back(t);
+  struct Case {
+    std::vector<TokenId> prompt;
+    uint32_t cached_tokens;
+    bool later_pending;
+  };
+  const std::vector<Case> cases = {
+      {long_prompt, 0, true},                 // cold, three chunks, on fresh pools
+      {long_prompt, 20, false},               // again: every block cached but the last token's
+      {shared, 12, false},                    // a shared prefix, one chunk of 7
+      {randomTokens(3, 300, 102), 0, false},  // one partial block
+  };
+  std::vector<SequenceId> live;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    const Case& c = cases[i];
+    std::vector<LayerCapture> captures;
+    Result<PrefillResult> r = engine->prefill(c.prompt, logits, captureInto(*engine, captures));
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    EXPECT_EQ(r->cached_tokens, c.cached_tokens);
+    EXPECT_TRUE(engine->prefillingBlockIds().empty());
+    expectLayersFinalAtCallbacks(*engine, r->id, captures, c.later_pending);
+    Result<PrefillResult> reference = cold->prefill(c.prompt, expected);
+    ASSERT_TRUE(reference.isOk());
+    EXPECT_TRUE(sameBits(expected, logits));
+    ASSERT_TRUE(cold->release(reference->id).isOk());
+    live.push_back(r->id);
+  }
+  for (SequenceId id : live) ASSERT_TRUE(engine->release(id).isOk());
+}
+
 // A runner that fails the forward passes it is told to, and otherwise runs the CPU runner: the
 // engine's promise that nothing changes on error covers backend failures too.
 class FailingRunner final : public ModelRunner {
@@ -599,10 +818,11 @@ class FailingRunner final : public ModelRunner {
   uint32_t maxSequenceTokens() const override { return inner_->maxSequenceTokens(); }
   KvPoolRegion keyPool(uint32_t layer) override { return inner_->keyPool(layer); }
   KvPoolRegion valuePool(uint32_t layer) override { return inner_->valuePool(layer); }
-  Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits) override {
+  Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
+                 const LayerDoneCallback& on_layer_done = nullptr) override {
     if (fail_at_ == 0) return internalError("injected failure");
     if (fail_at_ > 0) --fail_at_;
-    return inner_->forward(chunks, logits);
+    return inner_->forward(chunks, logits, on_layer_done);
   }
   // The forward pass after `passes` more successful ones fails; -1: none does.
   void failAfter(int passes) { fail_at_ = passes; }

@@ -68,6 +68,41 @@ TEST(SamplerTest, SeededSamplingIsReproducible) {
             (std::vector<TokenId>{23, 31, 23, 34, 36, 27, 10, 47, 19, 4, 6, 46}));
 }
 
+// A decode agent continues the stream a prefill agent started: same seed, then discard the draws
+// the other side reported.
+TEST(SamplerTest, DiscardContinuesAnotherRngsStream) {
+  SamplingRng a(7);
+  EXPECT_EQ(a.draws(), 0u);
+  for (int i = 0; i < 5; ++i) (void)a.uniform();
+  EXPECT_EQ(a.draws(), 5u);
+  SamplingRng b(7);
+  b.discard(a.draws());
+  EXPECT_EQ(b.draws(), 5u);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(a.uniform(), b.uniform()) << i;
+  EXPECT_EQ(a.draws(), 105u);
+  EXPECT_EQ(b.draws(), 105u);
+  b.discard(0);
+  EXPECT_EQ(b.draws(), 105u);
+
+  // Through the sampler, with greedy steps (which draw nothing) mixed in.
+  std::vector<float> logits;
+  for (int i = 0; i < 50; ++i) logits.push_back(0.1f * static_cast<float>(i % 7));
+  SamplingParams sampled;
+  sampled.temperature = 0.8f;
+  SamplingParams greedy;
+  Sampler sampler(50);
+  SamplingRng first(99);
+  (void)sampler.sample(logits, greedy, first);
+  EXPECT_EQ(first.draws(), 0u);
+  for (int i = 0; i < 3; ++i) (void)sampler.sample(logits, sampled, first);
+  SamplingRng second(99);
+  second.discard(first.draws());
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(sampler.sample(logits, sampled, first), sampler.sample(logits, sampled, second));
+  }
+  EXPECT_EQ(first.draws(), second.draws());
+}
+
 TEST(SamplerTest, TemperatureOneFollowsTheDistribution) {
   SamplingParams params;
   params.temperature = 1.0f;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -128,6 +129,34 @@ TEST(LlamaParamsTest, RandomModelsAreDeterministicPerSeed) {
   longer.context_length *= 2;
   EXPECT_NE(a, modelFingerprint(*from_disk, longer));
   std::remove(path.c_str());
+}
+
+// Two agents loading one file agree; a model with another tensor table (a tensor missing, another
+// type) does not, even with the same hyper-parameters.
+TEST(LlamaParamsTest, FingerprintFollowsTheTensorTable) {
+  Result<GgufFile> stories = GgufFile::open(storiesPath());
+  Result<GgufFile> stories_again = GgufFile::open(storiesPath());
+  ASSERT_TRUE(stories.isOk() && stories_again.isOk());
+  Result<LlamaParams> stories_params = readLlamaParams(*stories);
+  ASSERT_TRUE(stories_params.isOk());
+  const uint64_t a = modelFingerprint(*stories, *stories_params);
+  EXPECT_EQ(a, modelFingerprint(*stories_again, *readLlamaParams(*stories_again)));
+
+  const LlamaParams p = smallLlama();
+  const std::vector<uint8_t> untied = *randomLlamaModel(spec(p), 7);
+  const std::vector<uint8_t> tied = *randomLlamaModel(spec(p, GgmlType::kF32, true), 7);
+  const std::vector<uint8_t> f16 = *randomLlamaModel(spec(p, GgmlType::kF16), 7);
+  std::vector<uint64_t> fingerprints = {a};
+  for (const std::vector<uint8_t>* bytes : {&untied, &tied, &f16}) {
+    Result<GgufFile> file = GgufFile::parse(*bytes);
+    ASSERT_TRUE(file.isOk()) << file.status().toString();
+    Result<LlamaParams> params = readLlamaParams(*file);
+    ASSERT_TRUE(params.isOk()) << params.status().toString();
+    EXPECT_EQ(*params, p);
+    fingerprints.push_back(modelFingerprint(*file, *params));
+  }
+  std::ranges::sort(fingerprints);
+  EXPECT_EQ(std::ranges::adjacent_find(fingerprints), fingerprints.end());
 }
 
 TEST(LlamaParamsTest, InvalidShapesAreRejectedWithTheReason) {

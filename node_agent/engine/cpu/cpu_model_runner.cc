@@ -236,7 +236,8 @@ void CpuModelRunner::attentionLayer(uint32_t layer, uint32_t tokens) {
   }
 }
 
-Status CpuModelRunner::forward(std::span<const SequenceChunk> chunks, std::span<float> logits) {
+Status CpuModelRunner::forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
+                               const LayerDoneCallback& on_layer_done) {
   ASSIGN_OR_RETURN(const uint32_t tokens, prepare(chunks, logits.size()));
   const uint32_t dim = params_.embedding_length;
   const uint32_t ff = params_.feed_forward_length;
@@ -264,6 +265,8 @@ Status CpuModelRunner::forward(std::span<const SequenceChunk> chunks, std::span<
     });
     matmul(xn, tokens, w.wqkv, qkv_.data());
     attentionLayer(layer, tokens);
+    // The layer's K/V were stored at the start of attentionLayer(); the rest only reads them.
+    if (on_layer_done) on_layer_done(layer);
     matmul(attn_.data(), tokens, w.wo, proj_.data());
     forEachToken(tokens, [&](uint32_t t) {
       float* row = x + uint64_t{t} * dim;

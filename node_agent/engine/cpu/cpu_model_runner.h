@@ -45,7 +45,8 @@ class CpuModelRunner final : public ModelRunner {
   uint32_t maxSequenceTokens() const override { return max_sequence_tokens_; }
   KvPoolRegion keyPool(uint32_t layer) override;
   KvPoolRegion valuePool(uint32_t layer) override;
-  Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits) override;
+  Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
+                 const LayerDoneCallback& on_layer_done = nullptr) override;
 
   Isa isa() const { return isa_; }
   uint32_t threads() const { return pool_.size(); }
