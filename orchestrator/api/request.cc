@@ -1,0 +1,504 @@
+#include "orchestrator/api/request.h"
+
+#include <boost/json/object.hpp>
+#include <boost/json/parser.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <utility>
+
+#include "model/tokenizer.h"
+
+namespace kvferry::openai {
+namespace {
+
+namespace json = boost::json;
+
+// Unsupported requests are refused, not silently served differently.
+constexpr size_t kMaxStopStrings = 4;  // OpenAI's limit
+constexpr uint32_t kCompletionsDefaultMaxTokens = 16;
+
+std::string_view kindName(const json::value& value) {
+  switch (value.kind()) {
+    case json::kind::null:
+      return "null";
+    case json::kind::bool_:
+      return "a boolean";
+    case json::kind::int64:
+    case json::kind::uint64:
+      return "an integer";
+    case json::kind::double_:
+      return "a decimal";
+    case json::kind::string:
+      return "a string";
+    case json::kind::array:
+      return "an array";
+    case json::kind::object:
+      return "an object";
+  }
+  return "a value";
+}
+
+ApiError wrongType(const std::string& param, std::string_view expected, const json::value& got) {
+  return invalidRequest("Invalid type for '" + param + "': expected " + std::string(expected) +
+                            ", but got " + std::string(kindName(got)) + " instead.",
+                        param);
+}
+
+ApiError notSupported(const std::string& param, const std::string& what) {
+  return invalidRequest(what + " is not supported by this server.", param);
+}
+
+std::optional<double> numberOf(const json::value& value) {
+  if (const int64_t* i = value.if_int64()) return static_cast<double>(*i);
+  if (const uint64_t* u = value.if_uint64()) return static_cast<double>(*u);
+  if (const double* d = value.if_double()) return *d;
+  return std::nullopt;
+}
+
+std::string formatNumber(const json::value& value) { return json::serialize(value); }
+
+// Reads the fields of one request object. Each method returns the first problem it finds.
+class RequestReader {
+ public:
+  RequestReader(Endpoint endpoint, const json::object& body) : endpoint_(endpoint), body_(body) {}
+
+  std::optional<ApiError> read(ApiRequest& out) const;
+
+ private:
+  // The field's value; nullptr when it is absent or null.
+  const json::value* field(std::string_view key) const {
+    const json::value* value = body_.if_contains(key);
+    return value == nullptr || value->is_null() ? nullptr : value;
+  }
+  bool chat() const { return endpoint_ == Endpoint::kChatCompletions; }
+
+  std::optional<ApiError> readModel(ApiRequest& out) const;
+  std::optional<ApiError> readPrompt(ApiRequest& out) const;
+  std::optional<ApiError> readMessages(ApiRequest& out) const;
+  std::optional<ApiError> readMaxTokens(ApiRequest& out) const;
+  std::optional<ApiError> readSampling(ApiRequest& out) const;
+  std::optional<ApiError> readStop(ApiRequest& out) const;
+  std::optional<ApiError> readStream(ApiRequest& out) const;
+  std::optional<ApiError> refuseUnsupported() const;
+
+  Endpoint endpoint_;
+  const json::object& body_;
+};
+
+std::optional<ApiError> RequestReader::read(ApiRequest& out) const {
+  out.endpoint = endpoint_;
+  for (auto step : {&RequestReader::readModel,
+                    chat() ? &RequestReader::readMessages : &RequestReader::readPrompt,
+                    &RequestReader::readMaxTokens, &RequestReader::readSampling,
+                    &RequestReader::readStop, &RequestReader::readStream}) {
+    if (std::optional<ApiError> error = (this->*step)(out)) return error;
+  }
+  return refuseUnsupported();
+}
+
+std::optional<ApiError> RequestReader::readModel(ApiRequest& out) const {
+  const json::value* model = field("model");
+  if (model == nullptr) return invalidRequest("you must provide a model parameter", "model");
+  const json::string* text = model->if_string();
+  if (text == nullptr) return wrongType("model", "a string", *model);
+  out.model = std::string(text->data(), text->size());
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readPrompt(ApiRequest& out) const {
+  const json::value* prompt = field("prompt");
+  if (prompt == nullptr) return invalidRequest("you must provide a prompt parameter", "prompt");
+  if (const json::string* text = prompt->if_string()) {
+    out.prompt = std::string(text->data(), text->size());
+    return std::nullopt;
+  }
+  const json::array* items = prompt->if_array();
+  if (items == nullptr) return wrongType("prompt", "a string", *prompt);
+  if (items->empty()) return invalidRequest("'prompt' must not be an empty array.", "prompt");
+  if (!(*items)[0].is_string()) {
+    return notSupported("prompt", "A prompt given as token ids");
+  }
+  if (items->size() > 1) {
+    return notSupported(
+        "prompt", "More than one prompt per request (got " + std::to_string(items->size()) + ")");
+  }
+  const json::string& text = (*items)[0].get_string();
+  out.prompt = std::string(text.data(), text.size());
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readMessages(ApiRequest& out) const {
+  const json::value* messages = field("messages");
+  if (messages == nullptr) {
+    return invalidRequest("you must provide a messages parameter", "messages");
+  }
+  const json::array* items = messages->if_array();
+  if (items == nullptr) return wrongType("messages", "an array", *messages);
+  if (items->empty()) {
+    return invalidRequest("'messages' must contain at least one message.", "messages");
+  }
+  out.messages.reserve(items->size());
+  for (size_t i = 0; i < items->size(); ++i) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    const json::object* message = (*items)[i].if_object();
+    if (message == nullptr) return wrongType(where, "an object", (*items)[i]);
+
+    ChatMessage parsed;
+    const json::value* role = message->if_contains("role");
+    if (role == nullptr || role->is_null()) {
+      return invalidRequest("Missing required parameter: '" + where + ".role'.", where + ".role");
+    }
+    const json::string* role_text = role->if_string();
+    if (role_text == nullptr) return wrongType(where + ".role", "a string", *role);
+    if (*role_text == "system" || *role_text == "developer") {
+      parsed.role = "system";
+    } else if (*role_text == "user" || *role_text == "assistant") {
+      parsed.role = std::string(role_text->data(), role_text->size());
+    } else if (*role_text == "tool" || *role_text == "function") {
+      return notSupported(
+          where + ".role",
+          "The role '" + std::string(role_text->data(), role_text->size()) + "' (tool calling)");
+    } else {
+      return invalidRequest("Invalid value for '" + where + ".role': '" +
+                                model::printable(std::string_view(*role_text)) +
+                                "'. Supported values are: 'system', 'developer', 'user' and "
+                                "'assistant'.",
+                            where + ".role");
+    }
+    if (parsed.role == "assistant") {
+      for (std::string_view key : {"tool_calls", "function_call"}) {
+        const json::value* calls = message->if_contains(key);
+        if (calls != nullptr && !calls->is_null() &&
+            !(calls->is_array() && calls->get_array().empty())) {
+          return notSupported(where + "." + std::string(key), "Tool calling");
+        }
+      }
+    }
+
+    const std::string content_param = where + ".content";
+    const json::value* content = message->if_contains("content");
+    if (content == nullptr || content->is_null()) {
+      if (parsed.role != "assistant") {
+        return invalidRequest("Missing required parameter: '" + content_param + "'.",
+                              content_param);
+      }
+    } else if (const json::string* text = content->if_string()) {
+      parsed.content = std::string(text->data(), text->size());
+    } else if (const json::array* parts = content->if_array()) {
+      for (size_t k = 0; k < parts->size(); ++k) {
+        const std::string part_param = content_param + "[" + std::to_string(k) + "]";
+        const json::object* part = (*parts)[k].if_object();
+        if (part == nullptr) return wrongType(part_param, "an object", (*parts)[k]);
+        const json::value* type = part->if_contains("type");
+        if (type == nullptr || type->is_null()) {
+          return invalidRequest("Missing required parameter: '" + part_param + ".type'.",
+                                part_param + ".type");
+        }
+        const json::string* type_text = type->if_string();
+        if (type_text == nullptr) return wrongType(part_param + ".type", "a string", *type);
+        if (*type_text != "text") {
+          return notSupported(part_param + ".type",
+                              "Content of type '" + model::printable(std::string_view(*type_text)) +
+                                  "' (only 'text' parts are)");
+        }
+        const json::value* part_text = part->if_contains("text");
+        if (part_text == nullptr || part_text->is_null()) {
+          return invalidRequest("Missing required parameter: '" + part_param + ".text'.",
+                                part_param + ".text");
+        }
+        const json::string* value = part_text->if_string();
+        if (value == nullptr) return wrongType(part_param + ".text", "a string", *part_text);
+        parsed.content.append(value->data(), value->size());
+      }
+    } else {
+      return wrongType(content_param, "a string or an array of content parts", *content);
+    }
+    out.messages.push_back(std::move(parsed));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readMaxTokens(ApiRequest& out) const {
+  // Chat: the newer max_completion_tokens wins over max_tokens, as in vLLM; both are validated.
+  std::vector<std::string_view> keys = {"max_tokens"};
+  if (chat()) keys.push_back("max_completion_tokens");
+  for (std::string_view key : keys) {
+    const json::value* value = field(key);
+    if (value == nullptr) continue;
+    const std::string param(key);
+    if (const int64_t* i = value->if_int64()) {
+      if (*i < 1) {
+        return invalidRequest("Invalid value for '" + param + "': it must be at least 1, got " +
+                                  std::to_string(*i) + ".",
+                              param);
+      }
+      if (*i > int64_t{UINT32_MAX}) {
+        return invalidRequest("Invalid value for '" + param + "': " + std::to_string(*i) +
+                                  " is too large (at most " + std::to_string(UINT32_MAX) + ").",
+                              param);
+      }
+      out.max_tokens = static_cast<uint32_t>(*i);
+    } else if (const uint64_t* u = value->if_uint64()) {
+      return invalidRequest("Invalid value for '" + param + "': " + std::to_string(*u) +
+                                " is too large (at most " + std::to_string(UINT32_MAX) + ").",
+                            param);
+    } else {
+      return wrongType(param, "an integer", *value);
+    }
+  }
+  if (!chat() && !out.max_tokens) out.max_tokens = kCompletionsDefaultMaxTokens;
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readSampling(ApiRequest& out) const {
+  if (const json::value* value = field("temperature")) {
+    const std::optional<double> t = numberOf(*value);
+    if (!t) return wrongType("temperature", "a number", *value);
+    if (!(*t >= 0.0 && *t <= 2.0)) {
+      return invalidRequest(
+          "Invalid value for 'temperature': " + formatNumber(*value) + " is not between 0 and 2.",
+          "temperature");
+    }
+    out.temperature = static_cast<float>(*t);
+  }
+  if (const json::value* value = field("top_p")) {
+    const std::optional<double> p = numberOf(*value);
+    if (!p) return wrongType("top_p", "a number", *value);
+    if (!(*p > 0.0 && *p <= 1.0)) {
+      return invalidRequest("Invalid value for 'top_p': " + formatNumber(*value) +
+                                " is not in (0, 1] (greater than 0, at most 1).",
+                            "top_p");
+    }
+    out.top_p = static_cast<float>(*p);
+  }
+  if (const json::value* value = field("seed")) {
+    if (const int64_t* i = value->if_int64()) {
+      out.seed = static_cast<uint64_t>(*i);  // two's complement bit pattern
+    } else if (const uint64_t* u = value->if_uint64()) {
+      out.seed = *u;
+    } else {
+      return wrongType("seed", "an integer", *value);
+    }
+  }
+  if (const json::value* value = field("n")) {
+    if (value->is_int64() || value->is_uint64()) {
+      if (!(value->is_int64() && value->get_int64() == 1)) {
+        return invalidRequest("Invalid value for 'n': only n=1 is supported by this server, got " +
+                                  formatNumber(*value) + ".",
+                              "n");
+      }
+    } else {
+      return wrongType("n", "an integer", *value);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readStop(ApiRequest& out) const {
+  const json::value* value = field("stop");
+  if (value == nullptr) return std::nullopt;
+  if (const json::string* text = value->if_string()) {
+    if (!text->empty()) out.stop.emplace_back(text->data(), text->size());
+    return std::nullopt;
+  }
+  const json::array* items = value->if_array();
+  if (items == nullptr) return wrongType("stop", "a string or an array of strings", *value);
+  if (items->size() > kMaxStopStrings) {
+    return invalidRequest("Invalid value for 'stop': at most " + std::to_string(kMaxStopStrings) +
+                              " stop sequences are allowed, got " + std::to_string(items->size()) +
+                              ".",
+                          "stop");
+  }
+  for (size_t i = 0; i < items->size(); ++i) {
+    const json::string* text = (*items)[i].if_string();
+    if (text == nullptr) {
+      return wrongType("stop[" + std::to_string(i) + "]", "a string", (*items)[i]);
+    }
+    if (!text->empty()) out.stop.emplace_back(text->data(), text->size());
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::readStream(ApiRequest& out) const {
+  if (const json::value* value = field("stream")) {
+    const bool* stream = value->if_bool();
+    if (stream == nullptr) return wrongType("stream", "a boolean", *value);
+    out.stream = *stream;
+  }
+  const json::value* options = field("stream_options");
+  if (options == nullptr) return std::nullopt;
+  const json::object* object = options->if_object();
+  if (object == nullptr) return wrongType("stream_options", "an object", *options);
+  if (!out.stream) {
+    return invalidRequest(
+        "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+        "stream_options");
+  }
+  const json::value* usage = object->if_contains("include_usage");
+  if (usage != nullptr && !usage->is_null()) {
+    const bool* include = usage->if_bool();
+    if (include == nullptr) {
+      return wrongType("stream_options.include_usage", "a boolean", *usage);
+    }
+    out.include_usage = *include;
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> RequestReader::refuseUnsupported() const {
+  // Must be false when present. Completions' logprobs is a count: any count is refused.
+  for (std::string_view key : {"echo", "logprobs"}) {
+    const json::value* value = field(key);
+    if (value == nullptr || (value->is_bool() && !value->get_bool())) continue;
+    return notSupported(std::string(key), "'" + std::string(key) + "'");
+  }
+  if (const json::value* value = field("top_logprobs")) {
+    if (!(value->is_int64() && value->get_int64() == 0)) {
+      return notSupported("top_logprobs", "'top_logprobs'");
+    }
+  }
+  if (const json::value* value = field("best_of")) {
+    if (!(value->is_int64() && value->get_int64() == 1)) {
+      if (!value->is_int64() && !value->is_uint64()) {
+        return wrongType("best_of", "an integer", *value);
+      }
+      return notSupported("best_of", "'best_of' other than 1");
+    }
+  }
+  if (const json::value* value = field("suffix")) {
+    if (!(value->is_string() && value->get_string().empty())) {
+      return notSupported("suffix", "'suffix'");
+    }
+  }
+  for (std::string_view key : {"tools", "functions"}) {
+    const json::value* value = field(key);
+    if (value == nullptr || (value->is_array() && value->get_array().empty())) continue;
+    return notSupported(std::string(key), "Tool calling ('" + std::string(key) + "')");
+  }
+  for (std::string_view key : {"tool_choice", "function_call"}) {
+    const json::value* value = field(key);
+    if (value == nullptr) continue;
+    const json::string* text = value->if_string();
+    if (text != nullptr && (*text == "none" || *text == "auto")) continue;
+    return notSupported(std::string(key), "Tool calling ('" + std::string(key) + "')");
+  }
+  if (const json::value* value = field("response_format")) {
+    const json::object* format = value->if_object();
+    if (format == nullptr) return wrongType("response_format", "an object", *value);
+    const json::value* type = format->if_contains("type");
+    const json::string* type_text = type == nullptr ? nullptr : type->if_string();
+    if (type_text == nullptr) {
+      return invalidRequest("Missing required parameter: 'response_format.type'.",
+                            "response_format.type");
+    }
+    if (*type_text != "text") {
+      return notSupported(
+          "response_format.type",
+          "response_format of type '" + model::printable(std::string_view(*type_text)) + "'");
+    }
+  }
+  if (const json::value* value = field("logit_bias")) {
+    const json::object* bias = value->if_object();
+    if (bias == nullptr) return wrongType("logit_bias", "an object", *value);
+    if (!bias->empty()) return notSupported("logit_bias", "'logit_bias'");
+  }
+  for (std::string_view key : {"presence_penalty", "frequency_penalty"}) {
+    const json::value* value = field(key);
+    if (value == nullptr) continue;
+    const std::optional<double> penalty = numberOf(*value);
+    if (!penalty) return wrongType(std::string(key), "a number", *value);
+    if (!(*penalty >= -2.0 && *penalty <= 2.0)) {
+      return invalidRequest("Invalid value for '" + std::string(key) +
+                                "': " + formatNumber(*value) + " is not between -2 and 2.",
+                            std::string(key));
+    }
+    if (*penalty != 0.0)
+      return notSupported(std::string(key), "A non-zero '" + std::string(key) + "'");
+  }
+  return std::nullopt;
+}
+
+ParseResult parseChecked(Endpoint endpoint, std::string_view body) {
+  if (Status utf8 = model::checkUtf8(body); !utf8.isOk()) {
+    return invalidRequest("The request body is not valid JSON: " + utf8.message() + ".");
+  }
+  json::parser parser;
+  json::error_code ec;
+  const size_t consumed = parser.write(body.data(), body.size(), ec);
+  if (ec) {
+    return invalidRequest("The request body is not valid JSON: " + ec.message() +
+                          " at byte offset " + std::to_string(consumed) + ".");
+  }
+  const json::value root = parser.release();
+  const json::object* object = root.if_object();
+  if (object == nullptr) {
+    return invalidRequest("The request body must be a JSON object, but got " +
+                          std::string(kindName(root)) + ".");
+  }
+  ApiRequest request;
+  if (std::optional<ApiError> error = RequestReader(endpoint, *object).read(request)) {
+    return std::move(*error);
+  }
+  return request;
+}
+
+}  // namespace
+
+std::string_view endpointPath(Endpoint endpoint) {
+  return endpoint == Endpoint::kChatCompletions ? "/v1/chat/completions" : "/v1/completions";
+}
+
+std::string errorJson(const ApiError& error) {
+  json::object inner;
+  inner["message"] = error.message;
+  inner["type"] = error.type;
+  inner["param"] = error.param.empty() ? json::value(nullptr) : json::value(error.param);
+  inner["code"] = error.code.empty() ? json::value(nullptr) : json::value(error.code);
+  json::object outer;
+  outer["error"] = std::move(inner);
+  return json::serialize(outer);
+}
+
+ApiError invalidRequest(std::string message, std::string param) {
+  return {400, "invalid_request_error", std::move(message), std::move(param), {}};
+}
+
+ApiError modelNotFound(std::string_view model) {
+  return {404, "invalid_request_error",
+          "The model `" + std::string(model) + "` does not exist or you do not have access to it.",
+          "model", "model_not_found"};
+}
+
+ApiError apiErrorFromStatus(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+      return {400, "invalid_request_error", status.message(), {}, {}};
+    case StatusCode::kNotFound:
+      return {404, "invalid_request_error", status.message(), {}, {}};
+    case StatusCode::kResourceExhausted:
+      return {429, "rate_limit_error", status.message(), {}, "rate_limit_exceeded"};
+    case StatusCode::kUnavailable:
+      return {503, "server_error", status.message(), {}, {}};
+    case StatusCode::kDeadlineExceeded:
+      return {504, "server_error", status.message(), {}, {}};
+    default:
+      return {500, "server_error", status.message(), {}, {}};
+  }
+}
+
+ParseResult parseRequest(Endpoint endpoint, std::string_view body) {
+  // Nothing below throws by design (error_code overloads, checked accessors); this only turns an
+  // allocation failure into an answer instead of a crash of the server thread.
+  try {
+    return parseChecked(endpoint, body);
+  } catch (const std::bad_alloc&) {
+    return ApiError{500, "server_error", "out of memory while parsing the request", {}, {}};
+  } catch (const std::exception& e) {
+    return invalidRequest(std::string("The request could not be parsed: ") + e.what());
+  }
+}
+
+}  // namespace kvferry::openai

@@ -1,0 +1,149 @@
+#include "orchestrator/api/response.h"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <utility>
+
+namespace kvferry::openai {
+namespace {
+
+namespace json = boost::json;
+
+bool isChat(Endpoint endpoint) { return endpoint == Endpoint::kChatCompletions; }
+
+json::string_view view(std::string_view text) { return {text.data(), text.size()}; }
+
+json::object usageObject(const Usage& usage) {
+  json::object out;
+  out["prompt_tokens"] = usage.prompt_tokens;
+  out["completion_tokens"] = usage.completion_tokens;
+  out["total_tokens"] = uint64_t{usage.prompt_tokens} + usage.completion_tokens;
+  json::object details;
+  details["cached_tokens"] = usage.cached_tokens;
+  out["prompt_tokens_details"] = std::move(details);
+  return out;
+}
+
+json::object header(std::string_view id, std::string_view object, int64_t created,
+                    std::string_view model, std::string_view fingerprint) {
+  json::object out;
+  out["id"] = view(id);
+  out["object"] = view(object);
+  out["created"] = created;
+  out["model"] = view(model);
+  out["system_fingerprint"] = view(fingerprint);
+  return out;
+}
+
+json::value finishValue(std::string_view finish_reason) {
+  return finish_reason.empty() ? json::value(nullptr) : json::value(view(finish_reason));
+}
+
+std::string event(const json::object& chunk) { return "data: " + json::serialize(chunk) + "\n\n"; }
+
+// One streamed chunk with a single choice. `delta` is the chat delta; `text` the completions text.
+std::string streamChunk(const StreamContext& ctx, json::object delta, std::string_view text,
+                        std::string_view finish_reason) {
+  const bool chat = isChat(ctx.endpoint);
+  json::object chunk = header(ctx.id, chat ? "chat.completion.chunk" : "text_completion",
+                              ctx.created, ctx.model, ctx.system_fingerprint);
+  json::object choice;
+  choice["index"] = 0;
+  if (chat) {
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = view(text);
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finishValue(finish_reason);
+  json::array choices;
+  choices.push_back(std::move(choice));
+  chunk["choices"] = std::move(choices);
+  if (ctx.include_usage) chunk["usage"] = nullptr;
+  return event(chunk);
+}
+
+}  // namespace
+
+std::string requestId(Endpoint endpoint, uint64_t value) {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string out = isChat(endpoint) ? "chatcmpl-" : "cmpl-";
+  for (int shift = 60; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 15];
+  return out;
+}
+
+std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t created,
+                               std::string_view model, std::string_view text,
+                               std::string_view finish_reason, const Usage& usage,
+                               std::string_view system_fingerprint) {
+  const bool chat = isChat(endpoint);
+  json::object out =
+      header(id, chat ? "chat.completion" : "text_completion", created, model, system_fingerprint);
+  json::object choice;
+  choice["index"] = 0;
+  if (chat) {
+    json::object message;
+    message["role"] = "assistant";
+    message["content"] = view(text);
+    choice["message"] = std::move(message);
+  } else {
+    choice["text"] = view(text);
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finishValue(finish_reason);
+  json::array choices;
+  choices.push_back(std::move(choice));
+  out["choices"] = std::move(choices);
+  out["usage"] = usageObject(usage);
+  return json::serialize(out);
+}
+
+std::string streamRoleChunk(const StreamContext& ctx) {
+  json::object delta;
+  delta["role"] = "assistant";
+  delta["content"] = "";
+  return streamChunk(ctx, std::move(delta), "", "");
+}
+
+std::string streamTextChunk(const StreamContext& ctx, std::string_view text) {
+  json::object delta;
+  delta["content"] = view(text);
+  return streamChunk(ctx, std::move(delta), text, "");
+}
+
+std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason) {
+  return streamChunk(ctx, json::object(), "", finish_reason);
+}
+
+std::string streamUsageChunk(const StreamContext& ctx, const Usage& usage) {
+  json::object chunk =
+      header(ctx.id, isChat(ctx.endpoint) ? "chat.completion.chunk" : "text_completion",
+             ctx.created, ctx.model, ctx.system_fingerprint);
+  chunk["choices"] = json::array();
+  chunk["usage"] = usageObject(usage);
+  return event(chunk);
+}
+
+std::string_view sseDone() { return "data: [DONE]\n\n"; }
+
+std::string streamErrorEvent(const ApiError& error) { return "data: " + errorJson(error) + "\n\n"; }
+
+std::string modelsResponse(std::span<const ModelInfo> models) {
+  json::array data;
+  for (const ModelInfo& info : models) {
+    json::object model;
+    model["id"] = info.id;
+    model["object"] = "model";
+    model["created"] = info.created;
+    model["owned_by"] = info.owned_by;
+    data.push_back(std::move(model));
+  }
+  json::object out;
+  out["object"] = "list";
+  out["data"] = std::move(data);
+  return json::serialize(out);
+}
+
+}  // namespace kvferry::openai

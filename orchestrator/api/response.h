@@ -1,0 +1,81 @@
+// The OpenAI API's response side: JSON bodies for non-streamed completions, Server-Sent-Events
+// chunks for streamed ones, the model list, and request ids. Shapes and key order follow the
+// OpenAI API reference (chat.completion, chat.completion.chunk, text_completion, list/model).
+// Pure functions of their arguments; any thread may call them. Text arguments must be valid
+// UTF-8 (what IncrementalDetokenizer and StopMatcher produce); the JSON serializer escapes it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "orchestrator/api/request.h"
+
+namespace kvferry::openai {
+
+// What the responses report in "system_fingerprint" unless the caller passes its own (for
+// instance the cluster's model fingerprint).
+inline constexpr std::string_view kSystemFingerprint = "kvferry";
+
+struct Usage {
+  uint32_t prompt_tokens = 0;
+  uint32_t completion_tokens = 0;
+  uint32_t cached_tokens = 0;  // prompt tokens whose KV came from a prefix cache
+};
+
+// "chatcmpl-%016x" for chat, "cmpl-%016x" for completions.
+std::string requestId(Endpoint endpoint, uint64_t value);
+
+// A whole non-streamed response. `finish_reason` is "stop" or "length".
+//  chat: {"id","object":"chat.completion","created","model","system_fingerprint",
+//         "choices":[{"index":0,"message":{"role":"assistant","content":text},
+//                     "logprobs":null,"finish_reason"}],
+//         "usage":{"prompt_tokens","completion_tokens","total_tokens",
+//                  "prompt_tokens_details":{"cached_tokens"}}}
+//  completions: the same with "object":"text_completion" and choices
+//         [{"index":0,"text":text,"logprobs":null,"finish_reason"}].
+std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t created,
+                               std::string_view model, std::string_view text,
+                               std::string_view finish_reason, const Usage& usage,
+                               std::string_view system_fingerprint = kSystemFingerprint);
+
+// What every chunk of one streamed response repeats.
+struct StreamContext {
+  Endpoint endpoint = Endpoint::kChatCompletions;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  bool include_usage = false;  // stream_options.include_usage: every chunk but the last carries
+                               // "usage":null, and streamUsageChunk() sends the counts
+  std::string system_fingerprint = std::string(kSystemFingerprint);
+};
+
+// Each returns one complete SSE event, "data: {json}\n\n". The chunk objects are
+// "chat.completion.chunk" (chat) or "text_completion" (completions), with id, created, model,
+// system_fingerprint and one choice of index 0 with "logprobs":null.
+//
+// Order: [streamRoleChunk (chat only)], streamTextChunk…, streamFinishChunk,
+// [streamUsageChunk when include_usage], sseDone().
+// Chat only, first: delta {"role":"assistant","content":""}.
+std::string streamRoleChunk(const StreamContext& ctx);
+// Chat: delta {"content":text}; completions: "text":text. finish_reason null.
+std::string streamTextChunk(const StreamContext& ctx, std::string_view text);
+// Chat: delta {}; completions: "text":"". With finish_reason ("stop" / "length").
+std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason);
+// "choices":[] and the usage object; send it only when ctx.include_usage.
+std::string streamUsageChunk(const StreamContext& ctx, const Usage& usage);
+// "data: [DONE]\n\n".
+std::string_view sseDone();
+// An error in the middle of a stream, as OpenAI and vLLM send it: "data: {errorJson}\n\n".
+std::string streamErrorEvent(const ApiError& error);
+
+// GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}.
+struct ModelInfo {
+  std::string id;
+  int64_t created = 0;  // Unix seconds
+  std::string owned_by = "kvferry";
+};
+std::string modelsResponse(std::span<const ModelInfo> models);
+
+}  // namespace kvferry::openai
