@@ -276,16 +276,64 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.section("verbs", config.verbs, readVerbs);
 }
 
-// NodeAgentConfig and TransferBenchConfig have the same sections.
-template <typename Config>
-void readLoggingAndTransport(MapReader& reader, Config& config) {
+void readLoggingAndTransport(MapReader& reader, TransferBenchConfig& config) {
   reader.section("logging", config.logging, readLogging);
   reader.section("transport", config.transport, readTransport);
 }
 
-void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
+Result<bool> parseBool(std::string_view text) {
+  if (text == "true") return true;
+  if (text == "false") return false;
+  return invalidArgument("expected true or false, got '" + std::string(text) + "'");
+}
+
+Result<std::string> parseHashSeed(std::string_view text) {
+  bool hex = std::all_of(text.begin(), text.end(), [](char c) { return std::isxdigit(c) != 0; });
+  if (!text.empty() && (text.size() != 32 || !hex)) {
+    return invalidArgument("expected 32 hex digits (16 bytes) or \"\", got '" + std::string(text) +
+                           "'");
+  }
+  return std::string(text);
+}
+
+Result<NodeRole> parseNodeRole(std::string_view text) {
+  for (NodeRole role : {NodeRole::kPrefill, NodeRole::kDecode, NodeRole::kBoth}) {
+    if (nodeRoleName(role) == text) return role;
+  }
+  return invalidArgument("unknown role '" + std::string(text) +
+                         "' (expected prefill, decode or both)");
+}
+
+void readModel(MapReader& reader, ModelConfig& config) {
+  reader.scalar("path", config.path, parseName);
+  reader.scalar("name", config.name, parseName);
+  reader.uint32("block_tokens", config.block_tokens, 1, 65536);
+  reader.scalar("hash_seed", config.hash_seed, parseHashSeed);
+}
+
+void readAgent(MapReader& reader, NodeAgentConfig& config) {
+  reader.scalar("role", config.role, parseNodeRole);
+  reader.scalar("control_address", config.control_address, parseListenAddress);
+  reader.scalar("orchestrator_address", config.orchestrator_address, parseListenAddress);
+  reader.scalar("name", config.name, parseName);
+  reader.uint32("register_timeout_ms", config.register_timeout_ms, 1, 3600000);
+  reader.uint32("drain_timeout_ms", config.drain_timeout_ms, 0, 3600000);
+}
+
+void readEngine(MapReader& reader, NodeAgentConfig& config) {
+  reader.uint32("kv_blocks", config.kv_blocks, 1, 1u << 24);
+  reader.uint32("max_batch_tokens", config.max_batch_tokens, 1, 65536);
+  reader.uint32("max_batch_sequences", config.max_batch_sequences, 1, 4096);
+  reader.uint32("threads", config.threads, 0, 1024);
+  reader.scalar("prefix_caching", config.prefix_caching, parseBool);
+}
+
+void readNodeAgent(MapReader& reader, NodeAgentConfig& config) {
   reader.section("logging", config.logging, readLogging);
-  reader.scalar("listen_address", config.listen_address, parseListenAddress);
+  reader.section("transport", config.transport, readTransport);
+  reader.section("model", config.model, readModel);
+  reader.section("agent", config, readAgent);
+  reader.section("engine", config, readEngine);
 }
 
 // A finite decimal number in [min, max], e.g. "3.2e-5".
@@ -320,6 +368,41 @@ void readScheduler(MapReader& reader, SchedulerConfig& config) {
                 numberIn(0, kHugeNumber));
   reader.scalar("kvferry_ttft_tolerance_s", config.kvferry_ttft_tolerance_s,
                 numberIn(0, kHugeNumber));
+}
+
+void readOrchestratorScheduler(MapReader& reader, OrchestratorConfig& config) {
+  reader.scalar("policy", config.policy, parseName);
+  readScheduler(reader, config.scheduler);
+  reader.scalar("link_bandwidth_bytes_per_s", config.link_bandwidth_bytes_per_s,
+                numberIn(1, kHugeNumber));
+}
+
+void readRegistry(MapReader& reader, OrchestratorConfig& config) {
+  reader.uint32("heartbeat_interval_ms", config.heartbeat_interval_ms, 10, 600000);
+  reader.uint32("heartbeat_timeout_ms", config.heartbeat_timeout_ms, 20, 3600000);
+}
+
+void readAdmission(MapReader& reader, OrchestratorConfig& config) {
+  reader.uint32("max_inflight", config.max_inflight, 1, 100000);
+  reader.uint32("max_queue", config.max_queue, 0, 1000000);
+  reader.uint32("queue_timeout_ms", config.queue_timeout_ms, 1, 3600000);
+  reader.uint32("retry_after_s", config.retry_after_s, 0, 3600);
+}
+
+void readRequests(MapReader& reader, OrchestratorConfig& config) {
+  reader.uint32("lease_ms", config.lease_ms, 100, 3600000);
+  reader.uint32("agent_timeout_ms", config.agent_timeout_ms, 100, 3600000);
+  reader.uint32("max_attempts", config.max_attempts, 1, 16);
+}
+
+void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
+  reader.section("logging", config.logging, readLogging);
+  reader.scalar("listen_address", config.listen_address, parseListenAddress);
+  reader.section("model", config.model, readModel);
+  reader.section("scheduler", config, readOrchestratorScheduler);
+  reader.section("registry", config, readRegistry);
+  reader.section("admission", config, readAdmission);
+  reader.section("requests", config, readRequests);
 }
 
 void readRouteSimCluster(MapReader& reader, RouteSimConfig& config) {
@@ -406,6 +489,18 @@ Result<Config> loadFile(const std::string& path,
 
 }  // namespace
 
+std::string_view nodeRoleName(NodeRole role) {
+  switch (role) {
+    case NodeRole::kPrefill:
+      return "prefill";
+    case NodeRole::kDecode:
+      return "decode";
+    case NodeRole::kBoth:
+      return "both";
+  }
+  return "both";
+}
+
 std::string_view transportKindName(TransportKind kind) {
   for (const auto& [text, k] : kTransportKinds) {
     if (k == kind) return text;
@@ -450,7 +545,7 @@ Result<HostPort> parseHostPort(std::string_view text) {
 }
 
 Result<NodeAgentConfig> parseNodeAgentConfig(std::string_view yaml, std::string_view source_name) {
-  return parseDocument<NodeAgentConfig>(yaml, source_name, readLoggingAndTransport);
+  return parseDocument<NodeAgentConfig>(yaml, source_name, readNodeAgent);
 }
 Result<OrchestratorConfig> parseOrchestratorConfig(std::string_view yaml,
                                                    std::string_view source_name) {

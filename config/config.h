@@ -67,16 +67,38 @@ struct TransportConfig {
   VerbsConfig verbs;
 };
 
+// `model:` section of node_agent.yaml and orchestrator.yaml. Every process of a cluster must
+// agree on all of it (the orchestrator refuses agents that do not).
+struct ModelConfig {
+  std::string path;            // GGUF file; required by the binaries
+  std::string name;            // the model id the API serves; empty: the file name without ".gguf"
+  uint32_t block_tokens = 16;  // tokens per KV block, 1..65536
+  // Key of the KV block-hash chain: 32 hex digits (16 bytes); empty means all zero. A secret
+  // seed keeps clients from engineering hash collisions across users.
+  std::string hash_seed;
+};
+
+enum class NodeRole { kPrefill, kDecode, kBoth };
+std::string_view nodeRoleName(NodeRole role);
+
 // `node_agent.yaml`.
 struct NodeAgentConfig {
   LoggingConfig logging;
   TransportConfig transport;
-};
-
-// `orchestrator.yaml`. (The HTTP API and scheduler sections arrive with the orchestrator.)
-struct OrchestratorConfig {
-  LoggingConfig logging;
-  std::string listen_address = "127.0.0.1:8000";  // listen_address: "host:port" of the HTTP API
+  ModelConfig model;
+  // `agent:`
+  NodeRole role = NodeRole::kBoth;
+  std::string control_address = "127.0.0.1:0";          // the control API the orchestrator calls
+  std::string orchestrator_address = "127.0.0.1:8000";  // where to register
+  std::string name;                                     // empty: the control address
+  uint32_t register_timeout_ms = 30000;  // keep trying to register this long, 1..3600000
+  uint32_t drain_timeout_ms = 30000;     // on SIGTERM, wait this long for requests, 0..3600000
+  // `engine:`
+  uint32_t kv_blocks = 256;           // KV capacity in blocks, 1..16777216
+  uint32_t max_batch_tokens = 256;    // tokens per forward pass (prefill chunk), 1..65536
+  uint32_t max_batch_sequences = 64;  // sequences in one decode step, 1..4096
+  uint32_t threads = 0;               // CPU threads of the kernels, 0 = all cores
+  bool prefix_caching = true;
 };
 
 // `transfer_bench.yaml` (optional; command-line flags override it).
@@ -106,6 +128,28 @@ struct SchedulerConfig {
   // Pairs whose estimated TTFT is within this much of the best are equivalent; the one whose
   // decode node carries the fewest active sequences wins among them.
   double kvferry_ttft_tolerance_s = 0.010;  // >= 0
+};
+
+// `orchestrator.yaml`.
+struct OrchestratorConfig {
+  LoggingConfig logging;
+  std::string listen_address = "127.0.0.1:8000";  // listen_address: "host:port" of the HTTP API
+  ModelConfig model;
+  std::string policy = "kvferry";  // scheduler.policy: round_robin | least_loaded | … | kvferry
+  SchedulerConfig scheduler;
+  // `registry:`
+  uint32_t heartbeat_interval_ms = 1000;  // agents send one this often, 10..600000
+  uint32_t heartbeat_timeout_ms = 5000;   // no heartbeat for this long: the node is dead
+  // `admission:`
+  uint32_t max_inflight = 64;         // requests being served at once, 1..100000
+  uint32_t max_queue = 256;           // requests waiting for a slot, 0..1000000; more → 429
+  uint32_t queue_timeout_ms = 30000;  // a waiting request gives up (429) after this, 1..3600000
+  uint32_t retry_after_s = 1;         // the Retry-After of a 429, 0..3600
+  // `requests:`
+  uint32_t lease_ms = 30000;                // a decode reservation lasts this long, 100..3600000
+  uint32_t agent_timeout_ms = 60000;        // one call to an agent, 100..3600000
+  uint32_t max_attempts = 3;                // pairs tried before the first byte, 1..16
+  double link_bandwidth_bytes_per_s = 1e9;  // the scheduler's default prefill→decode link
 };
 
 // `routesim.yaml` (bench/routesim): the simulated cluster, its cost models and the SLO.

@@ -121,7 +121,7 @@ transport:
 
 TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
   EXPECT_EQ(agentError("logging: {}\ntransprt:\n  queue_depth: 1\n"),
-            "t.yaml:2: transprt: unknown key (allowed: logging, transport)");
+            "t.yaml:2: transprt: unknown key (allowed: logging, transport, model, agent, engine)");
   EXPECT_EQ(agentError("transport:\n  kind: tcp\n  queue_dept: 5\n"),
             "t.yaml:3: transport.queue_dept: unknown key (allowed: kind, listen_address, "
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
@@ -133,7 +133,8 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
       parseOrchestratorConfig("listen_address: 1.2.3.4:5\ntransport: {}\n", "o.yaml");
   ASSERT_FALSE(orchestrator.isOk());
   EXPECT_EQ(orchestrator.status().message(),
-            "o.yaml:2: transport: unknown key (allowed: logging, listen_address)");
+            "o.yaml:2: transport: unknown key (allowed: logging, listen_address, model, scheduler, "
+            "registry, admission, requests)");
 }
 
 TEST(ConfigErrorTest, WrongTypesNameWhatWasFound) {
@@ -469,6 +470,43 @@ TEST(RouteSimConfigTest, ErrorsNameFileLineAndKey) {
             "r.yaml:1: decode_model: expected a map, got a sequence");
   EXPECT_EQ(routeSimError("prefill_model:\n  fixed_s: [1]\n"),
             "r.yaml:2: prefill_model.fixed_s: expected a scalar, got a sequence");
+}
+
+}  // namespace
+}  // namespace kvferry::config
+
+namespace kvferry::config {
+namespace {
+
+TEST(PipelineConfigTest, AgentAndOrchestratorSections) {
+  auto agent = parseNodeAgentConfig(
+      "model:\n  path: m.gguf\n  block_tokens: 32\n  hash_seed: 000102030405060708090a0b0c0d0e0f\n"
+      "agent:\n  role: prefill\n  orchestrator_address: 127.0.0.1:9000\n"
+      "engine:\n  kv_blocks: 512\n  prefix_caching: false\n",
+      "a.yaml");
+  ASSERT_TRUE(agent.isOk()) << agent.status().toString();
+  EXPECT_EQ(agent->model.block_tokens, 32u);
+  EXPECT_EQ(agent->role, NodeRole::kPrefill);
+  EXPECT_EQ(agent->kv_blocks, 512u);
+  EXPECT_FALSE(agent->prefix_caching);
+  auto bad = parseNodeAgentConfig("agent:\n  role: leader\n", "a.yaml");
+  ASSERT_FALSE(bad.isOk());
+  EXPECT_EQ(bad.status().message(),
+            "a.yaml:2: agent.role: unknown role 'leader' (expected prefill, decode or both)");
+  bad = parseNodeAgentConfig("model:\n  hash_seed: abc\n", "a.yaml");
+  ASSERT_FALSE(bad.isOk());
+  EXPECT_NE(bad.status().message().find("model.hash_seed: expected 32 hex digits"),
+            std::string::npos);
+
+  auto orch = parseOrchestratorConfig(
+      "scheduler:\n  policy: least_loaded\n  kvferry_colocate_max_tokens: 0\n"
+      "admission:\n  max_inflight: 8\n  max_queue: 0\n",
+      "o.yaml");
+  ASSERT_TRUE(orch.isOk()) << orch.status().toString();
+  EXPECT_EQ(orch->policy, "least_loaded");
+  EXPECT_EQ(orch->scheduler.kvferry_colocate_max_tokens, 0u);
+  EXPECT_EQ(orch->max_inflight, 8u);
+  EXPECT_EQ(orch->max_queue, 0u);
 }
 
 }  // namespace

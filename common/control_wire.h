@@ -1,0 +1,198 @@
+// The agent ↔ orchestrator wire types (DESIGN.md §3): JSON bodies of the control plane's HTTP
+// calls, one struct per body. docs/control_plane.md lists the calls, who makes them and when.
+//
+// Encoding: Boost.JSON. encode() never fails; decode() returns INVALID_ARGUMENT naming the field
+// that is missing or of the wrong type (unknown fields are ignored, so either side can add
+// fields first). Block hashes and token ids are JSON numbers (uint64 / int32).
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace kvferry::wire {
+
+// ---- agent → orchestrator ----
+
+struct KvLayout {
+  std::string dtype = "f32";
+  uint32_t layers = 0;
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+  uint64_t block_bytes = 0;
+};
+
+// The prefill cost model t(n) = fixed_s + per_token_s·n + per_token_squared_s·n², as the agent
+// measured it on its own prefills (the scheduler's PrefillTimeModel).
+struct PrefillModel {
+  double fixed_s = 0;
+  double per_token_s = 0;
+  double per_token_squared_s = 0;
+};
+
+struct RegisterRequest {
+  std::string name;               // operator-facing name (host:port by default)
+  std::string role;               // "prefill" | "decode" | "both"
+  std::string control_address;    // "host:port" of the agent's control API
+  std::string model_fingerprint;  // hex, model::modelFingerprint
+  std::string tokenizer_hash;     // hex, model::vocabularyHash
+  std::string hash_seed_id;       // hex, a hash of the block-hash seed (the seed stays secret)
+  uint32_t block_tokens = 0;
+  KvLayout kv_layout;
+  std::string transport;       // "tcp" | "verbs" | "loopback"
+  std::string transport_blob;  // base64 of the transfer engine's endpoint blob
+  uint32_t kv_blocks = 0;      // KV capacity in blocks
+  uint32_t max_sequence_tokens = 0;
+  PrefillModel prefill_model;
+};
+
+struct RegisterResponse {
+  uint32_t node_id = 0;
+  uint32_t heartbeat_interval_ms = 0;
+  uint32_t heartbeat_timeout_ms = 0;
+};
+
+struct Load {
+  uint64_t queued_prefill_tokens = 0;
+  uint32_t queued_prefill_requests = 0;
+  uint32_t active_decode_seqs = 0;
+  uint32_t free_kv_blocks = 0;  // free or evictable
+  uint32_t total_kv_blocks = 0;
+  uint32_t active_leases = 0;
+  uint32_t leased_blocks = 0;  // blocks held by reservations not yet decoding
+};
+
+struct KvEventBatchWire {
+  uint64_t sequence = 0;
+  std::vector<uint64_t> stored;  // applied before evicted within one batch
+  std::vector<uint64_t> evicted;
+};
+
+struct HeartbeatRequest {
+  uint32_t node_id = 0;
+  Load load;
+  PrefillModel prefill_model;
+  std::vector<KvEventBatchWire> kv_events;      // in sequence order
+  std::optional<KvEventBatchWire> kv_snapshot;  // stored = every cached hash after `sequence`
+  bool draining = false;
+};
+
+struct HeartbeatResponse {
+  bool resync = false;  // send a snapshot next time
+};
+
+struct LeaveRequest {
+  uint32_t node_id = 0;
+};
+
+// ---- orchestrator → agent ----
+
+struct Sampling {
+  float temperature = 0;
+  float top_p = 1;
+  uint64_t seed = 0;
+};
+
+struct ReserveRequest {
+  uint64_t request_id = 0;
+  std::vector<int32_t> tokens;  // the prompt whose KV will be written here
+  uint32_t lease_ms = 0;        // the reservation ends by then unless decoding started
+};
+
+struct ReserveResponse {
+  uint64_t lease_id = 0;
+  uint32_t slot = 0;  // carried in the immediates: imm = slot << 12 | layer
+  std::vector<uint32_t> block_ids;
+  uint32_t cached_blocks = 0;     // leading blocks this agent had: not to be sent
+  std::vector<uint32_t> regions;  // region ids: K of layer 0, V of layer 0, K of layer 1, …
+};
+
+struct TransferTarget {
+  uint32_t node_id = 0;
+  std::string transport_blob;  // base64
+  uint32_t slot = 0;
+  std::vector<uint32_t> block_ids;
+  uint32_t cached_blocks = 0;
+  std::vector<uint32_t> regions;
+};
+
+struct PrefillRequest {
+  uint64_t request_id = 0;
+  std::vector<int32_t> tokens;
+  Sampling sampling;
+  TransferTarget target;
+};
+
+struct PrefillResponse {
+  int32_t first_token = 0;
+  uint32_t cached_tokens = 0;
+  uint64_t rng_draws = 0;  // random draws the first token used (the decode side skips them)
+  double prefill_ms = 0;   // compute
+  double transfer_ms = 0;  // from the first layer's post to the last completion
+  uint64_t transfer_bytes = 0;
+};
+
+struct DecodeRequest {
+  uint64_t request_id = 0;
+  uint64_t lease_id = 0;
+  int32_t first_token = 0;
+  Sampling sampling;
+  uint64_t rng_draws = 0;
+  uint32_t max_new_tokens = 0;  // tokens this stream may add after first_token
+  std::vector<int32_t> stop_tokens;
+};
+
+struct GenerateRequest {  // role both: prefill and decode here, no transfer
+  uint64_t request_id = 0;
+  std::vector<int32_t> tokens;
+  Sampling sampling;
+  uint32_t max_new_tokens = 0;  // including the first token
+  std::vector<int32_t> stop_tokens;
+};
+
+// One line of a decode / generate stream (NDJSON): a token, or the end.
+struct StreamLine {
+  std::optional<int32_t> token;
+  std::optional<uint32_t> cached_tokens;  // on the first line of a generate stream
+  std::string finish;                     // "" | "stop" | "length" | "error"
+  std::string message;                    // the error, when finish == "error"
+};
+
+struct IdRequest {  // release (lease_id) / cancel (request_id)
+  uint64_t id = 0;
+};
+
+// ---- encoding ----
+
+boost::json::value toJson(const RegisterRequest&);
+boost::json::value toJson(const RegisterResponse&);
+boost::json::value toJson(const HeartbeatRequest&);
+boost::json::value toJson(const HeartbeatResponse&);
+boost::json::value toJson(const LeaveRequest&);
+boost::json::value toJson(const ReserveRequest&);
+boost::json::value toJson(const ReserveResponse&);
+boost::json::value toJson(const PrefillRequest&);
+boost::json::value toJson(const PrefillResponse&);
+boost::json::value toJson(const DecodeRequest&);
+boost::json::value toJson(const GenerateRequest&);
+boost::json::value toJson(const StreamLine&);
+boost::json::value toJson(const IdRequest&);
+
+template <typename T>
+std::string encode(const T& message);
+
+// T is any of the structs above.
+template <typename T>
+Result<T> decode(std::string_view json);
+
+// Base64 (RFC 4648, with padding) for endpoint blobs.
+std::string base64Encode(std::span<const uint8_t> bytes);
+Result<std::vector<uint8_t>> base64Decode(std::string_view text);
+
+}  // namespace kvferry::wire

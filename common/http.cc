@@ -1,0 +1,401 @@
+#include "common/http.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace kvferry::http {
+namespace {
+
+namespace bhttp = beast::http;
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+std::string_view pathOf(std::string_view target) {
+  size_t q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+}  // namespace
+
+Result<tcp::endpoint> parseEndpoint(std::string_view host_port, std::string_view what) {
+  size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == host_port.size()) {
+    return invalidArgument(std::string(what) + " '" + std::string(host_port) +
+                           "' is not host:port");
+  }
+  std::string host(host_port.substr(0, colon));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  uint32_t port = 0;
+  for (char c : host_port.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535) {
+      return invalidArgument(std::string(what) + " '" + std::string(host_port) +
+                             "': port must be a number 0..65535");
+    }
+    port = port * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (port > 65535) {
+    return invalidArgument(std::string(what) + " '" + std::string(host_port) +
+                           "': port must be a number 0..65535");
+  }
+  boost::system::error_code ec;
+  asio::ip::address address = asio::ip::make_address(host, ec);
+  if (ec) {
+    return invalidArgument(std::string(what) + " '" + std::string(host_port) +
+                           "': host must be an IP address (" + ec.message() + ")");
+  }
+  return tcp::endpoint(address, static_cast<uint16_t>(port));
+}
+
+std::string endpointText(const tcp::endpoint& endpoint) {
+  if (endpoint.address().is_v6()) {
+    return "[" + endpoint.address().to_string() + "]:" + std::to_string(endpoint.port());
+  }
+  return endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+}
+
+std::string errorBody(std::string_view message) {
+  boost::json::object error;
+  error["message"] = message;
+  boost::json::object root;
+  root["error"] = std::move(error);
+  return boost::json::serialize(root);
+}
+
+// ---- ResponseWriter ----
+
+Task<bool> ResponseWriter::send(HttpStatus status, std::string_view content_type, std::string body,
+                                const Headers& headers) {
+  if (state_ != State::kNone) co_return false;
+  state_ = State::kDone;
+  bhttp::response<bhttp::string_body> response{status, version_};
+  response.set(bhttp::field::server, "kvferry");
+  response.set(bhttp::field::content_type, content_type);
+  for (const auto& [name, value] : headers) response.set(name, value);
+  response.keep_alive(keep_alive_);
+  response.body() = std::move(body);
+  response.prepare_payload();
+  stream_.expires_after(timeout_);
+  auto [ec, bytes] = co_await bhttp::async_write(stream_, response, kNoThrow);
+  (void)bytes;
+  if (ec) failed_ = true;
+  co_return !ec;
+}
+
+Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view content_type,
+                                       const Headers& headers) {
+  if (state_ != State::kNone) co_return false;
+  state_ = State::kStreaming;
+  bhttp::response<bhttp::empty_body> response{status, version_};
+  response.set(bhttp::field::server, "kvferry");
+  response.set(bhttp::field::content_type, content_type);
+  response.set(bhttp::field::cache_control, "no-cache");
+  for (const auto& [name, value] : headers) response.set(name, value);
+  response.keep_alive(keep_alive_);
+  response.chunked(true);
+  bhttp::response_serializer<bhttp::empty_body> serializer{response};
+  stream_.expires_after(timeout_);
+  auto [ec, bytes] = co_await bhttp::async_write_header(stream_, serializer, kNoThrow);
+  (void)bytes;
+  if (ec) failed_ = true;
+  co_return !ec;
+}
+
+Task<bool> ResponseWriter::writeChunk(std::string_view data) {
+  if (state_ != State::kStreaming || failed_) co_return false;
+  if (data.empty()) co_return true;  // an empty chunk would end the body
+  stream_.expires_after(timeout_);
+  auto [ec, bytes] = co_await asio::async_write(
+      stream_, bhttp::make_chunk(asio::const_buffer(data.data(), data.size())), kNoThrow);
+  (void)bytes;
+  if (ec) failed_ = true;
+  co_return !ec;
+}
+
+Task<bool> ResponseWriter::endStream() {
+  if (state_ != State::kStreaming || failed_) co_return false;
+  state_ = State::kDone;
+  stream_.expires_after(timeout_);
+  auto [ec, bytes] = co_await asio::async_write(stream_, bhttp::make_chunk_last(), kNoThrow);
+  (void)bytes;
+  if (ec) failed_ = true;
+  co_return !ec;
+}
+
+// ---- Server ----
+
+Server::Server(asio::io_context& io, ServerOptions options)
+    : io_(io), options_(std::move(options)), acceptor_(io) {}
+
+Server::~Server() { stop(); }
+
+void Server::route(Verb verb, std::string path, Handler handler) {
+  paths_.insert(path);
+  routes_[{verb, std::move(path)}] = std::move(handler);
+}
+
+Status Server::listen(std::string_view address) {
+  auto endpoint = parseEndpoint(address, "listen address");
+  if (!endpoint.isOk()) return endpoint.status();
+  boost::system::error_code ec;
+  acceptor_.open(endpoint->protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(*endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return unavailable("listen on " + std::string(address) + ": " + ec.message());
+  port_ = acceptor_.local_endpoint().port();
+  return Status::ok();
+}
+
+void Server::start() { asio::co_spawn(io_, acceptLoop(), asio::detached); }
+
+void Server::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  for (beast::tcp_stream* stream : sessions_) stream->socket().close(ec);
+}
+
+Task<void> Server::acceptLoop() {
+  while (!stopped_) {
+    auto [ec, socket] = co_await acceptor_.async_accept(kNoThrow);
+    if (ec) {
+      if (stopped_ || ec == asio::error::operation_aborted) co_return;
+      spdlog::warn("http: accept failed: {}", ec.message());
+      continue;
+    }
+    asio::co_spawn(io_, session(std::move(socket)), asio::detached);
+  }
+}
+
+Task<void> Server::session(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  sessions_.insert(&stream);
+  beast::flat_buffer buffer;
+  for (bool first = true; !stopped_; first = false) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.body_limit(options_.max_body_bytes);
+    // The idle timeout covers the wait for a request to start; the read timeout the rest.
+    stream.expires_after(first ? options_.read_timeout : options_.idle_timeout);
+    auto [ec, bytes] = co_await bhttp::async_read(stream, buffer, parser, kNoThrow);
+    (void)bytes;
+    if (ec) {
+      if (ec == bhttp::error::body_limit) {
+        ResponseWriter writer(stream, 11, false, options_.write_timeout);
+        co_await writer.sendJson(HttpStatus::payload_too_large,
+                                 errorBody("request body exceeds " +
+                                           std::to_string(options_.max_body_bytes) + " bytes"));
+      } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                 ec != beast::error::timeout && ec != asio::error::operation_aborted &&
+                 ec != asio::error::connection_reset && buffer.size() > 0) {
+        ResponseWriter writer(stream, 11, false, options_.write_timeout);
+        co_await writer.sendJson(HttpStatus::bad_request,
+                                 errorBody("malformed HTTP request: " + ec.message()));
+      }
+      break;
+    }
+    Request request = parser.release();
+    ResponseWriter writer(stream, request.version(), request.keep_alive(), options_.write_timeout);
+    std::string path(pathOf(request.target()));
+    auto it = routes_.find({request.method(), path});
+    if (it != routes_.end()) {
+      co_await it->second(request, writer);
+      if (!writer.responded()) {
+        co_await writer.sendJson(HttpStatus::internal_server_error,
+                                 errorBody("the handler produced no response"));
+      }
+    } else if (paths_.contains(path)) {
+      co_await writer.sendJson(
+          HttpStatus::method_not_allowed,
+          errorBody(std::string(request.method_string()) + " is not allowed on " + path));
+    } else {
+      co_await writer.sendJson(HttpStatus::not_found, errorBody("no route for " + path));
+    }
+    if (!writer.keepAlive()) break;
+  }
+  sessions_.erase(&stream);
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().close(ignored);
+}
+
+// ---- ClientPool ----
+
+std::unique_ptr<beast::tcp_stream> ClientPool::takeIdle(const tcp::endpoint& endpoint) {
+  std::lock_guard lock(mutex_);
+  auto it = idle_.find(endpoint);
+  if (it == idle_.end()) return nullptr;
+  auto now = std::chrono::steady_clock::now();
+  while (!it->second.empty()) {
+    Idle idle = std::move(it->second.back());
+    it->second.pop_back();
+    if (now - idle.since < idle_keep_ && idle.stream->socket().is_open()) {
+      return std::move(idle.stream);
+    }
+  }
+  return nullptr;
+}
+
+void ClientPool::giveBack(const tcp::endpoint& endpoint,
+                          std::unique_ptr<beast::tcp_stream> stream) {
+  std::lock_guard lock(mutex_);
+  auto& list = idle_[endpoint];
+  if (list.size() >= 64) return;  // bound the pool; the stream closes here
+  list.push_back({std::move(stream), std::chrono::steady_clock::now()});
+}
+
+void ClientPool::forget(const tcp::endpoint& endpoint) {
+  std::lock_guard lock(mutex_);
+  idle_.erase(endpoint);
+}
+
+Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::connect(
+    const tcp::endpoint& endpoint, std::chrono::milliseconds timeout) {
+  auto stream = std::make_unique<beast::tcp_stream>(io_);
+  stream->expires_after(timeout);
+  auto [ec] = co_await stream->async_connect(endpoint, kNoThrow);
+  if (ec == beast::error::timeout) {
+    co_return deadlineExceeded("connect to " + endpointText(endpoint) + " timed out");
+  }
+  if (ec) co_return unavailable("connect to " + endpointText(endpoint) + ": " + ec.message());
+  boost::system::error_code ignored;
+  stream->socket().set_option(tcp::no_delay(true), ignored);
+  co_return std::move(stream);
+}
+
+namespace {
+
+Status transportError(const boost::system::error_code& ec, const tcp::endpoint& endpoint,
+                      std::string_view what) {
+  std::string message = std::string(what) + " " + endpointText(endpoint) + ": " + ec.message();
+  if (ec == beast::error::timeout) return deadlineExceeded(std::move(message));
+  return unavailable(std::move(message));
+}
+
+Request makeRequest(const tcp::endpoint& endpoint, Verb verb, std::string target,
+                    std::string body) {
+  Request request{verb, target, 11};
+  request.set(bhttp::field::host, endpointText(endpoint));
+  request.set(bhttp::field::user_agent, "kvferry");
+  if (!body.empty()) request.set(bhttp::field::content_type, "application/json");
+  request.keep_alive(true);
+  request.body() = std::move(body);
+  request.prepare_payload();
+  return request;
+}
+
+template <typename Parser>
+Response responseOf(Parser& parser) {
+  Response response;
+  auto& message = parser.get();
+  response.status = message.result_int();
+  if (auto it = message.find(bhttp::field::content_type); it != message.end()) {
+    response.content_type = std::string(it->value());
+  }
+  if (auto it = message.find(bhttp::field::retry_after); it != message.end()) {
+    response.retry_after = std::string(it->value());
+  }
+  return response;
+}
+
+}  // namespace
+
+Task<Result<Response>> ClientPool::request(tcp::endpoint endpoint, Verb verb, std::string target,
+                                           std::string body, std::chrono::milliseconds timeout) {
+  const Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? takeIdle(endpoint) : nullptr;
+    const bool reused = stream != nullptr;
+    if (!stream) {
+      CO_ASSIGN_OR_RETURN(stream, co_await connect(endpoint, timeout));
+    }
+    stream->expires_after(timeout);
+    auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
+    (void)written;
+    if (write_ec) {
+      if (reused) continue;
+      co_return transportError(write_ec, endpoint, "send to");
+    }
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(64 << 20);
+    auto [read_ec, read] = co_await bhttp::async_read(*stream, buffer, parser, kNoThrow);
+    (void)read;
+    if (read_ec) {
+      if (reused && buffer.size() == 0 &&
+          (read_ec == bhttp::error::end_of_stream || read_ec == asio::error::eof ||
+           read_ec == asio::error::connection_reset)) {
+        continue;  // the server closed the idle connection: one more try on a fresh one
+      }
+      co_return transportError(read_ec, endpoint, "read from");
+    }
+    Response response = responseOf(parser);
+    response.body = std::move(parser.get().body());
+    if (parser.get().keep_alive()) giveBack(endpoint, std::move(stream));
+    co_return response;
+  }
+  co_return unavailable("request to " + endpointText(endpoint) + " failed twice");
+}
+
+Task<Result<Response>> ClientPool::streamLines(
+    tcp::endpoint endpoint, Verb verb, std::string target, std::string body,
+    std::chrono::milliseconds first_byte_timeout, std::chrono::milliseconds idle_timeout,
+    std::function<Task<bool>(std::string_view)> on_line) {
+  // Streams always use a fresh connection: a stopped stream cannot be reused, and a retry after
+  // a partial body is the caller's decision.
+  CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
+                      co_await connect(endpoint, first_byte_timeout));
+  const Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
+  stream->expires_after(first_byte_timeout);
+  auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
+  (void)written;
+  if (write_ec) co_return transportError(write_ec, endpoint, "send to");
+
+  beast::flat_buffer buffer;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.body_limit(boost::none);
+  auto [header_ec, header_bytes] =
+      co_await bhttp::async_read_header(*stream, buffer, parser, kNoThrow);
+  (void)header_bytes;
+  if (header_ec) co_return transportError(header_ec, endpoint, "read from");
+  Response response = responseOf(parser);
+  const bool success = response.status >= 200 && response.status < 300;
+
+  std::string pending;
+  char chunk[16384];
+  while (!parser.is_done()) {
+    parser.get().body().data = chunk;
+    parser.get().body().size = sizeof(chunk);
+    stream->expires_after(idle_timeout);
+    auto [ec, n] = co_await bhttp::async_read_some(*stream, buffer, parser, kNoThrow);
+    (void)n;
+    if (ec && ec != bhttp::error::need_buffer) {
+      co_return transportError(ec, endpoint, "stream from");
+    }
+    size_t got = sizeof(chunk) - parser.get().body().size;
+    if (!success) {
+      response.body.append(chunk, got);
+      if (response.body.size() > (1 << 20)) break;
+      continue;
+    }
+    pending.append(chunk, got);
+    size_t start = 0;
+    for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+      if (!co_await on_line(std::string_view(pending).substr(start, nl - start))) {
+        co_return response;  // the stream closes with the connection
+      }
+    }
+    pending.erase(0, start);
+  }
+  if (success && !pending.empty()) co_await on_line(pending);
+  co_return response;
+}
+
+}  // namespace kvferry::http

@@ -1,0 +1,190 @@
+// HTTP/1.1 on Boost.Beast for the control plane (DESIGN.md §3) and the orchestrator's public
+// API: a small coroutine server with exact-path routes, whole and chunked (streamed) responses,
+// keep-alive; and a client with a keep-alive connection pool and line-by-line streaming reads.
+//
+// Threading: a Server and a ClientPool each belong to one io_context. Handlers run as coroutines
+// on that io_context; when it is run by one thread (what kvferry's binaries do) handlers need no
+// locks among themselves. Work on other threads hands results back through asio::post or an
+// asio concurrent_channel.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+// RETURN_IF_ERROR / ASSIGN_OR_RETURN for coroutines (which must `co_return`).
+#define CO_RETURN_IF_ERROR(expr)                    \
+  do {                                              \
+    ::kvferry::Status kvf_status_ = (expr);         \
+    if (!kvf_status_.isOk()) co_return kvf_status_; \
+  } while (0)
+#define CO_ASSIGN_OR_RETURN(lhs, expr) \
+  CO_ASSIGN_OR_RETURN_IMPL_(KVF_CONCAT_(kvf_co_result_, __LINE__), lhs, expr)
+#define CO_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                              \
+  if (!tmp.isOk()) co_return tmp.status();        \
+  lhs = std::move(tmp).value()
+
+namespace kvferry::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using Verb = beast::http::verb;
+using HttpStatus = beast::http::status;
+using Request = beast::http::request<beast::http::string_body>;
+template <typename T>
+using Task = asio::awaitable<T>;
+
+// "host:port" with an IP address host → endpoint; `what` names the value in errors.
+Result<tcp::endpoint> parseEndpoint(std::string_view host_port, std::string_view what);
+std::string endpointText(const tcp::endpoint& endpoint);
+
+// The response side of one request. A handler calls send() once, or beginStream(), any number
+// of writeChunk() and endStream(). Each returns false when the client is gone (the handler then
+// stops its work). A handler that returns without responding gets a 500.
+class ResponseWriter {
+ public:
+  ResponseWriter(beast::tcp_stream& stream, unsigned version, bool keep_alive,
+                 std::chrono::milliseconds write_timeout)
+      : stream_(stream), version_(version), keep_alive_(keep_alive), timeout_(write_timeout) {}
+
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+
+  Task<bool> send(HttpStatus status, std::string_view content_type, std::string body,
+                  const Headers& headers = {});
+  Task<bool> sendJson(HttpStatus status, std::string body) {
+    return send(status, "application/json", std::move(body));
+  }
+  Task<bool> beginStream(HttpStatus status, std::string_view content_type,
+                         const Headers& headers = {});
+  Task<bool> writeChunk(std::string_view data);
+  Task<bool> endStream();
+
+  bool responded() const { return state_ != State::kNone; }
+  // Whether the connection may carry another request after this response.
+  bool keepAlive() const { return keep_alive_ && !failed_; }
+
+ private:
+  enum class State { kNone, kStreaming, kDone };
+
+  beast::tcp_stream& stream_;
+  unsigned version_;
+  bool keep_alive_;
+  std::chrono::milliseconds timeout_;
+  State state_ = State::kNone;
+  bool failed_ = false;
+};
+
+using Handler = std::function<Task<void>(const Request&, ResponseWriter&)>;
+
+struct ServerOptions {
+  uint64_t max_body_bytes = 8 << 20;               // larger requests get 413
+  std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with no request
+  std::chrono::milliseconds read_timeout{30000};   // one request, header to last byte
+  std::chrono::milliseconds write_timeout{30000};  // one response write
+  std::string server_name = "kvferry";
+};
+
+// Owner: the io_context's thread. Routes are exact paths (the query string is ignored for
+// matching); an unknown path is 404, a known path with another method 405, both as JSON
+// {"error":{"message":...}} bodies.
+class Server {
+ public:
+  Server(asio::io_context& io, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  void route(Verb verb, std::string path, Handler handler);
+  // Binds and listens ("127.0.0.1:0" picks a free port; port() tells which).
+  Status listen(std::string_view address);
+  uint16_t port() const { return port_; }
+  // Starts accepting (call on or before running the io_context).
+  void start();
+  // Stops accepting and closes every connection; handlers in flight see their writes fail.
+  void stop();
+
+ private:
+  Task<void> acceptLoop();
+  Task<void> session(tcp::socket socket);
+
+  asio::io_context& io_;
+  const ServerOptions options_;
+  tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::map<std::pair<Verb, std::string>, Handler> routes_;
+  std::set<std::string> paths_;
+  std::set<beast::tcp_stream*> sessions_;
+  bool stopped_ = false;
+};
+
+struct Response {
+  unsigned status = 0;
+  std::string body;
+  std::string content_type;
+  std::string retry_after;  // the Retry-After header, empty when absent
+};
+
+// Outgoing requests with pooled keep-alive connections, one pool per io_context. A request on a
+// reused connection that fails before any response byte is retried once on a fresh connection
+// (the server may have closed an idle connection).
+class ClientPool {
+ public:
+  explicit ClientPool(asio::io_context& io, std::chrono::milliseconds idle_keep = {})
+      : io_(io), idle_keep_(idle_keep.count() ? idle_keep : std::chrono::milliseconds(20000)) {}
+
+  // A whole request/response. UNAVAILABLE when the server cannot be reached or drops the
+  // connection, DEADLINE_EXCEEDED after `timeout`. Any HTTP status is a successful Response.
+  Task<Result<Response>> request(tcp::endpoint endpoint, Verb verb, std::string target,
+                                 std::string body, std::chrono::milliseconds timeout);
+
+  // A request whose response body is read as it arrives and handed to `on_line` one line at a
+  // time ('\n' stripped); `on_line` returning false stops reading and closes the connection.
+  // `first_byte_timeout` bounds the wait for the response header, `idle_timeout` the wait for
+  // each later piece of body. A non-2xx status returns a Response with the whole body and no
+  // lines; OK with status 2xx when the body ended (or on_line stopped it).
+  Task<Result<Response>> streamLines(tcp::endpoint endpoint, Verb verb, std::string target,
+                                     std::string body, std::chrono::milliseconds first_byte_timeout,
+                                     std::chrono::milliseconds idle_timeout,
+                                     std::function<Task<bool>(std::string_view)> on_line);
+
+  // Closes idle connections (e.g. to a node that died).
+  void forget(const tcp::endpoint& endpoint);
+
+ private:
+  struct Idle {
+    std::unique_ptr<beast::tcp_stream> stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::unique_ptr<beast::tcp_stream> takeIdle(const tcp::endpoint& endpoint);
+  void giveBack(const tcp::endpoint& endpoint, std::unique_ptr<beast::tcp_stream> stream);
+  Task<Result<std::unique_ptr<beast::tcp_stream>>> connect(const tcp::endpoint& endpoint,
+                                                           std::chrono::milliseconds timeout);
+
+  asio::io_context& io_;
+  std::chrono::milliseconds idle_keep_;
+  std::mutex mutex_;
+  std::map<tcp::endpoint, std::vector<Idle>> idle_;
+};
+
+// A JSON error body {"error":{"message":...}} for the control plane and default routes.
+std::string errorBody(std::string_view message);
+
+}  // namespace kvferry::http

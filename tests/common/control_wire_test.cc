@@ -1,0 +1,82 @@
+// Control-plane messages survive encode → decode, and a malformed body names the bad field.
+#include "common/control_wire.h"
+
+#include <gtest/gtest.h>
+
+namespace kvferry::wire {
+namespace {
+
+TEST(ControlWire, RoundTripsEveryField) {
+  HeartbeatRequest hb;
+  hb.node_id = 7;
+  hb.load.queued_prefill_tokens = 123;
+  hb.load.free_kv_blocks = 9;
+  hb.kv_events.push_back({3, {1, 0xffffffffffffffffULL}, {5}});
+  hb.kv_snapshot = KvEventBatchWire{4, {8, 9}, {}};
+  hb.draining = true;
+  auto back = decode<HeartbeatRequest>(encode(hb));
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_EQ(back->node_id, 7u);
+  EXPECT_EQ(back->load.queued_prefill_tokens, 123u);
+  ASSERT_EQ(back->kv_events.size(), 1u);
+  EXPECT_EQ(back->kv_events[0].stored[1], 0xffffffffffffffffULL);
+  EXPECT_EQ(back->kv_events[0].evicted, std::vector<uint64_t>{5});
+  ASSERT_TRUE(back->kv_snapshot.has_value());
+  EXPECT_EQ(back->kv_snapshot->stored, (std::vector<uint64_t>{8, 9}));
+  EXPECT_TRUE(back->draining);
+
+  PrefillRequest p;
+  p.request_id = 42;
+  p.tokens = {1, 2, 3};
+  p.sampling = {0.5f, 0.9f, 77};
+  p.target = {2, "QUJD", 5, {10, 11}, 1, {1, 2, 3, 4}};
+  auto p2 = decode<PrefillRequest>(encode(p));
+  ASSERT_TRUE(p2.isOk()) << p2.status().toString();
+  EXPECT_EQ(p2->tokens, p.tokens);
+  EXPECT_FLOAT_EQ(p2->sampling.top_p, 0.9f);
+  EXPECT_EQ(p2->target.block_ids, p.target.block_ids);
+  EXPECT_EQ(p2->target.regions, p.target.regions);
+
+  StreamLine line;
+  line.token = 5;
+  line.cached_tokens = 16;
+  auto l2 = decode<StreamLine>(encode(line));
+  ASSERT_TRUE(l2.isOk());
+  EXPECT_EQ(l2->token, 5);
+  EXPECT_EQ(l2->cached_tokens, 16u);
+  auto end = decode<StreamLine>(R"({"finish":"error","message":"boom"})");
+  ASSERT_TRUE(end.isOk());
+  EXPECT_FALSE(end->token.has_value());
+  EXPECT_EQ(end->message, "boom");
+}
+
+TEST(ControlWire, NamesTheBadField) {
+  auto r = decode<ReserveRequest>(R"({"request_id":1,"tokens":[1,"x"],"lease_ms":5})");
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().message().find("tokens must be an integer"), std::string::npos);
+  r = decode<ReserveRequest>(R"({"request_id":1,"tokens":[1]})");
+  ASSERT_FALSE(r.isOk());
+  EXPECT_NE(r.status().message().find("lease_ms is missing"), std::string::npos);
+  auto reg = decode<RegisterRequest>(R"({"name":"a","role":"both","kv_layout":{"layers":"x"}})");
+  ASSERT_FALSE(reg.isOk());
+  EXPECT_NE(reg.status().message().find("control_address is missing"), std::string::npos);
+  EXPECT_FALSE(decode<IdRequest>("[1]").isOk());
+  EXPECT_FALSE(decode<IdRequest>("{").isOk());
+  EXPECT_FALSE(decode<IdRequest>(R"({"id":-1})").isOk());
+}
+
+TEST(ControlWire, Base64) {
+  for (std::string s : {"", "a", "ab", "abc", "abcd", "hello world!"}) {
+    std::vector<uint8_t> bytes(s.begin(), s.end());
+    auto back = base64Decode(base64Encode(bytes));
+    ASSERT_TRUE(back.isOk());
+    EXPECT_EQ(*back, bytes);
+  }
+  EXPECT_EQ(base64Encode(std::vector<uint8_t>{'M', 'a'}), "TWE=");
+  EXPECT_FALSE(base64Decode("TW=E").isOk());
+  EXPECT_FALSE(base64Decode("T!E=").isOk());
+  EXPECT_FALSE(base64Decode("TWE").isOk());
+}
+
+}  // namespace
+}  // namespace kvferry::wire

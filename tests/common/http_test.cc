@@ -1,0 +1,154 @@
+// The control plane's HTTP layer over real sockets on 127.0.0.1: routes, errors, keep-alive
+// reuse, streamed responses read line by line, and a client that stops a stream early.
+#include "common/http.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <future>
+#include <thread>
+
+namespace kvferry::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_.route(Verb::get, "/hello", [](const Request&, ResponseWriter& w) -> Task<void> {
+      co_await w.send(HttpStatus::ok, "text/plain", "hello");
+    });
+    server_.route(Verb::post, "/echo", [](const Request& r, ResponseWriter& w) -> Task<void> {
+      co_await w.sendJson(HttpStatus::ok, r.body());
+    });
+    server_.route(Verb::get, "/silent",
+                  [](const Request&, ResponseWriter&) -> Task<void> { co_return; });
+    server_.route(Verb::get, "/lines", [this](const Request& r, ResponseWriter& w) -> Task<void> {
+      int count = std::stoi(std::string(r.target().substr(r.target().find('=') + 1)));
+      if (!co_await w.beginStream(HttpStatus::ok, "application/x-ndjson")) co_return;
+      for (int i = 0; i < count; ++i) {
+        asio::steady_timer timer(io_, 1ms);
+        co_await timer.async_wait(asio::use_awaitable);
+        if (!co_await w.writeChunk("line " + std::to_string(i) + "\n")) {
+          ++stream_write_failures_;
+          co_return;
+        }
+      }
+      co_await w.endStream();
+    });
+    ASSERT_TRUE(server_.listen("127.0.0.1:0").isOk());
+    server_.start();
+    endpoint_ = tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_.port());
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    asio::post(io_, [this] { server_.stop(); });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+
+  // Runs a coroutine on the server's io_context and waits for its value.
+  template <typename T>
+  T run(Task<T> task) {
+    std::promise<T> promise;
+    asio::co_spawn(
+        io_,
+        [&promise, task = std::move(task)]() mutable -> Task<void> {
+          promise.set_value(co_await std::move(task));
+        },
+        asio::detached);
+    return promise.get_future().get();
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
+  Server server_{io_, ServerOptions{.max_body_bytes = 1024}};
+  ClientPool pool_{io_};
+  tcp::endpoint endpoint_;
+  std::thread thread_;
+  int stream_write_failures_ = 0;
+};
+
+TEST_F(HttpTest, RoutesAndDefaultErrors) {
+  auto r = run(pool_.request(endpoint_, Verb::get, "/hello", "", 2s));
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(r->body, "hello");
+  r = run(pool_.request(endpoint_, Verb::post, "/echo?x=1", R"({"a":1})", 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->body, R"({"a":1})");
+  EXPECT_EQ(r->content_type, "application/json");
+  r = run(pool_.request(endpoint_, Verb::get, "/nope", "", 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 404u);
+  EXPECT_NE(r->body.find("no route for /nope"), std::string::npos);
+  r = run(pool_.request(endpoint_, Verb::post, "/hello", "", 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 405u);
+  r = run(pool_.request(endpoint_, Verb::get, "/silent", "", 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 500u);
+  r = run(pool_.request(endpoint_, Verb::post, "/echo", std::string(2000, 'x'), 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 413u);
+}
+
+TEST_F(HttpTest, ManySequentialRequestsShareConnections) {
+  for (int i = 0; i < 50; ++i) {
+    auto r = run(pool_.request(endpoint_, Verb::post, "/echo", std::to_string(i), 2s));
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    EXPECT_EQ(r->body, std::to_string(i));
+  }
+}
+
+TEST_F(HttpTest, StreamsLines) {
+  std::vector<std::string> lines;
+  auto r = run(pool_.streamLines(endpoint_, Verb::get, "/lines?n=20", "", 2s, 2s,
+                                 [&](std::string_view line) -> Task<bool> {
+                                   lines.emplace_back(line);
+                                   co_return true;
+                                 }));
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->status, 200u);
+  ASSERT_EQ(lines.size(), 20u);
+  EXPECT_EQ(lines[19], "line 19");
+}
+
+TEST_F(HttpTest, StoppingAStreamMakesTheServerWritesFail) {
+  int seen = 0;
+  auto r = run(pool_.streamLines(endpoint_, Verb::get, "/lines?n=100000", "", 2s, 2s,
+                                 [&](std::string_view) -> Task<bool> { co_return ++seen < 3; }));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(seen, 3);
+  // The handler notices within a few writes once the connection is gone.
+  for (int i = 0;
+       i < 500 && run([this]() -> Task<int> { co_return stream_write_failures_; }()) == 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(run([this]() -> Task<int> { co_return stream_write_failures_; }()), 1);
+}
+
+TEST_F(HttpTest, UnreachableServerIsUnavailable) {
+  tcp::endpoint closed(asio::ip::make_address("127.0.0.1"), 1);
+  auto r = run(pool_.request(closed, Verb::get, "/", "", 2s));
+  ASSERT_FALSE(r.isOk());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(HttpEndpoint, ParsesAndRejects) {
+  auto ep = parseEndpoint("127.0.0.1:8000", "x");
+  ASSERT_TRUE(ep.isOk());
+  EXPECT_EQ(endpointText(*ep), "127.0.0.1:8000");
+  EXPECT_TRUE(parseEndpoint("[::1]:80", "x").isOk());
+  EXPECT_FALSE(parseEndpoint("localhost:80", "x").isOk());
+  EXPECT_FALSE(parseEndpoint("127.0.0.1", "x").isOk());
+  EXPECT_FALSE(parseEndpoint("127.0.0.1:99999", "x").isOk());
+}
+
+}  // namespace
+}  // namespace kvferry::http
