@@ -1,0 +1,125 @@
+// node_agent: the per-node daemon (docs/control_plane.md). Loads the model, registers with the
+// orchestrator and serves prefill / decode work until SIGTERM, then drains and leaves.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "common/logging.h"
+#include "common/port_file.h"
+#include "config/config.h"
+#include "node_agent/agent.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: node_agent --config FILE [flags]
+
+Runs one kvferry node agent: loads the model (GGUF), sizes and registers its KV pools with the
+transfer engine, registers with the orchestrator and serves the control API the orchestrator
+calls (reserve, prefill-and-send, decode stream, generate, release, cancel).
+
+  --config FILE             node_agent.yaml (see config/examples/node_agent.yaml); every key
+                            has a default, but model.path must be set here or with --model
+  --model PATH              model.path: the GGUF file (same file as the orchestrator's)
+  --role ROLE               agent.role: prefill | decode | both
+  --orchestrator HOST:PORT  agent.orchestrator_address: where to register
+  --control-address HOST:PORT
+                            agent.control_address: the control API (port 0: any free port)
+  --transport-address HOST:PORT
+                            transport.listen_address: the KV data plane (port 0: any)
+  --kv-blocks N             engine.kv_blocks: KV capacity in blocks
+  --name NAME               agent.name: how operators see this node in /v1/nodes
+  --port-file FILE          write the bound control port to FILE once listening
+  --log-level LEVEL         logging.level: trace | debug | info | warn | error | off
+  --help                    this text
+
+Flags override the config file. SIGTERM or SIGINT drains: new work is refused, running requests
+finish (agent.drain_timeout_ms at most), the agent leaves the cluster and exits 0.
+)";
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "node_agent: %s\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kvferry;
+  std::string config_path;
+  std::string port_file;
+  std::vector<std::pair<std::string, std::string>> overrides;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) return fail(arg + " needs a value (see --help)");
+    std::string value = argv[++i];
+    if (arg == "--config") {
+      config_path = value;
+    } else if (arg == "--port-file") {
+      port_file = value;
+    } else if (arg == "--model" || arg == "--role" || arg == "--orchestrator" ||
+               arg == "--control-address" || arg == "--transport-address" || arg == "--kv-blocks" ||
+               arg == "--name" || arg == "--log-level") {
+      overrides.emplace_back(arg, value);
+    } else {
+      return fail("unknown flag " + arg + " (see --help)");
+    }
+  }
+  Result<config::NodeAgentConfig> loaded = config_path.empty()
+                                               ? config::parseNodeAgentConfig("", "(defaults)")
+                                               : config::loadNodeAgentConfig(config_path);
+  if (!loaded.isOk()) return fail(loaded.status().message());
+  config::NodeAgentConfig config = *loaded;
+  for (const auto& [flag, value] : overrides) {
+    std::string yaml;
+    if (flag == "--model") config.model.path = value;
+    if (flag == "--name") config.name = value;
+    // The rest go through the config parser, so they are validated exactly like the file.
+    if (flag == "--role") yaml = "agent:\n  role: " + value;
+    if (flag == "--orchestrator") yaml = "agent:\n  orchestrator_address: \"" + value + "\"";
+    if (flag == "--control-address") yaml = "agent:\n  control_address: \"" + value + "\"";
+    if (flag == "--transport-address") yaml = "transport:\n  listen_address: \"" + value + "\"";
+    if (flag == "--kv-blocks") yaml = "engine:\n  kv_blocks: " + value;
+    if (flag == "--log-level") yaml = "logging:\n  level: " + value;
+    if (yaml.empty()) continue;
+    auto parsed = config::parseNodeAgentConfig(yaml, flag);
+    if (!parsed.isOk()) return fail(parsed.status().message());
+    if (flag == "--role") config.role = parsed->role;
+    if (flag == "--orchestrator") config.orchestrator_address = parsed->orchestrator_address;
+    if (flag == "--control-address") config.control_address = parsed->control_address;
+    if (flag == "--transport-address")
+      config.transport.listen_address = parsed->transport.listen_address;
+    if (flag == "--kv-blocks") config.kv_blocks = parsed->kv_blocks;
+    if (flag == "--log-level") config.logging.level = parsed->logging.level;
+  }
+  if (config.model.path.empty())
+    return fail("no model: set model.path in the config or pass --model");
+  setupLogging("node_agent", config.logging.level);
+
+  boost::asio::io_context io;
+  auto agent = agent::NodeAgent::create(config, io);
+  if (!agent.isOk()) return fail(agent.status().toString());
+  if (!port_file.empty()) {
+    if (Status s = writePortFile(port_file, (*agent)->controlPort()); !s.isOk()) {
+      return fail(s.toString());
+    }
+  }
+  int exit_code = 0;
+  (*agent)->onFatal([&](const Status&) {
+    exit_code = 1;
+    (*agent)->shutdown([&] { io.stop(); });
+  });
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    (*agent)->shutdown([&] { io.stop(); });
+  });
+  (*agent)->start();
+  io.run();
+  return exit_code;
+}
