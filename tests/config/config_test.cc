@@ -290,6 +290,20 @@ TEST(ConfigFileTest, ExampleFilesLoadWithTheDocumentedDefaults) {
   ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
   EXPECT_EQ(orchestrator->logging.level, LogLevel::kInfo);
   EXPECT_EQ(orchestrator->listen_address, "127.0.0.1:8000");
+  // The pipeline sections document their defaults too.
+  const OrchestratorConfig od;
+  EXPECT_EQ(orchestrator->policy, od.policy);
+  EXPECT_EQ(orchestrator->model.block_tokens, od.model.block_tokens);
+  EXPECT_EQ(orchestrator->heartbeat_timeout_ms, od.heartbeat_timeout_ms);
+  EXPECT_EQ(orchestrator->max_inflight, od.max_inflight);
+  EXPECT_EQ(orchestrator->lease_ms, od.lease_ms);
+  EXPECT_EQ(orchestrator->link_bandwidth_bytes_per_s, od.link_bandwidth_bytes_per_s);
+  const NodeAgentConfig ad;
+  EXPECT_EQ(agent->role, ad.role);
+  EXPECT_EQ(agent->kv_blocks, ad.kv_blocks);
+  EXPECT_EQ(agent->max_batch_sequences, ad.max_batch_sequences);
+  EXPECT_EQ(agent->orchestrator_address, ad.orchestrator_address);
+  EXPECT_EQ(agent->prefix_caching, ad.prefix_caching);
 }
 
 TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {

@@ -1,0 +1,203 @@
+// Starts a real kvferry cluster on 127.0.0.1 for the integration tests: an orchestrator and node
+// agents as separate processes, every port chosen at run time (port 0 + --port-file), readiness
+// by polling (never fixed sleeps), and a stop that checks no process is left behind.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const BIN = process.env.KVFERRY_BIN_DIR;
+export const MODEL = process.env.KVFERRY_MODEL;
+if (!BIN || !MODEL) throw new Error('KVFERRY_BIN_DIR and KVFERRY_MODEL must be set');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `check` until it returns a truthy value or `ms` pass (then throws `what`).
+export async function waitFor(what, ms, check) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(25);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}` + (last ? `: ${last}` : ''));
+}
+
+class Proc {
+  constructor(name, args, dir) {
+    this.name = name;
+    this.log = path.join(dir, `${name}.log`);
+    this.portFile = path.join(dir, `${name}.port`);
+    const out = fs.openSync(this.log, 'w');
+    this.child = spawn(args[0], [...args.slice(1), '--port-file', this.portFile], {
+      stdio: ['ignore', out, out],
+    });
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.child.on('exit', () => (this.dead = true));
+  }
+  async port() {
+    return waitFor(`${this.name} to listen (log: ${this.log})`, 30000, () => {
+      if (this.dead) throw new Error(`${this.name} exited: ${this.tail()}`);
+      return fs.existsSync(this.portFile) && Number(fs.readFileSync(this.portFile, 'utf8'));
+    });
+  }
+  tail(lines = 15) {
+    try {
+      return fs.readFileSync(this.log, 'utf8').trim().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+  kill(signal = 'SIGKILL') {
+    if (!this.dead) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks }
+export class Cluster {
+  constructor(options = {}) {
+    this.options = options;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvferry-it-'));
+    this.agents = [];
+  }
+
+  async start() {
+    const yaml = path.join(this.dir, 'orchestrator.yaml');
+    fs.writeFileSync(
+      yaml,
+      `registry:\n  heartbeat_interval_ms: 100\n  heartbeat_timeout_ms: 1500\n` +
+        (this.options.orchestratorYaml ?? ''),
+    );
+    this.orchestrator = new Proc(
+      'orchestrator',
+      [path.join(BIN, 'orchestrator', 'orchestrator'), '--config', yaml, '--model', MODEL,
+        '--listen', '127.0.0.1:0', ...(this.options.orchestratorArgs ?? [])],
+      this.dir,
+    );
+    this.port = await this.orchestrator.port();
+    this.url = `http://127.0.0.1:${this.port}`;
+    const roles = [];
+    for (const role of ['prefill', 'decode', 'both']) {
+      for (let i = 0; i < (this.options[role] ?? 0); ++i) roles.push(role);
+    }
+    for (const role of roles) this.addAgent(role);
+    await Promise.all(this.agents.map((a) => a.port()));
+    await this.waitForNodes(roles.length);
+    return this;
+  }
+
+  addAgent(role) {
+    const name = `${role}${this.agents.filter((a) => a.role === role).length}`;
+    const agent = new Proc(
+      name,
+      [path.join(BIN, 'node_agent', 'node_agent'), '--model', MODEL, '--role', role,
+        '--orchestrator', `127.0.0.1:${this.port}`, '--control-address', '127.0.0.1:0',
+        '--name', name, '--kv-blocks', String(this.options.kvBlocks ?? 256)],
+      this.dir,
+    );
+    agent.role = role;
+    this.agents.push(agent);
+    return agent;
+  }
+
+  // Waits until `count` nodes are alive in the registry.
+  async waitForNodes(count) {
+    return waitFor(`${count} live nodes`, 30000, async () => {
+      const nodes = await this.nodes();
+      return nodes.filter((n) => n.alive).length >= count && nodes;
+    });
+  }
+
+  async nodes() {
+    const r = await fetch(`${this.url}/v1/nodes`);
+    const body = await r.json();
+    return Array.isArray(body) ? body : body.nodes ?? body.data;
+  }
+
+  // Every live agent reports no lease, no decoding sequence and every KV block free (free
+  // counts cached-but-unused blocks).
+  async waitForIdle(ms = 10000) {
+    return waitFor('every lease and KV block to be returned', ms, async () => {
+      const nodes = (await this.nodes()).filter((n) => n.alive);
+      const idle = nodes.every(
+        (n) => n.active_leases === 0 && n.leased_blocks === 0 && n.active_decode_seqs === 0 &&
+          n.free_kv_blocks === n.total_kv_blocks,
+      );
+      if (!idle) this.lastBusy = JSON.stringify(nodes);
+      return idle;
+    });
+  }
+
+  async post(route, body, headers = {}) {
+    const r = await fetch(`${this.url}${route}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body),
+    });
+    const text = await r.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: r.status, headers: r.headers, text, json };
+  }
+
+  // SIGTERM everything, then check every process exited by itself.
+  async stop() {
+    const all = [...this.agents, this.orchestrator].filter(Boolean);
+    await Promise.all(all.map((p) => p.kill('SIGTERM')));
+    const results = await Promise.all(
+      all.map(async (p) => {
+        const timeout = sleep(15000).then(() => 'timeout');
+        const r = await Promise.race([p.exited, timeout]);
+        if (r === 'timeout') {
+          p.kill('SIGKILL');
+          return `${p.name} did not exit within 15 s of SIGTERM`;
+        }
+        return null;
+      }),
+    );
+    const problems = results.filter(Boolean);
+    if (problems.length === 0 && !process.env.KVFERRY_KEEP_LOGS) {
+      fs.rmSync(this.dir, { recursive: true, force: true });
+    }
+    return problems;
+  }
+
+  logs() {
+    return [...this.agents, this.orchestrator]
+      .filter(Boolean)
+      .map((p) => `--- ${p.name} ---\n${p.tail()}`)
+      .join('\n');
+  }
+}
+
+// Reads an SSE response into its `data:` payloads (parsed JSON, or the string "[DONE]").
+export async function readSse(response, { stopAfter } = {}) {
+  const events = [];
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of response.body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let at;
+    while ((at = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, at);
+      buffer = buffer.slice(at + 2);
+      for (const line of event.split('\n')) {
+        if (!line.startsWith('data: ')) continue;
+        const data = line.slice(6);
+        events.push(data === '[DONE]' ? data : JSON.parse(data));
+      }
+      if (stopAfter && events.length >= stopAfter) return { events, rest: buffer, stopped: true };
+    }
+  }
+  return { events, rest: buffer, stopped: false };
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# scripts/quickstart.sh as a user runs it: start prints a story and leaves the cluster up (a second
+# start reports it), `stop` stops it, and no process of it is left behind.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+: "${KVFERRY_BUILD_DIR:?set KVFERRY_BUILD_DIR}"
+export KVFERRY_RUN_DIR="$(mktemp -d)"
+export KVFERRY_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+trap '"$repo/scripts/quickstart.sh" stop >/dev/null 2>&1 || true; rm -rf "$KVFERRY_RUN_DIR"' EXIT
+
+out="$("$repo/scripts/quickstart.sh")"
+echo "$out"
+grep -q "^Once upon a time" <<<"$out" || { echo "FAIL: no story printed"; exit 1; }
+grep -q "endpoint: http://127.0.0.1:$KVFERRY_PORT/v1" <<<"$out" || { echo "FAIL: no endpoint line"; exit 1; }
+grep -q "scripts/quickstart.sh stop" <<<"$out" || { echo "FAIL: no stop line"; exit 1; }
+pids="$(cat "$KVFERRY_RUN_DIR"/*.pid)"
+curl -sf "http://127.0.0.1:$KVFERRY_PORT/health" >/dev/null || { echo "FAIL: not left running"; exit 1; }
+"$repo/scripts/quickstart.sh" | grep -q "already running" || { echo "FAIL: second start"; exit 1; }
+"$repo/scripts/quickstart.sh" stop
+for pid in $pids; do
+  if kill -0 "$pid" 2>/dev/null; then echo "FAIL: pid $pid still running after stop"; exit 1; fi
+done
+echo "PASS"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs a node:test file against the built binaries. Installs the pinned `openai` npm package
+# (the official client the pipeline tests drive) into the build tree on first use.
+set -euo pipefail
+test_file="${1:?usage: run_node_tests.sh TEST_FILE}"
+: "${KVFERRY_BIN_DIR:?set KVFERRY_BIN_DIR to the build directory}"
+: "${KVFERRY_MODEL:?set KVFERRY_MODEL to the GGUF model}"
+npm_dir="$KVFERRY_BIN_DIR/npm"
+openai_version=4.104.0
+if [ ! -f "$npm_dir/node_modules/openai/package.json" ] ||
+   ! grep -q "\"version\": \"$openai_version\"" "$npm_dir/node_modules/openai/package.json"; then
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --no-save --no-audit --no-fund --loglevel=error \
+    "openai@$openai_version" >/dev/null
+fi
+export KVFERRY_OPENAI_MODULE="$npm_dir/node_modules/openai"
+exec node --test --test-concurrency=1 "$test_file"
