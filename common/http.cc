@@ -71,7 +71,7 @@ std::string errorBody(std::string_view message) {
 // ---- ResponseWriter ----
 
 Task<bool> ResponseWriter::send(HttpStatus status, std::string_view content_type, std::string body,
-                                const Headers& headers) {
+                                Headers headers) {
   if (state_ != State::kNone) co_return false;
   state_ = State::kDone;
   bhttp::response<bhttp::string_body> response{status, version_};
@@ -89,7 +89,7 @@ Task<bool> ResponseWriter::send(HttpStatus status, std::string_view content_type
 }
 
 Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view content_type,
-                                       const Headers& headers) {
+                                       Headers headers) {
   if (state_ != State::kNone) co_return false;
   state_ = State::kStreaming;
   bhttp::response<bhttp::empty_body> response{status, version_};

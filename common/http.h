@@ -68,12 +68,12 @@ class ResponseWriter {
   using Headers = std::vector<std::pair<std::string, std::string>>;
 
   Task<bool> send(HttpStatus status, std::string_view content_type, std::string body,
-                  const Headers& headers = {});
+                  Headers headers = {});
   Task<bool> sendJson(HttpStatus status, std::string body) {
     return send(status, "application/json", std::move(body));
   }
   Task<bool> beginStream(HttpStatus status, std::string_view content_type,
-                         const Headers& headers = {});
+                         Headers headers = {});
   Task<bool> writeChunk(std::string_view data);
   Task<bool> endStream();
 
