@@ -46,8 +46,8 @@ Result<BlockHashSeed> parseHashSeed(std::string_view hex32) {
 
 std::string hashSeedId(const BlockHashSeed& seed) {
   constexpr std::string_view kLabel = "kvferry.seed-id";
-  return hex64(sipHash24(seed.k0, seed.k1,
-                         std::span(reinterpret_cast<const uint8_t*>(kLabel.data()), kLabel.size())));
+  return hex64(sipHash24(
+      seed.k0, seed.k1, std::span(reinterpret_cast<const uint8_t*>(kLabel.data()), kLabel.size())));
 }
 
 }  // namespace kvferry::model

@@ -323,6 +323,11 @@ std::optional<ApiError> RequestReader::readStop(ApiRequest& out) const {
 }
 
 std::optional<ApiError> RequestReader::readStream(ApiRequest& out) const {
+  if (const json::value* value = field("return_token_ids")) {
+    const bool* flag = value->if_bool();
+    if (flag == nullptr) return wrongType("return_token_ids", "a boolean", *value);
+    out.return_token_ids = *flag;
+  }
   if (const json::value* value = field("stream")) {
     const bool* stream = value->if_bool();
     if (stream == nullptr) return wrongType("stream", "a boolean", *value);

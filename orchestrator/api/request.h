@@ -44,6 +44,9 @@ struct ApiRequest {
   std::vector<std::string> stop;  // at most 4, none empty
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // kvferry extension (as vLLM's): non-streamed answers also carry choices[0].token_ids, the
+  // generated token ids, so clients and tests can compare outputs token for token.
+  bool return_token_ids = false;
 };
 
 // An error as the API returns it. `param` and `code` may be empty (serialized as null).

@@ -1,0 +1,253 @@
+#include "orchestrator/registry.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+namespace kvferry::orchestrator {
+namespace {
+
+Result<scheduler::NodeRole> parseRole(std::string_view role) {
+  if (role == "prefill") return scheduler::NodeRole::kPrefill;
+  if (role == "decode") return scheduler::NodeRole::kDecode;
+  if (role == "both") return scheduler::NodeRole::kBoth;
+  return invalidArgument("role '" + std::string(role) + "' is not prefill, decode or both");
+}
+
+// "field X differs from the cluster's Y" as a 409 reason.
+Status mismatch(std::string_view field, std::string_view agent, std::string_view cluster) {
+  return failedPrecondition(std::string(field) + " " + std::string(agent) +
+                            " differs from the cluster's " + std::string(cluster));
+}
+
+Status checkU32(std::string_view field, uint32_t agent, uint32_t cluster) {
+  if (cluster == 0 || agent == cluster) return Status::ok();
+  return mismatch(field, std::to_string(agent), std::to_string(cluster));
+}
+
+Status checkText(std::string_view field, const std::string& agent, const std::string& cluster) {
+  if (agent == cluster) return Status::ok();
+  return mismatch(field, agent.empty() ? "(empty)" : agent, cluster);
+}
+
+scheduler::KvEventBatch toBatch(NodeId node, const wire::KvEventBatchWire& batch) {
+  scheduler::KvEventBatch out;
+  out.node = node;
+  out.sequence = batch.sequence;
+  if (!batch.stored.empty()) {
+    out.events.push_back({scheduler::KvEventKind::kStored, batch.stored});
+  }
+  if (!batch.evicted.empty()) {
+    out.events.push_back({scheduler::KvEventKind::kEvicted, batch.evicted});
+  }
+  return out;
+}
+
+uint64_t saturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+}  // namespace
+
+std::string_view livenessName(NodeLiveness liveness) {
+  switch (liveness) {
+    case NodeLiveness::kAlive:
+      return "alive";
+    case NodeLiveness::kDead:
+      return "dead";
+    case NodeLiveness::kLeft:
+      return "left";
+  }
+  return "dead";
+}
+
+NodeRegistry::NodeRegistry(ClusterIdentity identity, std::chrono::milliseconds heartbeat_timeout,
+                           double link_bandwidth_bytes_per_s)
+    : identity_(std::move(identity)),
+      heartbeat_timeout_(heartbeat_timeout),
+      link_bandwidth_bytes_per_s_(link_bandwidth_bytes_per_s) {}
+
+Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::RegisterRequest& request,
+                                                            Clock::time_point now) {
+  // Malformed registrations first (400), then identity (409).
+  ASSIGN_OR_RETURN(scheduler::NodeRole role, parseRole(request.role));
+  if (request.transport_blob.empty()) return invalidArgument("transport_blob is empty");
+  ASSIGN_OR_RETURN(http::tcp::endpoint endpoint,
+                   http::parseEndpoint(request.control_address, "control_address"));
+  if (endpoint.port() == 0) {
+    return invalidArgument("control_address '" + request.control_address + "' has port 0");
+  }
+
+  RETURN_IF_ERROR(
+      checkText("model_fingerprint", request.model_fingerprint, identity_.model_fingerprint));
+  RETURN_IF_ERROR(checkText("tokenizer_hash", request.tokenizer_hash, identity_.tokenizer_hash));
+  RETURN_IF_ERROR(checkU32("block_tokens", request.block_tokens, identity_.block_tokens));
+  RETURN_IF_ERROR(checkText("hash_seed_id", request.hash_seed_id, identity_.hash_seed_id));
+  RETURN_IF_ERROR(checkU32("kv_layout.layers", request.kv_layout.layers, identity_.layers));
+  RETURN_IF_ERROR(checkU32("kv_layout.kv_heads", request.kv_layout.kv_heads, identity_.kv_heads));
+  RETURN_IF_ERROR(checkU32("kv_layout.head_dim", request.kv_layout.head_dim, identity_.head_dim));
+  // KV moves between any two nodes as raw bytes: every live node must store it alike.
+  for (const NodeRecord& other : nodes_) {
+    if (other.liveness != NodeLiveness::kAlive || other.control_endpoint == endpoint) continue;
+    const wire::KvLayout& theirs = other.registration.kv_layout;
+    if (request.kv_layout.dtype != theirs.dtype) {
+      return mismatch("kv_layout.dtype", request.kv_layout.dtype, theirs.dtype);
+    }
+    if (request.kv_layout.block_bytes != theirs.block_bytes) {
+      return mismatch("kv_layout.block_bytes", std::to_string(request.kv_layout.block_bytes),
+                      std::to_string(theirs.block_bytes));
+    }
+    break;
+  }
+
+  Registered out;
+  for (NodeRecord& other : nodes_) {
+    if (other.liveness == NodeLiveness::kAlive && other.control_endpoint == endpoint) {
+      out.replaced = other.id;
+      retire(other, NodeLiveness::kDead);
+    }
+  }
+  NodeRecord& node = nodes_.emplace_back();
+  node.id = static_cast<NodeId>(nodes_.size() - 1);
+  node.registration = request;
+  node.role = role;
+  node.control_endpoint = endpoint;
+  node.load.free_kv_blocks = request.kv_blocks;
+  node.load.total_kv_blocks = request.kv_blocks;
+  node.prefill_model = request.prefill_model;
+  node.registered_at = now;
+  node.last_heartbeat = now;
+  index_.addNode(node.id);
+  out.id = node.id;
+  return out;
+}
+
+NodeRecord* NodeRegistry::liveNode(NodeId id) {
+  if (id >= nodes_.size() || nodes_[id].liveness != NodeLiveness::kAlive) return nullptr;
+  return &nodes_[id];
+}
+
+void NodeRegistry::retire(NodeRecord& node, NodeLiveness liveness) {
+  node.liveness = liveness;
+  index_.removeNode(node.id);
+}
+
+Result<wire::HeartbeatResponse> NodeRegistry::heartbeat(const wire::HeartbeatRequest& request,
+                                                        Clock::time_point now) {
+  NodeRecord* node = liveNode(request.node_id);
+  if (node == nullptr) {
+    if (request.node_id < nodes_.size()) {
+      return notFound("node " + std::to_string(request.node_id) + " is " +
+                      std::string(livenessName(nodes_[request.node_id].liveness)) +
+                      ": register again");
+    }
+    return notFound("node " + std::to_string(request.node_id) + " is not registered");
+  }
+  node->load = request.load;
+  node->prefill_model = request.prefill_model;
+  node->draining = request.draining;
+  node->last_heartbeat = now;
+  if (request.kv_snapshot) {
+    index_.resync(node->id, request.kv_snapshot->sequence, request.kv_snapshot->stored);
+  }
+  for (const wire::KvEventBatchWire& batch : request.kv_events) {
+    index_.apply(toBatch(node->id, batch));  // duplicates and held batches are the index's job
+  }
+  wire::HeartbeatResponse response;
+  response.resync = index_.needsResync(node->id);
+  return response;
+}
+
+Status NodeRegistry::leave(NodeId id) {
+  if (id >= nodes_.size()) return notFound("node " + std::to_string(id) + " is not registered");
+  if (nodes_[id].liveness == NodeLiveness::kAlive) retire(nodes_[id], NodeLiveness::kLeft);
+  return Status::ok();
+}
+
+std::vector<NodeId> NodeRegistry::expire(Clock::time_point now) {
+  std::vector<NodeId> died;
+  for (NodeRecord& node : nodes_) {
+    if (node.liveness == NodeLiveness::kAlive && now - node.last_heartbeat > heartbeat_timeout_) {
+      retire(node, NodeLiveness::kDead);
+      died.push_back(node.id);
+    }
+  }
+  return died;
+}
+
+void NodeRegistry::beginPrefill(NodeId id, uint64_t tokens) {
+  if (id >= nodes_.size()) return;
+  nodes_[id].local_prefill_tokens += tokens;
+  nodes_[id].local_prefill_requests += 1;
+}
+
+void NodeRegistry::endPrefill(NodeId id, uint64_t tokens) {
+  if (id >= nodes_.size()) return;
+  NodeRecord& node = nodes_[id];
+  node.local_prefill_tokens = saturatingSub(node.local_prefill_tokens, tokens);
+  node.local_prefill_requests =
+      static_cast<uint32_t>(saturatingSub(node.local_prefill_requests, 1));
+}
+
+void NodeRegistry::beginDecode(NodeId id) {
+  if (id < nodes_.size()) nodes_[id].local_decode_seqs += 1;
+}
+
+void NodeRegistry::endDecode(NodeId id) {
+  if (id >= nodes_.size()) return;
+  nodes_[id].local_decode_seqs =
+      static_cast<uint32_t>(saturatingSub(nodes_[id].local_decode_seqs, 1));
+}
+
+scheduler::ClusterView NodeRegistry::view() const {
+  std::vector<scheduler::NodeState> states;
+  states.reserve(nodes_.size());
+  for (const NodeRecord& node : nodes_) {
+    scheduler::NodeState& s = states.emplace_back();
+    s.role = node.role;
+    s.alive = node.schedulable();
+    s.queued_prefill_tokens = std::max(node.load.queued_prefill_tokens, node.local_prefill_tokens);
+    s.queued_prefill_requests =
+        std::max(node.load.queued_prefill_requests, node.local_prefill_requests);
+    s.prefill_model = {node.prefill_model.fixed_s, node.prefill_model.per_token_s,
+                       node.prefill_model.per_token_squared_s};
+    s.queued_prefill_s =
+        s.queued_prefill_tokens == 0 ? 0 : s.prefill_model.seconds(s.queued_prefill_tokens);
+    s.active_decode_seqs = std::max(node.load.active_decode_seqs, node.local_decode_seqs);
+    s.free_kv_blocks = node.load.free_kv_blocks;
+    s.total_kv_blocks = node.load.total_kv_blocks;
+  }
+  return scheduler::ClusterView(std::move(states), identity_.block_tokens, transferBlockBytes(),
+                                link_bandwidth_bytes_per_s_, index_);
+}
+
+size_t NodeRegistry::livePrefillNodes() const {
+  return std::count_if(nodes_.begin(), nodes_.end(), [](const NodeRecord& n) {
+    return n.schedulable() && scheduler::canPrefill(n.role);
+  });
+}
+
+size_t NodeRegistry::liveDecodeNodes() const {
+  return std::count_if(nodes_.begin(), nodes_.end(), [](const NodeRecord& n) {
+    return n.schedulable() && scheduler::canDecode(n.role);
+  });
+}
+
+uint32_t NodeRegistry::minMaxSequenceTokens() const {
+  uint32_t least = std::numeric_limits<uint32_t>::max();
+  for (const NodeRecord& node : nodes_) {
+    uint32_t tokens = node.registration.max_sequence_tokens;
+    if (node.schedulable() && tokens > 0) least = std::min(least, tokens);
+  }
+  return least == std::numeric_limits<uint32_t>::max() ? 0 : least;
+}
+
+uint64_t NodeRegistry::transferBlockBytes() const {
+  for (const NodeRecord& node : nodes_) {
+    if (!node.schedulable()) continue;
+    const wire::KvLayout& layout = node.registration.kv_layout;
+    // block_bytes is one block of one pool (one layer's K or V, rdma/kv_layout.h).
+    return layout.block_bytes * 2 * layout.layers;
+  }
+  return 0;
+}
+
+}  // namespace kvferry::orchestrator

@@ -1,0 +1,142 @@
+// NodeRegistry: the orchestrator's record of the node agents (DESIGN.md §3,
+// docs/control_plane.md): registration checked against the cluster's identity, heartbeats with
+// load and KV events, leave, expiry of silent nodes, and the scheduler's ClusterView built from
+// what is alive.
+//
+// Pure: no sockets and no clock reads; the caller passes `now`. Not thread-safe: the
+// orchestrator's io_context thread owns it.
+//
+// Node ids are 0, 1, 2, … in registration order and never reused: an agent that registers again
+// (after a restart, or after a 404 heartbeat) gets a new id, and its old record stays in the
+// table, dead. The id is the index into the ClusterView's nodes, so dead nodes appear there with
+// alive = false.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/control_wire.h"
+#include "common/http.h"
+#include "common/status.h"
+#include "orchestrator/scheduler/cluster_view.h"
+#include "orchestrator/scheduler/prefix_index.h"
+
+namespace kvferry::orchestrator {
+
+using Clock = std::chrono::steady_clock;
+using scheduler::NodeId;
+
+// What every agent of the cluster must share with the orchestrator; the orchestrator's own model
+// file and config define it. Texts are model::hex64 values.
+struct ClusterIdentity {
+  std::string model_fingerprint;
+  std::string tokenizer_hash;
+  uint32_t block_tokens = 0;
+  std::string hash_seed_id;
+  // The KV geometry the model implies (layers, KV heads, head dimension); an agent must report
+  // the same. 0 skips that check.
+  uint32_t layers = 0;
+  uint32_t kv_heads = 0;
+  uint32_t head_dim = 0;
+};
+
+enum class NodeLiveness {
+  kAlive,
+  kDead,  // missed its heartbeat deadline, or replaced by a newer registration
+  kLeft,  // said goodbye (POST /v1/agents/leave)
+};
+std::string_view livenessName(NodeLiveness liveness);
+
+// One registration, as the registry keeps it.
+struct NodeRecord {
+  NodeId id = 0;
+  wire::RegisterRequest registration;
+  scheduler::NodeRole role = scheduler::NodeRole::kBoth;
+  http::tcp::endpoint control_endpoint;
+  NodeLiveness liveness = NodeLiveness::kAlive;
+  bool draining = false;  // alive, finishing its work, not to be chosen
+  wire::Load load;
+  wire::PrefillModel prefill_model;
+  Clock::time_point registered_at;
+  Clock::time_point last_heartbeat;  // registration counts as the first one
+  // The orchestrator's own count of work it sent this node that has not finished yet, so the
+  // view does not lag a heartbeat behind a burst of requests.
+  uint64_t local_prefill_tokens = 0;
+  uint32_t local_prefill_requests = 0;
+  uint32_t local_decode_seqs = 0;
+
+  bool schedulable() const { return liveness == NodeLiveness::kAlive && !draining; }
+};
+
+class NodeRegistry {
+ public:
+  NodeRegistry(ClusterIdentity identity, std::chrono::milliseconds heartbeat_timeout,
+               double link_bandwidth_bytes_per_s);
+
+  struct Registered {
+    NodeId id = 0;
+    // An alive node at the same control address that this registration replaces (the agent
+    // restarted before its old record expired); it is now dead.
+    std::optional<NodeId> replaced;
+  };
+  // FAILED_PRECONDITION (HTTP 409) when the agent's model fingerprint, tokenizer hash,
+  // block_tokens, hash seed id or KV layout differs from the cluster's, naming the field and both
+  // values; INVALID_ARGUMENT (HTTP 400) for a role other than prefill|decode|both, an empty
+  // transport_blob or a control_address that is not an IP "host:port".
+  Result<Registered> registerNode(const wire::RegisterRequest& request, Clock::time_point now);
+
+  // NOT_FOUND for an unknown, dead or departed node id (the agent registers again). Applies the
+  // snapshot (if any) and then the event batches in order; the answer asks for a snapshot when
+  // the prefix index saw a gap.
+  Result<wire::HeartbeatResponse> heartbeat(const wire::HeartbeatRequest& request,
+                                            Clock::time_point now);
+
+  // The node leaves at once (its index entries go). NOT_FOUND for an id never registered; a
+  // node already dead or gone is OK.
+  Status leave(NodeId id);
+
+  // Marks dead every alive node whose last heartbeat is older than the timeout, drops its index
+  // entries and returns those nodes' ids (ascending).
+  std::vector<NodeId> expire(Clock::time_point now);
+
+  // Work the orchestrator sent a node (begin) and that ended there (end), counted until the
+  // node's own report shows it: the view uses the larger of the two.
+  void beginPrefill(NodeId id, uint64_t tokens);
+  void endPrefill(NodeId id, uint64_t tokens);
+  void beginDecode(NodeId id);
+  void endDecode(NodeId id);
+
+  // The scheduler's snapshot: one NodeState per id ever registered; alive only for alive,
+  // non-draining nodes. Refers to this registry's prefix index: use it before the next change.
+  scheduler::ClusterView view() const;
+
+  const ClusterIdentity& identity() const { return identity_; }
+  const std::vector<NodeRecord>& nodes() const { return nodes_; }
+  const NodeRecord* node(NodeId id) const { return id < nodes_.size() ? &nodes_[id] : nullptr; }
+  const scheduler::PrefixIndex& index() const { return index_; }
+  size_t cachedBlocks(NodeId id) const { return index_.blockCount(id); }
+
+  // Schedulable nodes that can prefill / decode.
+  size_t livePrefillNodes() const;
+  size_t liveDecodeNodes() const;
+  // The smallest max_sequence_tokens over schedulable nodes (0 when none reports one).
+  uint32_t minMaxSequenceTokens() const;
+  // Bytes one KV block occupies across all layers, K and V (what a transfer moves), as the
+  // schedulable nodes report it; 0 when none is.
+  uint64_t transferBlockBytes() const;
+
+ private:
+  NodeRecord* liveNode(NodeId id);
+  void retire(NodeRecord& node, NodeLiveness liveness);
+
+  const ClusterIdentity identity_;
+  const std::chrono::milliseconds heartbeat_timeout_;
+  const double link_bandwidth_bytes_per_s_;
+  std::vector<NodeRecord> nodes_;
+  scheduler::PrefixIndex index_;
+};
+
+}  // namespace kvferry::orchestrator

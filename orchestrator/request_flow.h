@@ -1,0 +1,112 @@
+// One OpenAI request through the cluster (DESIGN.md §2, docs/control_plane.md): validation and
+// tokenization (prepareRequest), then scheduling, the agent calls and streaming the answer back
+// (runRequest).
+//
+// Lifecycle of an attempt on the pair the policy chose:
+//  - colocated (prefill node == decode node): POST /agent/generate, stream its tokens;
+//  - split: POST /agent/reserve on decode → POST /agent/prefill on prefill (KV written into the
+//    reservation) → the first token goes to the client at once → POST /agent/decode, stream.
+// A failure before the first byte reaches the client releases the lease (best effort), excludes
+// the node to blame for the rest of this request and tries another pair, up to max_attempts.
+// After the first byte a failure ends the stream with an SSE error event and [DONE]. (Resuming on
+// another pair from the tokens already sent, DESIGN.md §2, is not implemented yet.) Non-streamed
+// answers write nothing before the end, so every failure of theirs is retried.
+//
+// Owner: the orchestrator's io_context thread; every function here runs on it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/control_wire.h"
+#include "common/http.h"
+#include "config/config.h"
+#include "model/block_hash.h"
+#include "model/llama_params.h"
+#include "model/tokenizer.h"
+#include "orchestrator/api/chat_template.h"
+#include "orchestrator/api/request.h"
+#include "orchestrator/registry.h"
+#include "orchestrator/scheduler/policy.h"
+
+namespace kvferry::orchestrator {
+
+// What the orchestrator reads from its model file once, at start.
+struct ServedModel {
+  std::string name;  // the model id of the API: config model.name, else the file's stem
+  model::LlamaParams params;
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  openai::ChatTemplate chat_template;
+  std::vector<model::TokenId> stop_tokens;  // the template's: EOS, end of turn
+  model::BlockHashSeed hash_seed;
+  ClusterIdentity identity;
+
+  // Opens config.path; errors name the file.
+  static Result<ServedModel> load(const config::ModelConfig& config);
+};
+
+// A request that passed validation, tokenized and hashed, ready to schedule.
+struct PreparedRequest {
+  openai::ApiRequest api;
+  uint64_t id = 0;        // the control plane's request_id
+  std::string openai_id;  // "chatcmpl-…" / "cmpl-…" (the same number in hex)
+  int64_t created = 0;    // Unix seconds
+  std::vector<model::TokenId> tokens;
+  std::vector<uint64_t> block_hashes;
+  uint32_t context_tokens = 0;  // min(model context, smallest max_sequence_tokens of live nodes)
+  uint32_t max_tokens = 0;      // effective: min(requested, context - prompt)
+  wire::Sampling sampling;
+  Clock::time_point arrived;
+};
+
+// Validates what the parser cannot (the model name, the context) and tokenizes. `seed` is used
+// when the request carries none. Errors are the API errors the client gets.
+std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel& model,
+                                                               const NodeRegistry& registry,
+                                                               openai::ApiRequest api, uint64_t id,
+                                                               uint64_t seed, int64_t created,
+                                                               Clock::time_point arrived);
+
+// What happened, for the log line and the tests.
+struct RequestOutcome {
+  std::optional<NodeId> prefill;
+  std::optional<NodeId> decode;
+  uint32_t attempts = 0;
+  uint32_t cached_tokens = 0;
+  uint32_t output_tokens = 0;
+  std::optional<double> ttft_ms;  // request arrival → first token
+  double total_ms = 0;
+  std::string finish_reason;  // "stop" | "length" when it succeeded
+  std::string error;          // why it failed (also "client disconnected")
+  int http_status = 200;
+};
+
+// What runRequest needs from the server.
+struct FlowContext {
+  const config::OrchestratorConfig& config;
+  const ServedModel& model;
+  NodeRegistry& registry;
+  scheduler::Policy& policy;
+  http::ClientPool& agents;
+  // Sends a best-effort call (release, cancel) in the background; its answer is only logged.
+  std::function<void(http::tcp::endpoint, std::string target, std::string body)> fire_and_forget;
+};
+
+// Schedules, calls the agents and writes the whole answer (or error) to `writer`.
+http::Task<RequestOutcome> runRequest(FlowContext& ctx, const PreparedRequest& request,
+                                      http::ResponseWriter& writer);
+
+// An OpenAI "server_error" with that HTTP status.
+openai::ApiError serverError(int http_status, std::string message);
+
+// Answers `error` with its HTTP status and OpenAI body.
+http::Task<void> sendApiError(http::ResponseWriter& writer, const openai::ApiError& error,
+                              const http::ResponseWriter::Headers& headers = {});
+
+}  // namespace kvferry::orchestrator

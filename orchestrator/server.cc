@@ -1,0 +1,519 @@
+#include "orchestrator/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <chrono>
+#include <random>
+#include <variant>
+
+#include "common/control_wire.h"
+#include "orchestrator/admission.h"
+#include "orchestrator/api/request.h"
+#include "orchestrator/api/response.h"
+#include "orchestrator/registry.h"
+#include "orchestrator/request_flow.h"
+#include "orchestrator/scheduler/policy.h"
+
+// GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
+// awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
+// allocation: a false positive (GCC PR 109224, fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace kvferry::orchestrator {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using http::HttpStatus;
+using http::Request;
+using http::ResponseWriter;
+using http::Task;
+using http::Verb;
+
+namespace {
+
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+// Best-effort calls (release, cancel) give up sooner than ordinary agent calls.
+constexpr std::chrono::milliseconds kBestEffortTimeout{5000};
+
+int64_t unixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view roleName(scheduler::NodeRole role) {
+  switch (role) {
+    case scheduler::NodeRole::kPrefill:
+      return "prefill";
+    case scheduler::NodeRole::kDecode:
+      return "decode";
+    case scheduler::NodeRole::kBoth:
+      return "both";
+  }
+  return "both";
+}
+
+std::string nodeText(const NodeRecord& node) {
+  return "node " + std::to_string(node.id) + " (" + node.registration.name + ", " +
+         std::string(roleName(node.role)) + ", " + node.registration.control_address + ")";
+}
+
+std::string formatMs(std::optional<double> ms) {
+  if (!ms) return "-";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f", *ms);
+  return text;
+}
+
+}  // namespace
+
+class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(asio::io_context& io, config::OrchestratorConfig config, ServedModel model,
+       std::unique_ptr<scheduler::Policy> policy, uint64_t seed)
+      : io_(io),
+        config_(std::move(config)),
+        model_(std::move(model)),
+        registry_(model_.identity, std::chrono::milliseconds(config_.heartbeat_timeout_ms),
+                  config_.link_bandwidth_bytes_per_s),
+        policy_(std::move(policy)),
+        agents_(io),
+        admission_(io, config_.max_inflight, config_.max_queue,
+                   std::chrono::milliseconds(config_.queue_timeout_ms)),
+        http_(io, http::ServerOptions{}),
+        expiry_timer_(io),
+        rng_(seed),
+        next_request_id_(rng_()),
+        created_(unixSeconds()),
+        flow_{config_,
+              model_,
+              registry_,
+              *policy_,
+              agents_,
+              [this](http::tcp::endpoint endpoint, std::string target, std::string body) {
+                fireAndForget(endpoint, std::move(target), std::move(body));
+              }} {}
+
+  void addRoutes();
+  Status listen() { return http_.listen(config_.listen_address); }
+  uint16_t port() const { return http_.port(); }
+  void start() {
+    http_.start();
+    asio::co_spawn(io_, expiryLoop(shared_from_this()), asio::detached);
+  }
+  Task<void> shutdown(std::shared_ptr<Impl> self, std::chrono::milliseconds grace);
+  // Closes every connection and stops the timer at once.
+  void stopNow() {
+    if (stopped_) return;
+    stopped_ = true;
+    draining_ = true;
+    admission_.close();
+    http_.stop();
+    expiry_timer_.cancel();
+  }
+
+  const std::string& modelName() const { return model_.name; }
+  std::string_view policyName() const { return policy_->name(); }
+
+ private:
+  // Requests in flight (parsed, admitted or waiting), for the drain at shutdown.
+  class ActiveRequest {
+   public:
+    explicit ActiveRequest(uint32_t& count) : count_(count) { ++count_; }
+    ~ActiveRequest() { --count_; }
+    ActiveRequest(const ActiveRequest&) = delete;
+    ActiveRequest& operator=(const ActiveRequest&) = delete;
+
+   private:
+    uint32_t& count_;
+  };
+
+  Task<void> completion(std::shared_ptr<Impl> self, openai::Endpoint endpoint,
+                        const Request& request, ResponseWriter& writer);
+  Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> nodes(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> registerAgent(std::shared_ptr<Impl> self, const Request& request,
+                           ResponseWriter& writer);
+  Task<void> heartbeat(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
+  Task<void> leave(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
+  Task<void> expiryLoop(std::shared_ptr<Impl> self);
+  void fireAndForget(http::tcp::endpoint endpoint, std::string target, std::string body);
+  Task<void> bestEffort(std::shared_ptr<Impl> self, http::tcp::endpoint endpoint,
+                        std::string target, std::string body);
+  void logOutcome(const PreparedRequest& request, const RequestOutcome& outcome) const;
+
+  // Declaration order is construction order; teardown runs in reverse.
+  asio::io_context& io_;
+  const config::OrchestratorConfig config_;
+  const ServedModel model_;
+  NodeRegistry registry_;
+  std::unique_ptr<scheduler::Policy> policy_;
+  http::ClientPool agents_;
+  Admission admission_;
+  http::Server http_;
+  asio::steady_timer expiry_timer_;
+  std::mt19937_64 rng_;  // request ids and default sampling seeds
+  uint64_t next_request_id_;
+  const int64_t created_;
+  FlowContext flow_;
+  uint32_t active_requests_ = 0;
+  bool draining_ = false;
+  bool stopped_ = false;
+};
+
+void OrchestratorServer::Impl::addRoutes() {
+  // Each handler hands its coroutine a reference to this object, so a suspended request keeps
+  // the server's state alive.
+  auto self = [this] { return shared_from_this(); };
+  http_.route(Verb::post, "/v1/chat/completions",
+              [this, self](const Request& request, ResponseWriter& writer) {
+                return completion(self(), openai::Endpoint::kChatCompletions, request, writer);
+              });
+  http_.route(Verb::post, "/v1/completions",
+              [this, self](const Request& request, ResponseWriter& writer) {
+                return completion(self(), openai::Endpoint::kCompletions, request, writer);
+              });
+  http_.route(Verb::get, "/v1/models", [this, self](const Request&, ResponseWriter& writer) {
+    return models(self(), writer);
+  });
+  http_.route(Verb::get, "/health", [this, self](const Request&, ResponseWriter& writer) {
+    return health(self(), writer);
+  });
+  http_.route(Verb::get, "/v1/nodes", [this, self](const Request&, ResponseWriter& writer) {
+    return nodes(self(), writer);
+  });
+  http_.route(Verb::post, "/v1/agents/register",
+              [this, self](const Request& request, ResponseWriter& writer) {
+                return registerAgent(self(), request, writer);
+              });
+  http_.route(Verb::post, "/v1/agents/heartbeat",
+              [this, self](const Request& request, ResponseWriter& writer) {
+                return heartbeat(self(), request, writer);
+              });
+  http_.route(Verb::post, "/v1/agents/leave",
+              [this, self](const Request& request, ResponseWriter& writer) {
+                return leave(self(), request, writer);
+              });
+}
+
+Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
+                                                openai::Endpoint endpoint, const Request& request,
+                                                ResponseWriter& writer) {
+  (void)self;
+  const Clock::time_point arrived = Clock::now();
+  if (draining_) {
+    const openai::ApiError error = serverError(503, "the orchestrator is shutting down");
+    co_await sendApiError(writer, error);
+    co_return;
+  }
+  ActiveRequest active(active_requests_);
+  openai::ParseResult parsed = openai::parseRequest(endpoint, request.body());
+  if (const auto* error = std::get_if<openai::ApiError>(&parsed)) {
+    spdlog::debug("{}: refused with {}: {}", openai::endpointPath(endpoint), error->http_status,
+                  error->message);
+    co_await sendApiError(writer, *error);
+    co_return;
+  }
+  const uint64_t id = next_request_id_++;
+  auto prepared = prepareRequest(model_, registry_, std::move(std::get<openai::ApiRequest>(parsed)),
+                                 id, rng_(), unixSeconds(), arrived);
+  if (const auto* error = std::get_if<openai::ApiError>(&prepared)) {
+    spdlog::debug("{}: refused with {}: {}", openai::endpointPath(endpoint), error->http_status,
+                  error->message);
+    co_await sendApiError(writer, *error);
+    co_return;
+  }
+  const PreparedRequest& ready = std::get<PreparedRequest>(prepared);
+
+  Admission::Outcome admitted = co_await admission_.acquire();
+  if (!admitted.slot) {
+    std::string message;
+    switch (admitted.refusal) {
+      case Admission::Refusal::kQueueFull:
+        message = "The server is at capacity (" + std::to_string(config_.max_inflight) +
+                  " requests in flight, " + std::to_string(config_.max_queue) +
+                  " waiting). Retry after " + std::to_string(config_.retry_after_s) + " s.";
+        break;
+      case Admission::Refusal::kQueueTimeout:
+        message = "The request waited " + std::to_string(config_.queue_timeout_ms) +
+                  " ms for a slot and gave up. Retry after " +
+                  std::to_string(config_.retry_after_s) + " s.";
+        break;
+      case Admission::Refusal::kClosed:
+        message = "the orchestrator is shutting down";
+        break;
+      case Admission::Refusal::kNone:
+        break;
+    }
+    if (admitted.refusal == Admission::Refusal::kClosed) {
+      const openai::ApiError error = serverError(503, message);
+      co_await sendApiError(writer, error);
+      co_return;
+    }
+    spdlog::info("request {}: refused (429): {}", ready.openai_id, message);
+    const openai::ApiError error{429, "rate_limit_error", message, {}, "rate_limit_exceeded"};
+    const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
+    co_await sendApiError(writer, error, headers);
+    co_return;
+  }
+  RequestOutcome outcome = co_await runRequest(flow_, ready, writer);
+  logOutcome(ready, outcome);
+}
+
+void OrchestratorServer::Impl::logOutcome(const PreparedRequest& request,
+                                          const RequestOutcome& outcome) const {
+  std::string nodes = "-";
+  if (outcome.prefill && outcome.decode) {
+    nodes = std::to_string(*outcome.prefill) + "->" + std::to_string(*outcome.decode);
+  }
+  std::string result = outcome.error.empty() ? "finish " + outcome.finish_reason
+                                             : "error (" + std::to_string(outcome.http_status) +
+                                                   "): " + outcome.error;
+  spdlog::info(
+      "request {} {}: nodes {}, attempts {}, prompt {} cached {} output {} tokens, ttft {} ms, "
+      "total {} ms, {}",
+      request.openai_id, openai::endpointPath(request.api.endpoint), nodes, outcome.attempts,
+      request.tokens.size(), outcome.cached_tokens, outcome.output_tokens,
+      formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
+}
+
+Task<void> OrchestratorServer::Impl::models(std::shared_ptr<Impl> self, ResponseWriter& writer) {
+  (void)self;
+  std::vector<openai::ModelInfo> models{{model_.name, created_, "kvferry"}};
+  co_await writer.sendJson(HttpStatus::ok, openai::modelsResponse(models));
+}
+
+Task<void> OrchestratorServer::Impl::health(std::shared_ptr<Impl> self, ResponseWriter& writer) {
+  (void)self;
+  const size_t prefill = registry_.livePrefillNodes();
+  const size_t decode = registry_.liveDecodeNodes();
+  json::object body;
+  std::string missing;
+  if (draining_) {
+    missing = "the orchestrator is shutting down";
+  } else if (prefill == 0 && decode == 0) {
+    missing = "no live node can prefill or decode";
+  } else if (prefill == 0) {
+    missing = "no live node can prefill";
+  } else if (decode == 0) {
+    missing = "no live node can decode";
+  }
+  body["status"] = missing.empty() ? "ok" : "unavailable";
+  body["model"] = model_.name;
+  body["policy"] = policy_->name();
+  body["prefill_nodes"] = prefill;
+  body["decode_nodes"] = decode;
+  body["registered_nodes"] = registry_.nodes().size();
+  if (!missing.empty()) body["message"] = missing;
+  co_await writer.sendJson(missing.empty() ? HttpStatus::ok : HttpStatus::service_unavailable,
+                           json::serialize(body));
+}
+
+Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseWriter& writer) {
+  (void)self;
+  const Clock::time_point now = Clock::now();
+  json::array out;
+  for (const NodeRecord& node : registry_.nodes()) {
+    json::object n;
+    n["id"] = node.id;
+    n["name"] = node.registration.name;
+    n["role"] = roleName(node.role);
+    n["control_address"] = node.registration.control_address;
+    n["transport"] = node.registration.transport;
+    n["alive"] = node.liveness == NodeLiveness::kAlive;
+    n["state"] = livenessName(node.liveness);
+    n["draining"] = node.draining;
+    n["last_heartbeat_ms_ago"] =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - node.last_heartbeat).count();
+    n["queued_prefill_tokens"] = node.load.queued_prefill_tokens;
+    n["queued_prefill_requests"] = node.load.queued_prefill_requests;
+    n["active_decode_seqs"] = node.load.active_decode_seqs;
+    n["active_leases"] = node.load.active_leases;
+    n["leased_blocks"] = node.load.leased_blocks;
+    n["free_kv_blocks"] = node.load.free_kv_blocks;
+    n["total_kv_blocks"] = node.load.total_kv_blocks;
+    n["max_sequence_tokens"] = node.registration.max_sequence_tokens;
+    n["cached_blocks"] = registry_.cachedBlocks(node.id);
+    n["inflight_prefill_requests"] = node.local_prefill_requests;
+    n["inflight_decode_seqs"] = node.local_decode_seqs;
+    out.push_back(std::move(n));
+  }
+  co_await writer.sendJson(HttpStatus::ok, json::serialize(out));
+}
+
+Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
+                                                   const Request& request, ResponseWriter& writer) {
+  (void)self;
+  Result<wire::RegisterRequest> body = wire::decode<wire::RegisterRequest>(request.body());
+  if (!body.isOk()) {
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(body.status().message()));
+    co_return;
+  }
+  Result<NodeRegistry::Registered> registered = registry_.registerNode(*body, Clock::now());
+  if (!registered.isOk()) {
+    const bool conflict = registered.status().code() == StatusCode::kFailedPrecondition;
+    spdlog::warn("refused agent '{}' at {}: {}", body->name, body->control_address,
+                 registered.status().message());
+    co_await writer.sendJson(conflict ? HttpStatus::conflict : HttpStatus::bad_request,
+                             http::errorBody(registered.status().message()));
+    co_return;
+  }
+  const NodeRecord& node = *registry_.node(registered->id);
+  if (registered->replaced) {
+    spdlog::info("node {} replaces node {} at the same address", registered->id,
+                 *registered->replaced);
+  }
+  spdlog::info("{} registered: {} KV blocks, max {} tokens per sequence, transport {}",
+               nodeText(node), body->kv_blocks, body->max_sequence_tokens, body->transport);
+  wire::RegisterResponse response;
+  response.node_id = registered->id;
+  response.heartbeat_interval_ms = config_.heartbeat_interval_ms;
+  response.heartbeat_timeout_ms = config_.heartbeat_timeout_ms;
+  co_await writer.sendJson(HttpStatus::ok, wire::encode(response));
+}
+
+Task<void> OrchestratorServer::Impl::heartbeat(std::shared_ptr<Impl> self, const Request& request,
+                                               ResponseWriter& writer) {
+  (void)self;
+  Result<wire::HeartbeatRequest> body = wire::decode<wire::HeartbeatRequest>(request.body());
+  if (!body.isOk()) {
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(body.status().message()));
+    co_return;
+  }
+  const NodeRecord* before = registry_.node(body->node_id);
+  const bool was_draining = before != nullptr && before->draining;
+  Result<wire::HeartbeatResponse> answer = registry_.heartbeat(*body, Clock::now());
+  if (!answer.isOk()) {
+    co_await writer.sendJson(HttpStatus::not_found, http::errorBody(answer.status().message()));
+    co_return;
+  }
+  if (body->draining && !was_draining) {
+    spdlog::info("{} is draining", nodeText(*registry_.node(body->node_id)));
+  }
+  if (answer->resync) {
+    spdlog::debug("node {}: KV events have a gap; asking for a snapshot", body->node_id);
+  }
+  co_await writer.sendJson(HttpStatus::ok, wire::encode(*answer));
+}
+
+Task<void> OrchestratorServer::Impl::leave(std::shared_ptr<Impl> self, const Request& request,
+                                           ResponseWriter& writer) {
+  (void)self;
+  Result<wire::LeaveRequest> body = wire::decode<wire::LeaveRequest>(request.body());
+  if (!body.isOk()) {
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(body.status().message()));
+    co_return;
+  }
+  const NodeRecord* node = registry_.node(body->node_id);
+  const bool was_alive = node != nullptr && node->liveness == NodeLiveness::kAlive;
+  Status left = registry_.leave(body->node_id);
+  if (!left.isOk()) {
+    co_await writer.sendJson(HttpStatus::not_found, http::errorBody(left.message()));
+    co_return;
+  }
+  node = registry_.node(body->node_id);
+  if (was_alive) {
+    spdlog::info("{} left", nodeText(*node));
+    agents_.forget(node->control_endpoint);
+  }
+  co_await writer.sendJson(HttpStatus::ok, "{}");
+}
+
+Task<void> OrchestratorServer::Impl::expiryLoop(std::shared_ptr<Impl> self) {
+  (void)self;
+  const auto period = std::chrono::milliseconds(std::max(1u, config_.heartbeat_interval_ms / 2));
+  while (!stopped_) {
+    expiry_timer_.expires_after(period);
+    auto [ec] = co_await expiry_timer_.async_wait(kNoThrow);
+    if (ec || stopped_) co_return;
+    const Clock::time_point now = Clock::now();
+    for (NodeId id : registry_.expire(now)) {
+      const NodeRecord& node = *registry_.node(id);
+      spdlog::warn(
+          "{} is dead: no heartbeat for {} ms (timeout {} ms)", nodeText(node),
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - node.last_heartbeat).count(),
+          config_.heartbeat_timeout_ms);
+      agents_.forget(node.control_endpoint);
+    }
+  }
+}
+
+void OrchestratorServer::Impl::fireAndForget(http::tcp::endpoint endpoint, std::string target,
+                                             std::string body) {
+  if (stopped_) return;
+  asio::co_spawn(io_, bestEffort(shared_from_this(), endpoint, std::move(target), std::move(body)),
+                 asio::detached);
+}
+
+Task<void> OrchestratorServer::Impl::bestEffort(std::shared_ptr<Impl> self,
+                                                http::tcp::endpoint endpoint, std::string target,
+                                                std::string body) {
+  (void)self;
+  const auto timeout =
+      std::min(kBestEffortTimeout, std::chrono::milliseconds(config_.agent_timeout_ms));
+  Result<http::Response> answer =
+      co_await agents_.request(endpoint, Verb::post, target, body, timeout);
+  // A node that is gone ends its leases by their deadlines; nothing else to do.
+  if (!answer.isOk()) {
+    spdlog::debug("{} on {}: {}", target, http::endpointText(endpoint), answer.status().message());
+  } else if (answer->status >= 300) {
+    spdlog::debug("{} on {}: HTTP {}: {}", target, http::endpointText(endpoint), answer->status,
+                  answer->body);
+  }
+}
+
+Task<void> OrchestratorServer::Impl::shutdown(std::shared_ptr<Impl> self,
+                                              std::chrono::milliseconds grace) {
+  (void)self;
+  if (stopped_) co_return;
+  draining_ = true;
+  admission_.close();
+  const Clock::time_point deadline = Clock::now() + grace;
+  asio::steady_timer timer(io_);
+  while (active_requests_ > 0 && Clock::now() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(kNoThrow);
+  }
+  if (active_requests_ > 0) {
+    spdlog::warn("shutting down with {} requests still in flight", active_requests_);
+  }
+  stopNow();
+}
+
+// ---- OrchestratorServer ----
+
+Result<std::unique_ptr<OrchestratorServer>> OrchestratorServer::create(
+    asio::io_context& io, config::OrchestratorConfig config) {
+  ASSIGN_OR_RETURN(ServedModel model, ServedModel::load(config.model));
+  const uint64_t seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
+  ASSIGN_OR_RETURN(std::unique_ptr<scheduler::Policy> policy,
+                   scheduler::makePolicy(config.policy, config.scheduler, seed));
+  auto impl =
+      std::make_shared<Impl>(io, std::move(config), std::move(model), std::move(policy), seed);
+  impl->addRoutes();
+  return std::unique_ptr<OrchestratorServer>(new OrchestratorServer(std::move(impl)));
+}
+
+OrchestratorServer::~OrchestratorServer() { impl_->stopNow(); }
+
+Status OrchestratorServer::listen() { return impl_->listen(); }
+uint16_t OrchestratorServer::port() const { return impl_->port(); }
+void OrchestratorServer::start() { impl_->start(); }
+Task<void> OrchestratorServer::shutdown(std::chrono::milliseconds grace) {
+  return impl_->shutdown(impl_, grace);
+}
+const std::string& OrchestratorServer::modelName() const { return impl_->modelName(); }
+std::string_view OrchestratorServer::policyName() const { return impl_->policyName(); }
+
+}  // namespace kvferry::orchestrator

@@ -1,0 +1,677 @@
+// The orchestrator's HTTP server in-process on 127.0.0.1:0, with fake node agents written here on
+// common/http.h and registered through the real /v1/agents/register route: request validation,
+// health, the colocated (generate) and split (reserve → prefill → decode) paths, SSE framing,
+// usage, admission (429) and retrying on another decode node.
+#include "orchestrator/server.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/control_wire.h"
+#include "model/test_data.h"
+#include "orchestrator/request_flow.h"
+
+namespace kvferry::orchestrator {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+using http::HttpStatus;
+using http::Request;
+using http::ResponseWriter;
+using http::Task;
+using http::Verb;
+
+// A node agent's control API, minimal: generate and decode stream `tokens` (the first one comes
+// from prefill on the split path), reserve hands out a lease, release and cancel are counted.
+class FakeAgent {
+ public:
+  FakeAgent(asio::io_context& io, std::string role, std::vector<int32_t> tokens)
+      : io_(io), role_(std::move(role)), tokens_(std::move(tokens)), server_(io, {}) {
+    server_.route(Verb::post, "/agent/generate",
+                  [this](const Request& r, ResponseWriter& w) { return generate(r, w); });
+    server_.route(Verb::post, "/agent/reserve",
+                  [this](const Request& r, ResponseWriter& w) { return reserve(r, w); });
+    server_.route(Verb::post, "/agent/prefill",
+                  [this](const Request& r, ResponseWriter& w) { return prefill(r, w); });
+    server_.route(Verb::post, "/agent/decode",
+                  [this](const Request& r, ResponseWriter& w) { return decode(r, w); });
+    server_.route(Verb::post, "/agent/release", [this](const Request&, ResponseWriter& w) {
+      ++releases;
+      return ok(w);
+    });
+    server_.route(Verb::post, "/agent/cancel", [this](const Request&, ResponseWriter& w) {
+      ++cancels;
+      return ok(w);
+    });
+    EXPECT_TRUE(server_.listen("127.0.0.1:0").isOk());
+    server_.start();
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(server_.port()); }
+  const std::string& role() const { return role_; }
+  std::string blob() const { return "blob-of-" + address(); }
+  void stop() { server_.stop(); }
+
+  std::atomic<bool> refuse_reserve{false};
+  std::atomic<bool> hold{false};  // streams wait while set
+  std::atomic<uint32_t> cached_tokens{0};
+  std::atomic<int> generates{0}, reserves{0}, prefills{0}, decodes{0}, releases{0}, cancels{0};
+  std::atomic<int> streams_open{0};
+  std::atomic<int> streams_cut{0};  // streams whose reader hung up before the end
+  std::atomic<int> token_delay_ms{0};
+  std::atomic<int> fail_after{-1};  // >= 0: finish with "error" after this many tokens
+  std::string last_prefill_blob;    // written on the io thread, read after the request completed
+
+ private:
+  static Task<void> ok(ResponseWriter& w) {
+    co_await w.send(HttpStatus::ok, "application/json", "{}");
+  }
+  static Task<void> fail(ResponseWriter& w, HttpStatus status, std::string message) {
+    co_await w.send(status, "application/json", http::errorBody(message));
+  }
+
+  // Streams tokens_[from, from + budget) then the finish line. (No co_await inside a condition:
+  // GCC 12 miscompiles some of those.)
+  Task<void> stream(ResponseWriter& w, size_t from, uint32_t budget, bool with_cached) {
+    ++streams_open;
+    bool alive = co_await w.beginStream(HttpStatus::ok, "application/x-ndjson");
+    while (alive && hold) {
+      asio::steady_timer timer(io_, 5ms);
+      co_await timer.async_wait(asio::use_awaitable);
+    }
+    const size_t end = std::min(tokens_.size(), from + budget);
+    for (size_t i = from; i < end && alive; ++i) {
+      if (fail_after >= 0 && i - from == static_cast<size_t>(fail_after)) {
+        wire::StreamLine error;
+        error.finish = "error";
+        error.message = "decode step failed";
+        alive = co_await w.writeChunk(wire::encode(error) + "\n");
+        if (alive) co_await w.endStream();
+        --streams_open;
+        co_return;
+      }
+      if (token_delay_ms > 0) {
+        asio::steady_timer timer(io_, std::chrono::milliseconds(token_delay_ms.load()));
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      wire::StreamLine line;
+      line.token = tokens_[i];
+      if (with_cached && i == from) line.cached_tokens = cached_tokens.load();
+      alive = co_await w.writeChunk(wire::encode(line) + "\n");
+    }
+    if (alive) {
+      wire::StreamLine last;
+      last.finish = end - from == budget ? "length" : "stop";
+      alive = co_await w.writeChunk(wire::encode(last) + "\n");
+    }
+    if (alive) co_await w.endStream();
+    if (!alive) ++streams_cut;
+    --streams_open;
+  }
+
+  Task<void> generate(const Request& r, ResponseWriter& w) {
+    ++generates;
+    auto g = wire::decode<wire::GenerateRequest>(r.body());
+    if (!g.isOk()) {
+      co_await fail(w, HttpStatus::bad_request, g.status().message());
+      co_return;
+    }
+    co_await stream(w, 0, g->max_new_tokens, true);
+  }
+  Task<void> reserve(const Request& r, ResponseWriter& w) {
+    ++reserves;
+    auto q = wire::decode<wire::ReserveRequest>(r.body());
+    if (!q.isOk()) {
+      co_await fail(w, HttpStatus::bad_request, q.status().message());
+      co_return;
+    }
+    if (refuse_reserve) {
+      {
+        co_await fail(w, HttpStatus::service_unavailable, "KV pool full");
+        co_return;
+      }
+    }
+    wire::ReserveResponse lease;
+    lease.lease_id = 1000 + reserves;
+    lease.slot = 7;
+    lease.block_ids = {3, 4};
+    lease.regions = {0, 1, 2, 3};
+    co_await w.send(HttpStatus::ok, "application/json", wire::encode(lease));
+  }
+  Task<void> prefill(const Request& r, ResponseWriter& w) {
+    ++prefills;
+    auto p = wire::decode<wire::PrefillRequest>(r.body());
+    if (!p.isOk()) {
+      co_await fail(w, HttpStatus::bad_request, p.status().message());
+      co_return;
+    }
+    last_prefill_blob = p->target.transport_blob;
+    wire::PrefillResponse first;
+    first.first_token = tokens_.front();
+    first.cached_tokens = cached_tokens;
+    first.rng_draws = 1;
+    co_await w.send(HttpStatus::ok, "application/json", wire::encode(first));
+  }
+  Task<void> decode(const Request& r, ResponseWriter& w) {
+    ++decodes;
+    auto d = wire::decode<wire::DecodeRequest>(r.body());
+    if (!d.isOk()) {
+      co_await fail(w, HttpStatus::bad_request, d.status().message());
+      co_return;
+    }
+    if (d->first_token != tokens_.front()) {
+      {
+        co_await fail(w, HttpStatus::bad_request, "wrong first token");
+        co_return;
+      }
+    }
+    co_await stream(w, 1, d->max_new_tokens, false);
+  }
+
+  asio::io_context& io_;
+  const std::string role_;
+  const std::vector<int32_t> tokens_;
+  http::Server server_;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    config::ModelConfig model;
+    model.path = model::testing::storiesPath();
+    auto served = ServedModel::load(model);
+    ASSERT_TRUE(served.isOk()) << served.status().toString();
+    served_ = new ServedModel(std::move(served).value());
+  }
+  static void TearDownTestSuite() { delete served_; }
+
+  void SetUp() override {
+    config_.listen_address = "127.0.0.1:0";
+    config_.model.path = model::testing::storiesPath();
+    config_.heartbeat_interval_ms = 100;
+    config_.heartbeat_timeout_ms = 60000;  // the fakes send no heartbeats
+    config_.agent_timeout_ms = 5000;
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void start() {
+    auto server = OrchestratorServer::create(io_, config_);
+    ASSERT_TRUE(server.isOk()) << server.status().toString();
+    server_ = std::move(server).value();
+    ASSERT_TRUE(server_->listen().isOk());
+    server_->start();
+    endpoint_ = http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port());
+  }
+
+  void TearDown() override {
+    for (auto& agent : agents_) agent->hold = false;
+    if (server_) run(shutdown());
+    asio::post(io_, [this] {
+      for (auto& agent : agents_) agent->stop();
+    });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+
+  Task<bool> shutdown() {
+    co_await server_->shutdown(2s);
+    co_return true;
+  }
+
+  template <typename T>
+  T run(Task<T> task) {
+    std::promise<T> promise;
+    auto future = promise.get_future();
+    asio::co_spawn(
+        io_,
+        [&promise, task = std::move(task)]() mutable -> Task<void> {
+          promise.set_value(co_await std::move(task));
+        },
+        asio::detached);
+    return future.get();
+  }
+
+  http::Response call(Verb verb, const std::string& target, std::string body = "") {
+    auto r = run(pool_.request(endpoint_, verb, target, std::move(body), 10s));
+    EXPECT_TRUE(r.isOk()) << r.status().toString();
+    return r.isOk() ? *r : http::Response{};
+  }
+  http::Response post(const std::string& target, std::string body) {
+    return call(Verb::post, target, std::move(body));
+  }
+  // A request whose answer is awaited later.
+  std::future<http::Response> postLater(const std::string& target, std::string body) {
+    auto promise = std::make_shared<std::promise<http::Response>>();
+    auto future = promise->get_future();
+    asio::co_spawn(
+        io_,
+        [this, promise, target, body]() -> Task<void> {
+          auto r = co_await pool_.request(endpoint_, Verb::post, target, body, 10s);
+          promise->set_value(r.isOk() ? *r : http::Response{});
+        },
+        asio::detached);
+    return future;
+  }
+
+  static std::vector<int32_t> encode(std::string_view text) {
+    model::EncodeOptions options;
+    options.add_bos = false;
+    auto ids = served_->tokenizer->encode(text, options);
+    EXPECT_TRUE(ids.isOk());
+    return ids.isOk() ? *ids : std::vector<int32_t>{};
+  }
+
+  FakeAgent& addAgent(std::string role, uint32_t max_sequence_tokens = 0) {
+    agents_.push_back(std::make_unique<FakeAgent>(io_, role, encode("upon a time there was")));
+    FakeAgent& agent = *agents_.back();
+    http::Response r =
+        post("/v1/agents/register", wire::encode(registration(agent, max_sequence_tokens)));
+    EXPECT_EQ(r.status, 200u) << r.body;
+    return agent;
+  }
+
+  wire::RegisterRequest registration(const FakeAgent& agent, uint32_t max_sequence_tokens) const {
+    const ClusterIdentity& id = served_->identity;
+    wire::RegisterRequest r;
+    r.name = "fake-" + agent.role();
+    r.role = agent.role();
+    r.control_address = agent.address();
+    r.model_fingerprint = id.model_fingerprint;
+    r.tokenizer_hash = id.tokenizer_hash;
+    r.hash_seed_id = id.hash_seed_id;
+    r.block_tokens = id.block_tokens;
+    r.kv_layout = {"f32", id.layers, id.kv_heads, id.head_dim,
+                   uint64_t{id.block_tokens} * id.kv_heads * id.head_dim * 4};
+    r.transport = "tcp";
+    r.transport_blob = agent.blob();
+    r.kv_blocks = 1000;
+    r.max_sequence_tokens = max_sequence_tokens;
+    return r;
+  }
+
+  static json::value parse(const std::string& body) {
+    boost::system::error_code ec;
+    json::value v = json::parse(body, ec);
+    EXPECT_FALSE(ec) << body;
+    return v;
+  }
+  static std::string errorMessage(const http::Response& r) {
+    json::value v = parse(r.body);
+    if (!v.is_object() || !v.as_object().contains("error")) return "";
+    return std::string(v.at("error").at("message").as_string());
+  }
+  static std::string errorType(const http::Response& r) {
+    json::value v = parse(r.body);
+    return std::string(v.at("error").at("type").as_string());
+  }
+
+  static ServedModel* served_;
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
+  http::ClientPool pool_{io_};
+  config::OrchestratorConfig config_;
+  std::unique_ptr<OrchestratorServer> server_;
+  std::vector<std::unique_ptr<FakeAgent>> agents_;
+  http::tcp::endpoint endpoint_;
+  std::thread thread_;
+};
+
+ServedModel* ServerTest::served_ = nullptr;
+
+TEST_F(ServerTest, BadInputsGetStatusAndMessage) {
+  start();
+  auto r = post("/v1/completions", "{not json");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_FALSE(errorMessage(r).empty()) << r.body;
+  EXPECT_EQ(errorType(r), "invalid_request_error");
+
+  r = post("/v1/completions", R"({"model":"stories260K","prompt":5})");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(errorMessage(r).find("prompt"), std::string::npos) << r.body;
+
+  r = post("/v1/chat/completions", R"({"model":"stories260K","messages":"hi"})");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(errorMessage(r).find("messages"), std::string::npos) << r.body;
+
+  r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":0})");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(errorMessage(r).find("max_tokens"), std::string::npos) << r.body;
+
+  r = post("/v1/completions", R"({"model":"gpt-4","prompt":"Once"})");
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_NE(errorMessage(r).find("gpt-4"), std::string::npos) << r.body;
+  EXPECT_NE(errorMessage(r).find("stories260K"), std::string::npos) << r.body;
+
+  r = post("/v1/completions", "{\"model\":\"stories260K\",\"prompt\":\"Once \xff\"}");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(errorMessage(r).find("UTF-8"), std::string::npos) << r.body;
+
+  // Longer than the model's context (no agents yet: the model file's context_length).
+  const uint32_t context = served_->params.context_length;
+  std::string long_prompt;
+  for (uint32_t i = 0; i < context + 10; ++i) long_prompt += "a ";
+  r = post("/v1/completions", R"({"model":"stories260K","prompt":")" + long_prompt + "\"}");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_NE(errorMessage(r).find("maximum context length is " + std::to_string(context)),
+            std::string::npos)
+      << errorMessage(r);
+
+  // The smallest max_sequence_tokens of the live agents bounds it further.
+  addAgent("both", 8);
+  r = post("/v1/completions",
+           R"({"model":"stories260K","prompt":"Once upon a time there was a little girl"})");
+  EXPECT_EQ(r.status, 400u);
+  std::string message = errorMessage(r);
+  EXPECT_NE(message.find("maximum context length is 8 tokens"), std::string::npos) << message;
+  EXPECT_NE(message.find("the prompt has "), std::string::npos) << message;
+}
+
+TEST_F(ServerTest, HealthTurnsOkWhenAPrefillAndADecodeNodeAreLive) {
+  start();
+  auto r = call(Verb::get, "/health");
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_NE(r.body.find("no live node can prefill or decode"), std::string::npos) << r.body;
+  addAgent("prefill");
+  r = call(Verb::get, "/health");
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_NE(r.body.find("no live node can decode"), std::string::npos) << r.body;
+  addAgent("decode");
+  r = call(Verb::get, "/health");
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(parse(r.body).at("status").as_string(), "ok");
+
+  r = call(Verb::get, "/v1/models");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(parse(r.body).at("data").at(0).at("id").as_string(), "stories260K");
+
+  r = call(Verb::get, "/v1/nodes");
+  ASSERT_EQ(r.status, 200u);
+  json::value nodes = parse(r.body);
+  ASSERT_EQ(nodes.as_array().size(), 2u);
+  EXPECT_EQ(nodes.at(0).at("role").as_string(), "prefill");
+  EXPECT_EQ(nodes.at(1).at("id").as_int64(), 1);
+  EXPECT_TRUE(nodes.at(1).at("alive").as_bool());
+  EXPECT_EQ(nodes.at(1).at("total_kv_blocks").as_int64(), 1000);
+  EXPECT_TRUE(nodes.at(1).as_object().contains("cached_blocks"));
+  EXPECT_TRUE(nodes.at(1).as_object().contains("last_heartbeat_ms_ago"));
+
+  // Leaving takes the node out at once.
+  r = post("/v1/agents/leave", R"({"node_id":1})");
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(call(Verb::get, "/health").status, 503u);
+}
+
+TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
+  start();
+  agents_.push_back(std::make_unique<FakeAgent>(io_, "decode", std::vector<int32_t>{1}));
+  wire::RegisterRequest r = registration(*agents_.back(), 0);
+  r.block_tokens = served_->identity.block_tokens * 2;
+  auto answer = post("/v1/agents/register", wire::encode(r));
+  EXPECT_EQ(answer.status, 409u);
+  EXPECT_NE(errorMessage(answer).find("block_tokens " + std::to_string(r.block_tokens) +
+                                      " differs from the cluster's " +
+                                      std::to_string(served_->identity.block_tokens)),
+            std::string::npos)
+      << answer.body;
+  r = registration(*agents_.back(), 0);
+  r.role = "gpu";
+  EXPECT_EQ(post("/v1/agents/register", wire::encode(r)).status, 400u);
+  EXPECT_EQ(post("/v1/agents/register", "{}").status, 400u);
+
+  r = registration(*agents_.back(), 0);
+  answer = post("/v1/agents/register", wire::encode(r));
+  ASSERT_EQ(answer.status, 200u) << answer.body;
+  auto registered = wire::decode<wire::RegisterResponse>(answer.body);
+  ASSERT_TRUE(registered.isOk());
+  EXPECT_EQ(registered->node_id, 0u);
+  EXPECT_EQ(registered->heartbeat_interval_ms, 100u);
+  EXPECT_EQ(registered->heartbeat_timeout_ms, 60000u);
+
+  wire::HeartbeatRequest hb;
+  hb.node_id = 0;
+  hb.kv_events = {{1, {10, 11}, {}}};
+  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  EXPECT_EQ(answer.status, 200u) << answer.body;
+  EXPECT_EQ(parse(call(Verb::get, "/v1/nodes").body).at(0).at("cached_blocks").as_int64(), 2);
+  hb.node_id = 5;
+  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  EXPECT_EQ(answer.status, 404u);
+}
+
+TEST_F(ServerTest, StreamedChatHasExactSseFraming) {
+  start();
+  addAgent("both");
+  auto r = post("/v1/chat/completions", R"({"model":"stories260K","stream":true,
+      "messages":[{"role":"user","content":"Once"}],"max_tokens":3,
+      "stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(r.content_type, "text/event-stream");
+  ASSERT_TRUE(r.body.ends_with("\n\ndata: [DONE]\n\n")) << r.body;
+  std::vector<json::value> chunks;
+  size_t start = 0;
+  for (size_t end; (end = r.body.find("\n\n", start)) != std::string::npos; start = end + 2) {
+    std::string event = r.body.substr(start, end - start);
+    ASSERT_TRUE(event.starts_with("data: ")) << event;
+    if (event == "data: [DONE]") break;
+    chunks.push_back(parse(event.substr(6)));
+  }
+  EXPECT_EQ(start + std::string("data: [DONE]\n\n").size(), r.body.size());
+  ASSERT_GE(chunks.size(), 4u);  // role, text…, finish, usage
+  EXPECT_EQ(chunks[0].at("object").as_string(), "chat.completion.chunk");
+  EXPECT_EQ(chunks[0].at("choices").at(0).at("delta").at("role").as_string(), "assistant");
+  std::string text;
+  for (size_t i = 1; i + 2 < chunks.size(); ++i) {
+    EXPECT_EQ(chunks[i].at("id"), chunks[0].at("id"));
+    text += chunks[i].at("choices").at(0).at("delta").at("content").as_string();
+  }
+  EXPECT_EQ(text, " upon a time");
+  const json::value& finish = chunks[chunks.size() - 2];
+  EXPECT_EQ(finish.at("choices").at(0).at("finish_reason").as_string(), "length");
+  const json::value& usage = chunks.back();
+  EXPECT_TRUE(usage.at("choices").as_array().empty());
+  EXPECT_EQ(usage.at("usage").at("completion_tokens").as_int64(), 3);
+  EXPECT_EQ(agents_[0]->generates, 1);
+}
+
+TEST_F(ServerTest, NonStreamedCompletionHasUsageAndStopsAtAStopString) {
+  start();
+  FakeAgent& agent = addAgent("both");
+  agent.cached_tokens = 16;
+  auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":10})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  json::value v = parse(r.body);
+  EXPECT_EQ(v.at("object").as_string(), "text_completion");
+  EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon a time there was");
+  EXPECT_EQ(v.at("choices").at(0).at("finish_reason").as_string(), "stop");  // the stream ended
+  const json::value& usage = v.at("usage");
+  EXPECT_EQ(usage.at("prompt_tokens").as_int64(), 2);  // BOS, "▁Once"
+  EXPECT_EQ(usage.at("completion_tokens").as_int64(), 5);
+  EXPECT_EQ(usage.at("total_tokens").as_int64(), 7);
+  EXPECT_EQ(usage.at("prompt_tokens_details").at("cached_tokens").as_int64(), 16);
+
+  r = post("/v1/completions",
+           R"({"model":"stories260K","prompt":"Once","max_tokens":10,"stop":[" time"]})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  v = parse(r.body);
+  EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon a");
+  EXPECT_EQ(v.at("choices").at(0).at("finish_reason").as_string(), "stop");
+}
+
+TEST_F(ServerTest, SplitPathReservesPrefillsAndDecodes) {
+  start();
+  FakeAgent& prefill = addAgent("prefill");
+  FakeAgent& decode = addAgent("decode");
+  prefill.cached_tokens = 4;
+  auto r = post("/v1/completions",
+                R"({"model":"stories260K","prompt":"Once","max_tokens":4,"stream":true})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_NE(r.body.find(R"("text":" upon")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("finish_reason":"length")"), std::string::npos) << r.body;
+  EXPECT_TRUE(r.body.ends_with("data: [DONE]\n\n"));
+  EXPECT_EQ(decode.reserves, 1);
+  EXPECT_EQ(prefill.prefills, 1);
+  EXPECT_EQ(decode.decodes, 1);
+  EXPECT_EQ(prefill.generates + decode.generates, 0);
+  EXPECT_EQ(prefill.last_prefill_blob, decode.blob());
+
+  // max_tokens 1: the prefill's token is the whole answer; the lease is released, not decoded.
+  r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":1})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  json::value v = parse(r.body);
+  EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon");
+  EXPECT_EQ(v.at("usage").at("prompt_tokens_details").at("cached_tokens").as_int64(), 4);
+  EXPECT_EQ(decode.decodes, 1);
+  for (int i = 0; i < 200 && decode.releases == 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(decode.releases, 1);
+}
+
+TEST_F(ServerTest, RefusedReservationRetriesOnAnotherDecodeNode) {
+  start();
+  FakeAgent& prefill = addAgent("prefill");
+  FakeAgent& full = addAgent("decode");
+  FakeAgent& roomy = addAgent("decode");
+  full.refuse_reserve = true;
+  for (int i = 0; i < 4; ++i) {
+    auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(parse(r.body).at("choices").at(0).at("text").as_string(), " upon a time");
+  }
+  EXPECT_GE(full.reserves, 1);  // tried, refused, excluded for that request
+  EXPECT_EQ(full.decodes, 0);
+  EXPECT_EQ(roomy.decodes, 4);
+  EXPECT_EQ(prefill.prefills, 4);
+
+  // With no decode node left to try, the client gets a 503 naming the last failure.
+  roomy.refuse_reserve = true;
+  auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+  EXPECT_EQ(r.status, 503u) << r.body;
+  EXPECT_NE(errorMessage(r).find("KV pool full"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, AdmissionRefusesBeyondInflightAndQueue) {
+  config_.max_inflight = 1;
+  config_.max_queue = 0;
+  config_.retry_after_s = 7;
+  start();
+  FakeAgent& agent = addAgent("both");
+  agent.hold = true;
+  auto first =
+      postLater("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+  for (int i = 0; i < 400 && agent.streams_open == 0; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(agent.streams_open, 1);
+
+  auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+  EXPECT_EQ(r.status, 429u) << r.body;
+  EXPECT_EQ(r.retry_after, "7");
+  json::value v = parse(r.body);
+  EXPECT_EQ(v.at("error").at("code").as_string(), "rate_limit_exceeded");
+  EXPECT_EQ(v.at("error").at("type").as_string(), "rate_limit_error");
+
+  agent.hold = false;
+  http::Response done = first.get();
+  EXPECT_EQ(done.status, 200u) << done.body;
+  // The slot is free again.
+  r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+  EXPECT_EQ(r.status, 200u) << r.body;
+}
+
+TEST_F(ServerTest, AdmissionQueueIsFifoAndTimesOut) {
+  config_.max_inflight = 1;
+  config_.max_queue = 1;
+  config_.queue_timeout_ms = 100;
+  start();
+  FakeAgent& agent = addAgent("both");
+  const std::string body = R"({"model":"stories260K","prompt":"Once","max_tokens":3})";
+  agent.hold = true;
+  auto first = postLater("/v1/completions", body);
+  for (int i = 0; i < 400 && agent.streams_open == 0; ++i) std::this_thread::sleep_for(5ms);
+  auto queued = postLater("/v1/completions", body);
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(post("/v1/completions", body).status, 429u);  // the queue (1) is full
+  http::Response timed_out = queued.get();                // after queue_timeout_ms
+  EXPECT_EQ(timed_out.status, 429u);
+  EXPECT_NE(errorMessage(timed_out).find("waited 100 ms"), std::string::npos) << timed_out.body;
+
+  // A waiting request gets the slot as soon as the one in flight finishes.
+  queued = postLater("/v1/completions", body);
+  std::this_thread::sleep_for(20ms);
+  agent.hold = false;
+  EXPECT_EQ(first.get().status, 200u);
+  EXPECT_EQ(queued.get().status, 200u);
+}
+
+TEST_F(ServerTest, AFailureAfterTheFirstByteEndsTheStreamWithAnErrorEvent) {
+  start();
+  addAgent("prefill");
+  FakeAgent& decode = addAgent("decode");
+  decode.fail_after = 2;
+  auto r = post("/v1/chat/completions", R"({"model":"stories260K","stream":true,
+      "messages":[{"role":"user","content":"Once"}],"max_tokens":10})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_NE(r.body.find(R"("content":" upon")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("data: {\"error\":{"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("decode step failed"), std::string::npos) << r.body;
+  EXPECT_TRUE(r.body.ends_with("data: [DONE]\n\n")) << r.body;
+  EXPECT_EQ(r.body.find("finish_reason\":\"length"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, NonStreamedFailuresAreRetriedOnAnotherPair) {
+  config_.policy = "round_robin";  // node 0 first each time
+  start();
+  FakeAgent& broken = addAgent("both");
+  FakeAgent& healthy = addAgent("both");
+  broken.fail_after = 2;
+  for (int i = 0; i < 3; ++i) {
+    auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":10})");
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(parse(r.body).at("choices").at(0).at("text").as_string(), " upon a time there was");
+  }
+  EXPECT_EQ(healthy.generates, 3);
+  EXPECT_EQ(broken.generates, 3);  // tried, failed mid-answer, excluded for that request
+}
+
+TEST_F(ServerTest, AClientThatHangsUpStopsTheAgentStream) {
+  start();
+  FakeAgent& agent = addAgent("both");
+  agent.token_delay_ms = 20;
+  int lines = 0;
+  auto r = run(
+      pool_.streamLines(endpoint_, Verb::post, "/v1/completions",
+                        R"({"model":"stories260K","prompt":"Once","max_tokens":5,"stream":true})",
+                        5s, 5s, [&](std::string_view line) -> Task<bool> {
+                          if (!line.empty()) ++lines;
+                          co_return lines < 1;  // hang up after the first event
+                        }));
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  for (int i = 0; i < 400 && (agent.streams_open > 0 || agent.streams_cut == 0); ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(agent.streams_open, 0);
+  EXPECT_EQ(agent.streams_cut, 1);
+}
+
+TEST_F(ServerTest, NoDecodeNodeIs503SayingWhichRoleIsMissing) {
+  start();
+  addAgent("prefill");
+  auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once"})");
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_NE(errorMessage(r).find("no live node can decode"), std::string::npos) << r.body;
+}
+
+}  // namespace
+}  // namespace kvferry::orchestrator
