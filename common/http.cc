@@ -176,6 +176,10 @@ Task<void> Server::acceptLoop() {
 }
 
 Task<void> Server::session(tcp::socket socket) {
+  // Streamed responses are many small writes: without TCP_NODELAY each waits for the previous
+  // one's ACK (Nagle + delayed ACK, ~40 ms per token).
+  boost::system::error_code nodelay_ec;
+  socket.set_option(tcp::no_delay(true), nodelay_ec);
   beast::tcp_stream stream(std::move(socket));
   sessions_.insert(&stream);
   beast::flat_buffer buffer;
@@ -388,7 +392,9 @@ Task<Result<Response>> ClientPool::streamLines(
     pending.append(chunk, got);
     size_t start = 0;
     for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-      if (!co_await on_line(std::string_view(pending).substr(start, nl - start))) {
+      // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+      const bool more = co_await on_line(std::string_view(pending).substr(start, nl - start));
+      if (!more) {
         co_return response;  // the stream closes with the connection
       }
     }

@@ -413,7 +413,9 @@ std::optional<T> decodeOr400(const http::Request& request, Reply& error) {
 
 Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
                                         http::ResponseWriter& writer) {
-  if (co_await refuseWhileDraining(writer)) co_return;
+  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+  const bool refused = co_await refuseWhileDraining(writer);
+  if (refused) co_return;
   if (config_.role == config::NodeRole::kPrefill) {
     co_await writer.sendJson(HttpStatus::bad_request,
                              http::errorBody("this agent only prefills; reserve on a decode node"));
@@ -434,7 +436,9 @@ Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
 
 Task<void> NodeAgentImpl::handlePrefill(const http::Request& request,
                                         http::ResponseWriter& writer) {
-  if (co_await refuseWhileDraining(writer)) co_return;
+  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+  const bool refused = co_await refuseWhileDraining(writer);
+  if (refused) co_return;
   if (config_.role == config::NodeRole::kDecode) {
     co_await writer.sendJson(HttpStatus::bad_request,
                              http::errorBody("this agent only decodes; prefill on another node"));
@@ -474,10 +478,14 @@ Task<void> NodeAgentImpl::handleDecode(const http::Request& request, http::Respo
 
 Task<void> NodeAgentImpl::handleGenerate(const http::Request& request,
                                          http::ResponseWriter& writer) {
-  if (co_await refuseWhileDraining(writer)) co_return;
-  if (config_.role != config::NodeRole::kBoth) {
+  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+  const bool refused = co_await refuseWhileDraining(writer);
+  if (refused) co_return;
+  // Decode agents prefill too when the scheduler colocates a request on them (conditional
+  // disaggregation: a short uncached suffix costs less to compute than to move).
+  if (config_.role == config::NodeRole::kPrefill) {
     co_await writer.sendJson(HttpStatus::bad_request,
-                             http::errorBody("generate needs an agent with role both"));
+                             http::errorBody("this agent only prefills; generate on a decode node"));
     co_return;
   }
   Reply error;
@@ -496,7 +504,8 @@ Task<void> NodeAgentImpl::handleGenerate(const http::Request& request,
 
 Task<void> NodeAgentImpl::writeStream(std::shared_ptr<Stream> stream,
                                       http::ResponseWriter& writer) {
-  if (!co_await writer.beginStream(HttpStatus::ok, "application/x-ndjson")) {
+  const bool started = co_await writer.beginStream(HttpStatus::ok, "application/x-ndjson");
+  if (!started) {
     cancelStream(stream);
     co_return;
   }
@@ -504,7 +513,8 @@ Task<void> NodeAgentImpl::writeStream(std::shared_ptr<Stream> stream,
     auto [ec, line, last] = co_await stream->lines.async_receive(kNoThrow);
     if (ec) break;
     line.push_back('\n');
-    if (!co_await writer.writeChunk(line)) {
+    const bool written = co_await writer.writeChunk(line);
+    if (!written) {
       cancelStream(stream);  // the orchestrator closed the stream: stop decoding
       co_return;
     }

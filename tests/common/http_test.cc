@@ -29,11 +29,13 @@ class HttpTest : public ::testing::Test {
                   [](const Request&, ResponseWriter&) -> Task<void> { co_return; });
     server_.route(Verb::get, "/lines", [this](const Request& r, ResponseWriter& w) -> Task<void> {
       int count = std::stoi(std::string(r.target().substr(r.target().find('=') + 1)));
-      if (!co_await w.beginStream(HttpStatus::ok, "application/x-ndjson")) co_return;
+      const bool started = co_await w.beginStream(HttpStatus::ok, "application/x-ndjson");
+      if (!started) co_return;
       for (int i = 0; i < count; ++i) {
         asio::steady_timer timer(io_, 1ms);
         co_await timer.async_wait(asio::use_awaitable);
-        if (!co_await w.writeChunk("line " + std::to_string(i) + "\n")) {
+        const bool written = co_await w.writeChunk("line " + std::to_string(i) + "\n");
+        if (!written) {
           ++stream_write_failures_;
           co_return;
         }
