@@ -158,7 +158,7 @@ describe('one cluster of 2 prefill + 2 decode agents', () => {
       [{ model: MODEL_ID, prompt: 'x', temperature: 'hot' }, 400, /temperature/],
       [{ model: 'gpt-4', prompt: 'x' }, 404, /gpt-4/],
       [{ model: MODEL_ID, prompt: 'x', n: 2 }, 400, /n/],
-      [{ model: MODEL_ID, prompt: 'Once '.repeat(2000) }, 400, /context|too long|tokens/i],
+      [{ model: MODEL_ID, prompt: 'Once '.repeat(3000) }, 400, /context|too long|tokens/i],
       [{ model: MODEL_ID, messages: 'hi' }, 400, /prompt/],
     ];
     for (const [body, status, message] of cases) {

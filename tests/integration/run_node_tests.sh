@@ -5,7 +5,7 @@ set -euo pipefail
 test_file="${1:?usage: run_node_tests.sh TEST_FILE}"
 : "${KVFERRY_BIN_DIR:?set KVFERRY_BIN_DIR to the build directory}"
 : "${KVFERRY_MODEL:?set KVFERRY_MODEL to the GGUF model}"
-npm_dir="$KVFERRY_BIN_DIR/npm"
+npm_dir="$(cd "$KVFERRY_BIN_DIR" && pwd)/npm"
 openai_version=4.104.0
 if [ ! -f "$npm_dir/node_modules/openai/package.json" ] ||
    ! grep -q "\"version\": \"$openai_version\"" "$npm_dir/node_modules/openai/package.json"; then
