@@ -23,7 +23,7 @@ PACKAGES=(
   # The Soft-RoCE VM that runs the verbs tests (../shared/tools/rxe-vm): QEMU and its tools.
   qemu-system-x86 rdmacm-utils iproute2 xz-utils
   # Benchmarks: the TCP ceiling for bench_transfer.sh; jq to read JSON results in scripts.
-  iperf3 jq
+  iperf3 jq gnuplot-nox
   # Tooling named in STYLE.md.
   clang-format clang-tidy
 )
