@@ -1,5 +1,6 @@
 #include "node_agent/agent.h"
 
+#include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
+#include <deque>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -25,6 +27,7 @@
 #include "model/tokenizer.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/sampler.h"
+#include "node_agent/metrics.h"
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
 
@@ -98,7 +101,11 @@ std::vector<TokenId> tokensOf(const std::vector<int32_t>& ids) {
 class NodeAgentImpl final : public NodeAgent {
  public:
   NodeAgentImpl(const config::NodeAgentConfig& config, asio::io_context& io)
-      : config_(config), io_(io), server_(io, http::ServerOptions{}), client_(io) {}
+      : config_(config),
+        io_(io),
+        metrics_(metrics_registry_, config::nodeRoleName(config.role)),
+        server_(io, http::ServerOptions{}),
+        client_(io) {}
 
   ~NodeAgentImpl() override { stopThreads(); }
 
@@ -147,6 +154,7 @@ class NodeAgentImpl final : public NodeAgent {
     bool posted = false;
     wire::PrefillResponse response;
     std::shared_ptr<ReplyChannel> reply;
+    AgentMetrics::Peer metrics;  // the target's transfer counters
   };
   struct Collected {
     wire::Load load;
@@ -165,7 +173,9 @@ class NodeAgentImpl final : public NodeAgent {
   Task<void> handleGenerate(const http::Request& request, http::ResponseWriter& writer);
   Task<void> handleRelease(const http::Request& request, http::ResponseWriter& writer);
   Task<void> handleCancel(const http::Request& request, http::ResponseWriter& writer);
-  Task<void> writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer);
+  Task<void> handleMetrics(const http::Request& request, http::ResponseWriter& writer);
+  Task<void> writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer,
+                         AgentMetrics::Kind kind);
   Task<bool> refuseWhileDraining(http::ResponseWriter& writer);
   // Runs fn(channel) on the engine thread; fn (or what it starts) sends exactly one Reply.
   template <typename Fn>
@@ -198,6 +208,8 @@ class NodeAgentImpl final : public NodeAgent {
   bool idle() const { return leases_.empty() && active_.empty() && pending_.empty(); }
   Result<rdma::PeerId> peerFor(const std::string& blob_base64);
   void notePrefillTime(uint64_t tokens, double seconds);
+  AgentMetrics::Peer peerMetrics(uint32_t node_id);
+  void publishGauges();
 
   // Transfer thread.
   void transferLoop();
@@ -206,6 +218,8 @@ class NodeAgentImpl final : public NodeAgent {
 
   const config::NodeAgentConfig config_;
   asio::io_context& io_;
+  prometheus::Registry metrics_registry_;
+  AgentMetrics metrics_;
   http::Server server_;
   http::ClientPool client_;
   http::tcp::endpoint orchestrator_;
@@ -243,7 +257,12 @@ class NodeAgentImpl final : public NodeAgent {
   std::unordered_map<uint64_t, PendingPrefill> pending_;
   uint64_t next_prefill_ = 1;
   std::unordered_map<std::string, rdma::PeerId> peers_;
-  std::unordered_set<uint64_t> cancelled_;  // request ids cancelled before their work ran
+  std::unordered_map<uint32_t, AgentMetrics::Peer> peer_metrics_;  // by decode node id
+  // Request ids cancelled before their work ran (a cancel may also name a request that already
+  // ended): the newest kMaxCancelled, oldest forgotten first.
+  static constexpr size_t kMaxCancelled = 4096;
+  std::unordered_set<uint64_t> cancelled_;
+  std::deque<uint64_t> cancelled_order_;
   std::unique_ptr<engine::Sampler> sampler_;
   std::vector<float> logits_;
   std::vector<engine::SequenceId> step_ids_;
@@ -384,6 +403,7 @@ void NodeAgentImpl::routes() {
   server_.route(Verb::post, "/agent/generate", bind(&NodeAgentImpl::handleGenerate));
   server_.route(Verb::post, "/agent/release", bind(&NodeAgentImpl::handleRelease));
   server_.route(Verb::post, "/agent/cancel", bind(&NodeAgentImpl::handleCancel));
+  server_.route(Verb::get, "/metrics", bind(&NodeAgentImpl::handleMetrics));
   server_.route(Verb::get, "/health",
                 [this](const http::Request&, http::ResponseWriter& w) -> Task<void> {
                   boost::json::object body{{"status", draining_ ? "draining" : "ok"},
@@ -415,8 +435,12 @@ Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
                                         http::ResponseWriter& writer) {
   // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
   const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) co_return;
+  if (refused) {
+    metrics_.countRequest(AgentMetrics::Kind::kReserve, AgentMetrics::Outcome::kRejected);
+    co_return;
+  }
   if (config_.role == config::NodeRole::kPrefill) {
+    metrics_.countRequest(AgentMetrics::Kind::kReserve, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request,
                              http::errorBody("this agent only prefills; reserve on a decode node"));
     co_return;
@@ -431,6 +455,7 @@ Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
     };
     reply = co_await onEngine(std::move(work));
   }
+  metrics_.countRequest(AgentMetrics::Kind::kReserve, AgentMetrics::outcomeOf(reply.status));
   co_await writer.send(static_cast<HttpStatus>(reply.status), "application/json", reply.body);
 }
 
@@ -438,8 +463,12 @@ Task<void> NodeAgentImpl::handlePrefill(const http::Request& request,
                                         http::ResponseWriter& writer) {
   // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
   const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) co_return;
+  if (refused) {
+    metrics_.countRequest(AgentMetrics::Kind::kPrefill, AgentMetrics::Outcome::kRejected);
+    co_return;
+  }
   if (config_.role == config::NodeRole::kDecode) {
+    metrics_.countRequest(AgentMetrics::Kind::kPrefill, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request,
                              http::errorBody("this agent only decodes; prefill on another node"));
     co_return;
@@ -455,11 +484,13 @@ Task<void> NodeAgentImpl::handlePrefill(const http::Request& request,
     };  // named: see handleReserve
     reply = co_await onEngine(std::move(work));
   }
+  metrics_.countRequest(AgentMetrics::Kind::kPrefill, AgentMetrics::outcomeOf(reply.status));
   co_await writer.send(static_cast<HttpStatus>(reply.status), "application/json", reply.body);
 }
 
 Task<void> NodeAgentImpl::handleDecode(const http::Request& request, http::ResponseWriter& writer) {
   if (config_.role == config::NodeRole::kPrefill) {
+    metrics_.countRequest(AgentMetrics::Kind::kDecode, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request,
                              http::errorBody("this agent only prefills; decode on a decode node"));
     co_return;
@@ -467,30 +498,37 @@ Task<void> NodeAgentImpl::handleDecode(const http::Request& request, http::Respo
   Reply error;
   auto message = decodeOr400<wire::DecodeRequest>(request, error);
   if (!message) {
+    metrics_.countRequest(AgentMetrics::Kind::kDecode, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request, error.body);
     co_return;
   }
   auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
                                          message->request_id);
   asio::post(engine_io_, [this, m = std::move(*message), stream] { decode(m, stream); });
-  co_await writeStream(std::move(stream), writer);
+  co_await writeStream(std::move(stream), writer, AgentMetrics::Kind::kDecode);
 }
 
 Task<void> NodeAgentImpl::handleGenerate(const http::Request& request,
                                          http::ResponseWriter& writer) {
   // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
   const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) co_return;
+  if (refused) {
+    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kRejected);
+    co_return;
+  }
   // Decode agents prefill too when the scheduler colocates a request on them (conditional
   // disaggregation: a short uncached suffix costs less to compute than to move).
   if (config_.role == config::NodeRole::kPrefill) {
-    co_await writer.sendJson(HttpStatus::bad_request,
-                             http::errorBody("this agent only prefills; generate on a decode node"));
+    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kError);
+    co_await writer.sendJson(
+        HttpStatus::bad_request,
+        http::errorBody("this agent only prefills; generate on a decode node"));
     co_return;
   }
   Reply error;
   auto message = decodeOr400<wire::GenerateRequest>(request, error);
   if (!message) {
+    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request, error.body);
     co_return;
   }
@@ -499,27 +537,40 @@ Task<void> NodeAgentImpl::handleGenerate(const http::Request& request,
   auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
                                          message->request_id);
   asio::post(engine_io_, [this, m = std::move(*message), stream] { generate(m, stream); });
-  co_await writeStream(std::move(stream), writer);
+  co_await writeStream(std::move(stream), writer, AgentMetrics::Kind::kGenerate);
 }
 
-Task<void> NodeAgentImpl::writeStream(std::shared_ptr<Stream> stream,
-                                      http::ResponseWriter& writer) {
+Task<void> NodeAgentImpl::writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer,
+                                      AgentMetrics::Kind kind) {
   const bool started = co_await writer.beginStream(HttpStatus::ok, "application/x-ndjson");
   if (!started) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
     cancelStream(stream);
     co_return;
   }
+  // The stream's outcome is its finish line's (an engine that stopped sends none).
+  AgentMetrics::Outcome outcome = AgentMetrics::Outcome::kError;
   for (;;) {
     auto [ec, line, last] = co_await stream->lines.async_receive(kNoThrow);
     if (ec) break;
+    if (last) {
+      Result<wire::StreamLine> finish = wire::decode<wire::StreamLine>(line);
+      if (finish.isOk() && (finish->finish == "stop" || finish->finish == "length")) {
+        outcome = AgentMetrics::Outcome::kOk;
+      } else if (finish.isOk() && finish->message == "cancelled") {
+        outcome = AgentMetrics::Outcome::kCancelled;
+      }
+    }
     line.push_back('\n');
     const bool written = co_await writer.writeChunk(line);
     if (!written) {
+      metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
       cancelStream(stream);  // the orchestrator closed the stream: stop decoding
       co_return;
     }
     if (last) break;
   }
+  metrics_.countRequest(kind, outcome);
   co_await writer.endStream();
 }
 
@@ -532,23 +583,33 @@ Task<void> NodeAgentImpl::handleRelease(const http::Request& request,
                                         http::ResponseWriter& writer) {
   Reply reply;
   if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
-    reply = co_await onEngine([this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
+    auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
       release(id);
       ch->try_send(boost::system::error_code{}, jsonReply(200, "{}"));
-    });
+    };  // named: see handleReserve
+    reply = co_await onEngine(std::move(work));
   }
+  metrics_.countRequest(AgentMetrics::Kind::kRelease, AgentMetrics::outcomeOf(reply.status));
   co_await writer.send(static_cast<HttpStatus>(reply.status), "application/json", reply.body);
 }
 
 Task<void> NodeAgentImpl::handleCancel(const http::Request& request, http::ResponseWriter& writer) {
   Reply reply;
   if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
-    reply = co_await onEngine([this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
+    auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
       cancel(id);
       ch->try_send(boost::system::error_code{}, jsonReply(200, "{}"));
-    });
+    };  // named: see handleReserve
+    reply = co_await onEngine(std::move(work));
   }
+  metrics_.countRequest(AgentMetrics::Kind::kCancel, AgentMetrics::outcomeOf(reply.status));
   co_await writer.send(static_cast<HttpStatus>(reply.status), "application/json", reply.body);
+}
+
+Task<void> NodeAgentImpl::handleMetrics(const http::Request& request,
+                                        http::ResponseWriter& writer) {
+  (void)request;
+  co_await writer.send(HttpStatus::ok, kMetricsContentType, metricsText(metrics_registry_));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -692,10 +753,26 @@ void NodeAgentImpl::engineLoop() {
     expireLeases();
     if (!active_.empty()) {
       decodeStep();
+      publishGauges();
       continue;
     }
+    publishGauges();
     engine_io_.run_one_for(milliseconds(20));
   }
+}
+
+// Once per loop turn (a decode step, or at most every 20 ms when idle): a few atomic stores.
+void NodeAgentImpl::publishGauges() {
+  const engine::KvBlockManager& blocks = engine_->blocks();
+  metrics_.setKvBlocks(blocks.usedBlocks(), blocks.evictableBlocks(), blocks.freeBlocks());
+  metrics_.active_leases.Set(static_cast<double>(leases_.size()));
+  metrics_.decoding_sequences.Set(static_cast<double>(active_.size()));
+}
+
+AgentMetrics::Peer NodeAgentImpl::peerMetrics(uint32_t node_id) {
+  auto it = peer_metrics_.find(node_id);
+  if (it == peer_metrics_.end()) it = peer_metrics_.emplace(node_id, metrics_.peer(node_id)).first;
+  return it->second;
 }
 
 Reply NodeAgentImpl::reserve(const wire::ReserveRequest& request) {
@@ -767,9 +844,11 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
     return send(errorReply(400, "prefill: " + s.message()));
   }
   rdma::PeerId peer = 0;
+  const AgentMetrics::Peer peer_metrics = peerMetrics(target.node_id);
   if (target.cached_blocks < prompt_blocks) {
     auto connected = peerFor(target.transport_blob);
     if (!connected.isOk()) {
+      peer_metrics.errors->Increment();
       return send(errorReply(502, "transfer to node " + std::to_string(target.node_id) +
                                       " failed: " + connected.status().toString()));
     }
@@ -782,6 +861,7 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
   pending.target_node = target.node_id;
   pending.blob = target.transport_blob;
   pending.reply = std::move(reply);
+  pending.metrics = peer_metrics;
   const uint32_t first_block = target.cached_blocks;
 
   // After each layer of the last chunk: that layer's K and V of every block the target lacks.
@@ -815,7 +895,11 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
       std::this_thread::sleep_for(std::chrono::microseconds(100));  // the queue drains
     }
     ++pending.outstanding;
-    for (const rdma::TransferOp& op : ops_) pending.response.transfer_bytes += op.length;
+    uint64_t bytes = 0;
+    for (const rdma::TransferOp& op : ops_) bytes += op.length;
+    pending.response.transfer_bytes += bytes;
+    pending.metrics.bytes->Increment(static_cast<double>(bytes));
+    pending.metrics.batches->Increment();
   };
 
   std::vector<TokenId> tokens = tokensOf(request.tokens);
@@ -828,8 +912,11 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
     if (pending.error.isOk()) pending.error = result.status();
   } else {
     pending.seq = result->id;
-    notePrefillTime(tokens.size() - result->cached_tokens,
-                    std::chrono::duration<double>(Clock::now() - start).count());
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    notePrefillTime(tokens.size() - result->cached_tokens, seconds);
+    metrics_.prefill_seconds.Observe(seconds);
+    metrics_.prefill_tokens.Increment(static_cast<double>(tokens.size() - result->cached_tokens));
+    metrics_.prefill_cached_tokens.Increment(result->cached_tokens);
     engine::SamplingRng rng(sampling.seed);
     pending.response.first_token = sampler_->sample(logits_, sampling, rng);
     pending.response.rng_draws = rng.draws();
@@ -847,6 +934,7 @@ void NodeAgentImpl::finishPrefill(uint64_t key) {
   Reply reply;
   if (!p.error.isOk()) {
     bool transfer = p.computed && p.posted;
+    if (transfer) p.metrics.errors->Increment();
     if (p.error.code() == StatusCode::kUnavailable ||
         p.error.code() == StatusCode::kDeadlineExceeded ||
         p.error.code() == StatusCode::kCancelled) {
@@ -864,6 +952,7 @@ void NodeAgentImpl::finishPrefill(uint64_t key) {
                            p.error.toString());
   } else {
     p.response.transfer_ms = p.posted ? msSince(p.first_post) : 0;
+    if (p.posted) metrics_.transfer_seconds.Observe(p.response.transfer_ms / 1000);
     reply = jsonReply(200, wire::encode(p.response));
   }
   p.reply->try_send(boost::system::error_code{}, std::move(reply));
@@ -979,7 +1068,13 @@ void NodeAgentImpl::cancel(uint64_t request_id) {
     if (p.request_id == request_id) found = true;  // its transfer finishes on its own
   }
   // Work not yet run (a prefill or reserve still queued) is refused when it runs.
-  if (!found && cancelled_.size() < 4096) cancelled_.insert(request_id);
+  if (!found && cancelled_.insert(request_id).second) {
+    cancelled_order_.push_back(request_id);
+    if (cancelled_order_.size() > kMaxCancelled) {
+      cancelled_.erase(cancelled_order_.front());
+      cancelled_order_.pop_front();
+    }
+  }
 }
 
 void NodeAgentImpl::expireLeases() {
@@ -1017,8 +1112,11 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
     emit(*stream, finishLine("error", "prefill: " + result.status().toString()), true);
     return;
   }
-  notePrefillTime(tokens.size() - result->cached_tokens,
-                  std::chrono::duration<double>(Clock::now() - start).count());
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  notePrefillTime(tokens.size() - result->cached_tokens, seconds);
+  metrics_.prefill_seconds.Observe(seconds);
+  metrics_.prefill_tokens.Increment(static_cast<double>(tokens.size() - result->cached_tokens));
+  metrics_.prefill_cached_tokens.Increment(result->cached_tokens);
   Active active;
   active.request_id = request.request_id;
   active.seq = result->id;
@@ -1073,8 +1171,12 @@ void NodeAgentImpl::decodeStep() {
   }
   const uint32_t vocab = engine_->vocabSize();
   logits_.resize(size_t{vocab} * n);
+  const Clock::time_point step_start = Clock::now();
   Status s =
       engine_->decode(step_ids_, step_tokens_, std::span<float>(logits_.data(), size_t{vocab} * n));
+  metrics_.decode_step_seconds.Observe(
+      std::chrono::duration<double>(Clock::now() - step_start).count());
+  metrics_.decode_batch_sequences.Observe(static_cast<double>(n));
   if (!s.isOk()) {
     // Out of KV blocks: the newest sequence of the step gives way so the others go on.
     spdlog::warn("node agent: decode step of {} sequences failed: {}", n, s.toString());

@@ -17,7 +17,8 @@ constexpr const char* kUsage = R"(usage: node_agent --config FILE [flags]
 
 Runs one kvferry node agent: loads the model (GGUF), sizes and registers its KV pools with the
 transfer engine, registers with the orchestrator and serves the control API the orchestrator
-calls (reserve, prefill-and-send, decode stream, generate, release, cancel).
+calls (reserve, prefill-and-send, decode stream, generate, release, cancel), plus GET /health
+and GET /metrics (Prometheus) on the same port.
 
   --config FILE             node_agent.yaml (see config/examples/node_agent.yaml); every key
                             has a default, but model.path must be set here or with --model

@@ -52,6 +52,7 @@ Endpoints:
   GET  /health                                  200 once a live node can prefill and one can
                                                 decode; else 503 with what is missing
   GET  /v1/nodes                                the registered agents, their load and caches
+  GET  /metrics                                 Prometheus metrics (dashboards/README.md)
   POST /v1/agents/register|heartbeat|leave      the agents' side (docs/control_plane.md)
 
 Example:

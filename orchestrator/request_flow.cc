@@ -34,6 +34,10 @@ double msBetween(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
+double secondsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 bool isSuccess(unsigned status) { return status >= 200 && status < 300; }
 
 // The message of an agent's {"error":{"message":...}} body, else the start of the body.
@@ -58,10 +62,11 @@ std::string agentErrorMessage(const http::Response& response) {
 class ClientOutput {
  public:
   ClientOutput(http::ResponseWriter& writer, const PreparedRequest& request,
-               const ServedModel& model)
+               const ServedModel& model, OrchestratorMetrics& metrics)
       : writer_(writer),
         request_(request),
         model_(model),
+        metrics_(metrics),
         detokenizer_(*model.tokenizer, request.tokens),
         stops_(request.api.stop) {
     context_.endpoint = request.api.endpoint;
@@ -79,7 +84,13 @@ class ClientOutput {
     if (!end_reason_.empty() || client_gone_ || !bad_token_.empty()) co_return false;
     ++completion_tokens_;
     if (request_.api.return_token_ids) token_ids_.push_back(id);
-    if (!first_token_at_) first_token_at_ = Clock::now();
+    const Clock::time_point now = Clock::now();
+    if (last_token_at_) {
+      metrics_.itl_seconds.Observe(secondsBetween(*last_token_at_, now));
+    } else {
+      first_token_at_ = now;
+    }
+    last_token_at_ = now;
     std::string text;
     if (std::find(model_.stop_tokens.begin(), model_.stop_tokens.end(), id) !=
         model_.stop_tokens.end()) {
@@ -116,10 +127,9 @@ class ClientOutput {
     finish_reason_ = reason;
     if (!request_.api.stream) {
       text_ += tail;
-      std::string body =
-          openai::completionResponse(request_.api.endpoint, request_.openai_id, request_.created,
-                                     model_.name, text_, reason, usage(),
-                                     context_.system_fingerprint);
+      std::string body = openai::completionResponse(request_.api.endpoint, request_.openai_id,
+                                                    request_.created, model_.name, text_, reason,
+                                                    usage(), context_.system_fingerprint);
       if (request_.api.return_token_ids) body = withTokenIds(std::move(body));
       const bool sent = co_await writer_.sendJson(http::HttpStatus::ok, std::move(body));
       client_gone_ = !sent;
@@ -146,8 +156,13 @@ class ClientOutput {
     co_await endStream();
   }
 
-  void setCachedTokens(uint32_t tokens) { cached_tokens_ = tokens; }
+  void setCachedTokens(uint32_t tokens) {
+    cached_tokens_ = tokens;
+    cached_tokens_known_ = true;
+  }
   uint32_t cachedTokens() const { return cached_tokens_; }
+  // Whether the prefill node reported its cached prefix (it does once its prefill is done).
+  bool cachedTokensKnown() const { return cached_tokens_known_; }
   bool begun() const { return begun_; }  // bytes reached (or were sent to) the client
   bool clientGone() const { return client_gone_; }
   const std::string& badToken() const { return bad_token_; }
@@ -200,6 +215,7 @@ class ClientOutput {
   http::ResponseWriter& writer_;
   const PreparedRequest& request_;
   const ServedModel& model_;
+  OrchestratorMetrics& metrics_;
   openai::StreamContext context_;
   // choices[0].token_ids added to a completion body (the return_token_ids extension).
   std::string withTokenIds(std::string body) const {
@@ -220,7 +236,9 @@ class ClientOutput {
   std::string text_;  // non-streamed answers
   uint32_t completion_tokens_ = 0;
   uint32_t cached_tokens_ = 0;
+  bool cached_tokens_known_ = false;
   std::optional<Clock::time_point> first_token_at_;
+  std::optional<Clock::time_point> last_token_at_;
   std::string end_reason_;
   std::string finish_reason_;
   std::string bad_token_;
@@ -294,9 +312,12 @@ Task<RequestOutcome> Runner::run() {
     request.input_tokens = static_cast<uint32_t>(request_.tokens.size());
     request.output_tokens = request_.max_tokens;
     request.block_hashes = request_.block_hashes;
+    const Clock::time_point choosing = Clock::now();
     Result<scheduler::Decision> decision = ctx_.policy.choose(request, view);
+    ctx_.metrics.routing_decision_seconds.Observe(secondsBetween(choosing, Clock::now()));
     if (!decision.isOk()) {
       if (!last) {
+        ctx_.metrics.countRejection(OrchestratorMetrics::Rejection::kNoNodes);
         outcome_.http_status = 503;
         outcome_.error = noPairMessage(decision.status());
         const openai::ApiError error = serverError(503, outcome_.error);
@@ -306,12 +327,13 @@ Task<RequestOutcome> Runner::run() {
       break;  // every pair left was tried
     }
     const bool same_node = decision->colocated || decision->prefill == decision->decode;
+    if (attempt > 1) ctx_.metrics.retries.Increment();
     outcome_.attempts = attempt;
     outcome_.prefill = decision->prefill;
     outcome_.decode = decision->decode;
     const uint64_t prefill_tokens = scheduler::prefillTokens(
         request, decision->predicted_cached_blocks, ctx_.registry.identity().block_tokens);
-    output_.emplace(writer_, request_, ctx_.model);
+    output_.emplace(writer_, request_, ctx_.model, ctx_.metrics);
     AttemptResult failure;
     if (same_node) {
       failure = co_await runColocated(decision->decode, prefill_tokens);
@@ -320,6 +342,11 @@ Task<RequestOutcome> Runner::run() {
     }
     outcome_.cached_tokens = output_->cachedTokens();
     outcome_.output_tokens = output_->completionTokens();
+    if (output_->cachedTokensKnown()) {
+      ctx_.metrics.observeCachePrediction(
+          uint64_t{decision->predicted_cached_blocks} * ctx_.registry.identity().block_tokens,
+          output_->cachedTokens());
+    }
     if (auto first = output_->firstTokenAt()) {
       outcome_.ttft_ms = msBetween(request_.arrived, *first);
     }
@@ -453,6 +480,10 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
     co_return Failure{first.status().withContext("prefill answer of " + label(prefill)), prefill};
   }
   output_->setCachedTokens(first->cached_tokens);
+  ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kPrefill, first->prefill_ms / 1000);
+  if (first->transfer_bytes > 0) {
+    ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kTransfer, first->transfer_ms / 1000);
+  }
   const bool more = co_await output_->token(first->first_token);
   if (!more) {
     release(decode, lease->lease_id);  // nothing to decode
@@ -649,6 +680,18 @@ Task<RequestOutcome> runRequest(FlowContext& ctx, const PreparedRequest& request
   Runner runner(ctx, request, writer);
   RequestOutcome outcome = co_await runner.run();
   outcome.total_ms = msBetween(request.arrived, Clock::now());
+  ctx.metrics.prompt_tokens.Increment(static_cast<double>(request.tokens.size()));
+  ctx.metrics.generated_tokens.Increment(outcome.output_tokens);
+  if (outcome.error.empty() && outcome.ttft_ms) {
+    const double ttft_s = *outcome.ttft_ms / 1000;
+    const double decode_s = std::max(0.0, (outcome.total_ms - *outcome.ttft_ms) / 1000);
+    ctx.metrics.ttft_seconds.Observe(ttft_s);
+    ctx.metrics.e2e_seconds.Observe(outcome.total_ms / 1000);
+    ctx.metrics.observePhase(OrchestratorMetrics::Phase::kDecode, decode_s);
+    if (outcome.output_tokens > 1) {
+      ctx.metrics.tpot_seconds.Observe(decode_s / (outcome.output_tokens - 1));
+    }
+  }
   co_return outcome;
 }
 
@@ -657,9 +700,9 @@ openai::ApiError serverError(int http_status, std::string message) {
 }
 
 Task<void> sendApiError(http::ResponseWriter& writer, const openai::ApiError& error,
-                        const http::ResponseWriter::Headers& headers) {
+                        http::ResponseWriter::Headers headers) {
   co_await writer.send(static_cast<http::HttpStatus>(error.http_status), "application/json",
-                       openai::errorJson(error), headers);
+                       openai::errorJson(error), std::move(headers));
 }
 
 }  // namespace kvferry::orchestrator

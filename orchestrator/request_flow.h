@@ -32,6 +32,7 @@
 #include "model/tokenizer.h"
 #include "orchestrator/api/chat_template.h"
 #include "orchestrator/api/request.h"
+#include "orchestrator/metrics.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/scheduler/policy.h"
 
@@ -94,6 +95,8 @@ struct FlowContext {
   NodeRegistry& registry;
   scheduler::Policy& policy;
   http::ClientPool& agents;
+  // Latencies, phases, routing time, cache prediction and retries are observed here.
+  OrchestratorMetrics& metrics;
   // Sends a best-effort call (release, cancel) in the background; its answer is only logged.
   std::function<void(http::tcp::endpoint, std::string target, std::string body)> fire_and_forget;
 };
@@ -105,8 +108,9 @@ http::Task<RequestOutcome> runRequest(FlowContext& ctx, const PreparedRequest& r
 // An OpenAI "server_error" with that HTTP status.
 openai::ApiError serverError(int http_status, std::string message);
 
-// Answers `error` with its HTTP status and OpenAI body.
+// Answers `error` with its HTTP status and OpenAI body. `headers` is taken by value: GCC 12
+// destroys a coroutine's default-argument temporary too early.
 http::Task<void> sendApiError(http::ResponseWriter& writer, const openai::ApiError& error,
-                              const http::ResponseWriter::Headers& headers = {});
+                              http::ResponseWriter::Headers headers = {});
 
 }  // namespace kvferry::orchestrator

@@ -18,6 +18,7 @@
 #include "orchestrator/admission.h"
 #include "orchestrator/api/request.h"
 #include "orchestrator/api/response.h"
+#include "orchestrator/metrics.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/request_flow.h"
 #include "orchestrator/scheduler/policy.h"
@@ -84,6 +85,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
       : io_(io),
         config_(std::move(config)),
         model_(std::move(model)),
+        metrics_(metrics_registry_),
         registry_(model_.identity, std::chrono::milliseconds(config_.heartbeat_timeout_ms),
                   config_.link_bandwidth_bytes_per_s),
         policy_(std::move(policy)),
@@ -100,6 +102,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
               registry_,
               *policy_,
               agents_,
+              metrics_,
               [this](http::tcp::endpoint endpoint, std::string target, std::string body) {
                 fireAndForget(endpoint, std::move(target), std::move(body));
               }} {}
@@ -143,6 +146,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> nodes(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> metricsPage(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> registerAgent(std::shared_ptr<Impl> self, const Request& request,
                            ResponseWriter& writer);
   Task<void> heartbeat(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
@@ -157,6 +161,8 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   asio::io_context& io_;
   const config::OrchestratorConfig config_;
   const ServedModel model_;
+  prometheus::Registry metrics_registry_;
+  OrchestratorMetrics metrics_;
   NodeRegistry registry_;
   std::unique_ptr<scheduler::Policy> policy_;
   http::ClientPool agents_;
@@ -193,6 +199,9 @@ void OrchestratorServer::Impl::addRoutes() {
   http_.route(Verb::get, "/v1/nodes", [this, self](const Request&, ResponseWriter& writer) {
     return nodes(self(), writer);
   });
+  http_.route(Verb::get, "/metrics", [this, self](const Request&, ResponseWriter& writer) {
+    return metricsPage(self(), writer);
+  });
   http_.route(Verb::post, "/v1/agents/register",
               [this, self](const Request& request, ResponseWriter& writer) {
                 return registerAgent(self(), request, writer);
@@ -212,16 +221,19 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
                                                 ResponseWriter& writer) {
   (void)self;
   const Clock::time_point arrived = Clock::now();
+  const std::string_view path = openai::endpointPath(endpoint);
   if (draining_) {
     const openai::ApiError error = serverError(503, "the orchestrator is shutting down");
+    metrics_.countRejection(OrchestratorMetrics::Rejection::kShuttingDown);
+    metrics_.countRequest(path, error.http_status);
     co_await sendApiError(writer, error);
     co_return;
   }
   ActiveRequest active(active_requests_);
   openai::ParseResult parsed = openai::parseRequest(endpoint, request.body());
   if (const auto* error = std::get_if<openai::ApiError>(&parsed)) {
-    spdlog::debug("{}: refused with {}: {}", openai::endpointPath(endpoint), error->http_status,
-                  error->message);
+    spdlog::debug("{}: refused with {}: {}", path, error->http_status, error->message);
+    metrics_.countRequest(path, error->http_status);
     co_await sendApiError(writer, *error);
     co_return;
   }
@@ -229,28 +241,32 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   auto prepared = prepareRequest(model_, registry_, std::move(std::get<openai::ApiRequest>(parsed)),
                                  id, rng_(), unixSeconds(), arrived);
   if (const auto* error = std::get_if<openai::ApiError>(&prepared)) {
-    spdlog::debug("{}: refused with {}: {}", openai::endpointPath(endpoint), error->http_status,
-                  error->message);
+    spdlog::debug("{}: refused with {}: {}", path, error->http_status, error->message);
+    metrics_.countRequest(path, error->http_status);
     co_await sendApiError(writer, *error);
     co_return;
   }
   const PreparedRequest& ready = std::get<PreparedRequest>(prepared);
 
+  const Clock::time_point queued_at = Clock::now();
   Admission::Outcome admitted = co_await admission_.acquire();
   if (!admitted.slot) {
     std::string message;
     switch (admitted.refusal) {
       case Admission::Refusal::kQueueFull:
+        metrics_.countRejection(OrchestratorMetrics::Rejection::kQueueFull);
         message = "The server is at capacity (" + std::to_string(config_.max_inflight) +
                   " requests in flight, " + std::to_string(config_.max_queue) +
                   " waiting). Retry after " + std::to_string(config_.retry_after_s) + " s.";
         break;
       case Admission::Refusal::kQueueTimeout:
+        metrics_.countRejection(OrchestratorMetrics::Rejection::kQueueTimeout);
         message = "The request waited " + std::to_string(config_.queue_timeout_ms) +
                   " ms for a slot and gave up. Retry after " +
                   std::to_string(config_.retry_after_s) + " s.";
         break;
       case Admission::Refusal::kClosed:
+        metrics_.countRejection(OrchestratorMetrics::Rejection::kShuttingDown);
         message = "the orchestrator is shutting down";
         break;
       case Admission::Refusal::kNone:
@@ -258,16 +274,21 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
     }
     if (admitted.refusal == Admission::Refusal::kClosed) {
       const openai::ApiError error = serverError(503, message);
+      metrics_.countRequest(path, error.http_status);
       co_await sendApiError(writer, error);
       co_return;
     }
     spdlog::info("request {}: refused (429): {}", ready.openai_id, message);
     const openai::ApiError error{429, "rate_limit_error", message, {}, "rate_limit_exceeded"};
     const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
+    metrics_.countRequest(path, error.http_status);
     co_await sendApiError(writer, error, headers);
     co_return;
   }
+  metrics_.observePhase(OrchestratorMetrics::Phase::kQueue,
+                        std::chrono::duration<double>(Clock::now() - queued_at).count());
   RequestOutcome outcome = co_await runRequest(flow_, ready, writer);
+  metrics_.countRequest(path, outcome.http_status);
   logOutcome(ready, outcome);
 }
 
@@ -350,6 +371,16 @@ Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseW
     out.push_back(std::move(n));
   }
   co_await writer.sendJson(HttpStatus::ok, json::serialize(out));
+}
+
+Task<void> OrchestratorServer::Impl::metricsPage(std::shared_ptr<Impl> self,
+                                                 ResponseWriter& writer) {
+  (void)self;
+  // Gauges that mirror state owned elsewhere are copied at scrape time, so they cannot drift.
+  metrics_.queued_requests.Set(static_cast<double>(admission_.queued()));
+  metrics_.inflight_requests.Set(admission_.inflight());
+  metrics_.syncNodes(registry_);
+  co_await writer.send(HttpStatus::ok, kMetricsContentType, metricsText(metrics_registry_));
 }
 
 Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,

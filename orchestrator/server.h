@@ -6,6 +6,7 @@
 //   GET  /health                                       200 when a live node can prefill and one
 //                                                      can decode, else 503 saying what is missing
 //   GET  /v1/nodes                                     the registry, one JSON object per node
+//   GET  /metrics                                      Prometheus text format (metrics.h)
 //   POST /v1/agents/register | heartbeat | leave       docs/control_plane.md
 //
 // Threading: everything runs on the io_context passed to create(), which one thread runs.

@@ -24,6 +24,8 @@ PACKAGES=(
   qemu-system-x86 rdmacm-utils iproute2 xz-utils
   # Benchmarks: the TCP ceiling for bench_transfer.sh; jq to read JSON results in scripts.
   iperf3 jq gnuplot-nox
+  # Metrics: prometheus and promtool for tests/integration/metrics_test.sh (dashboards/).
+  prometheus
   # Tooling named in STYLE.md.
   clang-format clang-tidy
 )

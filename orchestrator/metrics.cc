@@ -1,0 +1,181 @@
+#include "orchestrator/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include <utility>
+
+namespace kvferry::orchestrator {
+namespace {
+
+using prometheus::Histogram;
+
+// Bucket upper bounds in seconds. TTFT and E2E from 1 ms (2 s is the default TTFT SLO, so it is a
+// bound); ITL and TPOT 0.1 ms … 2 s.
+Histogram::BucketBoundaries ttftBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60};
+}
+Histogram::BucketBoundaries e2eBuckets() {
+  return {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300};
+}
+Histogram::BucketBoundaries tokenBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2};
+}
+Histogram::BucketBoundaries phaseBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+          0.1,    0.25,    0.5,    1,     2,      5,     10,   30,    60};
+}
+Histogram::BucketBoundaries routingBuckets() {
+  return {1e-6, 2.5e-6, 5e-6,   1e-5, 2.5e-5, 5e-5,  1e-4, 2.5e-4,
+          5e-4, 1e-3,   2.5e-3, 5e-3, 0.01,   0.025, 0.05, 0.1};
+}
+
+Histogram& histogram(prometheus::Registry& registry, const std::string& name,
+                     const std::string& help, const Histogram::BucketBoundaries& buckets) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
+}
+
+prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name,
+                             const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+
+prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name,
+                         const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
+
+}  // namespace
+
+std::string metricsText(const prometheus::Registry& registry) {
+  return prometheus::TextSerializer().Serialize(registry.Collect());
+}
+
+OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
+    : ttft_seconds(histogram(registry, "kvferry_request_ttft_seconds",
+                             "Time to first token: request arrival to the first token, "
+                             "successful requests.",
+                             ttftBuckets())),
+      tpot_seconds(histogram(registry, "kvferry_request_tpot_seconds",
+                             "Time per output token after the first: (end - first token) / "
+                             "(output tokens - 1), successful requests with 2+ tokens.",
+                             tokenBuckets())),
+      itl_seconds(histogram(registry, "kvferry_request_itl_seconds",
+                            "Inter-token latency: time between consecutive tokens of a request "
+                            "as the orchestrator receives them.",
+                            tokenBuckets())),
+      e2e_seconds(histogram(registry, "kvferry_request_e2e_seconds",
+                            "End-to-end latency: request arrival to the last byte, successful "
+                            "requests.",
+                            e2eBuckets())),
+      routing_decision_seconds(histogram(registry, "kvferry_routing_decision_seconds",
+                                         "Time the scheduling policy takes to choose a "
+                                         "(prefill, decode) pair.",
+                                         routingBuckets())),
+      retries(counter(registry, "kvferry_request_retries_total",
+                      "Attempts on another pair after an attempt failed before the client saw "
+                      "a byte.")),
+      prompt_tokens(counter(registry, "kvferry_prompt_tokens_total",
+                            "Prompt tokens of the requests scheduled on the cluster.")),
+      generated_tokens(counter(registry, "kvferry_generated_tokens_total",
+                               "Tokens generated for clients (streamed or returned).")),
+      queued_requests(gauge(registry, "kvferry_admission_queued_requests",
+                            "Requests waiting for an admission slot.")),
+      inflight_requests(gauge(registry, "kvferry_admission_inflight_requests",
+                              "Requests holding an admission slot (being served).")),
+      requests_(prometheus::BuildCounter()
+                    .Name("kvferry_requests_total")
+                    .Help("OpenAI requests answered, by endpoint and HTTP status (499: the "
+                          "client disconnected).")
+                    .Register(registry)),
+      node_up_(prometheus::BuildGauge()
+                   .Name("kvferry_node_up")
+                   .Help("1 while a registered node agent is alive, 0 once it missed its "
+                         "heartbeats (a node that left on purpose has no series).")
+                   .Register(registry)),
+      node_kv_blocks_(prometheus::BuildGauge()
+                          .Name("kvferry_node_kv_blocks")
+                          .Help("KV blocks an alive node reported in its last heartbeat: used, "
+                                "or free (free or evictable).")
+                          .Register(registry)),
+      predicted_cached_tokens_(counter(registry, "kvferry_predicted_cached_tokens_total",
+                                       "Prompt tokens the policy predicted the prefill node "
+                                       "had cached (predicted blocks x block_tokens).")),
+      actual_cached_tokens_(counter(registry, "kvferry_actual_cached_tokens_total",
+                                    "Prompt tokens the prefill node reported it had cached.")),
+      cache_prediction_error_(
+          histogram(registry, "kvferry_cache_prediction_error_tokens",
+                    "|predicted - actual| cached prompt tokens per "
+                    "attempt.",
+                    {0, 1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536})) {
+  auto& phases = prometheus::BuildHistogram()
+                     .Name("kvferry_request_phase_seconds")
+                     .Help(
+                         "Time per request phase: queue (admission wait), prefill and "
+                         "transfer (as the prefill agent reports them), decode (first token "
+                         "to the end).")
+                     .Register(registry);
+  const Histogram::BucketBoundaries phase_buckets = phaseBuckets();
+  const std::array<const char*, 4> phase_names{"queue", "prefill", "transfer", "decode"};
+  for (size_t i = 0; i < phase_names.size(); ++i) {
+    phases_[i] = &phases.Add({{"phase", phase_names[i]}}, phase_buckets);
+  }
+  // Every reason exists from the start (at 0), so rates and alerts see a series.
+  auto& rejections = prometheus::BuildCounter()
+                         .Name("kvferry_rejections_total")
+                         .Help(
+                             "Requests refused before scheduling: queue_full and "
+                             "queue_timeout (429), no_nodes and shutting_down (503).")
+                         .Register(registry);
+  const std::array<const char*, 4> reasons{"queue_full", "queue_timeout", "no_nodes",
+                                           "shutting_down"};
+  for (size_t i = 0; i < reasons.size(); ++i) {
+    rejections_[i] = &rejections.Add({{"reason", reasons[i]}});
+  }
+}
+
+void OrchestratorMetrics::countRequest(std::string_view endpoint, int http_status) {
+  requests_.Add({{"endpoint", std::string(endpoint)}, {"status", std::to_string(http_status)}})
+      .Increment();
+}
+
+void OrchestratorMetrics::observeCachePrediction(uint64_t predicted_tokens,
+                                                 uint64_t actual_tokens) {
+  predicted_cached_tokens_.Increment(static_cast<double>(predicted_tokens));
+  actual_cached_tokens_.Increment(static_cast<double>(actual_tokens));
+  const uint64_t error = predicted_tokens > actual_tokens ? predicted_tokens - actual_tokens
+                                                          : actual_tokens - predicted_tokens;
+  cache_prediction_error_.Observe(static_cast<double>(error));
+}
+
+void OrchestratorMetrics::syncNodes(const NodeRegistry& registry) {
+  for (const NodeRecord& node : registry.nodes()) {
+    NodeSeries& series = nodes_[node.id];
+    const std::string id = std::to_string(node.id);
+    if (node.liveness == NodeLiveness::kLeft) {
+      if (series.up != nullptr) node_up_.Remove(std::exchange(series.up, nullptr));
+    } else if (series.up == nullptr) {
+      series.up = &node_up_.Add(
+          {{"node", id}, {"name", node.registration.name}, {"role", node.registration.role}});
+    }
+    if (series.up != nullptr) series.up->Set(node.liveness == NodeLiveness::kAlive ? 1 : 0);
+
+    if (node.liveness != NodeLiveness::kAlive) {
+      if (series.kv_used != nullptr) node_kv_blocks_.Remove(std::exchange(series.kv_used, nullptr));
+      if (series.kv_free != nullptr) node_kv_blocks_.Remove(std::exchange(series.kv_free, nullptr));
+      continue;
+    }
+    if (series.kv_used == nullptr) {
+      const std::string& name = node.registration.name;
+      series.kv_used = &node_kv_blocks_.Add({{"node", id}, {"name", name}, {"state", "used"}});
+      series.kv_free = &node_kv_blocks_.Add({{"node", id}, {"name", name}, {"state", "free"}});
+    }
+    // Before its first heartbeat a node has reported only its capacity.
+    const uint32_t total =
+        node.load.total_kv_blocks > 0 ? node.load.total_kv_blocks : node.registration.kv_blocks;
+    const uint32_t free = node.load.total_kv_blocks > 0 ? node.load.free_kv_blocks : total;
+    series.kv_used->Set(total > free ? total - free : 0);
+    series.kv_free->Set(free);
+  }
+}
+
+}  // namespace kvferry::orchestrator
