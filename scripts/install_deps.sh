@@ -26,6 +26,10 @@ PACKAGES=(
   iperf3 jq gnuplot-nox
   # Metrics: prometheus and promtool for tests/integration/metrics_test.sh (dashboards/).
   prometheus
+  # Cluster scripts: smart_deploy/run/stop.sh work over ssh + rsync and poll with curl;
+  # openssh-server runs the loopback "hosts" of tests/integration/cluster_scripts_test.sh (note:
+  # installing it enables the system sshd on port 22 where systemd runs).
+  openssh-client openssh-server rsync curl
   # Tooling named in STYLE.md.
   clang-format clang-tidy
 )
