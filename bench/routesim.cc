@@ -31,6 +31,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bench/mooncake_trace.h"
 #include "common/status.h"
 #include "config/config.h"
 #include "model/block_hash.h"
@@ -95,54 +96,24 @@ uint64_t chainHash(uint64_t parent, uint64_t id) {
   return x ^ (x >> 31);
 }
 
-Result<uint64_t> jsonUnsigned(const boost::json::object& object, std::string_view key) {
-  const boost::json::value* value = object.if_contains(key);
-  if (value == nullptr) return invalidArgument("missing \"" + std::string(key) + "\"");
-  if (value->is_uint64()) return value->as_uint64();
-  if (value->is_int64() && value->as_int64() >= 0) return static_cast<uint64_t>(value->as_int64());
-  return invalidArgument("\"" + std::string(key) + "\" is not a non-negative integer");
-}
-
 Result<std::vector<TraceRequest>> loadTrace(const std::string& path, double rate_scale,
                                             uint64_t max_requests) {
-  std::ifstream in(path);
-  if (!in) return ioError("open " + path, errno);
+  ASSIGN_OR_RETURN(std::vector<bench::TraceRecord> records,
+                   bench::readMooncakeTrace(path, max_requests));
   std::vector<TraceRequest> out;
-  std::string line;
-  for (uint64_t number = 1; out.size() < max_requests && std::getline(in, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto bad = [&](std::string_view why) {
-      return invalidArgument(path + ":" + std::to_string(number) + ": " + std::string(why));
-    };
-    boost::system::error_code ec;
-    boost::json::value value = boost::json::parse(line, ec);
-    if (ec || !value.is_object()) return bad("not a JSON object");
-    const boost::json::object& object = value.as_object();
+  out.reserve(records.size());
+  for (const bench::TraceRecord& record : records) {
     TraceRequest request;
-    ASSIGN_OR_RETURN(uint64_t timestamp_ms, jsonUnsigned(object, "timestamp"));
-    ASSIGN_OR_RETURN(uint64_t input, jsonUnsigned(object, "input_length"));
-    ASSIGN_OR_RETURN(uint64_t output, jsonUnsigned(object, "output_length"));
-    if (input == 0 || input > UINT32_MAX || output > UINT32_MAX) return bad("length out of range");
-    request.arrival_s = static_cast<double>(timestamp_ms) / 1000.0 / rate_scale;
-    request.input_tokens = static_cast<uint32_t>(input);
-    request.output_tokens = static_cast<uint32_t>(std::max<uint64_t>(output, 1));
-    const boost::json::value* ids = object.if_contains("hash_ids");
-    if (ids == nullptr || !ids->is_array()) return bad("\"hash_ids\" is not an array");
+    request.arrival_s = static_cast<double>(record.timestamp_ms) / 1000.0 / rate_scale;
+    request.input_tokens = record.input_length;
+    request.output_tokens = std::max<uint32_t>(record.output_length, 1);
     uint64_t parent = model::kBlockHashRoot;
-    for (const boost::json::value& id : ids->as_array()) {
-      if (!id.is_uint64() && !(id.is_int64() && id.as_int64() >= 0)) {
-        return bad("hash_ids holds a non-integer");
-      }
-      parent = chainHash(parent, id.is_uint64() ? id.as_uint64() : id.as_int64());
+    for (uint64_t id : record.hash_ids) {
+      parent = chainHash(parent, id);
       request.block_hashes.push_back(parent);
-    }
-    if (!out.empty() && request.arrival_s < out.back().arrival_s) {
-      return bad("timestamps must not decrease");
     }
     out.push_back(std::move(request));
   }
-  if (in.bad()) return ioError("read " + path, errno);
-  if (out.empty()) return invalidArgument(path + ": no requests");
   return out;
 }
 

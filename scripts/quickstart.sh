@@ -32,28 +32,37 @@ live_pid() {
   echo "$pid"
 }
 
+# Whether PID is a running process (a zombie, exited but not yet reaped, does not count).
+running() {
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 stop_all() {
-  local name pid stopped=0
+  local name pid
+  local -a pids=()
   for name in "${names[@]}"; do
     if pid="$(live_pid "$name")"; then
       kill -TERM "$pid" 2>/dev/null || true
-      stopped=1
+      pids+=("$name:$pid")
     fi
   done
-  for name in "${names[@]}"; do
-    if pid="$(live_pid "$name")"; then
-      for _ in $(seq 200); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$pid" 2>/dev/null; then
-        say "$name (pid $pid) did not stop within 20 s of SIGTERM; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
+  local entry
+  for entry in "${pids[@]}"; do
+    name="${entry%%:*}"
+    pid="${entry#*:}"
+    for _ in $(seq 200); do
+      running "$pid" || break
+      sleep 0.1
+    done
+    if running "$pid"; then
+      say "$name (pid $pid) did not stop within 20 s of SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
     fi
-    rm -f "$run/$name.pid" "$run/$name.port"
   done
-  if [ "$stopped" = 1 ]; then say "stopped"; else say "nothing was running"; fi
+  for name in "${names[@]}"; do rm -f "$run/$name.pid" "$run/$name.port"; done
+  if [ "${#pids[@]}" -gt 0 ]; then say "stopped"; else say "nothing was running"; fi
 }
 
 print_usage_lines() {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "bench/benchmark_client/text_synth.h"
-#include "bench/benchmark_client/trace.h"
+#include "bench/mooncake_trace.h"
 #include "common/status.h"
 
 namespace kvferry::bench {

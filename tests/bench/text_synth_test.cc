@@ -10,7 +10,7 @@
 #include <memory>
 
 #include "bench/benchmark_client/dataset.h"
-#include "bench/benchmark_client/trace.h"
+#include "bench/mooncake_trace.h"
 #include "model/gguf.h"
 
 namespace kvferry::bench {

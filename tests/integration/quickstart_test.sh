@@ -18,6 +18,11 @@ curl -sf "http://127.0.0.1:$KVFERRY_PORT/health" >/dev/null || { echo "FAIL: not
 "$repo/scripts/quickstart.sh" | grep -q "already running" || { echo "FAIL: second start"; exit 1; }
 "$repo/scripts/quickstart.sh" stop
 for pid in $pids; do
-  if kill -0 "$pid" 2>/dev/null; then echo "FAIL: pid $pid still running after stop"; exit 1; fi
+  # A zombie (exited, not yet reaped by whoever adopted it) is stopped.
+  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+  if [ -n "$state" ] && [ "$state" != Z ]; then
+    echo "FAIL: pid $pid still running after stop (state $state)"
+    exit 1
+  fi
 done
 echo "PASS"

@@ -1,4 +1,4 @@
-#include "bench/benchmark_client/trace.h"
+#include "bench/mooncake_trace.h"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>

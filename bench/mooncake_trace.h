@@ -1,8 +1,8 @@
 // Mooncake-format request traces (github.com/kvcache-ai/Mooncake, FAST25-release/traces/): JSONL,
 // one request per line: {"timestamp": ms, "input_length": tokens, "output_length": tokens,
 // "hash_ids": [ids]}, each id naming one block of 512 prompt tokens; equal leading ids mean
-// equal prompt prefixes. bench/routesim.cc has its own reader, private to it and turning the ids
-// into chained hashes; this one keeps the raw ids, which the prompt synthesis needs.
+// equal prompt prefixes. One reader for every bench tool: routesim chains the ids into block
+// hashes, benchmark_client synthesizes prompts whose blocks are shared exactly when the ids are.
 #pragma once
 
 #include <cstdint>
