@@ -1,6 +1,7 @@
 #include "common/http.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -8,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cerrno>
 
 namespace kvferry::http {
 namespace {
@@ -128,6 +130,51 @@ Task<bool> ResponseWriter::endStream() {
   co_return !ec;
 }
 
+void ResponseWriter::watchDisconnect(std::function<void()> on_gone) {
+  if (watch_ == nullptr) watch_ = std::make_shared<Watch>();
+  watch_->on_gone = std::move(on_gone);
+  if (watch_->running || watch_->gone || !watch_->on_gone) return;
+  watch_->running = true;
+  watch_->finished = std::make_unique<asio::steady_timer>(stream_.get_executor(),
+                                                          asio::steady_timer::time_point::max());
+  // Readable means data (a pipelined request: not a disconnect) or end of stream; MSG_PEEK
+  // tells them apart without consuming anything the next request needs.
+  auto watch = [](std::shared_ptr<Watch> state, tcp::socket& socket) -> Task<void> {
+    for (;;) {
+      auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, kNoThrow);
+      if (state->stopping) break;
+      if (ec) {
+        state->gone = true;
+        break;
+      }
+      char byte;
+      ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) break;  // the client sent more: it is there
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+      state->gone = true;  // 0: orderly close; < 0: reset
+      break;
+    }
+    state->running = false;
+    if (state->gone && !state->stopping && state->on_gone) {
+      auto callback = std::move(state->on_gone);
+      callback();
+    }
+    state->finished->cancel();
+  };
+  asio::co_spawn(stream_.get_executor(), watch(watch_, stream_.socket()), asio::detached);
+}
+
+Task<void> ResponseWriter::stopWatch() {
+  if (watch_ == nullptr || !watch_->running) co_return;
+  watch_->stopping = true;
+  boost::system::error_code ignored;
+  stream_.socket().cancel(ignored);  // only the watch has an operation pending now
+  while (watch_->running) {
+    auto [ec] = co_await watch_->finished->async_wait(kNoThrow);
+    (void)ec;
+  }
+}
+
 // ---- Server ----
 
 Server::Server(asio::io_context& io, ServerOptions options)
@@ -211,6 +258,7 @@ Task<void> Server::session(tcp::socket socket) {
     auto it = routes_.find({request.method(), path});
     if (it != routes_.end()) {
       co_await it->second(request, writer);
+      co_await writer.stopWatch();
       if (!writer.responded()) {
         co_await writer.sendJson(HttpStatus::internal_server_error,
                                  errorBody("the handler produced no response"));

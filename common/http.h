@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -72,14 +73,32 @@ class ResponseWriter {
   Task<bool> sendJson(HttpStatus status, std::string body) {
     return send(status, "application/json", std::move(body));
   }
-  Task<bool> beginStream(HttpStatus status, std::string_view content_type,
-                         Headers headers = {});
+  Task<bool> beginStream(HttpStatus status, std::string_view content_type, Headers headers = {});
   Task<bool> writeChunk(std::string_view data);
   Task<bool> endStream();
 
   bool responded() const { return state_ != State::kNone; }
   // Whether the connection may carry another request after this response.
-  bool keepAlive() const { return keep_alive_ && !failed_; }
+  bool keepAlive() const { return keep_alive_ && !failed_ && !gone(); }
+
+  // Calls `on_gone` (on the io thread, at most once) if the client closes its connection while
+  // the handler still runs: for handlers that wait a long time before their first write (a
+  // write to a departed client fails by itself). A later call replaces the callback; nullptr
+  // stops caring. The server stops the watch when the handler returns.
+  void watchDisconnect(std::function<void()> on_gone);
+  // Whether the watch saw the client close its connection.
+  bool gone() const { return watch_ != nullptr && watch_->gone; }
+
+  // The watch's state, shared with its coroutine so the server can stop and join it.
+  struct Watch {
+    std::function<void()> on_gone;
+    bool running = false;
+    bool stopping = false;
+    bool gone = false;
+    std::unique_ptr<asio::steady_timer> finished;  // cancelled when the coroutine ends
+  };
+  // Server side: ends the watch and waits for its coroutine (so the stream may be destroyed).
+  Task<void> stopWatch();
 
  private:
   enum class State { kNone, kStreaming, kDone };
@@ -90,6 +109,7 @@ class ResponseWriter {
   std::chrono::milliseconds timeout_;
   State state_ = State::kNone;
   bool failed_ = false;
+  std::shared_ptr<Watch> watch_;
 };
 
 using Handler = std::function<Task<void>(const Request&, ResponseWriter&)>;

@@ -131,6 +131,10 @@ class NodeAgentImpl final : public NodeAgent {
     uint32_t landed_count = 0;
     std::shared_ptr<Stream> stream;  // set once /agent/decode arrived
     wire::DecodeRequest decode;
+    // Ended (released, cancelled, expired) while writes may still be landing in its blocks: the
+    // blocks stay held until the missing immediates arrive or the writer's op timeout has passed,
+    // so no later sequence receives a late write.
+    bool quarantined = false;
   };
   struct Active {
     uint64_t request_id = 0;
@@ -196,6 +200,7 @@ class NodeAgentImpl final : public NodeAgent {
   void generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream);
   void activateLease(Lease& lease);
   void endLease(uint64_t lease_id, std::string_view why);
+  void freeLease(std::unordered_map<uint64_t, Lease>::iterator it);
   void release(uint64_t lease_id);
   void cancel(uint64_t request_id);
   void onCompletion(const rdma::Completion& completion);
@@ -983,7 +988,12 @@ void NodeAgentImpl::onImmediate(const rdma::ImmediateEvent& event) {
   }
   lease.landed[layer] = true;
   ++lease.landed_count;
-  if (lease.landed_count == lease.expected_layers && lease.stream) activateLease(lease);
+  if (lease.landed_count < lease.expected_layers) return;
+  if (lease.quarantined) {
+    freeLease(leases_.find(lease.id));  // the last late write landed
+  } else if (lease.stream) {
+    activateLease(lease);
+  }
 }
 
 void NodeAgentImpl::decode(const wire::DecodeRequest& request, std::shared_ptr<Stream> stream) {
@@ -994,6 +1004,11 @@ void NodeAgentImpl::decode(const wire::DecodeRequest& request, std::shared_ptr<S
     return;
   }
   Lease& lease = it->second;
+  if (lease.quarantined) {
+    emit(*stream, finishLine("error", "lease " + std::to_string(request.lease_id) + " has ended"),
+         true);
+    return;
+  }
   if (lease.stream) {
     emit(*stream, finishLine("error", "the lease is already being decoded"), true);
     return;
@@ -1040,9 +1055,20 @@ void NodeAgentImpl::endLease(uint64_t lease_id, std::string_view why) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   Lease& lease = it->second;
+  if (lease.quarantined) return;
   if (lease.stream) emit(*lease.stream, finishLine("error", why), true);
-  engine_->release(lease.seq).ignoreError();
-  slot_leases_.erase(lease.slot);
+  lease.stream.reset();
+  if (lease.landed_count < lease.expected_layers) {
+    lease.quarantined = true;
+    lease.deadline = Clock::now() + milliseconds(config_.transport.op_timeout_ms + 1000);
+    return;
+  }
+  freeLease(it);
+}
+
+void NodeAgentImpl::freeLease(std::unordered_map<uint64_t, Lease>::iterator it) {
+  engine_->release(it->second.seq).ignoreError();
+  slot_leases_.erase(it->second.slot);
   leases_.erase(it);
 }
 
@@ -1087,6 +1113,14 @@ void NodeAgentImpl::expireLeases() {
   }
   for (uint64_t id : expired) {
     const Lease& lease = leases_.at(id);
+    if (lease.quarantined) {
+      spdlog::warn(
+          "node agent: lease {} (request {}): {} of {} layers landed; its blocks are "
+          "free again after the writer's timeout",
+          id, lease.request_id, lease.landed_count, lease.expected_layers);
+      freeLease(leases_.find(id));
+      continue;
+    }
     std::string why = "the KV did not arrive within the lease (" +
                       std::to_string(lease.landed_count) + " of " +
                       std::to_string(lease.expected_layers) + " layers landed)";
@@ -1098,7 +1132,10 @@ void NodeAgentImpl::expireLeases() {
 void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream) {
   queued_prefill_tokens_ -= request.tokens.size();
   --queued_prefill_requests_;
-  if (stream->cancelled || cancelled_.erase(request.request_id)) return;
+  if (stream->cancelled || cancelled_.erase(request.request_id)) {
+    emit(*stream, finishLine("error", "cancelled"), true);  // ends the stream it would feed
+    return;
+  }
   engine::SamplingParams sampling = samplingOf(request.sampling);
   if (Status s = engine::validateSamplingParams(sampling); !s.isOk()) {
     emit(*stream, finishLine("error", s.message()), true);

@@ -165,6 +165,15 @@ class ClientOutput {
   bool cachedTokensKnown() const { return cached_tokens_known_; }
   bool begun() const { return begun_; }  // bytes reached (or were sent to) the client
   bool clientGone() const { return client_gone_; }
+  // Before the first write a departed client is otherwise noticed only at that write: watch its
+  // connection meanwhile, and run `on_gone` if it closes. unwatchClient() ends that.
+  void watchClient(std::function<void()> on_gone) {
+    writer_.watchDisconnect([this, on_gone = std::move(on_gone)] {
+      client_gone_ = true;
+      if (on_gone) on_gone();
+    });
+  }
+  void unwatchClient() { writer_.watchDisconnect(nullptr); }
   const std::string& badToken() const { return bad_token_; }
   const std::string& endReason() const { return end_reason_; }
   const std::string& finishReason() const { return finish_reason_; }
@@ -350,7 +359,7 @@ Task<RequestOutcome> Runner::run() {
     if (auto first = output_->firstTokenAt()) {
       outcome_.ttft_ms = msBetween(request_.arrived, *first);
     }
-    if (!failure) {
+    if (!failure || output_->clientGone()) {  // a departed client is not retried
       if (output_->clientGone()) {
         outcome_.error = "client disconnected";
         outcome_.http_status = 499;
@@ -410,13 +419,19 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
   // Named, not a temporary of the co_await expression: GCC 12 mishandles closures and
   // std::function temporaries there (double destruction).
   const std::function<void()> first_token = [&] {
+    output_->unwatchClient();
     ctx_.registry.endPrefill(node, prefill_tokens);
     ctx_.registry.beginDecode(node);
     prefilling = false;
   };
+  // A client that leaves while its prompt waits or prefills: stop the work on the agent.
+  output_->watchClient([this, endpoint = endpointOf(node)] {
+    ctx_.fire_and_forget(endpoint, "/agent/cancel", wire::encode(wire::IdRequest{request_.id}));
+  });
   std::string body = wire::encode(generate);
   AttemptResult result =
       co_await streamTokens(node, "/agent/generate", std::move(body), first_token);
+  output_->unwatchClient();
   if (prefilling) {
     ctx_.registry.endPrefill(node, prefill_tokens);
   } else {
@@ -457,10 +472,19 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   prefill_request.target.cached_blocks = lease->cached_blocks;
   prefill_request.target.regions = lease->regions;
   ctx_.registry.beginPrefill(prefill, prefill_tokens);
+  // A client that leaves during the prefill: cancel it (a queued prefill never runs) and free
+  // the reservation now.
+  output_->watchClient([this, prefill_endpoint, decode, lease_id = lease->lease_id] {
+    ctx_.fire_and_forget(prefill_endpoint, "/agent/cancel",
+                         wire::encode(wire::IdRequest{request_.id}));
+    release(decode, lease_id);
+  });
   Result<http::Response> prefilled =
       co_await ctx_.agents.request(prefill_endpoint, http::Verb::post, "/agent/prefill",
                                    wire::encode(prefill_request), timeout_);
+  output_->unwatchClient();
   ctx_.registry.endPrefill(prefill, prefill_tokens);
+  if (output_->clientGone()) co_return std::nullopt;  // cancelled and released above
   if (!prefilled.isOk()) {
     // It may still be computing: stop it, and free the reservation.
     ctx_.fire_and_forget(prefill_endpoint, "/agent/cancel",

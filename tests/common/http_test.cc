@@ -8,6 +8,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <future>
 #include <thread>
 
@@ -42,6 +43,17 @@ class HttpTest : public ::testing::Test {
       }
       co_await w.endStream();
     });
+    // Waits up to 5 s for its client to leave; answers whether it saw that.
+    server_.route(Verb::get, "/wait", [this](const Request&, ResponseWriter& w) -> Task<void> {
+      bool left = false;
+      w.watchDisconnect([&left] { left = true; });
+      for (int i = 0; i < 500 && !left; ++i) {
+        asio::steady_timer timer(io_, 10ms);
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      if (left) ++disconnects_seen_;
+      co_await w.send(HttpStatus::ok, "text/plain", left ? "left" : "stayed");
+    });
     ASSERT_TRUE(server_.listen("127.0.0.1:0").isOk());
     server_.start();
     endpoint_ = tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_.port());
@@ -74,6 +86,7 @@ class HttpTest : public ::testing::Test {
   tcp::endpoint endpoint_;
   std::thread thread_;
   int stream_write_failures_ = 0;
+  int disconnects_seen_ = 0;
 };
 
 TEST_F(HttpTest, RoutesAndDefaultErrors) {
@@ -133,6 +146,37 @@ TEST_F(HttpTest, StoppingAStreamMakesTheServerWritesFail) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(run([this]() -> Task<int> { co_return stream_write_failures_; }()), 1);
+}
+
+TEST_F(HttpTest, AWatchedHandlerLearnsItsClientLeft) {
+  tcp::socket socket(io_);
+  socket.connect(endpoint_);
+  std::string request = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(socket, asio::buffer(request));
+  std::this_thread::sleep_for(50ms);
+  socket.close();
+  for (int i = 0; i < 300 && run([this]() -> Task<int> { co_return disconnects_seen_; }()) == 0;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(run([this]() -> Task<int> { co_return disconnects_seen_; }()), 1);
+}
+
+TEST_F(HttpTest, AWatchEndsWithItsHandlerAndKeepAliveGoesOn) {
+  // The watch stops when /echo answers... here /wait answers after its 5 s only if nobody
+  // leaves, so use a pipelined second request: the watch sees data, not a disconnect.
+  tcp::socket socket(io_);
+  socket.connect(endpoint_);
+  std::string two = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(socket, asio::buffer(two));
+  beast::flat_buffer buffer;
+  beast::http::response<beast::http::string_body> first;
+  beast::http::read(socket, buffer, first);
+  EXPECT_EQ(first.body(), "stayed");
+  beast::http::response<beast::http::string_body> second;
+  beast::http::read(socket, buffer, second);
+  EXPECT_EQ(second.body(), "hello");
+  EXPECT_EQ(run([this]() -> Task<int> { co_return disconnects_seen_; }()), 0);
 }
 
 TEST_F(HttpTest, UnreachableServerIsUnavailable) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/write.hpp>
+
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -73,6 +75,7 @@ class FakeAgent {
   std::atomic<int> streams_open{0};
   std::atomic<int> streams_cut{0};  // streams whose reader hung up before the end
   std::atomic<int> token_delay_ms{0};
+  std::atomic<int> prefill_delay_ms{0};
   std::atomic<int> fail_after{-1};  // >= 0: finish with "error" after this many tokens
   std::string last_prefill_blob;    // written on the io thread, read after the request completed
 
@@ -160,6 +163,10 @@ class FakeAgent {
       co_return;
     }
     last_prefill_blob = p->target.transport_blob;
+    if (prefill_delay_ms > 0) {
+      asio::steady_timer timer(io_, std::chrono::milliseconds(prefill_delay_ms.load()));
+      co_await timer.async_wait(asio::use_awaitable);
+    }
     wire::PrefillResponse first;
     first.first_token = tokens_.front();
     first.cached_tokens = cached_tokens;
@@ -663,6 +670,34 @@ TEST_F(ServerTest, AClientThatHangsUpStopsTheAgentStream) {
   }
   EXPECT_EQ(agent.streams_open, 0);
   EXPECT_EQ(agent.streams_cut, 1);
+}
+
+TEST_F(ServerTest, AClientThatLeavesDuringThePrefillCancelsItAndFreesTheLease) {
+  start();
+  FakeAgent& prefill = addAgent("prefill");
+  FakeAgent& decode = addAgent("decode");
+  prefill.prefill_delay_ms = 1500;
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint_);
+  const std::string body = R"({"model":"stories260K","prompt":"Once","max_tokens":4})";
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                              "application/json\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  asio::write(socket, asio::buffer(request));
+  for (int i = 0; i < 200 && prefill.prefills == 0; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(prefill.prefills, 1);
+  socket.close();  // the client leaves while the prefill runs
+  // Noticed long before the prefill answers: the prefill is cancelled, the lease released.
+  for (int i = 0; i < 200 && (prefill.cancels == 0 || decode.releases == 0); ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(prefill.cancels, 1);
+  EXPECT_EQ(decode.releases, 1);
+  std::this_thread::sleep_for(1700ms);  // the prefill answers; nothing is decoded or retried
+  EXPECT_EQ(decode.decodes, 0);
+  EXPECT_EQ(prefill.prefills, 1);
+  EXPECT_EQ(decode.reserves, 1);
 }
 
 TEST_F(ServerTest, NoDecodeNodeIs503SayingWhichRoleIsMissing) {
