@@ -614,7 +614,7 @@ Task<void> NodeAgentImpl::handleCancel(const http::Request& request, http::Respo
 Task<void> NodeAgentImpl::handleMetrics(const http::Request& request,
                                         http::ResponseWriter& writer) {
   (void)request;
-  co_await writer.send(HttpStatus::ok, kMetricsContentType, metricsText(metrics_registry_));
+  co_await writer.send(HttpStatus::ok, metrics::kContentType, metrics::text(metrics_registry_));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,32 +1,13 @@
 #include "node_agent/metrics.h"
 
-#include <prometheus/text_serializer.h>
-
 namespace kvferry::agent {
 namespace {
 
+using metrics::counter;
+using metrics::counterFamily;
+using metrics::gauge;
+using metrics::histogram;
 using prometheus::Histogram;
-
-Histogram& histogram(prometheus::Registry& registry, const std::string& name,
-                     const std::string& help, const Histogram::BucketBoundaries& buckets) {
-  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
-}
-
-prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name,
-                             const std::string& help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
-}
-
-prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name,
-                         const std::string& help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
-}
-
-prometheus::Family<prometheus::Counter>& counterFamily(prometheus::Registry& registry,
-                                                       const std::string& name,
-                                                       const std::string& help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
-}
 
 // Bucket upper bounds in seconds: a decode step 0.1 ms … 2 s, a prefill 0.1 ms … 60 s, a KV
 // transfer 10 µs … 10 s.
@@ -43,10 +24,6 @@ Histogram::BucketBoundaries transferBuckets() {
 }
 
 }  // namespace
-
-std::string metricsText(const prometheus::Registry& registry) {
-  return prometheus::TextSerializer().Serialize(registry.Collect());
-}
 
 AgentMetrics::Outcome AgentMetrics::outcomeOf(unsigned http_status) {
   if (http_status >= 200 && http_status < 300) return Outcome::kOk;

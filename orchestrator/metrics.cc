@@ -1,12 +1,14 @@
 #include "orchestrator/metrics.h"
 
-#include <prometheus/text_serializer.h>
-
 #include <utility>
 
 namespace kvferry::orchestrator {
 namespace {
 
+using metrics::counter;
+using metrics::counterFamily;
+using metrics::gauge;
+using metrics::histogram;
 using prometheus::Histogram;
 
 // Bucket upper bounds in seconds. TTFT and E2E from 1 ms (2 s is the default TTFT SLO, so it is a
@@ -29,26 +31,7 @@ Histogram::BucketBoundaries routingBuckets() {
           5e-4, 1e-3,   2.5e-3, 5e-3, 0.01,   0.025, 0.05, 0.1};
 }
 
-Histogram& histogram(prometheus::Registry& registry, const std::string& name,
-                     const std::string& help, const Histogram::BucketBoundaries& buckets) {
-  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
-}
-
-prometheus::Counter& counter(prometheus::Registry& registry, const std::string& name,
-                             const std::string& help) {
-  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
-}
-
-prometheus::Gauge& gauge(prometheus::Registry& registry, const std::string& name,
-                         const std::string& help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
-}
-
 }  // namespace
-
-std::string metricsText(const prometheus::Registry& registry) {
-  return prometheus::TextSerializer().Serialize(registry.Collect());
-}
 
 OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
     : ttft_seconds(histogram(registry, "kvferry_request_ttft_seconds",

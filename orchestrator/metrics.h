@@ -21,15 +21,10 @@
 #include <string>
 #include <string_view>
 
+#include "common/metrics.h"
 #include "orchestrator/registry.h"
 
 namespace kvferry::orchestrator {
-
-// The exposition format's content type (text format 0.0.4).
-inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4";
-
-// The registry's families in the text exposition format.
-std::string metricsText(const prometheus::Registry& registry);
 
 class OrchestratorMetrics {
  public:

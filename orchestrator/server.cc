@@ -380,7 +380,7 @@ Task<void> OrchestratorServer::Impl::metricsPage(std::shared_ptr<Impl> self,
   metrics_.queued_requests.Set(static_cast<double>(admission_.queued()));
   metrics_.inflight_requests.Set(admission_.inflight());
   metrics_.syncNodes(registry_);
-  co_await writer.send(HttpStatus::ok, kMetricsContentType, metricsText(metrics_registry_));
+  co_await writer.send(HttpStatus::ok, metrics::kContentType, metrics::text(metrics_registry_));
 }
 
 Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
