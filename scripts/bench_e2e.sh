@@ -24,6 +24,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
+# (pids is reset by stop_all below; cleanup covers whatever is running when the script ends.)
 trap cleanup EXIT
 for bin in orchestrator/orchestrator node_agent/node_agent bench/benchmark_client/benchmark_client; do
   [ -x "$build/$bin" ] || { echo "bench_e2e: $build/$bin is missing: build first" >&2; exit 1; }
@@ -36,14 +37,15 @@ wait_file() {
   exit 1
 }
 
-# Starts an orchestrator and agents with the given roles; prints the orchestrator's port.
+# Starts an orchestrator and agents with the given roles; sets `port` to the orchestrator's.
+# (Not called in $(...): the PIDs must reach the cleanup in this shell.)
 cluster() {
   local name="$1"; shift
   "$build/orchestrator/orchestrator" --model "$model" --listen 127.0.0.1:0 \
     --port-file "$work/$name.port" >"$work/$name-orchestrator.log" 2>&1 &
   pids+=($!)
   wait_file "$work/$name.port"
-  local port role i=0
+  local role i=0
   port="$(cat "$work/$name.port")"
   for role in "$@"; do
     "$build/node_agent/node_agent" --model "$model" --role "$role" --kv-blocks 1024 \
@@ -53,7 +55,7 @@ cluster() {
     i=$((i + 1))
   done
   for _ in $(seq 300); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && { echo "$port"; return 0; }
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
     sleep 0.1
   done
   echo "bench_e2e: $name cluster did not become healthy" >&2
@@ -68,10 +70,19 @@ run() {
     >"$work/$name.txt" 2>&1
 }
 
-aggregated_port="$(cluster aggregated both)"
-run aggregated "$aggregated_port"
-disaggregated_port="$(cluster disaggregated prefill decode)"
-run disaggregated "$disaggregated_port"
+# One cluster at a time, so the two never share the machine.
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+port=""
+cluster aggregated both
+run aggregated "$port"
+stop_all
+cluster disaggregated prefill decode
+run disaggregated "$port"
+stop_all
 
 jq -rn --slurpfile a "$out/e2e-aggregated.json" --slurpfile d "$out/e2e-disaggregated.json" '
   def row($k; $name): "\($name)\t\($a[0][$k] * 100 | round / 100)\t\($d[0][$k] * 100 | round / 100)";
