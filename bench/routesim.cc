@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench/mooncake_trace.h"
+#include "bench/percentile.h"
 #include "common/status.h"
 #include "config/config.h"
 #include "model/block_hash.h"
@@ -513,12 +514,9 @@ double oracleHitRate(const std::vector<TraceRequest>& trace) {
   return blocks > 0 ? static_cast<double>(hits) / static_cast<double>(blocks) : 0;
 }
 
-// Nearest-rank percentile; 0 for an empty sample.
 double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
-  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
-  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
+  return bench::nearestRankPercentile(values, p);
 }
 
 double hitRate(const PolicyResult& r) {

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "bench/percentile.h"
+
 namespace kvferry::bench {
 namespace {
 
@@ -33,9 +35,7 @@ std::vector<std::string_view> splitList(std::string_view text) {
 }  // namespace
 
 double percentile(const std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const auto rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
-  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+  return nearestRankPercentile(sorted, p);
 }
 
 Distribution describe(std::vector<double> values, const std::vector<double>& ps) {

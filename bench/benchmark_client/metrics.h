@@ -1,6 +1,6 @@
 // What one request measured, and the run's summary: throughputs, latency distributions and
 // goodput, with vLLM `bench serve`'s definitions (docs/benchmark_client.md lists them) except for
-// percentiles, which are nearest-rank here (the same definition bench/routesim uses). Pure
+// percentiles, which are nearest-rank (bench/percentile.h, shared with bench/routesim). Pure
 // functions; any thread.
 #pragma once
 
