@@ -28,7 +28,9 @@ live_pid() {
   [ -f "$file" ] || return 1
   pid="$(cat "$file")"
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--port-file $run/$1.port" || return 1
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")" || return 1
+  [[ "$cmdline" == *"--port-file $run/$1.port"* ]] || return 1
   echo "$pid"
 }
 

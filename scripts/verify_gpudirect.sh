@@ -211,7 +211,9 @@ else
   [ -z "$gid_index" ] || common+=(-x "$gid_index")
   cuda_args=()
   if [ "$use_cuda" = 1 ]; then
-    if ! ib_write_bw --help 2>&1 | grep -q use_cuda; then
+    help=""
+    help="$(ib_write_bw --help 2>&1 || true)"  # not piped into grep -q (pipefail + SIGPIPE)
+    if [[ "$help" != *use_cuda* ]]; then
       result FAIL ib_write_bw "this perftest is built without CUDA (no --use_cuda): build perftest with CUDA"
       use_cuda=skip
     fi

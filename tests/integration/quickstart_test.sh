@@ -15,7 +15,9 @@ grep -q "endpoint: http://127.0.0.1:$KVFERRY_PORT/v1" <<<"$out" || { echo "FAIL:
 grep -q "scripts/quickstart.sh stop" <<<"$out" || { echo "FAIL: no stop line"; exit 1; }
 pids="$(cat "$KVFERRY_RUN_DIR"/*.pid)"
 curl -sf "http://127.0.0.1:$KVFERRY_PORT/health" >/dev/null || { echo "FAIL: not left running"; exit 1; }
-"$repo/scripts/quickstart.sh" | grep -q "already running" || { echo "FAIL: second start"; exit 1; }
+# Captured, not piped into grep -q: with pipefail, grep's early exit would SIGPIPE the script.
+again="$("$repo/scripts/quickstart.sh")"
+grep -q "already running" <<<"$again" || { echo "FAIL: second start: $again"; exit 1; }
 "$repo/scripts/quickstart.sh" stop
 for pid in $pids; do
   # A zombie (exited, not yet reaped by whoever adopted it) is stopped.
