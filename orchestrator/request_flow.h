@@ -8,9 +8,10 @@
 //    reservation) → the first token goes to the client at once → POST /agent/decode, stream.
 // A failure before the first byte reaches the client releases the lease (best effort), excludes
 // the node to blame for the rest of this request and tries another pair, up to max_attempts.
-// After the first byte a failure ends the stream with an SSE error event and [DONE]. (Resuming on
-// another pair from the tokens already sent, DESIGN.md §2, is not implemented yet.) Non-streamed
-// answers write nothing before the end, so every failure of theirs is retried.
+// After the first byte a failure ends the stream with an SSE error event and [DONE], and the
+// client decides whether to retry; DESIGN.md §2's resumption on another pair from the tokens
+// already sent is a known gap (docs/orchestrator.md, "Retries"). Non-streamed answers write
+// nothing before the end, so every failure of theirs is retried.
 //
 // Owner: the orchestrator's io_context thread; every function here runs on it.
 #pragma once

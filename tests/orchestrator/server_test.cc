@@ -6,14 +6,13 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/write.hpp>
-
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 #include <future>
 #include <memory>
@@ -681,9 +680,10 @@ TEST_F(ServerTest, AClientThatLeavesDuringThePrefillCancelsItAndFreesTheLease) {
   http::tcp::socket socket(client_io);
   socket.connect(endpoint_);
   const std::string body = R"({"model":"stories260K","prompt":"Once","max_tokens":4})";
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                              "application/json\r\nContent-Length: " +
-                              std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   asio::write(socket, asio::buffer(request));
   for (int i = 0; i < 200 && prefill.prefills == 0; ++i) std::this_thread::sleep_for(5ms);
   ASSERT_EQ(prefill.prefills, 1);
