@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "model/hash.h"
+#include "model/utf8.h"
 
 namespace kvferry::model {
 namespace {
@@ -339,28 +340,15 @@ Status checkUtf8(std::string_view text) {
       ++i;
       continue;
     }
-    size_t length = 0;
-    uint8_t low = 0x80;   // the allowed range of the second byte excludes overlong forms,
-    uint8_t high = 0xbf;  // surrogates and code points past U+10FFFF
-    if (lead >= 0xc2 && lead <= 0xdf) {
-      length = 2;
-    } else if (lead >= 0xe0 && lead <= 0xef) {
-      length = 3;
-      if (lead == 0xe0) low = 0xa0;
-      if (lead == 0xed) high = 0x9f;
-    } else if (lead >= 0xf0 && lead <= 0xf4) {
-      length = 4;
-      if (lead == 0xf0) low = 0x90;
-      if (lead == 0xf4) high = 0x8f;
-    } else {
-      return fail(i, "byte " + hexByte(lead) + " cannot start a character");
-    }
+    const std::optional<Utf8Lead> shape = utf8Lead(lead);
+    if (!shape) return fail(i, "byte " + hexByte(lead) + " cannot start a character");
+    const size_t length = shape->length;
     if (length > text.size() - i) {
       return fail(i, "a " + std::to_string(length) + "-byte sequence is cut off by the end");
     }
     for (size_t k = 1; k < length; ++k) {
       const auto byte = static_cast<uint8_t>(text[i + k]);
-      if (byte < (k == 1 ? low : 0x80) || byte > (k == 1 ? high : 0xbf)) {
+      if (!utf8Continues(*shape, k, byte)) {
         return fail(i + k,
                     "byte " + hexByte(byte) + " is not a valid continuation of " + hexByte(lead));
       }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "model/utf8.h"
+
 namespace kvferry::openai {
 namespace {
 
@@ -17,31 +19,14 @@ struct Utf8Scan {
   size_t length;
 };
 
-// Classifies the sequence starting at text[at], with the same ranges as model::checkUtf8:
-// no overlong forms, no surrogates, nothing past U+10FFFF.
+// Classifies the sequence starting at text[at] by model/utf8.h's table (model::checkUtf8's).
 Utf8Scan scanCharacter(std::string_view text, size_t at) {
-  const auto lead = static_cast<uint8_t>(text[at]);
-  if (lead < 0x80) return {Utf8Step::kValid, 1};
-  size_t length = 0;
-  uint8_t low = 0x80;
-  uint8_t high = 0xbf;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    length = 2;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    length = 3;
-    if (lead == 0xe0) low = 0xa0;
-    if (lead == 0xed) high = 0x9f;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    length = 4;
-    if (lead == 0xf0) low = 0x90;
-    if (lead == 0xf4) high = 0x8f;
-  } else {
-    return {Utf8Step::kInvalid, 1};
-  }
+  const std::optional<model::Utf8Lead> shape = model::utf8Lead(static_cast<uint8_t>(text[at]));
+  if (!shape) return {Utf8Step::kInvalid, 1};
+  const size_t length = shape->length;
   for (size_t k = 1; k < length; ++k) {
     if (at + k >= text.size()) return {Utf8Step::kIncomplete, k};
-    const auto byte = static_cast<uint8_t>(text[at + k]);
-    if (byte < (k == 1 ? low : 0x80) || byte > (k == 1 ? high : 0xbf)) {
+    if (!model::utf8Continues(*shape, k, static_cast<uint8_t>(text[at + k]))) {
       return {Utf8Step::kInvalid, k};
     }
   }
