@@ -1,4 +1,5 @@
-// The one percentile definition of kvferry's benchmark tools (routesim, benchmark_client):
+// The one percentile definition of kvferry's benchmark tools (routesim, benchmark_client,
+// transfer_bench):
 // nearest rank — the smallest sample with at least p % of the sample at or below it. It never
 // interpolates, so every reported value is one that was measured.
 #pragma once

@@ -16,7 +16,7 @@
 # bench-results/transfer-verbs.json with the ratio per size. Soft-RoCE in an emulated guest is
 # CPU-bound: only the ratios mean anything.
 # Environment: DURATION (seconds per measurement, default 3; verbs 2), CONNECTIONS (default 2),
-# QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (verbs: pairs per size, default 3),
+# QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (verbs: pairs per size, default 5),
 # POOL_BYTES (verbs: each side's KV pool the blocks are scattered over, default 64M),
 # BUILD_DIR (default build/release, built here with the release preset if missing).
 set -euo pipefail
@@ -55,7 +55,7 @@ if [ "$transport" = verbs ]; then
   [ -x "$vm" ] || { echo "bench_transfer.sh: no Soft-RoCE VM harness at $vm" >&2; exit 1; }
   out="$root/bench-results/transfer-verbs.json"
   DURATION="${DURATION:-2}" "$vm" --rw "$root/bench-results" --timeout 900 -- \
-    env DURATION="${DURATION:-2}" SIZES="${SIZES:-}" QUEUE_DEPTH="${QUEUE_DEPTH:-8}" REPEAT="${REPEAT:-3}" POOL_BYTES="${POOL_BYTES:-64M}" CONNECTIONS="$connections" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
+    env DURATION="${DURATION:-2}" SIZES="${SIZES:-}" QUEUE_DEPTH="${QUEUE_DEPTH:-8}" REPEAT="${REPEAT:-5}" POOL_BYTES="${POOL_BYTES:-64M}" CONNECTIONS="$connections" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
   echo
   printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s | %s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us" "all ratios"
   jq -r '.rows[] | [.block_bytes, .batch, .gbps, .ceiling_gbps, .ratio, .p50_us, .p99_us,

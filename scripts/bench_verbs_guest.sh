@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside the Soft-RoCE VM (see bench_transfer.sh verbs). For each block size, REPEAT times
-# (default 3), back to back so both see the same machine: ib_write_bw (perftest) between the two
+# (default 5), back to back so both see the same machine: ib_write_bw (perftest) between the two
 # rxe devices for the ceiling, then transfer_bench over the same pair with scattered block ids
 # and a single submitting thread. Each row is the median pair by ratio, with all ratios beside
 # it (the emulated guest drifts ±30 % between runs). Writes the combined JSON to $1.
@@ -48,15 +48,23 @@ ceiling() { # size → GB/s from ib_write_bw in iteration mode (-D misreports at
     "$work/ibw-client.log" | tail -n 1
 }
 
-repeat="${REPEAT:-3}"
+repeat="${REPEAT:-5}"
 echo "== per size, $repeat times: ib_write_bw ($qps QPs, 16 MiB or 50 messages) then" \
   "transfer_bench (${duration}s); the row reports the median pair"
 echo "[]" >"$work/rows.json"
 for size in $sizes; do
   echo "[]" >"$work/samples.json"
   for _ in $(seq "$repeat"); do
-    c="$(ceiling "$size")"
-    [ -n "$c" ] && [ "$c" != "0.000000" ] || { echo "ib_write_bw gave no rate for $size" >&2; exit 1; }
+    # An ib_write_bw run in the emulated guest now and then ends without a data line (its
+    # client gives up while the server is still starting): try again before giving up.
+    c=""
+    for attempt in 1 2 3; do
+      c="$(ceiling "$size" || true)"
+      [ -n "$c" ] && [ "$c" != "0.000000" ] && break
+      echo "   ib_write_bw gave no rate for $size (attempt $attempt of 3)" >&2
+      c=""
+    done
+    [ -n "$c" ] || { echo "ib_write_bw gave no rate for $size; its last client output:" >&2; cat "$work/ibw-client.log" >&2; exit 1; }
     "$bench" --role initiator --transport verbs --config "$work/initiator.yaml" --pool-bytes "${POOL_BYTES:-64M}" \
       --blob-file "$work/blob" --block-sizes "$size" --duration "$duration" \
       --queue-depth "${QUEUE_DEPTH:-8}" --max-batch-bytes 1M --connections "$qps" \
