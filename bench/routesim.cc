@@ -59,6 +59,9 @@ constexpr std::string_view kUsage =
 Replays a Mooncake-format trace (JSONL: timestamp in ms, input_length, output_length, hash_ids
 with one id per 512-token block) through the orchestrator's scheduling policies over a simulated
 cluster described by the YAML file (see config/examples/routesim_h100_llama3_8b.yaml).
+Prints one row per policy, then reference rows: every request prefilled alone on an idle GPU
+with no cache, with all nodes' KV pooled into one cache (LRU, or clairvoyant eviction), and with
+a cache that never forgets, the last a floor for every policy (docs/routesim.md).
 
   --trace FILE        the JSONL trace
   --cluster FILE      cluster, cost models, SLO and scheduler knobs (YAML)
@@ -116,6 +119,18 @@ Result<std::vector<TraceRequest>> loadTrace(const std::string& path, double rate
     out.push_back(std::move(request));
   }
   return out;
+}
+
+// What a prefill of `input_tokens` costs when its first `hit_blocks` blocks are cached: the
+// u = new tokens pay a + b·u + c·(u² + 2·u·k) after k cached ones (attention over the cached
+// prefix included); at least one token is always computed.
+double prefillSeconds(const config::RouteSimConfig& config, uint32_t input_tokens,
+                      uint32_t hit_blocks) {
+  double cached = static_cast<double>(
+      std::min<uint64_t>(uint64_t{hit_blocks} * config.block_tokens, input_tokens));
+  double fresh = std::max(input_tokens - cached, 1.0);
+  return config.prefill_fixed_s + config.prefill_per_token_s * fresh +
+         config.prefill_per_token_squared_s * (fresh * fresh + 2 * fresh * cached);
 }
 
 // A node's KV cache: blocks named by hash, pinned while a request uses them, otherwise kept in
@@ -383,11 +398,7 @@ class Simulation {
     std::vector<KvEvent> events;
     state.prefill_pinned = node.cache.acquire(trace.block_hashes, 0, events);
     publish(id, events);
-    double cached = static_cast<double>(
-        std::min<uint64_t>(uint64_t{hits} * config_.block_tokens, trace.input_tokens));
-    double fresh = std::max(trace.input_tokens - cached, 1.0);
-    double duration_s = config_.prefill_fixed_s + config_.prefill_per_token_s * fresh +
-                        config_.prefill_per_token_squared_s * (fresh * fresh + 2 * fresh * cached);
+    double duration_s = prefillSeconds(config_, trace.input_tokens, hits);
     result_.hit_blocks += hits;
     result_.prompt_blocks += trace.block_hashes.size();
     node.prefill_busy_s += duration_s;
@@ -500,18 +511,106 @@ class Simulation {
   PolicyResult result_;
 };
 
-// Hit rate of a cache that never forgets (the whole cluster's history as one cache).
-double oracleHitRate(const std::vector<TraceRequest>& trace) {
+// Every request prefilled alone on an idle GPU (no queue, no transfer, no decode wait), with
+// the cache hits of:
+//   idle_no_cache          no cache at all;
+//   idle_pooled_lru        one LRU cache as large as all nodes' KV together, shared by every
+//                          node (a router that could move any cached block anywhere for free);
+//   idle_pooled_belady     the same pool with clairvoyant eviction (the block whose next use is
+//                          farthest goes first; blocks never used again before any other): no
+//                          real cache can know the future, so this row only shows how much of
+//                          the gap to the oracle is eviction rather than capacity;
+//   idle_oracle_cache      a cache that never forgets.
+// The oracle row gives each request every block any earlier arrival produced, with no wait: a
+// policy could beat a request's TTFT there only by running a later arrival's prefill first and
+// reusing its blocks, so its percentiles are, in practice, a floor for every policy.
+struct Bound {
+  std::string name;
+  std::vector<double> ttft_ms;
+  uint64_t hit_blocks = 0;
+  uint64_t prompt_blocks = 0;
+
+  void record(const config::RouteSimConfig& config, const TraceRequest& request, uint32_t hits) {
+    ttft_ms.push_back(1000.0 * prefillSeconds(config, request.input_tokens, hits));
+    hit_blocks += hits;
+    prompt_blocks += request.block_hashes.size();
+  }
+};
+
+// Belady's eviction over a pool of `capacity` blocks: for each request, the index of the next
+// request that uses each of its blocks is known in advance.
+class ClairvoyantCache {
+ public:
+  ClairvoyantCache(const std::vector<TraceRequest>& trace, uint64_t capacity)
+      : capacity_(capacity), next_use_(trace.size()) {
+    std::unordered_map<uint64_t, uint32_t> later;  // block → the next request that uses it
+    for (size_t r = trace.size(); r-- > 0;) {
+      for (uint64_t hash : trace[r].block_hashes) {
+        auto it = later.find(hash);
+        next_use_[r].push_back(it == later.end() ? kNever : it->second);
+      }
+      for (uint64_t hash : trace[r].block_hashes) later[hash] = static_cast<uint32_t>(r);
+    }
+  }
+
+  // Hits of request r, then r's blocks are (re)inserted and the cache trimmed.
+  uint32_t serve(const std::vector<TraceRequest>& trace, size_t r) {
+    const std::vector<uint64_t>& hashes = trace[r].block_hashes;
+    uint32_t hits = scheduler::leadingBlocks(
+        hashes, [&](uint64_t hash) { return next_use_of_.contains(hash); });
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      next_use_of_[hashes[i]] = next_use_[r][i];
+      farthest_.emplace(next_use_[r][i], hashes[i]);
+    }
+    while (next_use_of_.size() > capacity_) {
+      auto [use, hash] = farthest_.top();
+      farthest_.pop();
+      auto it = next_use_of_.find(hash);
+      if (it != next_use_of_.end() && it->second == use) next_use_of_.erase(it);  // else stale
+    }
+    return hits;
+  }
+
+ private:
+  static constexpr uint32_t kNever = UINT32_MAX;
+  uint64_t capacity_;
+  std::vector<std::vector<uint32_t>> next_use_;                  // per request, per block
+  std::unordered_map<uint64_t, uint32_t> next_use_of_;           // cached block → its next use
+  std::priority_queue<std::pair<uint32_t, uint64_t>> farthest_;  // lazily pruned
+};
+
+std::vector<Bound> computeBounds(const config::RouteSimConfig& config,
+                                 const std::vector<TraceRequest>& trace) {
+  std::vector<Bound> bounds(4);
+  Bound& none = bounds[0];
+  Bound& lru = bounds[1];
+  Bound& belady = bounds[2];
+  Bound& oracle = bounds[3];
+  none.name = "idle_no_cache";
+  lru.name = "idle_pooled_lru";
+  belady.name = "idle_pooled_belady";
+  oracle.name = "idle_oracle_cache";
+  const uint64_t pool_blocks =
+      uint64_t{config.kv_blocks_per_node} * (config.prefill_nodes + config.decode_nodes);
+  KvCache lru_pool(pool_blocks);
+  ClairvoyantCache belady_pool(trace, pool_blocks);
   std::unordered_set<uint64_t> seen;
-  uint64_t hits = 0;
-  uint64_t blocks = 0;
-  for (const TraceRequest& request : trace) {
-    hits += scheduler::leadingBlocks(request.block_hashes,
-                                     [&](uint64_t hash) { return seen.contains(hash); });
-    blocks += request.block_hashes.size();
+  std::vector<KvEvent> events;  // unused: nobody indexes the pool
+  for (size_t r = 0; r < trace.size(); ++r) {
+    const TraceRequest& request = trace[r];
+    none.record(config, request, 0);
+    lru.record(config, request, lru_pool.prefixHits(request.block_hashes));
+    if (lru_pool.acquire(request.block_hashes, 0, events)) {
+      lru_pool.release(request.block_hashes, 0);
+    }
+    events.clear();
+    belady.record(config, request, belady_pool.serve(trace, r));
+    oracle.record(config, request,
+                  scheduler::leadingBlocks(request.block_hashes,
+                                           [&](uint64_t hash) { return seen.contains(hash); }));
     seen.insert(request.block_hashes.begin(), request.block_hashes.end());
   }
-  return blocks > 0 ? static_cast<double>(hits) / static_cast<double>(blocks) : 0;
+  return bounds;
 }
 
 double percentile(std::vector<double> values, double p) {
@@ -519,11 +618,12 @@ double percentile(std::vector<double> values, double p) {
   return bench::nearestRankPercentile(values, p);
 }
 
-double hitRate(const PolicyResult& r) {
-  return r.prompt_blocks > 0
-             ? static_cast<double>(r.hit_blocks) / static_cast<double>(r.prompt_blocks)
-             : 0;
+double hitRate(uint64_t hit_blocks, uint64_t prompt_blocks) {
+  return prompt_blocks > 0 ? static_cast<double>(hit_blocks) / static_cast<double>(prompt_blocks)
+                           : 0;
 }
+double hitRate(const PolicyResult& r) { return hitRate(r.hit_blocks, r.prompt_blocks); }
+double hitRate(const Bound& b) { return hitRate(b.hit_blocks, b.prompt_blocks); }
 
 Result<double> parsePositive(std::string_view flag, std::string_view text) {
   double value = 0;
@@ -606,7 +706,8 @@ Result<Options> parseOptions(int argc, char** argv) {
   return options;
 }
 
-void printTable(const std::vector<PolicyResult>& results, double oracle) {
+void printTable(const std::vector<PolicyResult>& results, const std::vector<Bound>& bounds) {
+  const double oracle = hitRate(bounds.back());
   std::printf("%-19s %9s %9s %9s %8s %8s %8s %6s %6s %6s %6s %9s %6s %8s\n", "policy", "ttft_p50",
               "ttft_p90", "ttft_p99", "tpot_p50", "tpot_p99", "goodput", "slo%", "hit", "oracle",
               "imbal", "xfer_GB", "coloc", "rejected");
@@ -621,9 +722,17 @@ void printTable(const std::vector<PolicyResult>& results, double oracle) {
         static_cast<unsigned long long>(r.colocated), static_cast<unsigned long long>(r.rejected));
   }
   std::printf("(ms for latencies; goodput in requests/s meeting the SLO; xfer in GB)\n");
+  std::printf("\nbounds: each request prefilled alone on an idle GPU (no queue, no transfer)\n");
+  std::printf("%-19s %9s %9s %9s %6s\n", "cache", "ttft_p50", "ttft_p90", "ttft_p99", "hit");
+  for (const Bound& b : bounds) {
+    std::printf("%-19s %9.0f %9.0f %9.0f %6.3f\n", b.name.c_str(), percentile(b.ttft_ms, 50),
+                percentile(b.ttft_ms, 90), percentile(b.ttft_ms, 99), hitRate(b));
+  }
 }
 
-Status writeJson(const Options& options, const std::vector<PolicyResult>& results, double oracle) {
+Status writeJson(const Options& options, const std::vector<PolicyResult>& results,
+                 const std::vector<Bound>& bounds) {
+  const double oracle = hitRate(bounds.back());
   boost::json::array policies;
   for (const PolicyResult& r : results) {
     policies.push_back(boost::json::object{
@@ -641,8 +750,20 @@ Status writeJson(const Options& options, const std::vector<PolicyResult>& result
         {"transfer_bytes", r.transfer_bytes},
     });
   }
-  boost::json::object root{
-      {"trace", options.trace}, {"rate_scale", options.rate_scale}, {"policies", policies}};
+  boost::json::array bound_rows;
+  for (const Bound& b : bounds) {
+    bound_rows.push_back(boost::json::object{
+        {"name", b.name},
+        {"ttft_p50_ms", percentile(b.ttft_ms, 50)},
+        {"ttft_p90_ms", percentile(b.ttft_ms, 90)},
+        {"ttft_p99_ms", percentile(b.ttft_ms, 99)},
+        {"hit_rate", hitRate(b)},
+    });
+  }
+  boost::json::object root{{"trace", options.trace},
+                           {"rate_scale", options.rate_scale},
+                           {"policies", policies},
+                           {"bounds", bound_rows}};
   std::ofstream out(options.json);
   out << boost::json::serialize(root) << "\n";
   out.close();
@@ -659,7 +780,7 @@ Status run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config::RouteSimConfig config, config::loadRouteSimConfig(options.cluster));
   ASSIGN_OR_RETURN(std::vector<TraceRequest> trace,
                    loadTrace(options.trace, options.rate_scale, options.max_requests));
-  double oracle = oracleHitRate(trace);
+  std::vector<Bound> bounds = computeBounds(config, trace);
   std::vector<PolicyResult> results;
   for (const std::string& name : options.policies) {
     ASSIGN_OR_RETURN(std::unique_ptr<Policy> policy,
@@ -669,8 +790,8 @@ Status run(int argc, char** argv) {
   std::printf("trace %s: %zu requests, rate scale %g, %u prefill + %u decode nodes\n",
               options.trace.c_str(), trace.size(), options.rate_scale, config.prefill_nodes,
               config.decode_nodes);
-  printTable(results, oracle);
-  if (!options.json.empty()) RETURN_IF_ERROR(writeJson(options, results, oracle));
+  printTable(results, bounds);
+  if (!options.json.empty()) RETURN_IF_ERROR(writeJson(options, results, bounds));
   return Status::ok();
 }
 

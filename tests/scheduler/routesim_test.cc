@@ -88,6 +88,28 @@ TEST(RoutesimTest, ReportsEveryPolicyDeterministically) {
     EXPECT_EQ(p.at("rejected").to_number<uint64_t>(), 0u);
     EXPECT_GT(p.at("transfer_bytes").to_number<uint64_t>(), 0u);
   }
+  // The idle-GPU bounds: more cache can only shorten a prefill, and a pooled cache only holds
+  // blocks the oracle has seen, so the oracle's row is the best and no cache the worst.
+  const boost::json::array& bounds = root.at("bounds").as_array();
+  ASSERT_EQ(bounds.size(), 4u);
+  const char* names[] = {"idle_no_cache", "idle_pooled_lru", "idle_pooled_belady",
+                         "idle_oracle_cache"};
+  const boost::json::object& no_cache = bounds[0].as_object();
+  const boost::json::object& oracle = bounds[3].as_object();
+  for (size_t i = 0; i < 4; ++i) {
+    const boost::json::object& b = bounds[i].as_object();
+    EXPECT_EQ(b.at("name").as_string(), names[i]);
+    EXPECT_LE(b.at("ttft_p50_ms").as_double(), b.at("ttft_p90_ms").as_double());
+    EXPECT_LE(b.at("ttft_p90_ms").as_double(), b.at("ttft_p99_ms").as_double());
+    EXPECT_LE(b.at("ttft_p99_ms").as_double(), no_cache.at("ttft_p99_ms").as_double());
+    EXPECT_GE(b.at("ttft_p99_ms").as_double(), oracle.at("ttft_p99_ms").as_double());
+    EXPECT_GE(b.at("hit_rate").as_double(), no_cache.at("hit_rate").as_double());
+    EXPECT_LE(b.at("hit_rate").as_double(), oracle.at("hit_rate").as_double());
+  }
+  EXPECT_EQ(no_cache.at("hit_rate").as_double(), 0.0);
+  EXPECT_GT(oracle.at("hit_rate").as_double(), 0.0);
+  EXPECT_EQ(oracle.at("hit_rate").as_double(),
+            policies[0].as_object().at("oracle_hit_rate").as_double());
   std::remove(first.c_str());
   std::remove(second.c_str());
 }
