@@ -254,6 +254,7 @@ void read(Reader& r, PrefillRequest& m) {
   r.getList("tokens", m.tokens);
   r.object("sampling", [&](Reader& in) { read(in, m.sampling); });
   r.object("target", [&](Reader& in) { read(in, m.target); });
+  r.get("rng_draws", m.rng_draws, false);
 }
 void read(Reader& r, PrefillResponse& m) {
   r.get("first_token", m.first_token);
@@ -278,6 +279,7 @@ void read(Reader& r, GenerateRequest& m) {
   r.object("sampling", [&](Reader& in) { read(in, m.sampling); });
   r.get("max_new_tokens", m.max_new_tokens);
   r.getList("stop_tokens", m.stop_tokens);
+  r.get("rng_draws", m.rng_draws, false);
 }
 void read(Reader& r, StreamLine& m) {
   r.getOptional("token", m.token);
@@ -336,7 +338,8 @@ json::value toJson(const PrefillRequest& m) {
   return {{"request_id", m.request_id},
           {"tokens", arrayOf(m.tokens)},
           {"sampling", toJson(m.sampling)},
-          {"target", toJson(m.target)}};
+          {"target", toJson(m.target)},
+          {"rng_draws", m.rng_draws}};
 }
 json::value toJson(const PrefillResponse& m) {
   return {{"first_token", m.first_token}, {"cached_tokens", m.cached_tokens},
@@ -357,7 +360,8 @@ json::value toJson(const GenerateRequest& m) {
           {"tokens", arrayOf(m.tokens)},
           {"sampling", toJson(m.sampling)},
           {"max_new_tokens", m.max_new_tokens},
-          {"stop_tokens", arrayOf(m.stop_tokens)}};
+          {"stop_tokens", arrayOf(m.stop_tokens)},
+          {"rng_draws", m.rng_draws}};
 }
 json::value toJson(const StreamLine& m) {
   json::object o;

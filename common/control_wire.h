@@ -99,6 +99,13 @@ struct Sampling {
   uint64_t seed = 0;
 };
 
+// Random draws one sampled token uses: none when greedy (temperature 0), else exactly one. A
+// stream resumed on another agent after n tokens skips n × this many draws of its seed, so it
+// goes on with the tokens the first agent would have drawn (engine/sampler.h keeps to this).
+inline uint64_t randomDrawsPerToken(const Sampling& sampling) {
+  return sampling.temperature == 0 ? 0 : 1;
+}
+
 struct ReserveRequest {
   uint64_t request_id = 0;
   std::vector<int32_t> tokens;  // the prompt whose KV will be written here
@@ -127,6 +134,9 @@ struct PrefillRequest {
   std::vector<int32_t> tokens;
   Sampling sampling;
   TransferTarget target;
+  // Draws of the seed's stream to skip before sampling: an answer resumed after some tokens
+  // (they end `tokens`) goes on where it stopped. Optional on the wire (0).
+  uint64_t rng_draws = 0;
 };
 
 struct PrefillResponse {
@@ -154,6 +164,7 @@ struct GenerateRequest {  // role both: prefill and decode here, no transfer
   Sampling sampling;
   uint32_t max_new_tokens = 0;  // including the first token
   std::vector<int32_t> stop_tokens;
+  uint64_t rng_draws = 0;  // as PrefillRequest::rng_draws
 };
 
 // One line of a decode / generate stream (NDJSON): a token, or the end.

@@ -148,7 +148,7 @@ struct OrchestratorConfig {
   // `requests:`
   uint32_t lease_ms = 30000;                // a decode reservation lasts this long, 100..3600000
   uint32_t agent_timeout_ms = 60000;        // one call to an agent, 100..3600000
-  uint32_t max_attempts = 3;                // pairs tried before the first byte, 1..16
+  uint32_t max_attempts = 3;                // pairs tried per request (resumptions too), 1..16
   double link_bandwidth_bytes_per_s = 1e9;  // the scheduler's default prefill→decode link
 };
 

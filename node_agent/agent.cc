@@ -923,6 +923,7 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
     metrics_.prefill_tokens.Increment(static_cast<double>(tokens.size() - result->cached_tokens));
     metrics_.prefill_cached_tokens.Increment(result->cached_tokens);
     engine::SamplingRng rng(sampling.seed);
+    rng.discard(request.rng_draws);  // a resumed answer goes on where it stopped
     pending.response.first_token = sampler_->sample(logits_, sampling, rng);
     pending.response.rng_draws = rng.draws();
     pending.response.cached_tokens = result->cached_tokens;
@@ -1160,6 +1161,7 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
   active.stream = std::move(stream);
   active.sampling = sampling;
   active.rng = engine::SamplingRng(sampling.seed);
+  active.rng.discard(request.rng_draws);  // a resumed answer goes on where it stopped
   active.stop = tokensOf(request.stop_tokens);
   TokenId first = sampler_->sample(logits_, sampling, active.rng);
   active_.push_back(std::move(active));

@@ -55,8 +55,10 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
                                          "(prefill, decode) pair.",
                                          routingBuckets())),
       retries(counter(registry, "kvferry_request_retries_total",
-                      "Attempts on another pair after an attempt failed before the client saw "
-                      "a byte.")),
+                      "Attempts on another pair after an attempt failed.")),
+      resumes(counter(registry, "kvferry_request_resumes_total",
+                      "Attempts that went on with an answer another pair had begun: the prompt "
+                      "plus the tokens already produced.")),
       prompt_tokens(counter(registry, "kvferry_prompt_tokens_total",
                             "Prompt tokens of the requests scheduled on the cluster.")),
       generated_tokens(counter(registry, "kvferry_generated_tokens_total",

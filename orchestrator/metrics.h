@@ -56,6 +56,7 @@ class OrchestratorMetrics {
   prometheus::Histogram& e2e_seconds;
   prometheus::Histogram& routing_decision_seconds;  // one Policy::choose call
   prometheus::Counter& retries;                     // attempts after a failed one
+  prometheus::Counter& resumes;                     // of those, ones that went on mid-answer
   prometheus::Counter& prompt_tokens;               // of every request scheduled
   prometheus::Counter& generated_tokens;            // sent to clients
   prometheus::Gauge& queued_requests;               // waiting for admission

@@ -79,18 +79,10 @@ class ClientOutput {
 
   // One generated token. True: more are wanted. False: the answer is complete (a stop token or
   // string, or the token budget: endReason() says which), the client is gone, or the token is
-  // not in the vocabulary (badToken()).
+  // not in the vocabulary (badToken(); such a token is not counted, so another agent can go on
+  // from the ones before it once beginAttempt() cleared that).
   Task<bool> token(model::TokenId id) {
     if (!end_reason_.empty() || client_gone_ || !bad_token_.empty()) co_return false;
-    ++completion_tokens_;
-    if (request_.api.return_token_ids) token_ids_.push_back(id);
-    const Clock::time_point now = Clock::now();
-    if (last_token_at_) {
-      metrics_.itl_seconds.Observe(secondsBetween(*last_token_at_, now));
-    } else {
-      first_token_at_ = now;
-    }
-    last_token_at_ = now;
     std::string text;
     if (std::find(model_.stop_tokens.begin(), model_.stop_tokens.end(), id) !=
         model_.stop_tokens.end()) {
@@ -105,6 +97,15 @@ class ClientOutput {
       text = std::move(out.text);
       if (out.stopped) end_reason_ = "stop";
     }
+    ++completion_tokens_;
+    token_ids_.push_back(id);
+    const Clock::time_point now = Clock::now();
+    if (last_token_at_) {
+      metrics_.itl_seconds.Observe(secondsBetween(*last_token_at_, now));
+    } else {
+      first_token_at_ = now;
+    }
+    last_token_at_ = now;
     if (end_reason_.empty() && completion_tokens_ >= request_.max_tokens) end_reason_ = "length";
     const bool sent = co_await emit(text);
     co_return sent&& end_reason_.empty();
@@ -156,13 +157,11 @@ class ClientOutput {
     co_await endStream();
   }
 
-  void setCachedTokens(uint32_t tokens) {
-    cached_tokens_ = tokens;
-    cached_tokens_known_ = true;
-  }
+  // A new attempt: the answer goes on from the tokens counted so far.
+  void beginAttempt() { bad_token_.clear(); }
+  // The prompt's cached tokens, for usage.
+  void setCachedTokens(uint32_t tokens) { cached_tokens_ = tokens; }
   uint32_t cachedTokens() const { return cached_tokens_; }
-  // Whether the prefill node reported its cached prefix (it does once its prefill is done).
-  bool cachedTokensKnown() const { return cached_tokens_known_; }
   bool begun() const { return begun_; }  // bytes reached (or were sent to) the client
   bool clientGone() const { return client_gone_; }
   // Before the first write a departed client is otherwise noticed only at that write: watch its
@@ -178,6 +177,8 @@ class ClientOutput {
   const std::string& endReason() const { return end_reason_; }
   const std::string& finishReason() const { return finish_reason_; }
   uint32_t completionTokens() const { return completion_tokens_; }
+  // Every token counted so far, in order (the last may be a stop token that ended the answer).
+  const std::vector<model::TokenId>& tokenIds() const { return token_ids_; }
   std::optional<Clock::time_point> firstTokenAt() const { return first_token_at_; }
 
  private:
@@ -245,7 +246,6 @@ class ClientOutput {
   std::string text_;  // non-streamed answers
   uint32_t completion_tokens_ = 0;
   uint32_t cached_tokens_ = 0;
-  bool cached_tokens_known_ = false;
   std::optional<Clock::time_point> first_token_at_;
   std::optional<Clock::time_point> last_token_at_;
   std::string end_reason_;
@@ -269,6 +269,20 @@ class Runner {
     NodeId blame = 0;  // excluded from this request's later attempts
   };
   using AttemptResult = std::optional<Failure>;  // nullopt: answered, or the client is gone
+
+  // What an attempt sends: the prompt; or, once the client has tokens of the answer, the prompt
+  // followed by them, with the token budget and the random draws they used (DESIGN.md §2: the
+  // answer resumes on a healthy pair where it broke).
+  struct AttemptInput {
+    std::vector<model::TokenId> tokens;
+    std::vector<uint64_t> block_hashes;
+    uint32_t max_new_tokens = 0;
+    uint64_t rng_draws = 0;
+    uint32_t resumed_tokens = 0;  // answer tokens at the end of `tokens`
+  };
+  Result<AttemptInput> nextInput() const;
+  // The prefill node's cached prefix for this attempt; usage reports the first prompt's.
+  void noteCachedTokens(uint32_t tokens);
 
   Task<AttemptResult> runColocated(NodeId node, uint64_t prefill_tokens);
   Task<AttemptResult> runSplit(NodeId prefill, NodeId decode, uint64_t prefill_tokens);
@@ -306,21 +320,52 @@ class Runner {
   http::ResponseWriter& writer_;
   const std::chrono::milliseconds timeout_;
   std::optional<ClientOutput> output_;
+  AttemptInput input_;
+  std::optional<uint32_t> attempt_cached_tokens_;
   RequestOutcome outcome_;
 };
+
+Result<Runner::AttemptInput> Runner::nextInput() const {
+  AttemptInput input;
+  input.tokens = request_.tokens;
+  const std::vector<model::TokenId>& answer = output_->tokenIds();
+  if (answer.empty()) {
+    input.block_hashes = request_.block_hashes;
+    input.max_new_tokens = request_.max_tokens;
+    return input;
+  }
+  input.tokens.insert(input.tokens.end(), answer.begin(), answer.end());
+  ASSIGN_OR_RETURN(input.block_hashes, model::blockHashes(ctx_.model.hash_seed, input.tokens,
+                                                          ctx_.registry.identity().block_tokens));
+  input.resumed_tokens = static_cast<uint32_t>(answer.size());
+  input.max_new_tokens = request_.max_tokens - input.resumed_tokens;  // > 0: it did not end
+  input.rng_draws = answer.size() * wire::randomDrawsPerToken(request_.sampling);
+  return input;
+}
+
+void Runner::noteCachedTokens(uint32_t tokens) {
+  attempt_cached_tokens_ = tokens;
+  if (input_.resumed_tokens == 0) output_->setCachedTokens(tokens);
+}
 
 Task<RequestOutcome> Runner::run() {
   std::set<NodeId> excluded;
   std::optional<Failure> last;
-  bool last_had_tokens = false;
+  output_.emplace(writer_, request_, ctx_.model, ctx_.metrics);
   for (uint32_t attempt = 1; attempt <= ctx_.config.max_attempts; ++attempt) {
+    Result<AttemptInput> input = nextInput();
+    if (!input.isOk()) {
+      last = Failure{input.status().withContext("resuming the answer"), 0};
+      break;
+    }
+    input_ = std::move(input).value();
     scheduler::ClusterView view = ctx_.registry.view();
     for (NodeId id : excluded) view.mutableNodes()[id].alive = false;
     scheduler::Request request;
     request.id = request_.id;
-    request.input_tokens = static_cast<uint32_t>(request_.tokens.size());
-    request.output_tokens = request_.max_tokens;
-    request.block_hashes = request_.block_hashes;
+    request.input_tokens = static_cast<uint32_t>(input_.tokens.size());
+    request.output_tokens = input_.max_new_tokens;
+    request.block_hashes = input_.block_hashes;
     const Clock::time_point choosing = Clock::now();
     Result<scheduler::Decision> decision = ctx_.policy.choose(request, view);
     ctx_.metrics.routing_decision_seconds.Observe(secondsBetween(choosing, Clock::now()));
@@ -337,12 +382,19 @@ Task<RequestOutcome> Runner::run() {
     }
     const bool same_node = decision->colocated || decision->prefill == decision->decode;
     if (attempt > 1) ctx_.metrics.retries.Increment();
+    if (input_.resumed_tokens > 0) {
+      ctx_.metrics.resumes.Increment();
+      ++outcome_.resumes;
+      spdlog::info("request {}: resuming after {} tokens on {} -> {}", request_.openai_id,
+                   input_.resumed_tokens, decision->prefill, decision->decode);
+    }
     outcome_.attempts = attempt;
     outcome_.prefill = decision->prefill;
     outcome_.decode = decision->decode;
     const uint64_t prefill_tokens = scheduler::prefillTokens(
         request, decision->predicted_cached_blocks, ctx_.registry.identity().block_tokens);
-    output_.emplace(writer_, request_, ctx_.model, ctx_.metrics);
+    output_->beginAttempt();
+    attempt_cached_tokens_.reset();
     AttemptResult failure;
     if (same_node) {
       failure = co_await runColocated(decision->decode, prefill_tokens);
@@ -351,10 +403,10 @@ Task<RequestOutcome> Runner::run() {
     }
     outcome_.cached_tokens = output_->cachedTokens();
     outcome_.output_tokens = output_->completionTokens();
-    if (output_->cachedTokensKnown()) {
+    if (attempt_cached_tokens_) {
       ctx_.metrics.observeCachePrediction(
           uint64_t{decision->predicted_cached_blocks} * ctx_.registry.identity().block_tokens,
-          output_->cachedTokens());
+          *attempt_cached_tokens_);
     }
     if (auto first = output_->firstTokenAt()) {
       outcome_.ttft_ms = msBetween(request_.arrived, *first);
@@ -368,28 +420,22 @@ Task<RequestOutcome> Runner::run() {
       }
       co_return outcome_;
     }
-    if (output_->begun()) {
-      // The client has bytes already: end its stream with the error.
-      spdlog::warn("request {}: {} after the first byte; ending the stream", request_.openai_id,
-                   failure->error.message());
-      outcome_.error = failure->error.message();
-      outcome_.http_status = 502;
-      const openai::ApiError error = serverError(502, failure->error.message());
-      co_await output_->fail(error);
-      co_return outcome_;
-    }
-    spdlog::warn("request {}: attempt {} of {} failed: {}", request_.openai_id, attempt,
-                 ctx_.config.max_attempts, failure->error.message());
+    spdlog::warn("request {}: attempt {} of {} failed after {} answer tokens: {}",
+                 request_.openai_id, attempt, ctx_.config.max_attempts, output_->completionTokens(),
+                 failure->error.message());
     excluded.insert(failure->blame);
-    last_had_tokens = output_->completionTokens() > 0;
     last = std::move(failure);
   }
-  // Every attempt failed before the client saw a byte.
-  outcome_.http_status = last_had_tokens ? 502 : 503;
-  outcome_.error = "no attempt succeeded (" + std::to_string(outcome_.attempts) +
-                   " tried); the last error: " + last->error.message();
+  // No attempt finished the answer.
+  const bool had_tokens = output_->completionTokens() > 0;
+  outcome_.http_status = had_tokens ? 502 : 503;
+  outcome_.error = "no attempt finished the answer (" + std::to_string(outcome_.attempts) +
+                   " tried, " + std::to_string(output_->completionTokens()) +
+                   " tokens sent); the last error: " + last->error.message();
   const openai::ApiError error = serverError(outcome_.http_status, outcome_.error);
-  co_await sendApiError(writer_, error);
+  // Streamed bytes already went out: end the stream with the error event. Otherwise the error
+  // is the whole answer.
+  co_await output_->fail(error);
   co_return outcome_;
 }
 
@@ -410,10 +456,11 @@ void Runner::release(NodeId decode, uint64_t lease_id) {
 Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_tokens) {
   wire::GenerateRequest generate;
   generate.request_id = request_.id;
-  generate.tokens = request_.tokens;
+  generate.tokens = input_.tokens;
   generate.sampling = request_.sampling;
-  generate.max_new_tokens = request_.max_tokens;
+  generate.max_new_tokens = input_.max_new_tokens;
   generate.stop_tokens = ctx_.model.stop_tokens;
+  generate.rng_draws = input_.rng_draws;
   ctx_.registry.beginPrefill(node, prefill_tokens);
   bool prefilling = true;
   // Named, not a temporary of the co_await expression: GCC 12 mishandles closures and
@@ -448,7 +495,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
 
   wire::ReserveRequest reserve;
   reserve.request_id = request_.id;
-  reserve.tokens = request_.tokens;
+  reserve.tokens = input_.tokens;
   reserve.lease_ms = ctx_.config.lease_ms;
   Result<http::Response> reserved = co_await ctx_.agents.request(
       decode_endpoint, http::Verb::post, "/agent/reserve", wire::encode(reserve), timeout_);
@@ -463,8 +510,9 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
 
   wire::PrefillRequest prefill_request;
   prefill_request.request_id = request_.id;
-  prefill_request.tokens = request_.tokens;
+  prefill_request.tokens = input_.tokens;
   prefill_request.sampling = request_.sampling;
+  prefill_request.rng_draws = input_.rng_draws;
   prefill_request.target.node_id = decode;
   prefill_request.target.transport_blob = decode_blob;
   prefill_request.target.slot = lease->slot;
@@ -503,7 +551,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
     release(decode, lease->lease_id);
     co_return Failure{first.status().withContext("prefill answer of " + label(prefill)), prefill};
   }
-  output_->setCachedTokens(first->cached_tokens);
+  noteCachedTokens(first->cached_tokens);
   ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kPrefill, first->prefill_ms / 1000);
   if (first->transfer_bytes > 0) {
     ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kTransfer, first->transfer_ms / 1000);
@@ -524,7 +572,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   decode_request.first_token = first->first_token;
   decode_request.sampling = request_.sampling;
   decode_request.rng_draws = first->rng_draws;
-  decode_request.max_new_tokens = request_.max_tokens - 1;
+  decode_request.max_new_tokens = input_.max_new_tokens - 1;
   decode_request.stop_tokens = ctx_.model.stop_tokens;
   ctx_.registry.beginDecode(decode);
   const std::function<void()> nothing = [] {};
@@ -544,7 +592,7 @@ Task<bool> Runner::onStreamLine(StreamState& state, std::string_view line,
     state.bad_line = parsed.status().message();
     co_return false;
   }
-  if (parsed->cached_tokens) output_->setCachedTokens(*parsed->cached_tokens);
+  if (parsed->cached_tokens) noteCachedTokens(*parsed->cached_tokens);
   if (parsed->token) {
     if (!state.saw_token) first_token();
     state.saw_token = true;

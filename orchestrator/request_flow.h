@@ -6,12 +6,15 @@
 //  - colocated (prefill node == decode node): POST /agent/generate, stream its tokens;
 //  - split: POST /agent/reserve on decode → POST /agent/prefill on prefill (KV written into the
 //    reservation) → the first token goes to the client at once → POST /agent/decode, stream.
-// A failure before the first byte reaches the client releases the lease (best effort), excludes
-// the node to blame for the rest of this request and tries another pair, up to max_attempts.
-// After the first byte a failure ends the stream with an SSE error event and [DONE], and the
-// client decides whether to retry; DESIGN.md §2's resumption on another pair from the tokens
-// already sent is a known gap (docs/orchestrator.md, "Retries"). Non-streamed answers write
-// nothing before the end, so every failure of theirs is retried.
+// A failed attempt releases the lease (best effort), excludes the node to blame for the rest of
+// this request and tries another pair, up to max_attempts. When the answer had tokens already
+// (streamed to the client or not), the next attempt resumes it (DESIGN.md §2): its prompt is
+// the request's prompt followed by those tokens, its budget what is left, and the agents skip
+// the random draws those tokens used, so the answer goes on with the same random stream (the
+// tokens match the unbroken answer's unless recomputing the answer's KV in one prefill instead
+// of step by step moves a logit across a near-tie). When no attempt is left, a
+// stream that has begun ends with an SSE error event and [DONE]; otherwise the client gets the
+// HTTP error (502 when tokens had been produced, 503 when not).
 //
 // Owner: the orchestrator's io_context thread; every function here runs on it.
 #pragma once
@@ -80,6 +83,7 @@ struct RequestOutcome {
   std::optional<NodeId> prefill;
   std::optional<NodeId> decode;
   uint32_t attempts = 0;
+  uint32_t resumes = 0;  // attempts that went on with an answer begun on another pair
   uint32_t cached_tokens = 0;
   uint32_t output_tokens = 0;
   std::optional<double> ttft_ms;  // request arrival → first token

@@ -302,10 +302,10 @@ void OrchestratorServer::Impl::logOutcome(const PreparedRequest& request,
                                              : "error (" + std::to_string(outcome.http_status) +
                                                    "): " + outcome.error;
   spdlog::info(
-      "request {} {}: nodes {}, attempts {}, prompt {} cached {} output {} tokens, ttft {} ms, "
-      "total {} ms, {}",
+      "request {} {}: nodes {}, attempts {} (resumed {}), prompt {} cached {} output {} tokens, "
+      "ttft {} ms, total {} ms, {}",
       request.openai_id, openai::endpointPath(request.api.endpoint), nodes, outcome.attempts,
-      request.tokens.size(), outcome.cached_tokens, outcome.output_tokens,
+      outcome.resumes, request.tokens.size(), outcome.cached_tokens, outcome.output_tokens,
       formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
 }
 

@@ -36,6 +36,25 @@ TEST(ControlWire, RoundTripsEveryField) {
   EXPECT_FLOAT_EQ(p2->sampling.top_p, 0.9f);
   EXPECT_EQ(p2->target.block_ids, p.target.block_ids);
   EXPECT_EQ(p2->target.regions, p.target.regions);
+  EXPECT_EQ(p2->rng_draws, 0u);
+  p.rng_draws = 12;  // a resumed answer's
+  p2 = decode<PrefillRequest>(encode(p));
+  ASSERT_TRUE(p2.isOk()) << p2.status().toString();
+  EXPECT_EQ(p2->rng_draws, 12u);
+
+  GenerateRequest g;
+  g.tokens = {1, 2};
+  g.max_new_tokens = 9;
+  g.rng_draws = 3;
+  auto g2 = decode<GenerateRequest>(encode(g));
+  ASSERT_TRUE(g2.isOk()) << g2.status().toString();
+  EXPECT_EQ(g2->rng_draws, 3u);
+  // rng_draws is optional on the wire: a sender that never resumes may leave it out.
+  g2 = decode<GenerateRequest>(
+      R"({"request_id":1,"tokens":[1],"sampling":{"temperature":0,"top_p":1,"seed":0},)"
+      R"("max_new_tokens":4,"stop_tokens":[2]})");
+  ASSERT_TRUE(g2.isOk()) << g2.status().toString();
+  EXPECT_EQ(g2->rng_draws, 0u);
 
   StreamLine line;
   line.token = 5;

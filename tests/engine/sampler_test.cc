@@ -7,6 +7,8 @@
 #include <set>
 #include <vector>
 
+#include "common/control_wire.h"
+
 namespace kvferry::engine {
 namespace {
 
@@ -101,6 +103,28 @@ TEST(SamplerTest, DiscardContinuesAnotherRngsStream) {
     ASSERT_EQ(sampler.sample(logits, sampled, first), sampler.sample(logits, sampled, second));
   }
   EXPECT_EQ(first.draws(), second.draws());
+}
+
+// The orchestrator resumes a broken answer on another agent by skipping n ×
+// wire::randomDrawsPerToken draws after n tokens: the sampler must use exactly that many.
+TEST(SamplerTest, EachTokenUsesTheDrawsTheControlPlaneCountsOn) {
+  std::vector<float> logits;
+  for (int i = 0; i < 50; ++i) logits.push_back(0.1f * static_cast<float>(i % 7));
+  Sampler sampler(50);
+  for (float temperature : {0.0f, 0.5f, 1.0f, 1.7f}) {
+    for (float top_p : {1.0f, 0.9f, 0.05f}) {
+      SamplingParams params;
+      params.temperature = temperature;
+      params.top_p = top_p;
+      wire::Sampling on_wire;
+      on_wire.temperature = temperature;
+      on_wire.top_p = top_p;
+      SamplingRng rng(3);
+      for (int i = 0; i < 10; ++i) (void)sampler.sample(logits, params, rng);
+      EXPECT_EQ(rng.draws(), 10 * wire::randomDrawsPerToken(on_wire))
+          << "temperature " << temperature << ", top_p " << top_p;
+    }
+  }
 }
 
 TEST(SamplerTest, TemperatureOneFollowsTheDistribution) {

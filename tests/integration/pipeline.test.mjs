@@ -254,6 +254,78 @@ describe('one cluster of 2 prefill + 2 decode agents', () => {
     });
 });
 
+// DESIGN.md §2: a stream that breaks after the client has tokens resumes on a healthy pair. Split:
+// the prefill agent computes prompt + answer so far and the new decode agent goes on; colocated
+// (the policy's default for short prompts): the new decode agent does both.
+for (const [path, yaml, sampling] of [
+  ['split', 'scheduler:\n  kvferry_colocate_max_tokens: 0\n', { temperature: 0 }],
+  ['colocated', '', { temperature: 0.8, seed: 11 }],
+]) describe(`a decode agent killed mid-stream (${path}, temperature ${sampling.temperature})`, () => {
+  let cluster;
+  before(async () => {
+    cluster = await new Cluster({ prefill: 1, decode: 1, orchestratorYaml: yaml }).start();
+  });
+  after(async () => {
+    if (cluster) assert.deepEqual(await cluster.stop(), []);
+  });
+
+  const resumes = async () => {
+    const text = await (await fetch(`${cluster.url}/metrics`)).text();
+    return Number(/^kvferry_request_resumes_total (\S+)$/m.exec(text)?.[1] ?? NaN);
+  };
+
+  test('the answer goes on on another decode agent, as the unbroken answer would have', async () => {
+    const body = { model: MODEL_ID, prompt: 'Once upon a time', max_tokens: 400, ...sampling };
+    const reference = await cluster.post('/v1/completions', body);
+    assert.equal(reference.status, 200, reference.text);
+    const want = reference.json.choices[0].text;
+    // One decode agent serves each try: freeze it once the first token reached us, add another,
+    // then kill the frozen one. The freeze must land before the answer is complete (the agent
+    // writes hundreds of tokens per second), so a try that finished first is repeated.
+    let resumed = false;
+    for (let attempt = 0; attempt < 3 && !resumed; ++attempt) {
+      const serving = cluster.agents.find((a) => a.role === 'decode' && !a.dead);
+      const before = await resumes();
+      const response = await fetch(`${cluster.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, stream: true }),
+      });
+      assert.equal(response.status, 200);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let raw = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        assert.ok(!done, 'the stream ended before its first token');
+        raw += decoder.decode(value, { stream: true });
+        if (raw.includes('"text"')) break;
+      }
+      serving.child.kill('SIGSTOP');
+      const fresh = cluster.addAgent('decode');
+      await fresh.port();
+      await waitFor('the new decode agent to register', 30000, async () =>
+        (await cluster.nodes()).some((n) => n.name === fresh.name && n.alive));
+      await serving.kill('SIGKILL');
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        raw += decoder.decode(value, { stream: true });
+      }
+      const events = raw.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+      assert.equal(events.at(-1), '[DONE]', raw);
+      const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+      assert.ok(chunks.every((c) => !c.error), `an error event: ${raw}\n${cluster.logs()}`);
+      const text = chunks.map((c) => c.choices?.[0]?.text ?? '').join('');
+      assert.equal(text, want, `the resumed answer differs\n${cluster.logs()}`);
+      assert.equal(chunks.at(-1).choices[0].finish_reason, reference.json.choices[0].finish_reason);
+      resumed = (await resumes()) > before;
+    }
+    assert.ok(resumed, 'three tries finished before the freeze: nothing was resumed');
+    await cluster.waitForIdle();
+  });
+});
+
 describe('admission', () => {
   let cluster;
   before(async () => {

@@ -15,6 +15,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -77,6 +78,10 @@ class FakeAgent {
   std::atomic<int> prefill_delay_ms{0};
   std::atomic<int> fail_after{-1};  // >= 0: finish with "error" after this many tokens
   std::string last_prefill_blob;    // written on the io thread, read after the request completed
+  // What the last prefill / generate call carried: answer tokens at the end of its prompt (a
+  // resumed answer) and random draws to skip.
+  std::atomic<int> last_resumed_from{-1};
+  std::atomic<uint64_t> last_rng_draws{0};
 
  private:
   static Task<void> ok(ResponseWriter& w) {
@@ -84,6 +89,18 @@ class FakeAgent {
   }
   static Task<void> fail(ResponseWriter& w, HttpStatus status, std::string message) {
     co_await w.send(status, "application/json", http::errorBody(message));
+  }
+
+  // How many of the script's first tokens end `tokens`: an orchestrator resuming an answer sends
+  // the prompt followed by the answer so far, and the script goes on from there.
+  size_t answered(const std::vector<int32_t>& tokens) const {
+    for (size_t k = std::min(tokens.size(), tokens_.size() - 1); k > 0; --k) {
+      if (std::equal(tokens_.begin(), tokens_.begin() + static_cast<std::ptrdiff_t>(k),
+                     tokens.end() - static_cast<std::ptrdiff_t>(k))) {
+        return k;
+      }
+    }
+    return 0;
   }
 
   // Streams tokens_[from, from + budget) then the finish line. (No co_await inside a condition:
@@ -132,7 +149,10 @@ class FakeAgent {
       co_await fail(w, HttpStatus::bad_request, g.status().message());
       co_return;
     }
-    co_await stream(w, 0, g->max_new_tokens, true);
+    const size_t from = answered(g->tokens);
+    last_resumed_from = static_cast<int>(from);
+    last_rng_draws = g->rng_draws;
+    co_await stream(w, from, g->max_new_tokens, true);
   }
   Task<void> reserve(const Request& r, ResponseWriter& w) {
     ++reserves;
@@ -149,6 +169,7 @@ class FakeAgent {
     }
     wire::ReserveResponse lease;
     lease.lease_id = 1000 + reserves;
+    lease_from_[lease.lease_id] = answered(q->tokens);
     lease.slot = 7;
     lease.block_ids = {3, 4};
     lease.regions = {0, 1, 2, 3};
@@ -166,10 +187,13 @@ class FakeAgent {
       asio::steady_timer timer(io_, std::chrono::milliseconds(prefill_delay_ms.load()));
       co_await timer.async_wait(asio::use_awaitable);
     }
+    const size_t from = answered(p->tokens);
+    last_resumed_from = static_cast<int>(from);
+    last_rng_draws = p->rng_draws;
     wire::PrefillResponse first;
-    first.first_token = tokens_.front();
+    first.first_token = tokens_[from];
     first.cached_tokens = cached_tokens;
-    first.rng_draws = 1;
+    first.rng_draws = p->rng_draws + wire::randomDrawsPerToken(p->sampling);
     co_await w.send(HttpStatus::ok, "application/json", wire::encode(first));
   }
   Task<void> decode(const Request& r, ResponseWriter& w) {
@@ -179,18 +203,20 @@ class FakeAgent {
       co_await fail(w, HttpStatus::bad_request, d.status().message());
       co_return;
     }
-    if (d->first_token != tokens_.front()) {
+    const size_t from = lease_from_[d->lease_id];
+    if (d->first_token != tokens_[from]) {
       {
         co_await fail(w, HttpStatus::bad_request, "wrong first token");
         co_return;
       }
     }
-    co_await stream(w, 1, d->max_new_tokens, false);
+    co_await stream(w, from + 1, d->max_new_tokens, false);
   }
 
   asio::io_context& io_;
   const std::string role_;
   const std::vector<int32_t> tokens_;
+  std::map<uint64_t, size_t> lease_from_;  // lease id → answer tokens its prompt ends with
   http::Server server_;
 };
 
@@ -636,19 +662,55 @@ TEST_F(ServerTest, AFailureAfterTheFirstByteEndsTheStreamWithAnErrorEvent) {
   EXPECT_EQ(r.body.find("finish_reason\":\"length"), std::string::npos) << r.body;
 }
 
-TEST_F(ServerTest, NonStreamedFailuresAreRetriedOnAnotherPair) {
+TEST_F(ServerTest, NonStreamedAnswersResumeOnAnotherPair) {
   config_.policy = "round_robin";  // node 0 first each time
   start();
   FakeAgent& broken = addAgent("both");
   FakeAgent& healthy = addAgent("both");
   broken.fail_after = 2;
   for (int i = 0; i < 3; ++i) {
-    auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":10})");
+    auto r = post("/v1/completions",
+                  R"({"model":"stories260K","prompt":"Once","max_tokens":10,"temperature":0})");
     ASSERT_EQ(r.status, 200u) << r.body;
-    EXPECT_EQ(parse(r.body).at("choices").at(0).at("text").as_string(), " upon a time there was");
+    json::value v = parse(r.body);
+    EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon a time there was");
+    EXPECT_EQ(v.at("usage").at("completion_tokens").as_int64(), 5);  // each token once
+    EXPECT_EQ(healthy.last_resumed_from, 2);  // went on after the broken node's two tokens
+    EXPECT_EQ(healthy.last_rng_draws, 0u);    // greedy: no draws to skip
   }
   EXPECT_EQ(healthy.generates, 3);
   EXPECT_EQ(broken.generates, 3);  // tried, failed mid-answer, excluded for that request
+}
+
+// DESIGN.md §2: a stream that breaks after the client has tokens goes on on another pair, from
+// the prompt plus those tokens; the client sees one unbroken answer.
+TEST_F(ServerTest, ABrokenStreamResumesOnAnotherPairAfterTheFirstByte) {
+  config_.policy = "round_robin";  // the first decode node first
+  start();
+  FakeAgent& prefill = addAgent("prefill");
+  FakeAgent& broken = addAgent("decode");
+  FakeAgent& healthy = addAgent("decode");
+  broken.fail_after = 1;  // the prefill's token, one decoded token, then an error
+  auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":10,
+      "stream":true,"temperature":0.8,"seed":5,"stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  std::string text;
+  for (size_t at = r.body.find(R"("text":")"); at != std::string::npos;
+       at = r.body.find(R"("text":")", at + 1)) {
+    text += r.body.substr(at + 8, r.body.find('"', at + 8) - at - 8);
+  }
+  EXPECT_EQ(text, " upon a time there was") << r.body;
+  EXPECT_EQ(r.body.find(R"({"error")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("completion_tokens":5)"), std::string::npos) << r.body;
+  EXPECT_TRUE(r.body.ends_with("data: [DONE]\n\n")) << r.body;
+  EXPECT_EQ(broken.decodes, 1);
+  EXPECT_EQ(healthy.decodes, 1);
+  EXPECT_EQ(prefill.prefills, 2);
+  // The second prefill had the prompt + " upon a" and skipped the two draws they used.
+  EXPECT_EQ(prefill.last_resumed_from, 2);
+  EXPECT_EQ(prefill.last_rng_draws, 2u);
+  EXPECT_NE(call(Verb::get, "/metrics").body.find("kvferry_request_resumes_total 1"),
+            std::string::npos);
 }
 
 TEST_F(ServerTest, AClientThatHangsUpStopsTheAgentStream) {
