@@ -198,6 +198,11 @@ class NodeAgentImpl final : public NodeAgent {
   void finishPrefill(uint64_t key);
   void decode(const wire::DecodeRequest& request, std::shared_ptr<Stream> stream);
   void generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream);
+  // engine_->prefill for `request_id`, stopped between chunks by a cancel of that request or
+  // by `also_stop`.
+  Result<engine::PrefillResult> runPrefill(uint64_t request_id, std::span<const TokenId> tokens,
+                                           const engine::LayerDoneCallback& on_layer,
+                                           const std::atomic<bool>* also_stop = nullptr);
   void activateLease(Lease& lease);
   void endLease(uint64_t lease_id, std::string_view why);
   void freeLease(std::unordered_map<uint64_t, Lease>::iterator it);
@@ -278,6 +283,10 @@ class NodeAgentImpl final : public NodeAgent {
   wire::PrefillModel prefill_model_;
   std::atomic<uint64_t> queued_prefill_tokens_{0};
   std::atomic<uint32_t> queued_prefill_requests_{0};
+  // The request the newest /agent/cancel named (any thread writes it): a prefill of that request
+  // that is computing stops before its next chunk (runPrefill).
+  static constexpr uint64_t kNoRequest = ~uint64_t{0};
+  std::atomic<uint64_t> stop_prefill_of_{kNoRequest};
 
   std::atomic<bool> stop_threads_{false};
   std::thread engine_thread_;
@@ -601,6 +610,8 @@ Task<void> NodeAgentImpl::handleRelease(const http::Request& request,
 Task<void> NodeAgentImpl::handleCancel(const http::Request& request, http::ResponseWriter& writer) {
   Reply reply;
   if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
+    // A prefill of it that is computing now holds the engine thread: reach it from here.
+    stop_prefill_of_.store(message->id);
     auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
       cancel(id);
       ch->try_send(boost::system::error_code{}, jsonReply(200, "{}"));
@@ -908,10 +919,8 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
   };
 
   std::vector<TokenId> tokens = tokensOf(request.tokens);
-  logits_.resize(engine_->vocabSize());
   auto start = Clock::now();
-  auto result =
-      engine_->prefill(tokens, std::span<float>(logits_.data(), engine_->vocabSize()), on_layer);
+  auto result = runPrefill(request.request_id, tokens, on_layer);
   pending.computed = true;
   if (!result.isOk()) {
     if (pending.error.isOk()) pending.error = result.status();
@@ -940,10 +949,12 @@ void NodeAgentImpl::finishPrefill(uint64_t key) {
   Reply reply;
   if (!p.error.isOk()) {
     bool transfer = p.computed && p.posted;
+    // runPrefill stopped it (a cancel): nothing was posted, the peer is fine.
+    const bool stopped = !p.posted && p.error.code() == StatusCode::kCancelled;
     if (transfer) p.metrics.errors->Increment();
-    if (p.error.code() == StatusCode::kUnavailable ||
-        p.error.code() == StatusCode::kDeadlineExceeded ||
-        p.error.code() == StatusCode::kCancelled) {
+    if (!stopped && (p.error.code() == StatusCode::kUnavailable ||
+                     p.error.code() == StatusCode::kDeadlineExceeded ||
+                     p.error.code() == StatusCode::kCancelled)) {
       // The peer is gone or stuck: reconnect (with a fresh blob) next time.
       if (auto peer = peers_.find(p.blob); peer != peers_.end()) {
         transport_->disconnect(peer->second).ignoreError();
@@ -952,6 +963,7 @@ void NodeAgentImpl::finishPrefill(uint64_t key) {
     }
     unsigned status = transfer || p.error.code() == StatusCode::kUnavailable ? 502 : 400;
     if (p.error.code() == StatusCode::kResourceExhausted) status = 503;
+    if (stopped) status = 409;
     reply = errorReply(status,
                        (transfer ? "transfer to node " + std::to_string(p.target_node) + " failed: "
                                  : std::string("prefill: ")) +
@@ -1130,6 +1142,21 @@ void NodeAgentImpl::expireLeases() {
   }
 }
 
+Result<engine::PrefillResult> NodeAgentImpl::runPrefill(uint64_t request_id,
+                                                        std::span<const TokenId> tokens,
+                                                        const engine::LayerDoneCallback& on_layer,
+                                                        const std::atomic<bool>* also_stop) {
+  logits_.resize(engine_->vocabSize());
+  auto result = engine_->prefill(tokens, logits_, on_layer, [&] {
+    return stop_prefill_of_.load(std::memory_order_relaxed) == request_id ||
+           (also_stop != nullptr && also_stop->load(std::memory_order_relaxed));
+  });
+  // Done with that cancel: a later attempt of the same request id (a retry) must run.
+  uint64_t stopped = request_id;
+  stop_prefill_of_.compare_exchange_strong(stopped, kNoRequest);
+  return result;
+}
+
 void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream) {
   queued_prefill_tokens_ -= request.tokens.size();
   --queued_prefill_requests_;
@@ -1143,11 +1170,13 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
     return;
   }
   std::vector<TokenId> tokens = tokensOf(request.tokens);
-  logits_.resize(engine_->vocabSize());
   auto start = Clock::now();
-  auto result = engine_->prefill(tokens, logits_);
+  auto result = runPrefill(request.request_id, tokens, nullptr, &stream->cancelled);
   if (!result.isOk()) {
-    emit(*stream, finishLine("error", "prefill: " + result.status().toString()), true);
+    const bool stopped = result.status().code() == StatusCode::kCancelled;
+    emit(*stream,
+         finishLine("error", stopped ? "cancelled" : "prefill: " + result.status().toString()),
+         true);
     return;
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();

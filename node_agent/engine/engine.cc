@@ -115,7 +115,8 @@ SequenceId Engine::insert(Sequence sequence) {
 
 Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
                                       std::span<float> logits,
-                                      const LayerDoneCallback& on_layer_done) {
+                                      const LayerDoneCallback& on_layer_done,
+                                      const std::function<bool()>& stop_requested) {
   RETURN_IF_ERROR(checkTokens(prompt));
   if (logits.size() != params_.vocab_size) {
     return invalidArgument("logits hold " + str(logits.size()) + " floats, not " +
@@ -134,8 +135,11 @@ Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
     const bool last = position + count == length;
     const SequenceChunk chunk{prompt.subspan(position, count), position, sequence.blocks, last};
     // Only the last chunk's layer L completes layer L of the whole prompt.
-    const Status status = runner_->forward({&chunk, 1}, last ? logits : std::span<float>(),
-                                           last ? on_layer_done : no_callback);
+    const Status status =
+        stop_requested && stop_requested()
+            ? cancelled("prefill stopped after " + str(position) + " of " + str(length) + " tokens")
+            : runner_->forward({&chunk, 1}, last ? logits : std::span<float>(),
+                               last ? on_layer_done : no_callback);
     if (!status.isOk()) {
       prefilling_ = nullptr;
       releaseBlocks(sequence);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -110,8 +111,13 @@ class Engine {
   // the imports. On error it may have fired for some layers (the failing forward pass's earlier
   // ones) and the blocks were returned, to be reused: transfers it started must be abandoned (the
   // caller must not let them run on into blocks a later call rewrites).
+  //
+  // stop_requested, when set, is asked before each chunk's forward pass, the last one included
+  // (a forward pass itself is not interruptible, so a stop never leaves on_layer_done half
+  // done): true ends the prefill with CANCELLED, its blocks returned and nothing published.
   Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, std::span<float> logits,
-                                const LayerDoneCallback& on_layer_done = nullptr);
+                                const LayerDoneCallback& on_layer_done = nullptr,
+                                const std::function<bool()>& stop_requested = nullptr);
   // The block ids of the sequence prefill() is computing (position p in block p / blockTokens()),
   // as sequence(id).block_ids will hold them: for an on_layer_done callback, which runs before
   // the id exists. Empty outside prefill(); valid until the callback returns.

@@ -883,6 +883,52 @@ TEST(EngineTest, BackendFailuresLeaveNoTrace) {
   EXPECT_EQ(engine.blocks().usedBlocks(), 0u);
 }
 
+// A cancel reaches a prefill that is computing between its chunks: it ends CANCELLED with its
+// blocks returned and nothing published, and on_layer_done never fired for a stopped prefill
+// (it stops at the latest before the last chunk, whose layers report).
+TEST(EngineTest, StopRequestedEndsAPrefillBetweenChunks) {
+  std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(2, 2, 1), 41);
+  ASSERT_NE(model, nullptr);
+  EngineConfig config = smallConfig(4, 16);
+  config.max_batch_tokens = 4;  // a 10-token prompt takes three forward passes
+  std::unique_ptr<Engine> engine = makeEngine(model->weights, config);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<TokenId> prompt = randomTokens(10, 300, 6);
+  std::vector<float> logits(engine->vocabSize());
+  std::vector<KvBlockEvent> events;
+  engine->drainKvEvents(events);
+  for (int stop_at : {1, 2, 3}) {  // before the first, second, last chunk
+    SCOPED_TRACE("stop before chunk " + std::to_string(stop_at));
+    int asked = 0;
+    int layers_done = 0;
+    Result<PrefillResult> r = engine->prefill(
+        prompt, logits, [&](uint32_t) { ++layers_done; }, [&] { return ++asked == stop_at; });
+    ASSERT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().toString();
+    EXPECT_NE(r.status().message().find("stopped after " + std::to_string((stop_at - 1) * 4) +
+                                        " of 10 tokens"),
+              std::string::npos)
+        << r.status().message();
+    EXPECT_EQ(asked, stop_at);
+    EXPECT_EQ(layers_done, 0);
+    EXPECT_EQ(engine->sequenceCount(), 0u);
+    EXPECT_EQ(engine->blocks().usedBlocks(), 0u);
+    EXPECT_EQ(engine->blocks().cachedBlocks(), 0u);
+    events.clear();
+    engine->drainKvEvents(events);
+    EXPECT_TRUE(events.empty());
+  }
+  // Never asked to stop: the whole prompt, asked once per chunk, as without the predicate.
+  int asked = 0;
+  Result<PrefillResult> r = engine->prefill(prompt, logits, nullptr, [&] {
+    ++asked;
+    return false;
+  });
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(asked, 3);
+  EXPECT_EQ(r->cached_tokens, 0u);
+  ASSERT_TRUE(engine->release(r->id).isOk());
+}
+
 TEST(CpuModelRunnerTest, RejectsMalformedBatchesBeforeWritingAnything) {
   std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(1, 2, 1), 37);
   ASSERT_NE(model, nullptr);
