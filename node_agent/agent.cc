@@ -15,6 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -283,10 +284,27 @@ class NodeAgentImpl final : public NodeAgent {
   wire::PrefillModel prefill_model_;
   std::atomic<uint64_t> queued_prefill_tokens_{0};
   std::atomic<uint32_t> queued_prefill_requests_{0};
-  // The request the newest /agent/cancel named (any thread writes it): a prefill of that request
-  // that is computing stops before its next chunk (runPrefill).
-  static constexpr uint64_t kNoRequest = ~uint64_t{0};
-  std::atomic<uint64_t> stop_prefill_of_{kNoRequest};
+  // Requests named by an /agent/cancel whose engine-thread cancel() has not run yet: a prefill
+  // of one of them that is computing (or about to) stops before its next chunk (runPrefill).
+  // The HTTP thread adds, cancel() and runPrefill remove.
+  std::mutex stop_prefill_mu_;
+  std::unordered_set<uint64_t> stop_prefill_;
+  bool stopRequested(uint64_t request_id) {
+    std::lock_guard lock(stop_prefill_mu_);
+    return stop_prefill_.contains(request_id);
+  }
+  void forgetStop(uint64_t request_id) {
+    std::lock_guard lock(stop_prefill_mu_);
+    stop_prefill_.erase(request_id);
+  }
+  // A resumed answer's random draws: at most one per token of a sequence (and discard() is
+  // linear, so a huge value would stall the engine thread).
+  Status checkRngDraws(uint64_t draws) const {
+    if (draws <= engine_->maxSequenceTokens()) return Status::ok();
+    return invalidArgument("rng_draws " + std::to_string(draws) + " is more than the " +
+                           std::to_string(engine_->maxSequenceTokens()) +
+                           " tokens a sequence can have");
+  }
 
   std::atomic<bool> stop_threads_{false};
   std::thread engine_thread_;
@@ -611,7 +629,10 @@ Task<void> NodeAgentImpl::handleCancel(const http::Request& request, http::Respo
   Reply reply;
   if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
     // A prefill of it that is computing now holds the engine thread: reach it from here.
-    stop_prefill_of_.store(message->id);
+    {
+      std::lock_guard lock(stop_prefill_mu_);
+      stop_prefill_.insert(message->id);
+    }
     auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
       cancel(id);
       ch->try_send(boost::system::error_code{}, jsonReply(200, "{}"));
@@ -859,6 +880,9 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
   if (Status s = engine::validateSamplingParams(sampling); !s.isOk()) {
     return send(errorReply(400, "prefill: " + s.message()));
   }
+  if (Status s = checkRngDraws(request.rng_draws); !s.isOk()) {
+    return send(errorReply(400, "prefill: " + s.message()));
+  }
   rdma::PeerId peer = 0;
   const AgentMetrics::Peer peer_metrics = peerMetrics(target.node_id);
   if (target.cached_blocks < prompt_blocks) {
@@ -1026,6 +1050,10 @@ void NodeAgentImpl::decode(const wire::DecodeRequest& request, std::shared_ptr<S
     emit(*stream, finishLine("error", "the lease is already being decoded"), true);
     return;
   }
+  if (Status s = checkRngDraws(request.rng_draws); !s.isOk()) {
+    emit(*stream, finishLine("error", s.message()), true);
+    return;
+  }
   lease.stream = std::move(stream);
   lease.decode = request;
   if (lease.landed_count == lease.expected_layers) activateLease(lease);
@@ -1088,6 +1116,9 @@ void NodeAgentImpl::freeLease(std::unordered_map<uint64_t, Lease>::iterator it) 
 void NodeAgentImpl::release(uint64_t lease_id) { endLease(lease_id, "released"); }
 
 void NodeAgentImpl::cancel(uint64_t request_id) {
+  // Any prefill of it that was computing when the cancel came has stopped or ended by now (this
+  // thread ran it); queued ones are refused through cancelled_ below.
+  forgetStop(request_id);
   bool found = false;
   std::vector<uint64_t> leases;
   for (const auto& [id, lease] : leases_) {
@@ -1148,12 +1179,10 @@ Result<engine::PrefillResult> NodeAgentImpl::runPrefill(uint64_t request_id,
                                                         const std::atomic<bool>* also_stop) {
   logits_.resize(engine_->vocabSize());
   auto result = engine_->prefill(tokens, logits_, on_layer, [&] {
-    return stop_prefill_of_.load(std::memory_order_relaxed) == request_id ||
+    return stopRequested(request_id) ||
            (also_stop != nullptr && also_stop->load(std::memory_order_relaxed));
   });
-  // Done with that cancel: a later attempt of the same request id (a retry) must run.
-  uint64_t stopped = request_id;
-  stop_prefill_of_.compare_exchange_strong(stopped, kNoRequest);
+  forgetStop(request_id);  // done with that cancel: a later attempt of this id must run
   return result;
 }
 
@@ -1166,6 +1195,10 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
   }
   engine::SamplingParams sampling = samplingOf(request.sampling);
   if (Status s = engine::validateSamplingParams(sampling); !s.isOk()) {
+    emit(*stream, finishLine("error", s.message()), true);
+    return;
+  }
+  if (Status s = checkRngDraws(request.rng_draws); !s.isOk()) {
     emit(*stream, finishLine("error", s.message()), true);
     return;
   }

@@ -163,16 +163,33 @@ class ClientOutput {
   void setCachedTokens(uint32_t tokens) { cached_tokens_ = tokens; }
   uint32_t cachedTokens() const { return cached_tokens_; }
   bool begun() const { return begun_; }  // bytes reached (or were sent to) the client
+  // A write failed, or a watch with a callback saw the connection close.
   bool clientGone() const { return client_gone_; }
+  // That, or a watch saw it close after unwatchClient() (the watch runs on to the end). Asked
+  // before resuming a failed answer; not after a complete one, whose client may close its
+  // connection as soon as it has read the end.
+  bool clientLeft() const { return client_gone_ || writer_.gone(); }
   // Before the first write a departed client is otherwise noticed only at that write: watch its
-  // connection meanwhile, and run `on_gone` if it closes. unwatchClient() ends that.
-  void watchClient(std::function<void()> on_gone) {
-    writer_.watchDisconnect([this, on_gone = std::move(on_gone)] {
+  // connection meanwhile, and run `on_gone` if it closes (at once if an earlier watch already saw
+  // it go). unwatchClient() ends that.
+  void watchClient(const std::function<void()>& on_gone) {
+    writer_.watchDisconnect([this, on_gone] {
       client_gone_ = true;
       if (on_gone) on_gone();
     });
+    if (writer_.gone()) {  // the watch will not call back: it has ended
+      client_gone_ = true;
+      if (on_gone) on_gone();
+    }
   }
   void unwatchClient() { writer_.watchDisconnect(nullptr); }
+  // Before a resumed attempt of a stream the client has bytes of: an SSE comment (clients ignore
+  // it) that keeps its read timeout from firing and finds out whether it is still there. False
+  // when it is gone.
+  Task<bool> keepAliveWhileResuming() {
+    if (request_.api.stream && begun_) co_await write(": resuming the answer on another node\n\n");
+    co_return !clientLeft();
+  }
   const std::string& badToken() const { return bad_token_; }
   const std::string& endReason() const { return end_reason_; }
   const std::string& finishReason() const { return finish_reason_; }
@@ -359,6 +376,14 @@ Task<RequestOutcome> Runner::run() {
       break;
     }
     input_ = std::move(input).value();
+    if (input_.resumed_tokens > 0) {
+      const bool here = co_await output_->keepAliveWhileResuming();
+      if (!here) {
+        outcome_.error = "client disconnected";
+        outcome_.http_status = 499;
+        co_return outcome_;
+      }
+    }
     scheduler::ClusterView view = ctx_.registry.view();
     for (NodeId id : excluded) view.mutableNodes()[id].alive = false;
     scheduler::Request request;
@@ -420,6 +445,11 @@ Task<RequestOutcome> Runner::run() {
       }
       co_return outcome_;
     }
+    if (output_->clientLeft()) {  // nobody to resume or retry for
+      outcome_.error = "client disconnected";
+      outcome_.http_status = 499;
+      co_return outcome_;
+    }
     spdlog::warn("request {}: attempt {} of {} failed after {} answer tokens: {}",
                  request_.openai_id, attempt, ctx_.config.max_attempts, output_->completionTokens(),
                  failure->error.message());
@@ -479,6 +509,10 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
   AttemptResult result =
       co_await streamTokens(node, "/agent/generate", std::move(body), first_token);
   output_->unwatchClient();
+  if (result) {  // the agent may still be computing the prompt (a timeout): stop it
+    ctx_.fire_and_forget(endpointOf(node), "/agent/cancel",
+                         wire::encode(wire::IdRequest{request_.id}));
+  }
   if (prefilling) {
     ctx_.registry.endPrefill(node, prefill_tokens);
   } else {
@@ -613,10 +647,12 @@ Task<bool> Runner::onStreamLine(StreamState& state, std::string_view line,
 Task<Runner::AttemptResult> Runner::streamTokens(NodeId node, std::string target, std::string body,
                                                  const std::function<void()>& first_token) {
   StreamState state;
-  // Not a coroutine itself: a lambda coroutine's frame would refer to the closure.
-  auto on_line = [this, &state, &first_token](std::string_view line) {
-    return onStreamLine(state, line, first_token);
-  };
+  // Not a coroutine itself: a lambda coroutine's frame would refer to the closure. A named
+  // std::function, not one built inside the co_await expression (GCC 12, see runColocated).
+  const std::function<Task<bool>(std::string_view)> on_line =
+      [this, &state, &first_token](std::string_view line) {
+        return onStreamLine(state, line, first_token);
+      };
   const std::string call = target.substr(target.rfind('/') + 1);
   Result<http::Response> streamed =
       co_await ctx_.agents.streamLines(endpointOf(node), http::Verb::post, std::move(target),

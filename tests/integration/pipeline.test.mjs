@@ -256,9 +256,13 @@ describe('one cluster of 2 prefill + 2 decode agents', () => {
 
 // DESIGN.md §2: a stream that breaks after the client has tokens resumes on a healthy pair. Split:
 // the prefill agent computes prompt + answer so far and the new decode agent goes on; colocated
-// (the policy's default for short prompts): the new decode agent does both.
+// (the policy's default for short prompts): the new decode agent does both. Greedy and seeded
+// sampling (the resumed attempt skips the random draws the answer used).
+const SPLIT = 'scheduler:\n  kvferry_colocate_max_tokens: 0\n';
 for (const [path, yaml, sampling] of [
-  ['split', 'scheduler:\n  kvferry_colocate_max_tokens: 0\n', { temperature: 0 }],
+  ['split', SPLIT, { temperature: 0 }],
+  ['split', SPLIT, { temperature: 0.8, seed: 11 }],
+  ['colocated', '', { temperature: 0 }],
   ['colocated', '', { temperature: 0.8, seed: 11 }],
 ]) describe(`a decode agent killed mid-stream (${path}, temperature ${sampling.temperature})`, () => {
   let cluster;

@@ -76,12 +76,15 @@ class FakeAgent {
   std::atomic<int> streams_cut{0};  // streams whose reader hung up before the end
   std::atomic<int> token_delay_ms{0};
   std::atomic<int> prefill_delay_ms{0};
-  std::atomic<int> fail_after{-1};  // >= 0: finish with "error" after this many tokens
-  std::string last_prefill_blob;    // written on the io thread, read after the request completed
+  std::atomic<int> fail_after{-1};   // >= 0: finish with "error" after this many tokens
+  std::atomic<int> pause_after{-1};  // >= 0: after this many tokens, wait until released
+  std::atomic<bool> released{false};
+  std::string last_prefill_blob;  // written on the io thread, read after the request completed
   // What the last prefill / generate call carried: answer tokens at the end of its prompt (a
   // resumed answer) and random draws to skip.
   std::atomic<int> last_resumed_from{-1};
   std::atomic<uint64_t> last_rng_draws{0};
+  std::atomic<uint64_t> last_decode_rng_draws{0};
 
  private:
   static Task<void> ok(ResponseWriter& w) {
@@ -114,6 +117,10 @@ class FakeAgent {
     }
     const size_t end = std::min(tokens_.size(), from + budget);
     for (size_t i = from; i < end && alive; ++i) {
+      while (pause_after >= 0 && i - from == static_cast<size_t>(pause_after) && !released) {
+        asio::steady_timer timer(io_, 5ms);
+        co_await timer.async_wait(asio::use_awaitable);
+      }
       if (fail_after >= 0 && i - from == static_cast<size_t>(fail_after)) {
         wire::StreamLine error;
         error.finish = "error";
@@ -204,6 +211,7 @@ class FakeAgent {
       co_return;
     }
     const size_t from = lease_from_[d->lease_id];
+    last_decode_rng_draws = d->rng_draws;
     if (d->first_token != tokens_[from]) {
       {
         co_await fail(w, HttpStatus::bad_request, "wrong first token");
@@ -250,7 +258,10 @@ class ServerTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    for (auto& agent : agents_) agent->hold = false;
+    for (auto& agent : agents_) {
+      agent->hold = false;
+      agent->released = true;
+    }
     if (server_) run(shutdown());
     asio::post(io_, [this] {
       for (auto& agent : agents_) agent->stop();
@@ -669,14 +680,17 @@ TEST_F(ServerTest, NonStreamedAnswersResumeOnAnotherPair) {
   FakeAgent& healthy = addAgent("both");
   broken.fail_after = 2;
   for (int i = 0; i < 3; ++i) {
+    const bool greedy = i == 0;
     auto r = post("/v1/completions",
-                  R"({"model":"stories260K","prompt":"Once","max_tokens":10,"temperature":0})");
+                  std::string(R"({"model":"stories260K","prompt":"Once","max_tokens":10,)") +
+                      (greedy ? R"("temperature":0})" : R"("temperature":0.7,"seed":3})"));
     ASSERT_EQ(r.status, 200u) << r.body;
     json::value v = parse(r.body);
     EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon a time there was");
     EXPECT_EQ(v.at("usage").at("completion_tokens").as_int64(), 5);  // each token once
     EXPECT_EQ(healthy.last_resumed_from, 2);  // went on after the broken node's two tokens
-    EXPECT_EQ(healthy.last_rng_draws, 0u);    // greedy: no draws to skip
+    // The two tokens used one draw each when sampled, none when greedy.
+    EXPECT_EQ(healthy.last_rng_draws, greedy ? 0u : 2u);
   }
   EXPECT_EQ(healthy.generates, 3);
   EXPECT_EQ(broken.generates, 3);  // tried, failed mid-answer, excluded for that request
@@ -709,7 +723,39 @@ TEST_F(ServerTest, ABrokenStreamResumesOnAnotherPairAfterTheFirstByte) {
   // The second prefill had the prompt + " upon a" and skipped the two draws they used.
   EXPECT_EQ(prefill.last_resumed_from, 2);
   EXPECT_EQ(prefill.last_rng_draws, 2u);
+  EXPECT_EQ(healthy.last_decode_rng_draws, 3u);  // and the decode node skips the prefill's too
+  // The client heard from us while the answer moved (an SSE comment, which clients ignore).
+  EXPECT_NE(r.body.find(": resuming the answer on another node\n\n"), std::string::npos);
   EXPECT_NE(call(Verb::get, "/metrics").body.find("kvferry_request_resumes_total 1"),
+            std::string::npos);
+}
+
+// A client that leaves while its answer waits on a stuck agent: the attempt fails later, and
+// nothing is resumed for nobody.
+TEST_F(ServerTest, AnAnswerWhoseClientLeftIsNotResumed) {
+  config_.policy = "round_robin";  // node 0 first
+  start();
+  FakeAgent& stuck = addAgent("both");
+  FakeAgent& healthy = addAgent("both");
+  stuck.pause_after = 2;
+  stuck.fail_after = 2;
+  int texts = 0;
+  auto r = run(pool_.streamLines(
+      endpoint_, Verb::post, "/v1/completions",
+      R"({"model":"stories260K","prompt":"Once","max_tokens":10,"stream":true,"temperature":0})",
+      5s, 5s, [&](std::string_view line) -> Task<bool> {
+        if (line.find(R"("text")") != std::string_view::npos) ++texts;
+        co_return texts < 2;  // hang up after the second token
+      }));
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(texts, 2);
+  std::this_thread::sleep_for(100ms);  // the orchestrator sees the connection close
+  stuck.released = true;               // now the stuck agent fails the stream
+  for (int i = 0; i < 400 && stuck.streams_open > 0; ++i) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(stuck.streams_open, 0);
+  EXPECT_EQ(healthy.generates, 0);
+  EXPECT_NE(call(Verb::get, "/metrics").body.find("kvferry_request_resumes_total 0"),
             std::string::npos);
 }
 
