@@ -30,6 +30,8 @@ PACKAGES=(
   # openssh-server runs the loopback "hosts" of tests/integration/cluster_scripts_test.sh (note:
   # installing it enables the system sshd on port 22 where systemd runs).
   openssh-client openssh-server rsync curl
+  # systemd-analyze checks the units smart_deploy.sh generates (cluster_scripts_test.sh).
+  systemd
   # Tooling named in STYLE.md.
   clang-format clang-tidy
 )

@@ -240,6 +240,18 @@ grep -qx "CUDA_VISIBLE_DEVICES=0" "$root/h2/kvferry/config/prefill1.env" || fail
 grep -q "control_address: \"127.0.0.5:${ports[11]}\"" "$root/h3/kvferry/config/node_agent-decode0.yaml" ||
   fail "decode0's control address not in its config"
 
+step "the generated systemd units pass systemd-analyze verify"
+# No systemd runs here, so --systemd cannot be exercised; verify parses the units as systemd
+# would and checks that ExecStart's binary exists: any complaint fails the test.
+units="$root/units"
+mkdir -p "$units"
+cp "$root/h0/kvferry/systemd/kvferry-orchestrator.service" "$units/"
+cp "$root/h2/kvferry/systemd/kvferry-agent@.service" "$units/kvferry-agent@prefill1.service"
+verify_out="$(cd "$units" &&
+  systemd-analyze verify ./kvferry-orchestrator.service ./kvferry-agent@prefill1.service 2>&1)" ||
+  fail "systemd-analyze verify failed: $verify_out"
+[ -z "$verify_out" ] || fail "systemd-analyze verify complained: $verify_out"
+
 step "smart_run.sh"
 bounded 150 "$scripts/smart_run.sh" --timeout 120 "$inventory" | tee "$root/run1.out"
 grep -q "cluster ready" "$root/run1.out" || fail "smart_run.sh did not report the cluster ready"
