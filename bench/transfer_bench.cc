@@ -35,7 +35,10 @@ using rdma::Transport;
 
 constexpr const char* kUsage = R"(usage: transfer_bench [options]
 
-Sweeps block sizes through the KV transfer engine and prints GB/s and batch latency.
+Sweeps block sizes through the KV transfer engine and prints GB/s and batch latency. GB/s is
+the steady-state rate: bytes of the batches that completed inside the measured window (after a
+0.3 s warm-up that fills the queue) over its length; latency is nearest-rank p50/p99 of the
+batches posted inside it.
 
   --role both|target|initiator   one process, or one side of two processes (default both)
   --transport tcp|verbs|loopback backend (default tcp; overrides the config file; the RDMA
