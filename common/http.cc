@@ -132,8 +132,12 @@ Task<bool> ResponseWriter::endStream() {
 
 void ResponseWriter::watchDisconnect(std::function<void()> on_gone) {
   if (watch_ == nullptr) watch_ = std::make_shared<Watch>();
+  if (watch_->gone) {  // seen already, perhaps while nobody was listening
+    if (on_gone) on_gone();
+    return;
+  }
   watch_->on_gone = std::move(on_gone);
-  if (watch_->running || watch_->gone || !watch_->on_gone) return;
+  if (watch_->running || !watch_->on_gone) return;
   watch_->running = true;
   watch_->finished = std::make_unique<asio::steady_timer>(stream_.get_executor(),
                                                           asio::steady_timer::time_point::max());

@@ -84,7 +84,8 @@ class ResponseWriter {
   // Calls `on_gone` (on the io thread, at most once) if the client closes its connection while
   // the handler still runs: for handlers that wait a long time before their first write (a
   // write to a departed client fails by itself). A later call replaces the callback; nullptr
-  // stops caring. The server stops the watch when the handler returns.
+  // stops caring, but the watch goes on, and a callback set after it saw the client go runs at
+  // once, here. The server stops the watch when the handler returns.
   void watchDisconnect(std::function<void()> on_gone);
   // Whether the watch saw the client close its connection.
   bool gone() const { return watch_ != nullptr && watch_->gone; }

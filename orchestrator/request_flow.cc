@@ -172,15 +172,11 @@ class ClientOutput {
   // Before the first write a departed client is otherwise noticed only at that write: watch its
   // connection meanwhile, and run `on_gone` if it closes (at once if an earlier watch already saw
   // it go). unwatchClient() ends that.
-  void watchClient(const std::function<void()>& on_gone) {
-    writer_.watchDisconnect([this, on_gone] {
+  void watchClient(std::function<void()> on_gone) {
+    writer_.watchDisconnect([this, on_gone = std::move(on_gone)] {
       client_gone_ = true;
       if (on_gone) on_gone();
     });
-    if (writer_.gone()) {  // the watch will not call back: it has ended
-      client_gone_ = true;
-      if (on_gone) on_gone();
-    }
   }
   void unwatchClient() { writer_.watchDisconnect(nullptr); }
   // Before a resumed attempt of a stream the client has bytes of: an SSE comment (clients ignore

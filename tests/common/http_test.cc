@@ -54,6 +54,19 @@ class HttpTest : public ::testing::Test {
       if (left) ++disconnects_seen_;
       co_await w.send(HttpStatus::ok, "text/plain", left ? "left" : "stayed");
     });
+    // Watches without listening, waits for its client to leave, then asks to be told: a
+    // callback set after the watch saw the client go runs at once.
+    server_.route(Verb::get, "/rewatch", [this](const Request&, ResponseWriter& w) -> Task<void> {
+      w.watchDisconnect([] {});
+      w.watchDisconnect(nullptr);
+      for (int i = 0; i < 500 && !w.gone(); ++i) {
+        asio::steady_timer timer(io_, 10ms);
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      bool told = false;
+      w.watchDisconnect([&told] { told = true; });
+      if (told) ++late_callbacks_;
+    });
     ASSERT_TRUE(server_.listen("127.0.0.1:0").isOk());
     server_.start();
     endpoint_ = tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_.port());
@@ -87,6 +100,7 @@ class HttpTest : public ::testing::Test {
   std::thread thread_;
   int stream_write_failures_ = 0;
   int disconnects_seen_ = 0;
+  int late_callbacks_ = 0;
 };
 
 TEST_F(HttpTest, RoutesAndDefaultErrors) {
@@ -160,6 +174,20 @@ TEST_F(HttpTest, AWatchedHandlerLearnsItsClientLeft) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(run([this]() -> Task<int> { co_return disconnects_seen_; }()), 1);
+}
+
+TEST_F(HttpTest, ACallbackSetAfterTheClientLeftRunsAtOnce) {
+  tcp::socket socket(io_);
+  socket.connect(endpoint_);
+  std::string request = "GET /rewatch HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(socket, asio::buffer(request));
+  std::this_thread::sleep_for(50ms);
+  socket.close();
+  for (int i = 0; i < 300 && run([this]() -> Task<int> { co_return late_callbacks_; }()) == 0;
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(run([this]() -> Task<int> { co_return late_callbacks_; }()), 1);
 }
 
 TEST_F(HttpTest, AWatchEndsWithItsHandlerAndKeepAliveGoesOn) {
