@@ -43,6 +43,16 @@ json::value finishValue(std::string_view finish_reason) {
 
 std::string event(const json::object& chunk) { return "data: " + json::serialize(chunk) + "\n\n"; }
 
+// `choices` of an answer with one choice: `choice` (index and content set) completed with the
+// fields every choice ends with.
+json::array onlyChoice(json::object choice, std::string_view finish_reason) {
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finishValue(finish_reason);
+  json::array choices;
+  choices.push_back(std::move(choice));
+  return choices;
+}
+
 // One streamed chunk with a single choice. `delta` is the chat delta; `text` the completions text.
 std::string streamChunk(const StreamContext& ctx, json::object delta, std::string_view text,
                         std::string_view finish_reason) {
@@ -56,11 +66,7 @@ std::string streamChunk(const StreamContext& ctx, json::object delta, std::strin
   } else {
     choice["text"] = view(text);
   }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = finishValue(finish_reason);
-  json::array choices;
-  choices.push_back(std::move(choice));
-  chunk["choices"] = std::move(choices);
+  chunk["choices"] = onlyChoice(std::move(choice), finish_reason);
   if (ctx.include_usage) chunk["usage"] = nullptr;
   return event(chunk);
 }
@@ -91,11 +97,7 @@ std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t c
   } else {
     choice["text"] = view(text);
   }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = finishValue(finish_reason);
-  json::array choices;
-  choices.push_back(std::move(choice));
-  out["choices"] = std::move(choices);
+  out["choices"] = onlyChoice(std::move(choice), finish_reason);
   out["usage"] = usageObject(usage);
   return json::serialize(out);
 }
