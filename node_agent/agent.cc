@@ -181,7 +181,11 @@ class NodeAgentImpl final : public NodeAgent {
   Task<void> handleMetrics(const http::Request& request, http::ResponseWriter& writer);
   Task<void> writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer,
                          AgentMetrics::Kind kind);
-  Task<bool> refuseWhileDraining(http::ResponseWriter& writer);
+  // Answers for a control call that must not run here: 503 while draining (when `drain_refuses`:
+  // decode lets running work finish), 400 on an agent of `wrong_role`, saying `why`. Counted
+  // under `kind`. True when it answered.
+  Task<bool> refuse(http::ResponseWriter& writer, AgentMetrics::Kind kind, bool drain_refuses,
+                    config::NodeRole wrong_role, std::string why);
   // Runs fn(channel) on the engine thread; fn (or what it starts) sends exactly one Reply.
   template <typename Fn>
   Task<Reply> onEngine(Fn fn);
@@ -445,11 +449,20 @@ void NodeAgentImpl::routes() {
                 });
 }
 
-Task<bool> NodeAgentImpl::refuseWhileDraining(http::ResponseWriter& writer) {
-  if (!draining_) co_return false;
-  co_await writer.sendJson(HttpStatus::service_unavailable,
-                           http::errorBody("the agent is draining"));
-  co_return true;
+Task<bool> NodeAgentImpl::refuse(http::ResponseWriter& writer, AgentMetrics::Kind kind,
+                                 bool drain_refuses, config::NodeRole wrong_role, std::string why) {
+  if (drain_refuses && draining_) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kRejected);
+    co_await writer.sendJson(HttpStatus::service_unavailable,
+                             http::errorBody("the agent is draining"));
+    co_return true;
+  }
+  if (config_.role == wrong_role) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(why));
+    co_return true;
+  }
+  co_return false;
 }
 
 // Decodes a body of type T or answers 400 naming the bad field.
@@ -466,17 +479,10 @@ std::optional<T> decodeOr400(const http::Request& request, Reply& error) {
 Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
                                         http::ResponseWriter& writer) {
   // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
-  const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) {
-    metrics_.countRequest(AgentMetrics::Kind::kReserve, AgentMetrics::Outcome::kRejected);
-    co_return;
-  }
-  if (config_.role == config::NodeRole::kPrefill) {
-    metrics_.countRequest(AgentMetrics::Kind::kReserve, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request,
-                             http::errorBody("this agent only prefills; reserve on a decode node"));
-    co_return;
-  }
+  const bool refused =
+      co_await refuse(writer, AgentMetrics::Kind::kReserve, true, config::NodeRole::kPrefill,
+                      "this agent only prefills; reserve on a decode node");
+  if (refused) co_return;
   Reply reply;
   auto message = decodeOr400<wire::ReserveRequest>(request, reply);
   if (message) {
@@ -493,18 +499,10 @@ Task<void> NodeAgentImpl::handleReserve(const http::Request& request,
 
 Task<void> NodeAgentImpl::handlePrefill(const http::Request& request,
                                         http::ResponseWriter& writer) {
-  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
-  const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) {
-    metrics_.countRequest(AgentMetrics::Kind::kPrefill, AgentMetrics::Outcome::kRejected);
-    co_return;
-  }
-  if (config_.role == config::NodeRole::kDecode) {
-    metrics_.countRequest(AgentMetrics::Kind::kPrefill, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request,
-                             http::errorBody("this agent only decodes; prefill on another node"));
-    co_return;
-  }
+  const bool refused =
+      co_await refuse(writer, AgentMetrics::Kind::kPrefill, true, config::NodeRole::kDecode,
+                      "this agent only decodes; prefill on another node");
+  if (refused) co_return;
   Reply reply;
   auto message = decodeOr400<wire::PrefillRequest>(request, reply);
   if (message) {
@@ -521,12 +519,11 @@ Task<void> NodeAgentImpl::handlePrefill(const http::Request& request,
 }
 
 Task<void> NodeAgentImpl::handleDecode(const http::Request& request, http::ResponseWriter& writer) {
-  if (config_.role == config::NodeRole::kPrefill) {
-    metrics_.countRequest(AgentMetrics::Kind::kDecode, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request,
-                             http::errorBody("this agent only prefills; decode on a decode node"));
-    co_return;
-  }
+  // Not refused while draining: the lease was granted before, and its request should finish.
+  const bool refused =
+      co_await refuse(writer, AgentMetrics::Kind::kDecode, false, config::NodeRole::kPrefill,
+                      "this agent only prefills; decode on a decode node");
+  if (refused) co_return;
   Reply error;
   auto message = decodeOr400<wire::DecodeRequest>(request, error);
   if (!message) {
@@ -542,21 +539,12 @@ Task<void> NodeAgentImpl::handleDecode(const http::Request& request, http::Respo
 
 Task<void> NodeAgentImpl::handleGenerate(const http::Request& request,
                                          http::ResponseWriter& writer) {
-  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
-  const bool refused = co_await refuseWhileDraining(writer);
-  if (refused) {
-    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kRejected);
-    co_return;
-  }
   // Decode agents prefill too when the scheduler colocates a request on them (conditional
   // disaggregation: a short uncached suffix costs less to compute than to move).
-  if (config_.role == config::NodeRole::kPrefill) {
-    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(
-        HttpStatus::bad_request,
-        http::errorBody("this agent only prefills; generate on a decode node"));
-    co_return;
-  }
+  const bool refused =
+      co_await refuse(writer, AgentMetrics::Kind::kGenerate, true, config::NodeRole::kPrefill,
+                      "this agent only prefills; generate on a decode node");
+  if (refused) co_return;
   Reply error;
   auto message = decodeOr400<wire::GenerateRequest>(request, error);
   if (!message) {

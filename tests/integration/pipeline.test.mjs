@@ -181,6 +181,23 @@ describe('one cluster of 2 prefill + 2 decode agents', () => {
     assert.match(chat.json.error.message, /messages/);
   });
 
+  test('an agent refuses control calls its role does not serve, saying which node to use',
+    async () => {
+      const prefill = cluster.agents.find((a) => a.role === 'prefill');
+      const decode = cluster.agents.find((a) => a.role === 'decode');
+      for (const [agent, route, why] of [
+        [prefill, '/agent/reserve', /only prefills; reserve on a decode node/],
+        [prefill, '/agent/decode', /only prefills; decode on a decode node/],
+        [prefill, '/agent/generate', /only prefills; generate on a decode node/],
+        [decode, '/agent/prefill', /only decodes; prefill on another node/],
+      ]) {
+        const r = await fetch(`http://127.0.0.1:${await agent.port()}${route}`,
+          { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+        assert.equal(r.status, 400, `${agent.name} ${route}`);
+        assert.match(await r.text(), why);
+      }
+    });
+
   test('streaming follows OpenAI\'s chunk format and ends with [DONE]', async () => {
     const response = await fetch(`${cluster.url}/v1/chat/completions`, {
       method: 'POST',
