@@ -313,6 +313,8 @@ class Runner {
   Task<bool> onStreamLine(StreamState& state, std::string_view line,
                           const std::function<void()>& first_token);
   void release(NodeId decode, uint64_t lease_id);
+  // Stops this request's prefill or stream on `node` (a queued prefill never runs).
+  void cancel(NodeId node);
 
   std::string label(NodeId id) const {
     const NodeRecord* node = ctx_.registry.node(id);
@@ -479,6 +481,11 @@ void Runner::release(NodeId decode, uint64_t lease_id) {
                        wire::encode(wire::IdRequest{lease_id}));
 }
 
+void Runner::cancel(NodeId node) {
+  ctx_.fire_and_forget(endpointOf(node), "/agent/cancel",
+                       wire::encode(wire::IdRequest{request_.id}));
+}
+
 Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_tokens) {
   wire::GenerateRequest generate;
   generate.request_id = request_.id;
@@ -498,17 +505,12 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
     prefilling = false;
   };
   // A client that leaves while its prompt waits or prefills: stop the work on the agent.
-  output_->watchClient([this, endpoint = endpointOf(node)] {
-    ctx_.fire_and_forget(endpoint, "/agent/cancel", wire::encode(wire::IdRequest{request_.id}));
-  });
+  output_->watchClient([this, node] { cancel(node); });
   std::string body = wire::encode(generate);
   AttemptResult result =
       co_await streamTokens(node, "/agent/generate", std::move(body), first_token);
   output_->unwatchClient();
-  if (result) {  // the agent may still be computing the prompt (a timeout): stop it
-    ctx_.fire_and_forget(endpointOf(node), "/agent/cancel",
-                         wire::encode(wire::IdRequest{request_.id}));
-  }
+  if (result) cancel(node);  // the agent may still be computing the prompt (a timeout)
   if (prefilling) {
     ctx_.registry.endPrefill(node, prefill_tokens);
   } else {
@@ -552,9 +554,8 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   ctx_.registry.beginPrefill(prefill, prefill_tokens);
   // A client that leaves during the prefill: cancel it (a queued prefill never runs) and free
   // the reservation now.
-  output_->watchClient([this, prefill_endpoint, decode, lease_id = lease->lease_id] {
-    ctx_.fire_and_forget(prefill_endpoint, "/agent/cancel",
-                         wire::encode(wire::IdRequest{request_.id}));
+  output_->watchClient([this, prefill, decode, lease_id = lease->lease_id] {
+    cancel(prefill);
     release(decode, lease_id);
   });
   Result<http::Response> prefilled =
@@ -565,8 +566,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   if (output_->clientGone()) co_return std::nullopt;  // cancelled and released above
   if (!prefilled.isOk()) {
     // It may still be computing: stop it, and free the reservation.
-    ctx_.fire_and_forget(prefill_endpoint, "/agent/cancel",
-                         wire::encode(wire::IdRequest{request_.id}));
+    cancel(prefill);
     release(decode, lease->lease_id);
     co_return Failure{prefilled.status().withContext("prefill on " + label(prefill)), prefill};
   }
