@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "model/float16.h"
 #include "model/tokenizer.h"
@@ -41,24 +43,6 @@ void padTo(std::vector<uint8_t>& out, uint64_t alignment) {
   out.resize((out.size() + alignment - 1) / alignment * alignment, 0);
 }
 
-Status writeBytes(const std::string& path, std::span<const uint8_t> bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ioError("open " + path, errno);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int error = errno;
-      ::close(fd);
-      return ioError("write " + path, error);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::close(fd) != 0) return ioError("close " + path, errno);
-  return Status::ok();
-}
-
 // splitmix64 (Steele, Lea & Flood 2014): tiny, fully specified, so weights are identical on every
 // platform (std::*_distribution is not).
 class SplitMix64 {
@@ -71,10 +55,19 @@ class SplitMix64 {
     return z ^ (z >> 31);
   }
   float uniform() { return static_cast<float>(next() >> 40) * 0x1p-23f - 1.0f; }  // [-1, 1)
+  // What the (index + 1)-th uniform() of SplitMix64(seed) returns, without producing the ones
+  // before.
+  static float uniformAt(uint64_t seed, uint64_t index) {
+    SplitMix64 at(seed + index * 0x9e3779b97f4a7c15ULL);
+    return at.uniform();
+  }
 
  private:
   uint64_t state_;
 };
+
+// Elements converted per chunk when a generated tensor is written: a multiple of every block.
+constexpr uint64_t kFillChunk = uint64_t{1} << 24;
 
 // The synthetic SentencePiece vocabulary writeRandomLlamaModel documents.
 Vocabulary syntheticVocabulary(uint32_t size) {
@@ -260,10 +253,22 @@ void GgufWriter::addTensor(std::string_view name, std::vector<uint64_t> dims, Gg
   const std::string what = "tensor '" + std::string(name) + "'";
   Result<uint64_t> bytes = checkTensor(name, dims, type, values.size());
   if (!bytes.isOk()) return fail(bytes.status().withContext(what));
-  Tensor tensor{std::string(name), std::move(dims), type, std::vector<uint8_t>(*bytes)};
+  Tensor tensor{std::string(name), std::move(dims), type, std::vector<uint8_t>(*bytes), *bytes,
+                values.size(),     nullptr};
   Status status = fromFloat(type, values, tensor.data);
   if (!status.isOk()) return fail(status.withContext(what));
   tensors_.push_back(std::move(tensor));
+}
+
+void GgufWriter::addGeneratedTensor(std::string_view name, std::vector<uint64_t> dims,
+                                    GgmlType type, TensorFill fill) {
+  const std::string what = "tensor '" + std::string(name) + "'";
+  uint64_t elements = 1;
+  for (uint64_t dim : dims) elements *= dim;  // overflow is caught by checkTensor's own product
+  Result<uint64_t> bytes = checkTensor(name, dims, type, elements);
+  if (!bytes.isOk()) return fail(bytes.status().withContext(what));
+  tensors_.push_back(
+      {std::string(name), std::move(dims), type, {}, *bytes, elements, std::move(fill)});
 }
 
 void GgufWriter::addRawTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
@@ -277,11 +282,16 @@ void GgufWriter::addRawTensor(std::string_view name, std::vector<uint64_t> dims,
     return fail(invalidArgument(what + ": " + std::to_string(bytes.size()) + " bytes given for " +
                                 std::to_string(*size)));
   }
-  tensors_.push_back({std::string(name), std::move(dims), type, {bytes.begin(), bytes.end()}});
+  tensors_.push_back({std::string(name),
+                      std::move(dims),
+                      type,
+                      {bytes.begin(), bytes.end()},
+                      *size,
+                      elements,
+                      {}});
 }
 
-Result<std::vector<uint8_t>> GgufWriter::serialize() const {
-  if (!error_.isOk()) return error_;
+std::vector<uint8_t> GgufWriter::header() const {
   std::vector<uint8_t> out;
   appendRaw<uint32_t>(out, 0x46554747);  // "GGUF"
   appendRaw<uint32_t>(out, 3);
@@ -295,22 +305,96 @@ Result<std::vector<uint8_t>> GgufWriter::serialize() const {
     for (uint64_t dim : tensor.dims) appendRaw(out, dim);
     appendRaw(out, static_cast<uint32_t>(tensor.type));
     appendRaw(out, offset);
-    offset = (offset + tensor.data.size() + alignment_ - 1) / alignment_ * alignment_;
+    offset = (offset + tensor.bytes + alignment_ - 1) / alignment_ * alignment_;
   }
   padTo(out, alignment_);
+  return out;
+}
+
+Status GgufWriter::emitTensor(const Tensor& tensor,
+                              const std::function<Status(std::span<const uint8_t>)>& sink) const {
+  std::vector<uint8_t> padding((alignment_ - tensor.bytes % alignment_) % alignment_, 0);
+  if (!tensor.fill) {
+    RETURN_IF_ERROR(sink(tensor.data));
+    return sink(padding);
+  }
+  // Chunks of kFillChunk elements; for the plain types each chunk is filled and converted by
+  // several threads in slices (fill is a pure function of the element index).
+  const uint64_t chunk = std::min(kFillChunk, tensor.elements);
+  const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 16u);
+  std::vector<float> values(chunk);
+  std::vector<uint8_t> bytes;
+  for (uint64_t first = 0; first < tensor.elements; first += chunk) {
+    const uint64_t count = std::min(chunk, tensor.elements - first);
+    ASSIGN_OR_RETURN(uint64_t size, ggmlByteSize(tensor.type, count));
+    bytes.resize(size);
+    const uint64_t element_bytes = size / count;  // 0 or inexact for block types: serial
+    const uint64_t slice = (count + threads - 1) / threads;
+    std::vector<Status> statuses(threads);
+    const auto work = [&](unsigned part) {
+      const uint64_t begin = std::min<uint64_t>(count, part * slice);
+      const uint64_t end = std::min<uint64_t>(count, begin + slice);
+      if (begin >= end) return;
+      std::span<float> out(values.data() + begin, end - begin);
+      tensor.fill(first + begin, out);
+      statuses[part] = fromFloat(
+          tensor.type, out,
+          std::span<uint8_t>(bytes).subspan(begin * element_bytes, (end - begin) * element_bytes));
+    };
+    if (threads == 1 || count < kFillChunk / 4 || element_bytes * count != size) {
+      std::span<float> out(values.data(), count);
+      tensor.fill(first, out);
+      statuses[0] = fromFloat(tensor.type, out, bytes);
+    } else {
+      std::vector<std::thread> pool;
+      for (unsigned part = 1; part < threads; ++part) pool.emplace_back(work, part);
+      work(0);
+      for (std::thread& thread : pool) thread.join();
+    }
+    for (const Status& status : statuses) {
+      RETURN_IF_ERROR(status.withContext("tensor '" + tensor.name + "'"));
+    }
+    RETURN_IF_ERROR(sink(bytes));
+  }
+  return sink(padding);
+}
+
+Result<std::vector<uint8_t>> GgufWriter::serialize() const {
+  if (!error_.isOk()) return error_;
+  std::vector<uint8_t> out = header();
   for (const Tensor& tensor : tensors_) {
-    out.insert(out.end(), tensor.data.begin(), tensor.data.end());
-    padTo(out, alignment_);
+    RETURN_IF_ERROR(emitTensor(tensor, [&](std::span<const uint8_t> bytes) {
+      out.insert(out.end(), bytes.begin(), bytes.end());
+      return Status::ok();
+    }));
   }
   return out;
 }
 
 Status GgufWriter::writeFile(const std::string& path) const {
-  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, serialize());
-  return writeBytes(path, bytes);
+  if (!error_.isOk()) return error_;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ioError("open " + path, errno);
+  const auto sink = [&](std::span<const uint8_t> bytes) -> Status {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ioError("write " + path, errno);
+      done += static_cast<size_t>(n);
+    }
+    return Status::ok();
+  };
+  Status status = sink(header());
+  for (const Tensor& tensor : tensors_) {
+    if (!status.isOk()) break;
+    status = emitTensor(tensor, sink);
+  }
+  if (::close(fd) != 0 && status.isOk()) status = ioError("close " + path, errno);
+  return status;
 }
 
-Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint64_t seed) {
+Result<GgufWriter> randomLlamaWriter(const RandomLlamaSpec& spec, uint64_t seed) {
   const LlamaParams& p = spec.params;
   RETURN_IF_ERROR(validateLlamaParams(p));
   if (p.vocab_size < 260) {
@@ -344,23 +428,37 @@ Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint6
   writer.add("tokenizer.ggml.add_bos_token", true);
   writer.add("tokenizer.ggml.add_eos_token", false);
 
-  SplitMix64 random(seed);
-  std::vector<float> values;
+  // Element i of the whole stream (every tensor in order) is uniformAt(seed, i): the same numbers
+  // one SplitMix64(seed) produces in sequence.
+  uint64_t stream = 0;
   const auto matrix = [&](const std::string& name, uint64_t row_length, uint64_t rows) {
-    values.resize(row_length * rows);
     const float scale = 1.0f / std::sqrt(static_cast<float>(row_length));
-    for (float& value : values) value = scale * random.uniform();
-    writer.addTensor(name, {row_length, rows}, spec.matrix_type, values);
+    writer.addGeneratedTensor(name, {row_length, rows}, spec.matrix_type,
+                              [seed, scale, base = stream](uint64_t first, std::span<float> out) {
+                                for (uint64_t i = 0; i < out.size(); ++i) {
+                                  out[i] = scale * SplitMix64::uniformAt(seed, base + first + i);
+                                }
+                              });
+    stream += row_length * rows;
   };
   const auto norm = [&](const std::string& name) {
-    values.resize(p.embedding_length);
-    for (float& value : values) value = 1.0f + 0.1f * random.uniform();
-    writer.addTensor(name, {p.embedding_length}, GgmlType::kF32, values);
+    writer.addGeneratedTensor(name, {p.embedding_length}, GgmlType::kF32,
+                              [seed, base = stream](uint64_t first, std::span<float> out) {
+                                for (uint64_t i = 0; i < out.size(); ++i) {
+                                  out[i] =
+                                      1.0f + 0.1f * SplitMix64::uniformAt(seed, base + first + i);
+                                }
+                              });
+    stream += p.embedding_length;
   };
   const uint64_t dim = p.embedding_length;
   matrix("token_embd.weight", dim, p.vocab_size);
   norm("output_norm.weight");
   if (!spec.tied_output) matrix("output.weight", dim, p.vocab_size);
+  if (!p.rope_freq_factors.empty()) {
+    writer.addTensor("rope_freqs.weight", {p.rope_freq_factors.size()}, GgmlType::kF32,
+                     p.rope_freq_factors);
+  }
   for (uint32_t i = 0; i < p.block_count; ++i) {
     const std::string prefix = "blk." + std::to_string(i) + ".";
     norm(prefix + "attn_norm.weight");
@@ -373,12 +471,17 @@ Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint6
     matrix(prefix + "ffn_down.weight", p.feed_forward_length, dim);
     matrix(prefix + "ffn_up.weight", dim, p.feed_forward_length);
   }
+  return writer;
+}
+
+Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint64_t seed) {
+  ASSIGN_OR_RETURN(GgufWriter writer, randomLlamaWriter(spec, seed));
   return writer.serialize();
 }
 
 Status writeRandomLlamaModel(const std::string& path, const RandomLlamaSpec& spec, uint64_t seed) {
-  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, randomLlamaModel(spec, seed));
-  return writeBytes(path, bytes);
+  ASSIGN_OR_RETURN(GgufWriter writer, randomLlamaWriter(spec, seed));
+  return writer.writeFile(path);
 }
 
 }  // namespace kvferry::model

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <span>
 #include <string>
@@ -39,6 +40,12 @@ class GgufWriter {
   // stored as `type` (F32, F16, BF16 or Q8_0).
   void addTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
                  std::span<const float> values);
+  // Fills out.size() consecutive elements of a generated tensor, starting at element `first`.
+  using TensorFill = std::function<void(uint64_t first, std::span<float> out)>;
+  // A tensor whose values `fill` produces when the file is written, in chunks, so writeFile()
+  // of a model larger than memory never holds more than a chunk of it.
+  void addGeneratedTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
+                          TensorFill fill);
   // A tensor whose bytes are already in `type`'s layout (any type ggmlTypeInfo knows).
   void addRawTensor(std::string_view name, std::vector<uint64_t> dims, GgmlType type,
                     std::span<const uint8_t> bytes);
@@ -51,8 +58,16 @@ class GgufWriter {
     std::string name;
     std::vector<uint64_t> dims;
     GgmlType type;
-    std::vector<uint8_t> data;
+    std::vector<uint8_t> data;  // empty for a generated tensor
+    uint64_t bytes = 0;
+    uint64_t elements = 0;
+    TensorFill fill;  // set for a generated tensor
   };
+  // The header, metadata and tensor table, padded to the alignment.
+  std::vector<uint8_t> header() const;
+  // Calls sink(bytes) with the tensor's bytes, in chunks for a generated one.
+  Status emitTensor(const Tensor& tensor,
+                    const std::function<Status(std::span<const uint8_t>)>& sink) const;
 
   // Starts a metadata entry: checks the key is new, writes key and type tag.
   bool beginEntry(std::string_view key, GgufType type);
@@ -77,12 +92,19 @@ struct RandomLlamaSpec {
   bool tied_output = false;               // omit output.weight: logits use token_embd
 };
 
+// The GgufWriter of a random llama model, its tensors generated when written (see
+// writeRandomLlamaModel); shared by the in-memory and the streaming paths so both give the same
+// bytes.
+Result<GgufWriter> randomLlamaWriter(const RandomLlamaSpec& spec, uint64_t seed);
+
 // Writes a GGUF v3 llama model: the spec's hyper-parameters, weights drawn from a splitmix64
-// stream seeded by `seed` (matrices uniform in ±1/sqrt(row length), norms 1 ± 0.1), so one
+// stream seeded by `seed` (matrices uniform in ±1/sqrt(row length), norms 1 ± 0.1; element i of
+// the whole stream is a function of seed and i alone, so tensors are generated in parallel), so one
 // (spec, seed) always gives byte-identical files on any platform; and a synthetic SentencePiece
 // vocabulary of params.vocab_size tokens: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>,
 // "▁", printable ASCII characters, then merges (prefixes of common English words, then
-// word + letter pairs), scores descending in that order.
+// word + letter pairs), scores descending in that order. params.rope_freq_factors, when set, are
+// written as rope_freqs.weight. The file is written tensor by tensor (a model of any size).
 Status writeRandomLlamaModel(const std::string& path, const RandomLlamaSpec& spec, uint64_t seed);
 // The same file's bytes.
 Result<std::vector<uint8_t>> randomLlamaModel(const RandomLlamaSpec& spec, uint64_t seed);

@@ -56,7 +56,55 @@ Status validateLlamaParams(const LlamaParams& p) {
   if (!(p.rope_freq_base > 0.0f) || !std::isfinite(p.rope_freq_base)) {
     return invalidArgument("llama.rope.freq_base must be positive and finite");
   }
+  if (!p.rope_freq_factors.empty()) {
+    if (p.rope_freq_factors.size() != p.rope_dimension_count / 2) {
+      return invalidArgument("rope_freqs.weight holds " +
+                             std::to_string(p.rope_freq_factors.size()) + " factors, expected " +
+                             std::to_string(p.rope_dimension_count / 2) +
+                             " (one per rotated pair)");
+    }
+    for (float factor : p.rope_freq_factors) {
+      if (!(factor > 0.0f) || !std::isfinite(factor)) {
+        return invalidArgument("rope_freqs.weight holds a factor that is not positive and finite");
+      }
+    }
+  }
   return Status::ok();
+}
+
+std::vector<float> ropeInverseFrequencies(const LlamaParams& p) {
+  const uint32_t rope_dims = p.rope_dimension_count;
+  std::vector<float> inv_freq;
+  for (uint32_t k = 0; k < rope_dims / 2; ++k) {
+    float value = 1.0f / std::pow(p.rope_freq_base,
+                                  static_cast<float>(2 * k) / static_cast<float>(rope_dims));
+    if (!p.rope_freq_factors.empty()) value /= p.rope_freq_factors[k];
+    inv_freq.push_back(value);
+  }
+  return inv_freq;
+}
+
+std::vector<float> llama3RopeFactors(float freq_base, uint32_t rope_dims, float factor,
+                                     float low_freq_factor, float high_freq_factor,
+                                     uint32_t original_context) {
+  const double low_freq_wavelen = original_context / static_cast<double>(low_freq_factor);
+  const double high_freq_wavelen = original_context / static_cast<double>(high_freq_factor);
+  std::vector<float> factors;
+  for (uint32_t k = 0; k < rope_dims / 2; ++k) {
+    const double freq =
+        1.0 / std::pow(static_cast<double>(freq_base), static_cast<double>(2 * k) / rope_dims);
+    const double wavelen = 2 * M_PI / freq;
+    if (wavelen < high_freq_wavelen) {
+      factors.push_back(1.0f);
+    } else if (wavelen > low_freq_wavelen) {
+      factors.push_back(factor);
+    } else {
+      const double smooth =
+          (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      factors.push_back(static_cast<float>(1.0 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return factors;
 }
 
 Result<LlamaParams> readLlamaParams(const GgufFile& file) {
@@ -89,6 +137,16 @@ Result<LlamaParams> readLlamaParams(const GgufFile& file) {
     p.vocab_size = static_cast<uint32_t>(tokens->array_size);
   }
   RETURN_IF_ERROR(validateLlamaParams(p));
+
+  // Llama 3's frequency scaling comes as llama.cpp writes it: per-pair factors in a tensor.
+  if (const GgufTensor* freqs = file.findTensor("rope_freqs.weight"); freqs != nullptr) {
+    if (freqs->n_dims != 1 || freqs->element_count != p.rope_dimension_count / 2) {
+      return invalidArgument("tensor 'rope_freqs.weight' must hold rope_dimension_count / 2 = " +
+                             std::to_string(p.rope_dimension_count / 2) + " factors");
+    }
+    ASSIGN_OR_RETURN(p.rope_freq_factors, tensorToFloat(*freqs));
+    RETURN_IF_ERROR(validateLlamaParams(p));
+  }
 
   // Features this runtime does not implement: refuse them instead of computing another model.
   std::string_view rope_scaling = "none";
@@ -134,6 +192,9 @@ Result<LlamaTensors> findLlamaTensors(const GgufFile& file, const LlamaParams& p
     t.output = t.token_embd;
   } else {
     ASSIGN_OR_RETURN(t.output, expect("output.weight", {dim, p.vocab_size}));
+  }
+  if (!p.rope_freq_factors.empty()) {
+    ASSIGN_OR_RETURN(t.rope_freqs, expect("rope_freqs.weight", {p.rope_dimension_count / 2}));
   }
   // The layer count comes from the file: bound it by the tensors present before allocating.
   constexpr size_t kTensorsPerLayer = 9;
