@@ -113,15 +113,42 @@ SequenceId Engine::insert(Sequence sequence) {
   return id;
 }
 
+Engine::Output Engine::Output::slice(size_t begin, size_t end, size_t vocab) const {
+  if (sampled()) {
+    return {{}, draws.subspan(begin, end - begin), tokens.subspan(begin, end - begin)};
+  }
+  return {logits.subspan(begin * vocab, (end - begin) * vocab), {}, {}};
+}
+
+Status Engine::forward(std::span<const SequenceChunk> chunks, const Output& out,
+                       const LayerDoneCallback& on_layer_done) {
+  if (out.sampled()) return runner_->forwardSampled(chunks, out.draws, out.tokens, on_layer_done);
+  return runner_->forward(chunks, out.logits, on_layer_done);
+}
+
 Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
                                       std::span<float> logits,
                                       const LayerDoneCallback& on_layer_done,
                                       const std::function<bool()>& stop_requested) {
-  RETURN_IF_ERROR(checkTokens(prompt));
   if (logits.size() != params_.vocab_size) {
     return invalidArgument("logits hold " + str(logits.size()) + " floats, not " +
                            str(params_.vocab_size));
   }
+  return prefillTo(prompt, Output{logits, {}, {}}, on_layer_done, stop_requested);
+}
+
+Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt, const TokenDraw& draw,
+                                      model::TokenId& first_token,
+                                      const LayerDoneCallback& on_layer_done,
+                                      const std::function<bool()>& stop_requested) {
+  return prefillTo(prompt, Output{{}, {&draw, 1}, {&first_token, 1}}, on_layer_done,
+                   stop_requested);
+}
+
+Result<PrefillResult> Engine::prefillTo(std::span<const model::TokenId> prompt, const Output& out,
+                                        const LayerDoneCallback& on_layer_done,
+                                        const std::function<bool()>& stop_requested) {
+  RETURN_IF_ERROR(checkTokens(prompt));
   // The last token is always computed: its logits are the point of a prefill.
   const auto max_cached = static_cast<uint32_t>((prompt.size() - 1) / config_.block_tokens);
   uint32_t cached_blocks = 0;
@@ -138,8 +165,7 @@ Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
     const Status status =
         stop_requested && stop_requested()
             ? cancelled("prefill stopped after " + str(position) + " of " + str(length) + " tokens")
-            : runner_->forward({&chunk, 1}, last ? logits : std::span<float>(),
-                               last ? on_layer_done : no_callback);
+            : forward({&chunk, 1}, last ? out : Output{}, last ? on_layer_done : no_callback);
     if (!status.isOk()) {
       prefilling_ = nullptr;
       releaseBlocks(sequence);
@@ -155,12 +181,26 @@ Result<PrefillResult> Engine::prefill(std::span<const model::TokenId> prompt,
 
 Status Engine::decode(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
                       std::span<float> logits) {
-  if (tokens.size() != ids.size()) {
-    return invalidArgument(str(ids.size()) + " sequences but " + str(tokens.size()) + " tokens");
-  }
   if (logits.size() != ids.size() * params_.vocab_size) {
     return invalidArgument("logits hold " + str(logits.size()) + " floats, not " + str(ids.size()) +
                            " × " + str(params_.vocab_size));
+  }
+  return decodeTo(ids, tokens, Output{logits, {}, {}});
+}
+
+Status Engine::decode(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
+                      std::span<const TokenDraw> draws, std::span<model::TokenId> next) {
+  if (draws.size() != ids.size() || next.size() != ids.size()) {
+    return invalidArgument(str(ids.size()) + " sequences but " + str(draws.size()) + " draws and " +
+                           str(next.size()) + " next tokens");
+  }
+  return decodeTo(ids, tokens, Output{{}, draws, next});
+}
+
+Status Engine::decodeTo(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
+                        const Output& out) {
+  if (tokens.size() != ids.size()) {
+    return invalidArgument(str(ids.size()) + " sequences but " + str(tokens.size()) + " tokens");
   }
   ++step_;
   step_sequences_.clear();
@@ -203,7 +243,7 @@ Status Engine::decode(std::span<const SequenceId> ids, std::span<const model::To
   }
 
   const size_t vocab = params_.vocab_size;
-  const size_t batch = runner_->maxBatchTokens();
+  const size_t batch = std::min(runner_->maxBatchTokens(), runner_->maxBatchSequences());
   for (size_t begin = 0; begin < ids.size(); begin += batch) {
     const size_t end = std::min(ids.size(), begin + batch);
     chunks_.clear();
@@ -212,8 +252,7 @@ Status Engine::decode(std::span<const SequenceId> ids, std::span<const model::To
       chunks_.push_back({tokens.subspan(i, 1), static_cast<uint32_t>(sequence.tokens.size()),
                          sequence.blocks, true});
     }
-    const Status status =
-        runner_->forward(chunks_, logits.subspan(begin * vocab, (end - begin) * vocab));
+    const Status status = forward(chunks_, out.slice(begin, end, vocab), nullptr);
     if (!status.isOk()) {
       // K/V already written past a sequence's end is never read: undoing the blocks suffices.
       for (size_t i = 0; i < step_sequences_.size(); ++i) {

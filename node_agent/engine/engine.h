@@ -118,6 +118,12 @@ class Engine {
   Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, std::span<float> logits,
                                 const LayerDoneCallback& on_layer_done = nullptr,
                                 const std::function<bool()>& stop_requested = nullptr);
+  // The same, but instead of the logits the first token, drawn from them as `draw` says
+  // (ModelRunner::forwardSampled: on a CUDA runner the logits never leave the device).
+  Result<PrefillResult> prefill(std::span<const model::TokenId> prompt, const TokenDraw& draw,
+                                model::TokenId& first_token,
+                                const LayerDoneCallback& on_layer_done = nullptr,
+                                const std::function<bool()>& stop_requested = nullptr);
   // The block ids of the sequence prefill() is computing (position p in block p / blockTokens()),
   // as sequence(id).block_ids will hold them: for an on_layer_done callback, which runs before
   // the id exists. Empty outside prefill(); valid until the callback returns.
@@ -134,6 +140,10 @@ class Engine {
   // needed and none is available. Nothing changes on error.
   Status decode(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
                 std::span<float> logits);
+  // The same, but instead of logits each sequence's next token, drawn as draws[i] says into
+  // next[i] (ids.size() entries each).
+  Status decode(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
+                std::span<const TokenDraw> draws, std::span<model::TokenId> next);
 
   // Ends a sequence and returns its blocks. NOT_FOUND for an unknown id.
   Status release(SequenceId id);
@@ -158,7 +168,25 @@ class Engine {
     uint64_t last_step = 0;  // the decode step that last fed this sequence (repeat check)
   };
 
+  // Where a forward pass's result goes: logits, or tokens drawn from them.
+  struct Output {
+    std::span<float> logits;
+    std::span<const TokenDraw> draws;
+    std::span<model::TokenId> tokens;
+    bool sampled() const { return !draws.empty(); }
+    // The part for chunks [begin, end) of a batch whose chunks all want logits.
+    Output slice(size_t begin, size_t end, size_t vocab) const;
+  };
+
   Engine(std::unique_ptr<ModelRunner> runner, const EngineConfig& config);
+
+  Status forward(std::span<const SequenceChunk> chunks, const Output& out,
+                 const LayerDoneCallback& on_layer_done);
+  Result<PrefillResult> prefillTo(std::span<const model::TokenId> prompt, const Output& out,
+                                  const LayerDoneCallback& on_layer_done,
+                                  const std::function<bool()>& stop_requested);
+  Status decodeTo(std::span<const SequenceId> ids, std::span<const model::TokenId> tokens,
+                  const Output& out);
 
   // Checks a prompt's tokens and length.
   Status checkTokens(std::span<const model::TokenId> tokens) const;

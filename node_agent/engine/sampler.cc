@@ -34,14 +34,17 @@ model::TokenId argmax(std::span<const float> logits) {
                                      logits.begin());
 }
 
+TokenDraw drawFor(const SamplingParams& params, SamplingRng& rng) {
+  TokenDraw draw{params.temperature, params.top_k, params.top_p, 0.0f};
+  if (!draw.greedy()) draw.uniform = rng.uniform();
+  return draw;
+}
+
 Sampler::Sampler(uint32_t vocab_size) { candidates_.reserve(vocab_size); }
 
-model::TokenId Sampler::sample(std::span<const float> logits, const SamplingParams& params,
-                               SamplingRng& rng) {
+model::TokenId Sampler::pick(std::span<const float> logits, const TokenDraw& params) {
   assert(logits.size() <= candidates_.capacity() && "logits longer than the vocabulary");
-  if (params.temperature == 0.0f || params.top_k == 1 || logits.size() == 1) {
-    return argmax(logits);
-  }
+  if (params.greedy() || logits.size() == 1) return argmax(logits);
 
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   candidates_.clear();
@@ -88,7 +91,7 @@ model::TokenId Sampler::sample(std::span<const float> logits, const SamplingPara
 
   // Inverse transform over the kept candidates; rounding can leave u·total past the last
   // cumulative sum, which then picks the last candidate.
-  const float u = rng.uniform() * total;
+  const float u = params.uniform * total;
   float cumulative = 0.0f;
   for (auto it = candidates_.begin(); it != end; ++it) {
     cumulative += it->probability;

@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "model/token_id.h"
+#include "node_agent/engine/model_runner.h"
 
 namespace kvferry::engine {
 
@@ -51,6 +52,10 @@ class SamplingRng {
   uint64_t draws_ = 0;
 };
 
+// The draw for a sequence's next token: takes the next uniform from `rng` unless the params are
+// greedy (temperature 0 or top_k 1), which leave it alone.
+TokenDraw drawFor(const SamplingParams& params, SamplingRng& rng);
+
 // Holds the scratch a draw needs (one entry per vocabulary token), so sample() allocates nothing.
 // Not thread-safe: one per sampling thread, shared by the sequences it serves.
 class Sampler {
@@ -62,7 +67,11 @@ class Sampler {
   // when temperature is 0 or top_k is 1; `rng` is not advanced then. Ties in probability rank by
   // lower token id. logits.size() must be the vocabulary size; params must be valid.
   model::TokenId sample(std::span<const float> logits, const SamplingParams& params,
-                        SamplingRng& rng);
+                        SamplingRng& rng) {
+    return pick(logits, drawFor(params, rng));
+  }
+  // The same with the random number already drawn: draw.uniform picks in the sorted candidates.
+  model::TokenId pick(std::span<const float> logits, const TokenDraw& draw);
 
  private:
   struct Candidate {

@@ -824,6 +824,13 @@ class FailingRunner final : public ModelRunner {
     if (fail_at_ > 0) --fail_at_;
     return inner_->forward(chunks, logits, on_layer_done);
   }
+  Status forwardSampled(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws,
+                        std::span<model::TokenId> tokens,
+                        const LayerDoneCallback& on_layer_done = nullptr) override {
+    if (fail_at_ == 0) return internalError("injected failure");
+    if (fail_at_ > 0) --fail_at_;
+    return inner_->forwardSampled(chunks, draws, tokens, on_layer_done);
+  }
   // The forward pass after `passes` more successful ones fails; -1: none does.
   void failAfter(int passes) { fail_at_ = passes; }
 

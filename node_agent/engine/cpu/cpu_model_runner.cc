@@ -75,6 +75,7 @@ CpuModelRunner::CpuModelRunner(std::shared_ptr<const LlamaWeights> weights,
       hidden_(uint64_t{max_batch_tokens_} * params_.feed_forward_length),
       rope_cos_(uint64_t{max_batch_tokens_} * params_.rope_dimension_count / 2),
       rope_sin_(uint64_t{max_batch_tokens_} * params_.rope_dimension_count / 2),
+      sampler_(params_.vocab_size),
       pool_(config.threads) {
   logit_tokens_.reserve(max_batch_tokens_);
   const uint64_t pool_floats = geometry_.poolBytes() / sizeof(float);
@@ -82,12 +83,8 @@ CpuModelRunner::CpuModelRunner(std::shared_ptr<const LlamaWeights> weights,
     key_pools_.emplace_back(pool_floats);
     value_pools_.emplace_back(pool_floats);
   }
-  // As llama2.c computes it: 1 / base^(2k / rope_dims), in float.
-  const uint32_t rope_dims = params_.rope_dimension_count;
-  for (uint32_t k = 0; k < rope_dims / 2; ++k) {
-    inv_freq_.push_back(1.0f / std::pow(params_.rope_freq_base,
-                                        static_cast<float>(2 * k) / static_cast<float>(rope_dims)));
-  }
+  // As llama2.c computes it: 1 / base^(2k / rope_dims), in float (over the Llama 3 factors).
+  inv_freq_ = model::ropeInverseFrequencies(params_);
   for (uint32_t worker = 0; worker < pool_.size(); ++worker) {
     scores_.emplace_back(max_sequence_tokens_);
   }
@@ -294,6 +291,25 @@ Status CpuModelRunner::forward(std::span<const SequenceChunk> chunks, std::span<
             xn + uint64_t{i} * dim);
   }
   if (wanted > 0) matmul(xn, wanted, weights_->output(), logits.data());
+  return Status::ok();
+}
+
+Status CpuModelRunner::forwardSampled(std::span<const SequenceChunk> chunks,
+                                      std::span<const TokenDraw> draws,
+                                      std::span<model::TokenId> tokens,
+                                      const LayerDoneCallback& on_layer_done) {
+  size_t wanted = 0;
+  for (const SequenceChunk& chunk : chunks) wanted += chunk.want_logits ? 1 : 0;
+  if (draws.size() != wanted || tokens.size() != wanted) {
+    return invalidArgument(str(draws.size()) + " draws and " + str(tokens.size()) + " tokens for " +
+                           str(wanted) + " chunks that want logits");
+  }
+  const size_t vocab = params_.vocab_size;
+  sampled_logits_.resize(wanted * vocab);
+  RETURN_IF_ERROR(forward(chunks, sampled_logits_, on_layer_done));
+  for (size_t i = 0; i < wanted; ++i) {
+    tokens[i] = sampler_.pick({sampled_logits_.data() + i * vocab, vocab}, draws[i]);
+  }
   return Status::ok();
 }
 

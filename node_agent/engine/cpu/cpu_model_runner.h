@@ -13,6 +13,7 @@
 #include "node_agent/engine/cpu/thread_pool.h"
 #include "node_agent/engine/llama_weights.h"
 #include "node_agent/engine/model_runner.h"
+#include "node_agent/engine/sampler.h"
 
 namespace kvferry::engine::cpu {
 
@@ -47,6 +48,10 @@ class CpuModelRunner final : public ModelRunner {
   KvPoolRegion valuePool(uint32_t layer) override;
   Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
                  const LayerDoneCallback& on_layer_done = nullptr) override;
+  // forward() into a scratch buffer, then engine::Sampler::pick per chunk.
+  Status forwardSampled(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws,
+                        std::span<model::TokenId> tokens,
+                        const LayerDoneCallback& on_layer_done = nullptr) override;
 
   Isa isa() const { return isa_; }
   uint32_t threads() const { return pool_.size(); }
@@ -94,6 +99,8 @@ class CpuModelRunner final : public ModelRunner {
   AlignedFloats rope_cos_;       // × rope_dims / 2
   AlignedFloats rope_sin_;
   std::vector<AlignedFloats> scores_;  // attention scores: a max_sequence_tokens row per thread
+  std::vector<float> sampled_logits_;  // forwardSampled's logits (grown on first use)
+  Sampler sampler_;
 
   ThreadPool pool_;  // last: its workers stop before the buffers they use go
 };
