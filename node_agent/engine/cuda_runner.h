@@ -1,0 +1,63 @@
+// The CUDA backend of ModelRunner (DESIGN.md §5), behind a factory so that nothing outside
+// node_agent/engine/cuda/ includes a CUDA header: bfloat16 weights and paged bfloat16 KV pools in
+// device memory, cuBLAS GEMMs for prefill chunks, our kernels for the rest (cuda/kernels.h,
+// cuda/attention.h, cuda/sampling.h), decode steps replayed as CUDA graphs, and tokens sampled on
+// the device. In a build without CUDA the factory answers UNAVAILABLE.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "model/gguf.h"
+#include "node_agent/engine/model_runner.h"
+
+namespace kvferry::engine {
+
+struct CudaRunnerConfig {
+  int device = 0;
+  uint32_t block_tokens = 16;
+  // KV capacity in blocks; 0: as many as fit in memory_fraction of the device once the weights
+  // and working buffers are placed.
+  uint32_t num_blocks = 0;
+  // Of the device's total memory, the share this runner may hold (weights, KV, buffers).
+  float memory_fraction = 0.9f;
+  uint32_t max_batch_tokens = 8192;    // tokens of one forward pass: the prefill chunk
+  uint32_t max_batch_sequences = 256;  // sequences of one decode step
+  bool cuda_graphs = true;             // replay decode steps as CUDA graphs
+  // Queries per prefill attention block: 64 (4 warps, more blocks per SM) or 128 (8 warps, half
+  // the K/V traffic per query).
+  uint32_t prefill_tile_queries = 128;
+};
+
+// Whether this build has the CUDA backend.
+bool cudaRuntimeBuilt();
+
+// A GPU as the agent reports it at registration.
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+// Describes GPU `device`. UNAVAILABLE without CUDA (in the build, the driver, or a device),
+// NOT_FOUND for an index past the devices present.
+Result<GpuInfo> describeGpu(int device);
+
+// What one GPU can do, measured: the ceilings engine_bench prints next to the engine's rates.
+struct DeviceCeilings {
+  double copy_bytes_per_s = 0;  // bytes read + written per second by a 4 GiB device-to-device copy
+  double bf16_gemm_flops = 0;   // a cuBLAS 8192³ bfloat16 GEMM (float32 accumulation), random data
+};
+// Best of several runs each; takes a few seconds and about 9 GiB of device memory.
+Result<DeviceCeilings> measureDeviceCeilings(int device);
+
+// Loads the llama weights of `file` (F32, F16, BF16 or Q8_0 tensors, converted to bfloat16) onto
+// the device and sizes the KV pools. RESOURCE_EXHAUSTED, naming what was needed and what the
+// device has, for a model or a num_blocks that does not fit; INVALID_ARGUMENT for bad settings;
+// the file may be closed afterwards.
+Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::GgufFile& file,
+                                                           const CudaRunnerConfig& config);
+
+}  // namespace kvferry::engine
