@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/engine_bench_cuda.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 #include "node_agent/engine/cpu/cpu_kernels.h"
@@ -47,6 +48,18 @@ memory-bandwidth ceiling of decode measured in the same run.
   -h, --help             this text
 
 Runs take seconds with the defaults; weights are F16 in the generated file, float32 in memory.
+
+With --device cuda, the CUDA engine on one GPU instead (scripts/bench_gpu.sh runs it):
+
+  --device cuda          required first
+  --model GGUF           the model to load (kvferry-make-model writes real shapes)
+  --name NAME            its name in the output (default: model)
+  --gpu N                the device (default 0)
+  --prefill LIST         prompt lengths to prefill (default 1024,8192)
+  --batch LIST           decode batch sizes (default 1,32,128,256)
+  --context N            prompt tokens of each sequence of a batch > 1 (default 512)
+  --decode-steps N       timed steps of a batch > 1 (default 64; batch 1 runs 256 from 128)
+  --json PATH            also write the results as JSON
 )";
 
 struct Shape {
@@ -269,6 +282,37 @@ Result<std::vector<uint32_t>> parseList(std::string_view flag, std::string_view 
   return out;
 }
 
+Result<std::optional<CudaBenchOptions>> parseCudaArgs(int argc, char** argv) {
+  CudaBenchOptions options;
+  for (int i = 3; i < argc; ++i) {
+    const std::string_view flag = argv[i];
+    if (flag == "-h" || flag == "--help") return std::optional<CudaBenchOptions>();
+    if (i + 1 >= argc) return invalidArgument(std::string(flag) + ": missing value");
+    const std::string_view value = argv[++i];
+    if (flag == "--model") {
+      options.model = value;
+    } else if (flag == "--name") {
+      options.name = value;
+    } else if (flag == "--json") {
+      options.json_path = value;
+    } else if (flag == "--prefill") {
+      ASSIGN_OR_RETURN(options.prefill_tokens, parseList(flag, value));
+    } else if (flag == "--batch") {
+      ASSIGN_OR_RETURN(options.decode_batches, parseList(flag, value));
+    } else if (flag == "--gpu" || flag == "--context" || flag == "--decode-steps") {
+      ASSIGN_OR_RETURN(const std::vector<uint32_t> number, parseList(flag, value));
+      if (number.size() != 1) return invalidArgument(std::string(flag) + ": one number");
+      if (flag == "--gpu") options.gpu = static_cast<int>(number[0]);
+      if (flag == "--context") options.decode_context = number[0];
+      if (flag == "--decode-steps") options.decode_steps = number[0];
+    } else {
+      return invalidArgument("unknown option '" + std::string(flag) + "' (see --help)");
+    }
+  }
+  if (options.model.empty()) return invalidArgument("--device cuda needs --model GGUF");
+  return std::optional<CudaBenchOptions>(std::move(options));
+}
+
 Result<std::optional<Options>> parseArgs(int argc, char** argv) {
   Options options;
   bool models_given = false;
@@ -384,6 +428,23 @@ Status run(const Options& options) {
 }  // namespace kvferry::engine
 
 int main(int argc, char** argv) {
+  if (argc >= 3 && std::string_view(argv[1]) == "--device" && std::string_view(argv[2]) == "cuda") {
+    auto cuda = kvferry::engine::parseCudaArgs(argc, argv);
+    if (!cuda.isOk()) {
+      std::fprintf(stderr, "engine_bench: %s\n", cuda.status().message().c_str());
+      return 2;
+    }
+    if (!cuda->has_value()) {
+      std::fputs(kvferry::engine::kUsage, stdout);
+      return 0;
+    }
+    const kvferry::Status status = kvferry::engine::runCudaBench(**cuda);
+    if (!status.isOk()) {
+      std::fprintf(stderr, "engine_bench: %s\n", status.toString().c_str());
+      return 1;
+    }
+    return 0;
+  }
   kvferry::Result<std::optional<kvferry::engine::Options>> options =
       kvferry::engine::parseArgs(argc, argv);
   if (!options.isOk()) {

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The GPU evaluation of the CUDA engine, in one run on one GPU host (results/gpu/ holds the
+# committed outputs of a run on an H200):
+#
+#   scripts/bench_gpu.sh [--out DIR] [--shapes "llama-3.2-1b llama-3.1-8b"] [--stages LIST]
+#
+# Stages (default all, in this order; a failed stage is reported and the rest still run):
+#   build      scripts/build_gpu.sh (Release, build/gpu)
+#   tests      ctest -L gpu (kernels against CPU references, the engine against the CPU engine,
+#              the stories260K goldens, prefix hits, batching, export/import, graphs)
+#   reference  per shape: kvferry-make-model writes random weights from a seed (GGUF +
+#              config.json); kvferry-dump-logits runs the engine on fixed prompts;
+#              scripts/gpu_reference.py runs transformers' LlamaForCausalLM on the same weights,
+#              compares logits and greedy tokens, and measures transformers' throughput
+#   bench      per shape: engine_bench --device cuda (prefill 1K/8K, decode batch 1/32/128/256,
+#              each next to its ceiling measured in the same run)
+# Every stage writes DIR/<stage>[-<shape>].log and, where it has one, a JSON result.
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/bench-results/gpu"
+shapes="llama-3.2-1b llama-3.1-8b"
+stages="build tests reference bench"
+models="${KVFERRY_GPU_MODELS:-/tmp/kvferry-models}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --shapes) shapes="$2"; shift 2 ;;
+    --stages) stages="$2"; shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench_gpu.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out" "$models"
+build="$root/build/gpu"
+failed=()
+
+stage() {  # stage NAME LOG COMMAND...: runs, logs, and remembers a failure
+  local name="$1" log="$2"
+  shift 2
+  echo "== $name ($(date +%H:%M:%S))"
+  local started=$SECONDS
+  if "$@" >"$log" 2>&1; then
+    echo "   ok in $((SECONDS - started)) s"
+  else
+    echo "   FAILED in $((SECONDS - started)) s; the end of $log:"
+    tail -n 25 "$log" | sed 's/^/   | /'
+    failed+=("$name")
+  fi
+}
+
+wants() { [[ " $stages " == *" $1 "* ]]; }
+
+{
+  echo "host: $(hostname), $(nproc) cores"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
+} | tee "$out/machine.txt"
+
+wants build && stage build "$out/build.log" "$root/scripts/build_gpu.sh" "$build" \
+  engine_gpu_tests kvferry-make-model kvferry-dump-logits engine_bench
+wants tests && stage tests "$out/tests.log" \
+  ctest --test-dir "$build" -L gpu --output-on-failure --timeout 900
+
+# Fixed prompts: token ids from a fixed LCG, lengths across tiles and blocks.
+prompts="$out/prompts.json"
+python3 - "$prompts" <<'PY'
+import json, sys
+state, prompts = 12345, []
+for length in (5, 17, 33, 48, 64, 80, 100, 128, 150, 200):
+    ids = [1]
+    while len(ids) < length:
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        ids.append(3 + (state >> 33) % 120000)
+    prompts.append(ids)
+json.dump(prompts, open(sys.argv[1], "w"))
+PY
+
+for shape in $shapes; do
+  dir="$models/$shape"
+  if wants reference || wants bench; then
+    [ -f "$dir/model.gguf" ] || stage "model $shape" "$out/model-$shape.log" \
+      "$build/model/kvferry-make-model" --shape "$shape" --out "$dir" --seed 1
+  fi
+  if wants reference; then
+    stage "dump $shape" "$out/dump-$shape.log" "$build/bench/kvferry-dump-logits" \
+      --model "$dir/model.gguf" --prompts "$prompts" --out "$dir/logits.bin" \
+      --tokens "$out/tokens-$shape.json" --steps 32
+    stage "reference $shape" "$out/reference-$shape.log" env PYTHONUNBUFFERED=1 python3 \
+      "$root/scripts/gpu_reference.py" --gguf "$dir/model.gguf" --config "$dir/config.json" \
+      --prompts "$prompts" --logits "$dir/logits.bin" --tokens "$out/tokens-$shape.json" \
+      --bench --json "$out/reference-$shape.json"
+    rm -f "$dir/logits.bin"
+  fi
+  if wants bench; then
+    stage "bench $shape" "$out/bench-$shape.log" "$build/bench/engine_bench" --device cuda \
+      --model "$dir/model.gguf" --name "$shape" --json "$out/bench-$shape.json"
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "bench_gpu.sh: failed: ${failed[*]}"
+  exit 1
+fi
+echo "bench_gpu.sh: all stages passed; results in $out"
