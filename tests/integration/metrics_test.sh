@@ -33,12 +33,13 @@ fail() {
   exit 1
 }
 
-for tool in prometheus promtool; do
-  command -v "$tool" >/dev/null ||
-    fail "'$tool' is not installed: run scripts/install_deps.sh (Debian package 'prometheus')"
-done
-for tool in jq curl node; do
-  command -v "$tool" >/dev/null || fail "'$tool' is not installed: run scripts/install_deps.sh"
+# Exit 77 (ctest: skipped) on a host without the tools, e.g. a GPU machine that cannot install
+# packages; scripts/install_deps.sh installs them everywhere CI runs.
+for tool in prometheus promtool jq curl node; do
+  command -v "$tool" >/dev/null || {
+    echo "SKIP: '$tool' is not installed (scripts/install_deps.sh installs it)"
+    exit 77
+  }
 done
 for bin in "$orchestrator_bin" "$agent_bin" "$bench_bin"; do
   [ -x "$bin" ] || fail "$bin is not built"

@@ -5,13 +5,18 @@ set -euo pipefail
 test_file="${1:?usage: run_node_tests.sh TEST_FILE}"
 : "${KVFERRY_BIN_DIR:?set KVFERRY_BIN_DIR to the build directory}"
 : "${KVFERRY_MODEL:?set KVFERRY_MODEL to the GGUF model}"
+# Exit 77 (ctest: skipped) without Node.js, or without the client and a registry to fetch it from.
+command -v node >/dev/null || { echo "SKIP: node is not installed (scripts/install_deps.sh)"; exit 77; }
 npm_dir="$(cd "$KVFERRY_BIN_DIR" && pwd)/npm"
 openai_version=4.104.0
 if [ ! -f "$npm_dir/node_modules/openai/package.json" ] ||
    ! grep -q "\"version\": \"$openai_version\"" "$npm_dir/node_modules/openai/package.json"; then
   mkdir -p "$npm_dir"
-  npm install --prefix "$npm_dir" --no-save --no-audit --no-fund --loglevel=error \
-    "openai@$openai_version" >/dev/null
+  if ! npm install --prefix "$npm_dir" --no-save --no-audit --no-fund --loglevel=error \
+    "openai@$openai_version" >/dev/null; then
+    echo "SKIP: the openai npm package $openai_version could not be installed (no registry?)"
+    exit 77
+  fi
 fi
 export KVFERRY_OPENAI_MODULE="$npm_dir/node_modules/openai"
 exec node --test --test-concurrency=1 "$test_file"
