@@ -477,12 +477,12 @@ std::string Runner::noPairMessage(const Status& policy_error) const {
 }
 
 void Runner::release(NodeId decode, uint64_t lease_id) {
-  ctx_.fire_and_forget(endpointOf(decode), "/agent/release",
+  ctx_.fire_and_forget(endpointOf(decode), wire::route::kRelease,
                        wire::encode(wire::IdRequest{lease_id}));
 }
 
 void Runner::cancel(NodeId node) {
-  ctx_.fire_and_forget(endpointOf(node), "/agent/cancel",
+  ctx_.fire_and_forget(endpointOf(node), wire::route::kCancel,
                        wire::encode(wire::IdRequest{request_.id}));
 }
 
@@ -508,7 +508,7 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
   output_->watchClient([this, node] { cancel(node); });
   std::string body = wire::encode(generate);
   AttemptResult result =
-      co_await streamTokens(node, "/agent/generate", std::move(body), first_token);
+      co_await streamTokens(node, wire::route::kGenerate, std::move(body), first_token);
   output_->unwatchClient();
   if (result) cancel(node);  // the agent may still be computing the prompt (a timeout)
   if (prefilling) {
@@ -530,7 +530,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   reserve.tokens = input_.tokens;
   reserve.lease_ms = ctx_.config.lease_ms;
   Result<http::Response> reserved = co_await ctx_.agents.request(
-      decode_endpoint, http::Verb::post, "/agent/reserve", wire::encode(reserve), timeout_);
+      decode_endpoint, http::Verb::post, wire::route::kReserve, wire::encode(reserve), timeout_);
   if (!reserved.isOk()) {
     co_return Failure{reserved.status().withContext("reserve on " + label(decode)), decode};
   }
@@ -559,7 +559,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
     release(decode, lease_id);
   });
   Result<http::Response> prefilled =
-      co_await ctx_.agents.request(prefill_endpoint, http::Verb::post, "/agent/prefill",
+      co_await ctx_.agents.request(prefill_endpoint, http::Verb::post, wire::route::kPrefill,
                                    wire::encode(prefill_request), timeout_);
   output_->unwatchClient();
   ctx_.registry.endPrefill(prefill, prefill_tokens);
@@ -607,7 +607,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   ctx_.registry.beginDecode(decode);
   const std::function<void()> nothing = [] {};
   AttemptResult result =
-      co_await streamTokens(decode, "/agent/decode", wire::encode(decode_request), nothing);
+      co_await streamTokens(decode, wire::route::kDecode, wire::encode(decode_request), nothing);
   ctx_.registry.endDecode(decode);
   // A decode that ended normally ended the lease; otherwise make sure it ends (idempotent).
   if (result || output_->clientGone()) release(decode, lease->lease_id);

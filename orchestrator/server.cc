@@ -202,15 +202,15 @@ void OrchestratorServer::Impl::addRoutes() {
   http_.route(Verb::get, "/metrics", [this, self](const Request&, ResponseWriter& writer) {
     return metricsPage(self(), writer);
   });
-  http_.route(Verb::post, "/v1/agents/register",
+  http_.route(Verb::post, wire::route::kRegister,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return registerAgent(self(), request, writer);
               });
-  http_.route(Verb::post, "/v1/agents/heartbeat",
+  http_.route(Verb::post, wire::route::kHeartbeat,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return heartbeat(self(), request, writer);
               });
-  http_.route(Verb::post, "/v1/agents/leave",
+  http_.route(Verb::post, wire::route::kLeave,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return leave(self(), request, writer);
               });

@@ -43,19 +43,19 @@ class FakeAgent {
  public:
   FakeAgent(asio::io_context& io, std::string role, std::vector<int32_t> tokens)
       : io_(io), role_(std::move(role)), tokens_(std::move(tokens)), server_(io, {}) {
-    server_.route(Verb::post, "/agent/generate",
+    server_.route(Verb::post, wire::route::kGenerate,
                   [this](const Request& r, ResponseWriter& w) { return generate(r, w); });
-    server_.route(Verb::post, "/agent/reserve",
+    server_.route(Verb::post, wire::route::kReserve,
                   [this](const Request& r, ResponseWriter& w) { return reserve(r, w); });
-    server_.route(Verb::post, "/agent/prefill",
+    server_.route(Verb::post, wire::route::kPrefill,
                   [this](const Request& r, ResponseWriter& w) { return prefill(r, w); });
-    server_.route(Verb::post, "/agent/decode",
+    server_.route(Verb::post, wire::route::kDecode,
                   [this](const Request& r, ResponseWriter& w) { return decode(r, w); });
-    server_.route(Verb::post, "/agent/release", [this](const Request&, ResponseWriter& w) {
+    server_.route(Verb::post, wire::route::kRelease, [this](const Request&, ResponseWriter& w) {
       ++releases;
       return ok(w);
     });
-    server_.route(Verb::post, "/agent/cancel", [this](const Request&, ResponseWriter& w) {
+    server_.route(Verb::post, wire::route::kCancel, [this](const Request&, ResponseWriter& w) {
       ++cancels;
       return ok(w);
     });
@@ -323,7 +323,7 @@ class ServerTest : public ::testing::Test {
     agents_.push_back(std::make_unique<FakeAgent>(io_, role, encode("upon a time there was")));
     FakeAgent& agent = *agents_.back();
     http::Response r =
-        post("/v1/agents/register", wire::encode(registration(agent, max_sequence_tokens)));
+        post(wire::route::kRegister, wire::encode(registration(agent, max_sequence_tokens)));
     EXPECT_EQ(r.status, 200u) << r.body;
     return agent;
   }
@@ -454,7 +454,7 @@ TEST_F(ServerTest, HealthTurnsOkWhenAPrefillAndADecodeNodeAreLive) {
   EXPECT_TRUE(nodes.at(1).as_object().contains("last_heartbeat_ms_ago"));
 
   // Leaving takes the node out at once.
-  r = post("/v1/agents/leave", R"({"node_id":1})");
+  r = post(wire::route::kLeave, R"({"node_id":1})");
   EXPECT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(call(Verb::get, "/health").status, 503u);
 }
@@ -464,7 +464,7 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
   agents_.push_back(std::make_unique<FakeAgent>(io_, "decode", std::vector<int32_t>{1}));
   wire::RegisterRequest r = registration(*agents_.back(), 0);
   r.block_tokens = served_->identity.block_tokens * 2;
-  auto answer = post("/v1/agents/register", wire::encode(r));
+  auto answer = post(wire::route::kRegister, wire::encode(r));
   EXPECT_EQ(answer.status, 409u);
   EXPECT_NE(errorMessage(answer).find("block_tokens " + std::to_string(r.block_tokens) +
                                       " differs from the cluster's " +
@@ -473,11 +473,11 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
       << answer.body;
   r = registration(*agents_.back(), 0);
   r.role = "gpu";
-  EXPECT_EQ(post("/v1/agents/register", wire::encode(r)).status, 400u);
-  EXPECT_EQ(post("/v1/agents/register", "{}").status, 400u);
+  EXPECT_EQ(post(wire::route::kRegister, wire::encode(r)).status, 400u);
+  EXPECT_EQ(post(wire::route::kRegister, "{}").status, 400u);
 
   r = registration(*agents_.back(), 0);
-  answer = post("/v1/agents/register", wire::encode(r));
+  answer = post(wire::route::kRegister, wire::encode(r));
   ASSERT_EQ(answer.status, 200u) << answer.body;
   auto registered = wire::decode<wire::RegisterResponse>(answer.body);
   ASSERT_TRUE(registered.isOk());
@@ -488,11 +488,11 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
   wire::HeartbeatRequest hb;
   hb.node_id = 0;
   hb.kv_events = {{1, {10, 11}, {}}};
-  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  answer = post(wire::route::kHeartbeat, wire::encode(hb));
   EXPECT_EQ(answer.status, 200u) << answer.body;
   EXPECT_EQ(parse(call(Verb::get, "/v1/nodes").body).at(0).at("cached_blocks").as_int64(), 2);
   hb.node_id = 5;
-  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  answer = post(wire::route::kHeartbeat, wire::encode(hb));
   EXPECT_EQ(answer.status, 404u);
 }
 
