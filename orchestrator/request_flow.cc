@@ -494,15 +494,12 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
   generate.max_new_tokens = input_.max_new_tokens;
   generate.stop_tokens = ctx_.model.stop_tokens;
   generate.rng_draws = input_.rng_draws;
-  ctx_.registry.beginPrefill(node, prefill_tokens);
-  bool prefilling = true;
+  NodeRegistry::WorkTicket work = ctx_.registry.startPrefill(node, prefill_tokens);
   // Named, not a temporary of the co_await expression: GCC 12 mishandles closures and
   // std::function temporaries there (double destruction).
   const std::function<void()> first_token = [&] {
     output_->unwatchClient();
-    ctx_.registry.endPrefill(node, prefill_tokens);
-    ctx_.registry.beginDecode(node);
-    prefilling = false;
+    work.decoding();
   };
   // A client that leaves while its prompt waits or prefills: stop the work on the agent.
   output_->watchClient([this, node] { cancel(node); });
@@ -511,11 +508,6 @@ Task<Runner::AttemptResult> Runner::runColocated(NodeId node, uint64_t prefill_t
       co_await streamTokens(node, wire::route::kGenerate, std::move(body), first_token);
   output_->unwatchClient();
   if (result) cancel(node);  // the agent may still be computing the prompt (a timeout)
-  if (prefilling) {
-    ctx_.registry.endPrefill(node, prefill_tokens);
-  } else {
-    ctx_.registry.endDecode(node);
-  }
   co_return result;
 }
 
@@ -551,7 +543,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   prefill_request.target.block_ids = lease->block_ids;
   prefill_request.target.cached_blocks = lease->cached_blocks;
   prefill_request.target.regions = lease->regions;
-  ctx_.registry.beginPrefill(prefill, prefill_tokens);
+  NodeRegistry::WorkTicket prefilling = ctx_.registry.startPrefill(prefill, prefill_tokens);
   // A client that leaves during the prefill: cancel it (a queued prefill never runs) and free
   // the reservation now.
   output_->watchClient([this, prefill, decode, lease_id = lease->lease_id] {
@@ -562,7 +554,7 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
       co_await ctx_.agents.request(prefill_endpoint, http::Verb::post, wire::route::kPrefill,
                                    wire::encode(prefill_request), timeout_);
   output_->unwatchClient();
-  ctx_.registry.endPrefill(prefill, prefill_tokens);
+  prefilling.end();
   if (output_->clientGone()) co_return std::nullopt;  // cancelled and released above
   if (!prefilled.isOk()) {
     // It may still be computing: stop it, and free the reservation.
@@ -604,11 +596,11 @@ Task<Runner::AttemptResult> Runner::runSplit(NodeId prefill, NodeId decode,
   decode_request.rng_draws = first->rng_draws;
   decode_request.max_new_tokens = input_.max_new_tokens - 1;
   decode_request.stop_tokens = ctx_.model.stop_tokens;
-  ctx_.registry.beginDecode(decode);
+  NodeRegistry::WorkTicket decoding = ctx_.registry.startDecode(decode);
   const std::function<void()> nothing = [] {};
   AttemptResult result =
       co_await streamTokens(decode, wire::route::kDecode, wire::encode(decode_request), nothing);
-  ctx_.registry.endDecode(decode);
+  decoding.end();
   // A decode that ended normally ended the lease; otherwise make sure it ends (idempotent).
   if (result || output_->clientGone()) release(decode, lease->lease_id);
   co_return result;
