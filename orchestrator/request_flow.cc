@@ -13,8 +13,8 @@
 
 #include "model/cluster_identity.h"
 #include "model/gguf.h"
-#include "orchestrator/api/detokenizer.h"
-#include "orchestrator/api/response.h"
+#include "orchestrator/openai/detokenizer.h"
+#include "orchestrator/openai/response.h"
 
 // GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
 // awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame

@@ -34,9 +34,9 @@
 #include "model/block_hash.h"
 #include "model/llama_params.h"
 #include "model/tokenizer.h"
-#include "orchestrator/api/chat_template.h"
-#include "orchestrator/api/request.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/openai/chat_template.h"
+#include "orchestrator/openai/request.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/scheduler/policy.h"
 

@@ -16,9 +16,9 @@
 
 #include "common/control_wire.h"
 #include "orchestrator/admission.h"
-#include "orchestrator/api/request.h"
-#include "orchestrator/api/response.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/openai/request.h"
+#include "orchestrator/openai/response.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/request_flow.h"
 #include "orchestrator/scheduler/policy.h"
