@@ -32,29 +32,14 @@
 #include "common/http.h"
 #include "config/config.h"
 #include "model/block_hash.h"
-#include "model/llama_params.h"
 #include "model/tokenizer.h"
 #include "orchestrator/metrics.h"
-#include "orchestrator/openai/chat_template.h"
 #include "orchestrator/openai/request.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/scheduler/policy.h"
+#include "orchestrator/served_model.h"
 
 namespace kvferry::orchestrator {
-
-// What the orchestrator reads from its model file once, at start.
-struct ServedModel {
-  std::string name;  // the model id of the API: config model.name, else the file's stem
-  model::LlamaParams params;
-  std::unique_ptr<model::Tokenizer> tokenizer;
-  openai::ChatTemplate chat_template;
-  std::vector<model::TokenId> stop_tokens;  // the template's: EOS, end of turn
-  model::BlockHashSeed hash_seed;
-  ClusterIdentity identity;
-
-  // Opens config.path; errors name the file.
-  static Result<ServedModel> load(const config::ModelConfig& config);
-};
 
 // A request that passed validation, tokenized and hashed, ready to schedule.
 struct PreparedRequest {
