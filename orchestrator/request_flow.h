@@ -16,6 +16,9 @@
 // stream that has begun ends with an SSE error event and [DONE]; otherwise the client gets the
 // HTTP error (502 when tokens had been produced, 503 when not).
 //
+// The agent calls go through FlowContext::agents (agent_client.h); the answer is rendered by
+// openai::AnswerRenderer and written to the client by AnswerWriter (answer_writer.h).
+//
 // Owner: the orchestrator's io_context thread; every function here runs on it.
 #pragma once
 
@@ -33,6 +36,7 @@
 #include "config/config.h"
 #include "model/block_hash.h"
 #include "model/tokenizer.h"
+#include "orchestrator/agent_client.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/openai/request.h"
 #include "orchestrator/registry.h"
@@ -84,11 +88,9 @@ struct FlowContext {
   const ServedModel& model;
   NodeRegistry& registry;
   scheduler::Policy& policy;
-  http::ClientPool& agents;
+  AgentClient& agents;
   // Latencies, phases, routing time, cache prediction and retries are observed here.
   OrchestratorMetrics& metrics;
-  // Sends a best-effort call (release, cancel) in the background; its answer is only logged.
-  std::function<void(http::tcp::endpoint, std::string target, std::string body)> fire_and_forget;
 };
 
 // Schedules, calls the agents and writes the whole answer (or error) to `writer`.
@@ -98,8 +100,8 @@ http::Task<RequestOutcome> runRequest(FlowContext& ctx, const PreparedRequest& r
 // An OpenAI "server_error" with that HTTP status.
 openai::ApiError serverError(int http_status, std::string message);
 
-// Answers `error` with its HTTP status and OpenAI body. `headers` is taken by value: GCC 12
-// destroys a coroutine's default-argument temporary too early.
+// Answers `error` with its HTTP status and OpenAI body. `headers` is taken by value
+// (common/coroutine_rules.h, rule 3).
 http::Task<void> sendApiError(http::ResponseWriter& writer, const openai::ApiError& error,
                               http::ResponseWriter::Headers headers = {});
 
