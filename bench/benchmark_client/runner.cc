@@ -14,13 +14,7 @@
 
 #include "bench/benchmark_client/arrivals.h"
 #include "bench/benchmark_client/sse.h"
-
-// GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
-// awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
-// allocation: a false positive (GCC PR 109224, fixed in GCC 13), silenced as in orchestrator/.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+#include "common/coroutine_rules.h"
 
 namespace kvferry::bench {
 namespace {
@@ -204,7 +198,7 @@ http::Task<void> Runner::conversation(const Conversation& c, size_t first, Phase
   uint32_t history_tokens = 0;
   for (size_t t = 0; t < c.turns.size(); ++t) {
     if (phase.measured && stopping_) break;
-    // Awaited into a local: GCC 12 miscompiles `if (co_await ...)` (see common/http.cc).
+    // Awaited into a local (common/coroutine_rules.h).
     const bool got_slot = co_await slots_.acquire();
     if (!got_slot) break;
     const Turn& turn = c.turns[t];

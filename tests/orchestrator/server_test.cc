@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/control_wire.h"
+#include "common/coroutine_rules.h"
 #include "model/test_data.h"
 #include "orchestrator/request_flow.h"
 
@@ -106,8 +107,8 @@ class FakeAgent {
     return 0;
   }
 
-  // Streams tokens_[from, from + budget) then the finish line. (No co_await inside a condition:
-  // GCC 12 miscompiles some of those.)
+  // Streams tokens_[from, from + budget) then the finish line (common/coroutine_rules.h: no
+  // co_await inside a condition).
   Task<void> stream(ResponseWriter& w, size_t from, uint32_t budget, bool with_cached) {
     ++streams_open;
     bool alive = co_await w.beginStream(HttpStatus::ok, "application/x-ndjson");
