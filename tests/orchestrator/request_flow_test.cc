@@ -23,6 +23,7 @@
 #include "model/test_data.h"
 #include "orchestrator/openai/detokenizer.h"
 #include "orchestrator/openai/request.h"
+#include "orchestrator/registration.h"
 
 namespace kvferry::orchestrator {
 namespace {
@@ -78,20 +79,10 @@ class RequestFlowTest : public ::testing::Test {
 
   // Registers an agent of `role` ("prefill", "decode", "both"); ids are 0, 1, 2, … in order.
   NodeId add(const std::string& role) {
-    const ClusterIdentity& id = model_->identity;
-    wire::RegisterRequest r;
-    r.name = role + std::to_string(registry_.nodes().size());
-    r.role = role;
-    r.control_address = "127.0.0.1:" + std::to_string(9000 + registry_.nodes().size());
-    r.model_fingerprint = id.model_fingerprint;
-    r.tokenizer_hash = id.tokenizer_hash;
-    r.hash_seed_id = id.hash_seed_id;
-    r.block_tokens = id.block_tokens;
-    r.kv_layout = {"f32", id.layers, id.kv_heads, id.head_dim,
-                   uint64_t{id.block_tokens} * id.kv_heads * id.head_dim * 4};
-    r.transport = "tcp";
-    r.transport_blob = "blob-of-" + r.name;
-    r.kv_blocks = 1000;
+    const std::string name = role + std::to_string(registry_.nodes().size());
+    const wire::RegisterRequest r = testing::registrationFor(
+        model_->identity, name, role,
+        "127.0.0.1:" + std::to_string(9000 + registry_.nodes().size()), "blob-of-" + name, 0);
     Result<NodeRegistry::Registered> registered = registry_.registerNode(r, Clock::now());
     EXPECT_TRUE(registered.isOk()) << registered.status().toString();
     return registered.isOk() ? registered->id : 0;

@@ -24,6 +24,7 @@
 #include "common/control_wire.h"
 #include "common/coroutine_rules.h"
 #include "model/test_data.h"
+#include "orchestrator/registration.h"
 #include "orchestrator/request_flow.h"
 
 namespace kvferry::orchestrator {
@@ -330,22 +331,8 @@ class ServerTest : public ::testing::Test {
   }
 
   wire::RegisterRequest registration(const FakeAgent& agent, uint32_t max_sequence_tokens) const {
-    const ClusterIdentity& id = served_->identity;
-    wire::RegisterRequest r;
-    r.name = "fake-" + agent.role();
-    r.role = agent.role();
-    r.control_address = agent.address();
-    r.model_fingerprint = id.model_fingerprint;
-    r.tokenizer_hash = id.tokenizer_hash;
-    r.hash_seed_id = id.hash_seed_id;
-    r.block_tokens = id.block_tokens;
-    r.kv_layout = {"f32", id.layers, id.kv_heads, id.head_dim,
-                   uint64_t{id.block_tokens} * id.kv_heads * id.head_dim * 4};
-    r.transport = "tcp";
-    r.transport_blob = agent.blob();
-    r.kv_blocks = 1000;
-    r.max_sequence_tokens = max_sequence_tokens;
-    return r;
+    return testing::registrationFor(served_->identity, "fake-" + agent.role(), agent.role(),
+                                    agent.address(), agent.blob(), max_sequence_tokens);
   }
 
   static json::value parse(const std::string& body) {

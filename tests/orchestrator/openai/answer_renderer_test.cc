@@ -8,9 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/gguf.h"
-#include "model/test_data.h"
-#include "model/tokenizer.h"
+#include "orchestrator/openai/stories_tokenizer_test.h"
 
 namespace kvferry::openai {
 namespace {
@@ -55,25 +53,8 @@ std::string content(const std::vector<json::value>& stream) {
   return text;
 }
 
-class AnswerRendererTest : public ::testing::Test {
+class AnswerRendererTest : public testing::StoriesTokenizerTest {
  protected:
-  static void SetUpTestSuite() {
-    Result<model::GgufFile> file = model::GgufFile::open(model::testing::storiesPath());
-    ASSERT_TRUE(file.isOk()) << file.status().toString();
-    Result<std::unique_ptr<model::Tokenizer>> tokenizer = model::makeTokenizer(*file);
-    ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
-    tokenizer_ = std::move(tokenizer).value().release();
-  }
-  static void TearDownTestSuite() { delete tokenizer_; }
-
-  static std::vector<TokenId> encode(std::string_view text, bool add_bos) {
-    model::EncodeOptions options;
-    options.add_bos = add_bos;
-    Result<std::vector<TokenId>> ids = tokenizer_->encode(text, options);
-    EXPECT_TRUE(ids.isOk()) << ids.status().toString();
-    return ids.isOk() ? *ids : std::vector<TokenId>{};
-  }
-
   AnswerSpec spec(bool stream) const {
     AnswerSpec s;
     s.stream = stream;
@@ -84,15 +65,12 @@ class AnswerRendererTest : public ::testing::Test {
     s.max_tokens = 100;
     return s;
   }
-  AnswerRenderer renderer(AnswerSpec s) const { return AnswerRenderer(s, *tokenizer_, prompt_); }
+  AnswerRenderer renderer(AnswerSpec s) const { return AnswerRenderer(s, tok(), prompt_); }
 
-  static model::Tokenizer* tokenizer_;
   const std::vector<TokenId> prompt_ = encode("Once upon a time", true);
   // Follows the prompt, so its first piece keeps its space: " there was a little girl".
   const std::vector<TokenId> answer_ = encode("there was a little girl", false);
 };
-
-model::Tokenizer* AnswerRendererTest::tokenizer_ = nullptr;
 
 TEST_F(AnswerRendererTest, AStreamedChatOpensWithTheRoleAndCarriesTheAnswersText) {
   AnswerRenderer out = renderer(spec(true));
