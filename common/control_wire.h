@@ -18,6 +18,23 @@
 
 namespace kvferry::wire {
 
+// The control plane's paths, named once for the side that serves them and the side that calls
+// them (docs/control_plane.md). Arrays, not string_views, so they convert to the std::string a
+// route or a request target takes.
+namespace route {
+// Served by the orchestrator, called by the agents.
+inline constexpr char kRegister[] = "/v1/agents/register";
+inline constexpr char kHeartbeat[] = "/v1/agents/heartbeat";
+inline constexpr char kLeave[] = "/v1/agents/leave";
+// Served by the agents (their control API), called by the orchestrator.
+inline constexpr char kReserve[] = "/agent/reserve";
+inline constexpr char kPrefill[] = "/agent/prefill";
+inline constexpr char kDecode[] = "/agent/decode";
+inline constexpr char kGenerate[] = "/agent/generate";
+inline constexpr char kRelease[] = "/agent/release";
+inline constexpr char kCancel[] = "/agent/cancel";
+}  // namespace route
+
 // ---- agent → orchestrator ----
 
 struct KvLayout {

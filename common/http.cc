@@ -444,7 +444,7 @@ Task<Result<Response>> ClientPool::streamLines(
     pending.append(chunk, got);
     size_t start = 0;
     for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-      // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+      // Awaited into a local (common/coroutine_rules.h).
       const bool more = co_await on_line(std::string_view(pending).substr(start, nl - start));
       if (!more) {
         co_return response;  // the stream closes with the connection

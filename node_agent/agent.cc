@@ -433,12 +433,12 @@ void NodeAgentImpl::routes() {
       return (this->*method)(r, w);
     };
   };
-  server_.route(Verb::post, "/agent/reserve", bind(&NodeAgentImpl::handleReserve));
-  server_.route(Verb::post, "/agent/prefill", bind(&NodeAgentImpl::handlePrefill));
-  server_.route(Verb::post, "/agent/decode", bind(&NodeAgentImpl::handleDecode));
-  server_.route(Verb::post, "/agent/generate", bind(&NodeAgentImpl::handleGenerate));
-  server_.route(Verb::post, "/agent/release", bind(&NodeAgentImpl::handleRelease));
-  server_.route(Verb::post, "/agent/cancel", bind(&NodeAgentImpl::handleCancel));
+  server_.route(Verb::post, wire::route::kReserve, bind(&NodeAgentImpl::handleReserve));
+  server_.route(Verb::post, wire::route::kPrefill, bind(&NodeAgentImpl::handlePrefill));
+  server_.route(Verb::post, wire::route::kDecode, bind(&NodeAgentImpl::handleDecode));
+  server_.route(Verb::post, wire::route::kGenerate, bind(&NodeAgentImpl::handleGenerate));
+  server_.route(Verb::post, wire::route::kRelease, bind(&NodeAgentImpl::handleRelease));
+  server_.route(Verb::post, wire::route::kCancel, bind(&NodeAgentImpl::handleCancel));
   server_.route(Verb::get, "/metrics", bind(&NodeAgentImpl::handleMetrics));
   server_.route(Verb::get, "/health",
                 [this](const http::Request&, http::ResponseWriter& w) -> Task<void> {

@@ -3,12 +3,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-// GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
-// awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
-// allocation: a false positive (GCC PR 109224, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+#include "common/coroutine_rules.h"
 
 namespace kvferry::orchestrator {
 

@@ -173,13 +173,47 @@ std::vector<NodeId> NodeRegistry::expire(Clock::time_point now) {
   return died;
 }
 
-void NodeRegistry::beginPrefill(NodeId id, uint64_t tokens) {
+NodeRegistry::WorkTicket& NodeRegistry::WorkTicket::operator=(WorkTicket&& other) noexcept {
+  if (this != &other) {
+    end();
+    registry_ = std::exchange(other.registry_, nullptr);
+    node_ = other.node_;
+    phase_ = std::exchange(other.phase_, Phase::kNone);
+    prefill_tokens_ = other.prefill_tokens_;
+  }
+  return *this;
+}
+
+void NodeRegistry::WorkTicket::decoding() {
+  if (phase_ != Phase::kPrefill) return;
+  registry_->uncountPrefill(node_, prefill_tokens_);
+  registry_->countDecode(node_);
+  phase_ = Phase::kDecode;
+}
+
+void NodeRegistry::WorkTicket::end() {
+  if (phase_ == Phase::kPrefill) registry_->uncountPrefill(node_, prefill_tokens_);
+  if (phase_ == Phase::kDecode) registry_->uncountDecode(node_);
+  phase_ = Phase::kNone;
+}
+
+NodeRegistry::WorkTicket NodeRegistry::startPrefill(NodeId id, uint64_t tokens) {
+  countPrefill(id, tokens);
+  return WorkTicket(this, id, WorkTicket::Phase::kPrefill, tokens);
+}
+
+NodeRegistry::WorkTicket NodeRegistry::startDecode(NodeId id) {
+  countDecode(id);
+  return WorkTicket(this, id, WorkTicket::Phase::kDecode, 0);
+}
+
+void NodeRegistry::countPrefill(NodeId id, uint64_t tokens) {
   if (id >= nodes_.size()) return;
   nodes_[id].local_prefill_tokens += tokens;
   nodes_[id].local_prefill_requests += 1;
 }
 
-void NodeRegistry::endPrefill(NodeId id, uint64_t tokens) {
+void NodeRegistry::uncountPrefill(NodeId id, uint64_t tokens) {
   if (id >= nodes_.size()) return;
   NodeRecord& node = nodes_[id];
   node.local_prefill_tokens = saturatingSub(node.local_prefill_tokens, tokens);
@@ -187,11 +221,11 @@ void NodeRegistry::endPrefill(NodeId id, uint64_t tokens) {
       static_cast<uint32_t>(saturatingSub(node.local_prefill_requests, 1));
 }
 
-void NodeRegistry::beginDecode(NodeId id) {
+void NodeRegistry::countDecode(NodeId id) {
   if (id < nodes_.size()) nodes_[id].local_decode_seqs += 1;
 }
 
-void NodeRegistry::endDecode(NodeId id) {
+void NodeRegistry::uncountDecode(NodeId id) {
   if (id >= nodes_.size()) return;
   nodes_[id].local_decode_seqs =
       static_cast<uint32_t>(saturatingSub(nodes_[id].local_decode_seqs, 1));

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/control_wire.h"
@@ -102,12 +103,38 @@ class NodeRegistry {
   // entries and returns those nodes' ids (ascending).
   std::vector<NodeId> expire(Clock::time_point now);
 
-  // Work the orchestrator sent a node (begin) and that ended there (end), counted until the
-  // node's own report shows it: the view uses the larger of the two.
-  void beginPrefill(NodeId id, uint64_t tokens);
-  void endPrefill(NodeId id, uint64_t tokens);
-  void beginDecode(NodeId id);
-  void endDecode(NodeId id);
+  // Work the orchestrator sent a node, counted while the ticket lives, so the view does not lag
+  // a heartbeat behind a burst of requests (it uses the larger of this count and the node's own
+  // report). A ticket counts a prefill of `tokens` tokens, or one decoding sequence; decoding()
+  // turns a prefill into the sequence it became. Move-only; it must not outlive its registry.
+  // Owner: the registry's thread.
+  class WorkTicket {
+   public:
+    WorkTicket() = default;  // counts nothing
+    WorkTicket(WorkTicket&& other) noexcept { *this = std::move(other); }
+    WorkTicket& operator=(WorkTicket&& other) noexcept;
+    WorkTicket(const WorkTicket&) = delete;
+    WorkTicket& operator=(const WorkTicket&) = delete;
+    ~WorkTicket() { end(); }
+
+    // The prefill this ticket counts has produced its first token: count a decoding sequence.
+    void decoding();
+    // Stops counting (the destructor does it too).
+    void end();
+
+   private:
+    friend class NodeRegistry;
+    enum class Phase : uint8_t { kNone, kPrefill, kDecode };
+    WorkTicket(NodeRegistry* registry, NodeId node, Phase phase, uint64_t prefill_tokens)
+        : registry_(registry), node_(node), phase_(phase), prefill_tokens_(prefill_tokens) {}
+
+    NodeRegistry* registry_ = nullptr;
+    NodeId node_ = 0;
+    Phase phase_ = Phase::kNone;
+    uint64_t prefill_tokens_ = 0;
+  };
+  [[nodiscard]] WorkTicket startPrefill(NodeId id, uint64_t tokens);
+  [[nodiscard]] WorkTicket startDecode(NodeId id);
 
   // The scheduler's snapshot: one NodeState per id ever registered; alive only for alive,
   // non-draining nodes. Refers to this registry's prefix index: use it before the next change.
@@ -130,6 +157,11 @@ class NodeRegistry {
 
  private:
   NodeRecord* liveNode(NodeId id);
+  // What tickets count (NodeRecord::local_*); an end never takes a count below zero.
+  void countPrefill(NodeId id, uint64_t tokens);
+  void uncountPrefill(NodeId id, uint64_t tokens);
+  void countDecode(NodeId id);
+  void uncountDecode(NodeId id);
   void retire(NodeRecord& node, NodeLiveness liveness);
 
   const ClusterIdentity identity_;

@@ -16,6 +16,9 @@
 // stream that has begun ends with an SSE error event and [DONE]; otherwise the client gets the
 // HTTP error (502 when tokens had been produced, 503 when not).
 //
+// The agent calls go through FlowContext::agents (agent_client.h); the answer is rendered by
+// openai::AnswerRenderer and written to the client by AnswerWriter (answer_writer.h).
+//
 // Owner: the orchestrator's io_context thread; every function here runs on it.
 #pragma once
 
@@ -32,29 +35,15 @@
 #include "common/http.h"
 #include "config/config.h"
 #include "model/block_hash.h"
-#include "model/llama_params.h"
 #include "model/tokenizer.h"
-#include "orchestrator/api/chat_template.h"
-#include "orchestrator/api/request.h"
+#include "orchestrator/agent_client.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/openai/request.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/scheduler/policy.h"
+#include "orchestrator/served_model.h"
 
 namespace kvferry::orchestrator {
-
-// What the orchestrator reads from its model file once, at start.
-struct ServedModel {
-  std::string name;  // the model id of the API: config model.name, else the file's stem
-  model::LlamaParams params;
-  std::unique_ptr<model::Tokenizer> tokenizer;
-  openai::ChatTemplate chat_template;
-  std::vector<model::TokenId> stop_tokens;  // the template's: EOS, end of turn
-  model::BlockHashSeed hash_seed;
-  ClusterIdentity identity;
-
-  // Opens config.path; errors name the file.
-  static Result<ServedModel> load(const config::ModelConfig& config);
-};
 
 // A request that passed validation, tokenized and hashed, ready to schedule.
 struct PreparedRequest {
@@ -99,11 +88,9 @@ struct FlowContext {
   const ServedModel& model;
   NodeRegistry& registry;
   scheduler::Policy& policy;
-  http::ClientPool& agents;
+  AgentClient& agents;
   // Latencies, phases, routing time, cache prediction and retries are observed here.
   OrchestratorMetrics& metrics;
-  // Sends a best-effort call (release, cancel) in the background; its answer is only logged.
-  std::function<void(http::tcp::endpoint, std::string target, std::string body)> fire_and_forget;
 };
 
 // Schedules, calls the agents and writes the whole answer (or error) to `writer`.
@@ -113,8 +100,8 @@ http::Task<RequestOutcome> runRequest(FlowContext& ctx, const PreparedRequest& r
 // An OpenAI "server_error" with that HTTP status.
 openai::ApiError serverError(int http_status, std::string message);
 
-// Answers `error` with its HTTP status and OpenAI body. `headers` is taken by value: GCC 12
-// destroys a coroutine's default-argument temporary too early.
+// Answers `error` with its HTTP status and OpenAI body. `headers` is taken by value
+// (common/coroutine_rules.h, rule 3).
 http::Task<void> sendApiError(http::ResponseWriter& writer, const openai::ApiError& error,
                               http::ResponseWriter::Headers headers = {});
 

@@ -15,20 +15,15 @@
 #include <variant>
 
 #include "common/control_wire.h"
+#include "common/coroutine_rules.h"
 #include "orchestrator/admission.h"
-#include "orchestrator/api/request.h"
-#include "orchestrator/api/response.h"
+#include "orchestrator/agent_client.h"
 #include "orchestrator/metrics.h"
+#include "orchestrator/openai/request.h"
+#include "orchestrator/openai/response.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/request_flow.h"
 #include "orchestrator/scheduler/policy.h"
-
-// GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
-// awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
-// allocation: a false positive (GCC PR 109224, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
 
 namespace kvferry::orchestrator {
 
@@ -43,8 +38,6 @@ using http::Verb;
 namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
-// Best-effort calls (release, cancel) give up sooner than ordinary agent calls.
-constexpr std::chrono::milliseconds kBestEffortTimeout{5000};
 
 int64_t unixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -89,7 +82,9 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
         registry_(model_.identity, std::chrono::milliseconds(config_.heartbeat_timeout_ms),
                   config_.link_bandwidth_bytes_per_s),
         policy_(std::move(policy)),
-        agents_(io),
+        agent_pool_(io),
+        agents_(agent_pool_, registry_, std::chrono::milliseconds(config_.agent_timeout_ms),
+                [this](Task<void> call) { spawnBestEffort(std::move(call)); }),
         admission_(io, config_.max_inflight, config_.max_queue,
                    std::chrono::milliseconds(config_.queue_timeout_ms)),
         http_(io, http::ServerOptions{}),
@@ -97,15 +92,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
         rng_(seed),
         next_request_id_(rng_()),
         created_(unixSeconds()),
-        flow_{config_,
-              model_,
-              registry_,
-              *policy_,
-              agents_,
-              metrics_,
-              [this](http::tcp::endpoint endpoint, std::string target, std::string body) {
-                fireAndForget(endpoint, std::move(target), std::move(body));
-              }} {}
+        flow_{config_, model_, registry_, *policy_, agents_, metrics_} {}
 
   void addRoutes();
   Status listen() { return http_.listen(config_.listen_address); }
@@ -152,9 +139,10 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   Task<void> heartbeat(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> leave(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> expiryLoop(std::shared_ptr<Impl> self);
-  void fireAndForget(http::tcp::endpoint endpoint, std::string target, std::string body);
-  Task<void> bestEffort(std::shared_ptr<Impl> self, http::tcp::endpoint endpoint,
-                        std::string target, std::string body);
+  // Runs an agent call nobody waits for (release, cancel) in the background, keeping this
+  // object alive until it ends; none once the server stopped.
+  void spawnBestEffort(Task<void> call);
+  static Task<void> keepAliveWhile(std::shared_ptr<Impl> self, Task<void> call);
   void logOutcome(const PreparedRequest& request, const RequestOutcome& outcome) const;
 
   // Declaration order is construction order; teardown runs in reverse.
@@ -165,7 +153,8 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   OrchestratorMetrics metrics_;
   NodeRegistry registry_;
   std::unique_ptr<scheduler::Policy> policy_;
-  http::ClientPool agents_;
+  http::ClientPool agent_pool_;  // connections to the agents' control APIs
+  HttpAgentClient agents_;
   Admission admission_;
   http::Server http_;
   asio::steady_timer expiry_timer_;
@@ -202,15 +191,15 @@ void OrchestratorServer::Impl::addRoutes() {
   http_.route(Verb::get, "/metrics", [this, self](const Request&, ResponseWriter& writer) {
     return metricsPage(self(), writer);
   });
-  http_.route(Verb::post, "/v1/agents/register",
+  http_.route(Verb::post, wire::route::kRegister,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return registerAgent(self(), request, writer);
               });
-  http_.route(Verb::post, "/v1/agents/heartbeat",
+  http_.route(Verb::post, wire::route::kHeartbeat,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return heartbeat(self(), request, writer);
               });
-  http_.route(Verb::post, "/v1/agents/leave",
+  http_.route(Verb::post, wire::route::kLeave,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return leave(self(), request, writer);
               });
@@ -456,7 +445,7 @@ Task<void> OrchestratorServer::Impl::leave(std::shared_ptr<Impl> self, const Req
   node = registry_.node(body->node_id);
   if (was_alive) {
     spdlog::info("{} left", nodeText(*node));
-    agents_.forget(node->control_endpoint);
+    agent_pool_.forget(node->control_endpoint);
   }
   co_await writer.sendJson(HttpStatus::ok, "{}");
 }
@@ -475,33 +464,19 @@ Task<void> OrchestratorServer::Impl::expiryLoop(std::shared_ptr<Impl> self) {
           "{} is dead: no heartbeat for {} ms (timeout {} ms)", nodeText(node),
           std::chrono::duration_cast<std::chrono::milliseconds>(now - node.last_heartbeat).count(),
           config_.heartbeat_timeout_ms);
-      agents_.forget(node.control_endpoint);
+      agent_pool_.forget(node.control_endpoint);
     }
   }
 }
 
-void OrchestratorServer::Impl::fireAndForget(http::tcp::endpoint endpoint, std::string target,
-                                             std::string body) {
+void OrchestratorServer::Impl::spawnBestEffort(Task<void> call) {
   if (stopped_) return;
-  asio::co_spawn(io_, bestEffort(shared_from_this(), endpoint, std::move(target), std::move(body)),
-                 asio::detached);
+  asio::co_spawn(io_, keepAliveWhile(shared_from_this(), std::move(call)), asio::detached);
 }
 
-Task<void> OrchestratorServer::Impl::bestEffort(std::shared_ptr<Impl> self,
-                                                http::tcp::endpoint endpoint, std::string target,
-                                                std::string body) {
+Task<void> OrchestratorServer::Impl::keepAliveWhile(std::shared_ptr<Impl> self, Task<void> call) {
   (void)self;
-  const auto timeout =
-      std::min(kBestEffortTimeout, std::chrono::milliseconds(config_.agent_timeout_ms));
-  Result<http::Response> answer =
-      co_await agents_.request(endpoint, Verb::post, target, body, timeout);
-  // A node that is gone ends its leases by their deadlines; nothing else to do.
-  if (!answer.isOk()) {
-    spdlog::debug("{} on {}: {}", target, http::endpointText(endpoint), answer.status().message());
-  } else if (answer->status >= 300) {
-    spdlog::debug("{} on {}: HTTP {}: {}", target, http::endpointText(endpoint), answer->status,
-                  answer->body);
-  }
+  co_await std::move(call);
 }
 
 Task<void> OrchestratorServer::Impl::shutdown(std::shared_ptr<Impl> self,

@@ -16,9 +16,9 @@
 #include <limits>
 
 #include "bench/benchmark_client/dataset.h"
+#include "bench/benchmark_client/load_runner.h"
 #include "bench/benchmark_client/options.h"
 #include "bench/benchmark_client/report.h"
-#include "bench/benchmark_client/runner.h"
 #include "bench/benchmark_client/text_synth.h"
 #include "common/logging.h"
 #include "model/gguf.h"
@@ -143,7 +143,7 @@ Result<int> run(int argc, char** argv) {
                  o.max_concurrency ? std::to_string(o.max_concurrency).c_str() : "unlimited");
   }
 
-  Runner runner(io, target, load, synth);
+  LoadRunner runner(io, target, load, synth);
   ASSIGN_OR_RETURN(RunOutcome outcome, runOn(io, runner.run(warmup, workload)));
 
   const Summary summary = summarize(outcome.results, outcome.duration_s, o.percentiles, o.goodput);

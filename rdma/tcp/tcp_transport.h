@@ -8,6 +8,10 @@
 // - One progress thread per transport (named "kvf-tcp-io") runs every socket and timer; user
 //   threads only check and queue. A connection error, or a batch unanswered for op_timeout_ms,
 //   fails the peer: its sockets close and every pending batch completes with the error.
+//
+// Files: tcp_transport.cc is the transport (accepting, connecting through rdma/dial.h, posting,
+// deadlines, peers); tcp_connection.{h,cc} is one connection's frame state machine, which calls
+// back into the transport only through ConnectionOwner; tcp_wire.h is the frame format.
 #pragma once
 
 #include <memory>

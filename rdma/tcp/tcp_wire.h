@@ -13,6 +13,8 @@
 #include <bit>
 #include <cstdint>
 
+#include "common/status.h"
+
 namespace kvferry::rdma::wire {
 
 static_assert(std::endian::native == std::endian::little,
@@ -51,5 +53,11 @@ struct FrameHeader {
   uint32_t reserved = 0;
 };
 static_assert(sizeof(FrameHeader) == 48, "FrameHeader is a wire format: no padding changes");
+
+// FrameHeader::status as a StatusCode; a code this build does not know is INTERNAL.
+inline StatusCode statusCodeOf(uint16_t code) {
+  return code <= static_cast<uint16_t>(StatusCode::kIoError) ? static_cast<StatusCode>(code)
+                                                             : StatusCode::kInternal;
+}
 
 }  // namespace kvferry::rdma::wire

@@ -11,6 +11,10 @@
 //   the target counts immediates from a shared receive queue.
 // - One progress thread polls the completion queues (sleeping on a completion channel when
 //   idle) and enforces op_timeout_ms.
+//
+// Files: verbs_transport_impl.h declares the one class; verbs_device.cc (device, GID, queue
+// pairs, regions), verbs_handshake.cc (the QP exchange, through rdma/dial.h) and
+// verbs_datapath.cc (posting, progress) define it.
 #pragma once
 
 #include <memory>

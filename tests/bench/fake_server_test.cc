@@ -131,7 +131,7 @@ class FakeOpenAi {
                           R"({"error":{"message":"no decode node","type":"server_error"}})");
       co_return;
     }
-    // Awaited into locals: GCC 12 miscompiles `if (co_await ...)` (see common/http.cc).
+    // Awaited into locals (common/coroutine_rules.h).
     const bool began = co_await w.beginStream(HttpStatus::ok, "text/event-stream");
     if (!began) co_return;
     if (chat) {

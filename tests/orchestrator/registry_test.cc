@@ -270,8 +270,8 @@ TEST_F(RegistryTest, ViewMapsRolesAndAliveness) {
 
 TEST_F(RegistryTest, LocalAccountingCoversWorkTheHeartbeatsHaveNotShownYet) {
   NodeId id = add("both", 9000);
-  registry_.beginPrefill(id, 300);
-  registry_.beginDecode(id);
+  NodeRegistry::WorkTicket prefill = registry_.startPrefill(id, 300);
+  NodeRegistry::WorkTicket decode = registry_.startDecode(id);
   scheduler::ClusterView view = registry_.view();
   EXPECT_EQ(view.node(id).queued_prefill_tokens, 300u);
   EXPECT_EQ(view.node(id).queued_prefill_requests, 1u);
@@ -281,11 +281,34 @@ TEST_F(RegistryTest, LocalAccountingCoversWorkTheHeartbeatsHaveNotShownYet) {
   hb.load.active_decode_seqs = 5;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
   EXPECT_EQ(registry_.view().node(id).active_decode_seqs, 5u);  // the larger of the two
-  registry_.endPrefill(id, 300);
-  registry_.endDecode(id);
-  registry_.endDecode(id);  // never below zero
+  prefill.end();
+  decode.end();
+  decode.end();  // a ticket ends once
   EXPECT_EQ(registry_.view().node(id).queued_prefill_tokens, 0u);
   EXPECT_EQ(registry_.node(id)->local_decode_seqs, 0u);
+}
+
+TEST_F(RegistryTest, AWorkTicketCountsUntilItGoesAndFollowsAPrefillIntoItsDecode) {
+  NodeId id = add("both", 9000);
+  {
+    NodeRegistry::WorkTicket work = registry_.startPrefill(id, 120);
+    EXPECT_EQ(registry_.node(id)->local_prefill_tokens, 120u);
+    EXPECT_EQ(registry_.node(id)->local_prefill_requests, 1u);
+    work.decoding();
+    EXPECT_EQ(registry_.node(id)->local_prefill_tokens, 0u);
+    EXPECT_EQ(registry_.node(id)->local_prefill_requests, 0u);
+    EXPECT_EQ(registry_.node(id)->local_decode_seqs, 1u);
+    work.decoding();  // already decoding: no second sequence
+    EXPECT_EQ(registry_.node(id)->local_decode_seqs, 1u);
+    NodeRegistry::WorkTicket moved = std::move(work);
+    EXPECT_EQ(registry_.node(id)->local_decode_seqs, 1u);
+    NodeRegistry::WorkTicket other = registry_.startPrefill(id, 7);
+    other = std::move(moved);  // ends the prefill it counted, takes over the sequence
+    EXPECT_EQ(registry_.node(id)->local_prefill_tokens, 0u);
+    EXPECT_EQ(registry_.node(id)->local_decode_seqs, 1u);
+  }
+  EXPECT_EQ(registry_.node(id)->local_decode_seqs, 0u);  // an early exit cannot leak a count
+  EXPECT_EQ(registry_.view().node(id).active_decode_seqs, 0u);
 }
 
 TEST(ClusterIdentityTest, Hex64) {

@@ -22,7 +22,9 @@
 #include <vector>
 
 #include "common/control_wire.h"
+#include "common/coroutine_rules.h"
 #include "model/test_data.h"
+#include "orchestrator/registration.h"
 #include "orchestrator/request_flow.h"
 
 namespace kvferry::orchestrator {
@@ -43,19 +45,19 @@ class FakeAgent {
  public:
   FakeAgent(asio::io_context& io, std::string role, std::vector<int32_t> tokens)
       : io_(io), role_(std::move(role)), tokens_(std::move(tokens)), server_(io, {}) {
-    server_.route(Verb::post, "/agent/generate",
+    server_.route(Verb::post, wire::route::kGenerate,
                   [this](const Request& r, ResponseWriter& w) { return generate(r, w); });
-    server_.route(Verb::post, "/agent/reserve",
+    server_.route(Verb::post, wire::route::kReserve,
                   [this](const Request& r, ResponseWriter& w) { return reserve(r, w); });
-    server_.route(Verb::post, "/agent/prefill",
+    server_.route(Verb::post, wire::route::kPrefill,
                   [this](const Request& r, ResponseWriter& w) { return prefill(r, w); });
-    server_.route(Verb::post, "/agent/decode",
+    server_.route(Verb::post, wire::route::kDecode,
                   [this](const Request& r, ResponseWriter& w) { return decode(r, w); });
-    server_.route(Verb::post, "/agent/release", [this](const Request&, ResponseWriter& w) {
+    server_.route(Verb::post, wire::route::kRelease, [this](const Request&, ResponseWriter& w) {
       ++releases;
       return ok(w);
     });
-    server_.route(Verb::post, "/agent/cancel", [this](const Request&, ResponseWriter& w) {
+    server_.route(Verb::post, wire::route::kCancel, [this](const Request&, ResponseWriter& w) {
       ++cancels;
       return ok(w);
     });
@@ -106,8 +108,8 @@ class FakeAgent {
     return 0;
   }
 
-  // Streams tokens_[from, from + budget) then the finish line. (No co_await inside a condition:
-  // GCC 12 miscompiles some of those.)
+  // Streams tokens_[from, from + budget) then the finish line (common/coroutine_rules.h: no
+  // co_await inside a condition).
   Task<void> stream(ResponseWriter& w, size_t from, uint32_t budget, bool with_cached) {
     ++streams_open;
     bool alive = co_await w.beginStream(HttpStatus::ok, "application/x-ndjson");
@@ -323,28 +325,14 @@ class ServerTest : public ::testing::Test {
     agents_.push_back(std::make_unique<FakeAgent>(io_, role, encode("upon a time there was")));
     FakeAgent& agent = *agents_.back();
     http::Response r =
-        post("/v1/agents/register", wire::encode(registration(agent, max_sequence_tokens)));
+        post(wire::route::kRegister, wire::encode(registration(agent, max_sequence_tokens)));
     EXPECT_EQ(r.status, 200u) << r.body;
     return agent;
   }
 
   wire::RegisterRequest registration(const FakeAgent& agent, uint32_t max_sequence_tokens) const {
-    const ClusterIdentity& id = served_->identity;
-    wire::RegisterRequest r;
-    r.name = "fake-" + agent.role();
-    r.role = agent.role();
-    r.control_address = agent.address();
-    r.model_fingerprint = id.model_fingerprint;
-    r.tokenizer_hash = id.tokenizer_hash;
-    r.hash_seed_id = id.hash_seed_id;
-    r.block_tokens = id.block_tokens;
-    r.kv_layout = {"f32", id.layers, id.kv_heads, id.head_dim,
-                   uint64_t{id.block_tokens} * id.kv_heads * id.head_dim * 4};
-    r.transport = "tcp";
-    r.transport_blob = agent.blob();
-    r.kv_blocks = 1000;
-    r.max_sequence_tokens = max_sequence_tokens;
-    return r;
+    return testing::registrationFor(served_->identity, "fake-" + agent.role(), agent.role(),
+                                    agent.address(), agent.blob(), max_sequence_tokens);
   }
 
   static json::value parse(const std::string& body) {
@@ -454,7 +442,7 @@ TEST_F(ServerTest, HealthTurnsOkWhenAPrefillAndADecodeNodeAreLive) {
   EXPECT_TRUE(nodes.at(1).as_object().contains("last_heartbeat_ms_ago"));
 
   // Leaving takes the node out at once.
-  r = post("/v1/agents/leave", R"({"node_id":1})");
+  r = post(wire::route::kLeave, R"({"node_id":1})");
   EXPECT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(call(Verb::get, "/health").status, 503u);
 }
@@ -464,7 +452,7 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
   agents_.push_back(std::make_unique<FakeAgent>(io_, "decode", std::vector<int32_t>{1}));
   wire::RegisterRequest r = registration(*agents_.back(), 0);
   r.block_tokens = served_->identity.block_tokens * 2;
-  auto answer = post("/v1/agents/register", wire::encode(r));
+  auto answer = post(wire::route::kRegister, wire::encode(r));
   EXPECT_EQ(answer.status, 409u);
   EXPECT_NE(errorMessage(answer).find("block_tokens " + std::to_string(r.block_tokens) +
                                       " differs from the cluster's " +
@@ -473,11 +461,11 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
       << answer.body;
   r = registration(*agents_.back(), 0);
   r.role = "gpu";
-  EXPECT_EQ(post("/v1/agents/register", wire::encode(r)).status, 400u);
-  EXPECT_EQ(post("/v1/agents/register", "{}").status, 400u);
+  EXPECT_EQ(post(wire::route::kRegister, wire::encode(r)).status, 400u);
+  EXPECT_EQ(post(wire::route::kRegister, "{}").status, 400u);
 
   r = registration(*agents_.back(), 0);
-  answer = post("/v1/agents/register", wire::encode(r));
+  answer = post(wire::route::kRegister, wire::encode(r));
   ASSERT_EQ(answer.status, 200u) << answer.body;
   auto registered = wire::decode<wire::RegisterResponse>(answer.body);
   ASSERT_TRUE(registered.isOk());
@@ -488,11 +476,11 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
   wire::HeartbeatRequest hb;
   hb.node_id = 0;
   hb.kv_events = {{1, {10, 11}, {}}};
-  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  answer = post(wire::route::kHeartbeat, wire::encode(hb));
   EXPECT_EQ(answer.status, 200u) << answer.body;
   EXPECT_EQ(parse(call(Verb::get, "/v1/nodes").body).at(0).at("cached_blocks").as_int64(), 2);
   hb.node_id = 5;
-  answer = post("/v1/agents/heartbeat", wire::encode(hb));
+  answer = post(wire::route::kHeartbeat, wire::encode(hb));
   EXPECT_EQ(answer.status, 404u);
 }
 

@@ -1,4 +1,4 @@
-#include "orchestrator/api/request.h"
+#include "orchestrator/openai/request.h"
 
 #include <boost/json/object.hpp>
 #include <boost/json/parser.hpp>

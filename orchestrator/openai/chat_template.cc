@@ -1,4 +1,4 @@
-#include "orchestrator/api/chat_template.h"
+#include "orchestrator/openai/chat_template.h"
 
 #include <algorithm>
 #include <array>

@@ -1,4 +1,4 @@
-#include "orchestrator/api/detokenizer.h"
+#include "orchestrator/openai/detokenizer.h"
 
 #include <algorithm>
 #include <utility>

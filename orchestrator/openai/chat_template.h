@@ -56,7 +56,7 @@
 #include "model/gguf.h"
 #include "model/token_id.h"
 #include "model/tokenizer.h"
-#include "orchestrator/api/request.h"
+#include "orchestrator/openai/request.h"
 
 namespace kvferry::openai {
 

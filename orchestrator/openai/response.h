@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "orchestrator/api/request.h"
+#include "orchestrator/openai/request.h"
 
 namespace kvferry::openai {
 

@@ -1,4 +1,4 @@
-#include "bench/benchmark_client/runner.h"
+#include "bench/benchmark_client/load_runner.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,13 +14,7 @@
 
 #include "bench/benchmark_client/arrivals.h"
 #include "bench/benchmark_client/sse.h"
-
-// GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
-// awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
-// allocation: a false positive (GCC PR 109224, fixed in GCC 13), silenced as in orchestrator/.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+#include "common/coroutine_rules.h"
 
 namespace kvferry::bench {
 namespace {
@@ -133,7 +127,7 @@ http::Task<Result<std::string>> firstModelId(http::ClientPool& pool,
                         " (pass --model)");
 }
 
-Runner::Runner(asio::io_context& io, Target target, Load load, const TextSynthesizer& synth)
+LoadRunner::LoadRunner(asio::io_context& io, Target target, Load load, const TextSynthesizer& synth)
     : io_(io),
       target_(std::move(target)),
       load_(load),
@@ -145,7 +139,7 @@ Runner::Runner(asio::io_context& io, Target target, Load load, const TextSynthes
       watchdog_timer_(io),
       progress_timer_(io) {}
 
-http::Task<RequestResult> Runner::exchange(std::string body, Phase& phase) {
+http::Task<RequestResult> LoadRunner::exchange(std::string body, Phase& phase) {
   using namespace asio::experimental::awaitable_operators;
   const Clock::time_point sent = Clock::now();
   const Clock::duration timeout = toDuration(load_.timeout_s);
@@ -199,12 +193,12 @@ http::Task<RequestResult> Runner::exchange(std::string body, Phase& phase) {
   co_return std::move(measurement).finish(end_s, kind, detail, count);
 }
 
-http::Task<void> Runner::conversation(const Conversation& c, size_t first, Phase& phase) {
+http::Task<void> LoadRunner::conversation(const Conversation& c, size_t first, Phase& phase) {
   std::vector<std::pair<std::string, std::string>> history;
   uint32_t history_tokens = 0;
   for (size_t t = 0; t < c.turns.size(); ++t) {
     if (phase.measured && stopping_) break;
-    // Awaited into a local: GCC 12 miscompiles `if (co_await ...)` (see common/http.cc).
+    // Awaited into a local (common/coroutine_rules.h).
     const bool got_slot = co_await slots_.acquire();
     if (!got_slot) break;
     const Turn& turn = c.turns[t];
@@ -229,8 +223,8 @@ http::Task<void> Runner::conversation(const Conversation& c, size_t first, Phase
   if (--phase.active == 0) all_done_.cancel();
 }
 
-http::Task<void> Runner::drive(const Workload& workload, std::vector<double> arrivals,
-                               Phase& phase) {
+http::Task<void> LoadRunner::drive(const Workload& workload, std::vector<double> arrivals,
+                                   Phase& phase) {
   phase.results.assign(workload.requests(), std::nullopt);
   phase.start = Clock::now();
   phase.running = true;
@@ -253,7 +247,7 @@ http::Task<void> Runner::drive(const Workload& workload, std::vector<double> arr
   phase.running = false;
 }
 
-http::Task<void> Runner::watchdog(Clock::time_point deadline) {
+http::Task<void> LoadRunner::watchdog(Clock::time_point deadline) {
   watchdog_timer_.expires_at(deadline);
   auto [ec] = co_await watchdog_timer_.async_wait(kNoThrow);
   if (ec) co_return;  // the run ended first
@@ -262,7 +256,7 @@ http::Task<void> Runner::watchdog(Clock::time_point deadline) {
   arrival_timer_.cancel();
 }
 
-void Runner::printProgress(const Phase& phase, bool final) const {
+void LoadRunner::printProgress(const Phase& phase, bool final) const {
   const double elapsed = secondsBetween(phase.start, Clock::now());
   std::fprintf(stderr, "%s%llu/%zu done, %llu in flight, %llu errors, %.1f s%s",
                load_.progress_is_tty ? "\r\033[K" : "",
@@ -273,7 +267,7 @@ void Runner::printProgress(const Phase& phase, bool final) const {
   std::fflush(stderr);
 }
 
-http::Task<void> Runner::progressLine(Phase& phase) {
+http::Task<void> LoadRunner::progressLine(Phase& phase) {
   while (phase.running) {
     printProgress(phase, false);
     progress_timer_.expires_after(500ms);
@@ -282,7 +276,7 @@ http::Task<void> Runner::progressLine(Phase& phase) {
   printProgress(phase, true);
 }
 
-http::Task<Result<RunOutcome>> Runner::run(const Workload& warmup, const Workload& measured) {
+http::Task<Result<RunOutcome>> LoadRunner::run(const Workload& warmup, const Workload& measured) {
   if (!warmup.conversations.empty()) {
     std::fprintf(stderr, "benchmark_client: warming up with %zu requests\n",
                  warmup.conversations.size());

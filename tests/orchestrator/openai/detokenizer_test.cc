@@ -1,4 +1,4 @@
-#include "orchestrator/api/detokenizer.h"
+#include "orchestrator/openai/detokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -7,9 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "model/gguf.h"
-#include "model/test_data.h"
-#include "model/tokenizer.h"
+#include "orchestrator/openai/stories_tokenizer_test.h"
 
 namespace kvferry::openai {
 namespace {
@@ -18,33 +16,15 @@ using model::TokenId;
 
 constexpr std::string_view kReplacement = "\xef\xbf\xbd";
 
-class DetokenizerTest : public ::testing::Test {
+class DetokenizerTest : public testing::StoriesTokenizerTest {
  protected:
-  static void SetUpTestSuite() {
-    Result<model::GgufFile> file = model::GgufFile::open(model::testing::storiesPath());
-    ASSERT_TRUE(file.isOk()) << file.status().toString();
-    Result<std::unique_ptr<model::Tokenizer>> tokenizer = model::makeTokenizer(*file);
-    ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
-    tokenizer_ = std::move(tokenizer).value().release();
-  }
-  static void TearDownTestSuite() { delete tokenizer_; }
-
-  static const model::Tokenizer& tok() { return *tokenizer_; }
-
-  static std::vector<TokenId> encode(std::string_view text, bool add_bos) {
-    model::EncodeOptions options;
-    options.add_bos = add_bos;
-    Result<std::vector<TokenId>> ids = tokenizer_->encode(text, options);
-    EXPECT_TRUE(ids.isOk()) << ids.status().toString();
-    return ids.isOk() ? *ids : std::vector<TokenId>{};
-  }
   static std::string decode(const std::vector<TokenId>& ids) {
-    Result<std::string> text = tokenizer_->decode(ids);
+    Result<std::string> text = tok().decode(ids);
     EXPECT_TRUE(text.isOk()) << text.status().toString();
     return text.isOk() ? *text : "";
   }
   static TokenId byteToken(uint8_t byte) {
-    const auto& tokens = tokenizer_->vocabulary().tokens;
+    const auto& tokens = tok().vocabulary().tokens;
     char name[8];
     std::snprintf(name, sizeof name, "<0x%02X>", byte);
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -82,11 +62,7 @@ class DetokenizerTest : public ::testing::Test {
     EXPECT_EQ(after.substr(0, before.size()), before);
     return after.substr(before.size());
   }
-
-  static model::Tokenizer* tokenizer_;
 };
-model::Tokenizer* DetokenizerTest::tokenizer_ = nullptr;
-
 TEST(SanitizeUtf8Test, ReplacesMaximalSubparts) {
   EXPECT_EQ(sanitizeUtf8("plain ascii"), "plain ascii");
   EXPECT_EQ(sanitizeUtf8("caf\xc3\xa9 \xf0\x9f\x99\x82"), "caf\xc3\xa9 \xf0\x9f\x99\x82");

@@ -1,7 +1,7 @@
 // The network side of benchmark_client: sends a Workload to an OpenAI-compatible server on an
 // open-loop schedule and records every request (sse.h measures the streams).
 //
-// Threading: a Runner belongs to one io_context, run by one thread; every coroutine of the run
+// Threading: a LoadRunner belongs to one io_context, run by one thread; every coroutine of the run
 // (the arrival loop, one per conversation, the watchdog, the progress line) runs there, so the
 // counters need no locks.
 //
@@ -86,17 +86,17 @@ http::Task<Result<std::string>> firstModelId(http::ClientPool& pool,
                                              const std::string& prefix,
                                              std::chrono::milliseconds timeout);
 
-class Runner {
+class LoadRunner {
  public:
-  // `synth` counts output text when the server sends no usage; it must outlive the Runner.
-  Runner(boost::asio::io_context& io, Target target, Load load, const TextSynthesizer& synth);
+  // `synth` counts output text when the server sends no usage; it must outlive the LoadRunner.
+  LoadRunner(boost::asio::io_context& io, Target target, Load load, const TextSynthesizer& synth);
 
   // Sends `warmup` (all released at once, under the concurrency limit) and waits for it, then
   // runs `measured` on its arrival schedule (the workload's own times when it is timed).
   http::Task<Result<RunOutcome>> run(const Workload& warmup, const Workload& measured);
 
  private:
-  // One phase of the run (the warmup or the measured requests). Owned by the Runner so that it
+  // One phase of the run (the warmup or the measured requests). Owned by the LoadRunner so that it
   // outlives every coroutine that refers to it.
   struct Phase {
     bool measured = false;

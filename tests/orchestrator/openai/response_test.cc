@@ -1,4 +1,4 @@
-#include "orchestrator/api/response.h"
+#include "orchestrator/openai/response.h"
 
 #include <gtest/gtest.h>
 

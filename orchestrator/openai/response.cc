@@ -1,4 +1,4 @@
-#include "orchestrator/api/response.h"
+#include "orchestrator/openai/response.h"
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>

@@ -1,0 +1,113 @@
+#include "orchestrator/answer_writer.h"
+
+#include <chrono>
+#include <utility>
+
+#include "common/coroutine_rules.h"
+
+namespace kvferry::orchestrator {
+namespace {
+
+openai::AnswerSpec answerSpec(const PreparedRequest& request, const ServedModel& model) {
+  openai::AnswerSpec spec;
+  spec.endpoint = request.api.endpoint;
+  spec.stream = request.api.stream;
+  spec.include_usage = request.api.include_usage;
+  spec.return_token_ids = request.api.return_token_ids;
+  spec.id = request.openai_id;
+  spec.created = request.created;
+  spec.model = model.name;
+  spec.system_fingerprint = "kvferry-" + model.identity.model_fingerprint;
+  spec.prompt_tokens = static_cast<uint32_t>(request.tokens.size());
+  spec.max_tokens = request.max_tokens;
+  spec.stop = request.api.stop;
+  spec.stop_tokens = model.stop_tokens;
+  return spec;
+}
+
+}  // namespace
+
+AnswerWriter::AnswerWriter(http::ResponseWriter& writer, const PreparedRequest& request,
+                           const ServedModel& model, OrchestratorMetrics& metrics)
+    : writer_(writer),
+      stream_(request.api.stream),
+      metrics_(metrics),
+      answer_(answerSpec(request, model), *model.tokenizer, request.tokens) {}
+
+http::Task<bool> AnswerWriter::token(model::TokenId id) {
+  if (!answer_.wantsMore() || client_gone_) co_return false;
+  std::string events = answer_.token(id);
+  if (!answer_.badToken().empty()) co_return false;  // not counted
+  const Clock::time_point now = Clock::now();
+  if (last_token_at_) {
+    metrics_.itl_seconds.Observe(std::chrono::duration<double>(now - *last_token_at_).count());
+  } else {
+    first_token_at_ = now;
+  }
+  last_token_at_ = now;
+  // Awaited into a local (common/coroutine_rules.h).
+  const bool sent = co_await emit(std::move(events));
+  co_return sent&& answer_.wantsMore();
+}
+
+http::Task<void> AnswerWriter::finish(std::string_view agent_reason) {
+  std::string out = answer_.finish(agent_reason);
+  if (!stream_) {
+    const bool sent = co_await writer_.sendJson(http::HttpStatus::ok, std::move(out));
+    client_gone_ = !sent;
+    co_return;
+  }
+  // emit() and endStream() do nothing once the client is gone, so the sequence needs no checks.
+  co_await emit(std::move(out));
+  co_await endStream();
+}
+
+http::Task<void> AnswerWriter::fail(const openai::ApiError& error) {
+  if (!begun_) {
+    begun_ = true;
+    co_await sendApiError(writer_, error);
+    co_return;
+  }
+  co_await write(answer_.failure(error));
+  co_await endStream();
+}
+
+http::Task<bool> AnswerWriter::keepAliveWhileResuming() {
+  if (stream_ && begun_) co_await write(": resuming the answer on another node\n\n");
+  co_return !clientLeft();
+}
+
+void AnswerWriter::watchClient(std::function<void()> on_gone) {
+  writer_.watchDisconnect([this, on_gone = std::move(on_gone)] {
+    client_gone_ = true;
+    if (on_gone) on_gone();
+  });
+}
+
+void AnswerWriter::unwatchClient() { writer_.watchDisconnect(nullptr); }
+
+http::Task<bool> AnswerWriter::emit(std::string bytes) {
+  if (!stream_) co_return true;
+  if (!begun_) {
+    begun_ = true;
+    const bool started = co_await writer_.beginStream(http::HttpStatus::ok, "text/event-stream");
+    client_gone_ = !started;
+  }
+  if (!bytes.empty()) co_await write(std::move(bytes));
+  co_return !client_gone_;
+}
+
+http::Task<bool> AnswerWriter::write(std::string bytes) {
+  if (client_gone_) co_return false;
+  const bool written = co_await writer_.writeChunk(bytes);
+  client_gone_ = !written;
+  co_return written;
+}
+
+http::Task<void> AnswerWriter::endStream() {
+  if (client_gone_) co_return;
+  const bool ended = co_await writer_.endStream();
+  client_gone_ = !ended;
+}
+
+}  // namespace kvferry::orchestrator

@@ -1,0 +1,257 @@
+#include "rdma/tcp/tcp_connection.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/error.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+
+namespace kvferry::rdma::tcp_backend {
+namespace {
+
+// Error text payloads (acks, failed read responses) go to `message`.
+Status receiveMessage(const FrameHeader& h, std::string& message, uint8_t*& dest) {
+  if (h.length > wire::kMaxMessageBytes) {
+    return invalidArgument("error text of " + std::to_string(h.length) + " bytes");
+  }
+  message.resize(h.length);
+  dest = reinterpret_cast<uint8_t*>(message.data());
+  return Status::ok();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Connection: sending
+
+void Connection::flush() {
+  if (writing_ || closed_ || queue_.empty()) return;
+  size_t items = 0;
+  const std::vector<asio::const_buffer>* buffers = nullptr;
+  if (queue_.front().batch != nullptr) {
+    buffers = &queue_.front().batch->gather;
+    items = 1;
+  } else {
+    gather_.clear();
+    for (const OutItem& item : queue_) {
+      if (item.batch != nullptr || items == kMaxGatherItems) break;
+      gather_.emplace_back(&item.header, kHeaderBytes);
+      if (item.payload.size() > 0) gather_.push_back(item.payload);
+      if (!item.message.empty()) gather_.emplace_back(item.message.data(), item.message.size());
+      ++items;
+    }
+    buffers = &gather_;
+  }
+  writing_ = true;
+  asio::async_write(
+      socket_, *buffers,
+      [self = shared_from_this(), items](const boost::system::error_code& ec, size_t) {
+        self->writing_ = false;
+        if (ec) return self->onIoError(ec, "send");
+        for (size_t i = 0; i < items && !self->queue_.empty(); ++i) {
+          self->queue_.pop_front();
+        }
+        if (self->close_after_flush_ && self->queue_.empty()) return self->close();
+        self->flush();
+      });
+}
+
+void Connection::onIoError(const boost::system::error_code& ec, const char* what) {
+  if (closed_) return;
+  if (role_ == Role::kInitiator) {
+    owner_.failPeer(
+        peer_, unavailable("connection to " + remote_ + " lost (" + what + "): " + ec.message()));
+  } else {
+    if (ec != asio::error::eof) {
+      spdlog::debug("tcp transport: connection from {} closed ({}): {}", remote_, what,
+                    ec.message());
+    }
+    close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection: receiving. A state machine over the staging buffer: header, then payload, which
+// is copied from staging or (when large and wanted) read straight into its destination.
+
+void Connection::readMore() {
+  const size_t leftover = rx_end_ - rx_begin_;
+  if (leftover > 0 && rx_begin_ > 0) std::memmove(staging_.data(), &staging_[rx_begin_], leftover);
+  rx_begin_ = 0;
+  rx_end_ = leftover;
+  socket_.async_read_some(
+      asio::buffer(staging_.data() + rx_end_, staging_.size() - rx_end_),
+      [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+        if (ec) return self->onIoError(ec, "receive");
+        self->rx_end_ += n;
+        self->process();
+      });
+}
+
+void Connection::process() {
+  while (!closed_) {
+    if (!in_payload_) {
+      if (rx_end_ - rx_begin_ < kHeaderBytes) return readMore();
+      std::memcpy(&rx_header_, &staging_[rx_begin_], kHeaderBytes);
+      rx_begin_ += kHeaderBytes;
+      rx_dest_ = nullptr;
+      rx_done_ = 0;
+      rx_left_ = rx_header_.length;
+      if (rx_header_.magic != wire::kFrameMagic) {
+        return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
+                         "bad frame magic");
+      }
+      if (Status s = onHeader(); !s.isOk()) {
+        spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
+        return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
+                         "protocol error");
+      }
+      in_payload_ = true;
+      continue;
+    }
+    if (rx_left_ > 0) {
+      const size_t avail = rx_end_ - rx_begin_;
+      if (avail > 0) {
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(avail, rx_left_));
+        if (rx_dest_ != nullptr) std::memcpy(rx_dest_ + rx_done_, &staging_[rx_begin_], take);
+        rx_begin_ += take;
+        rx_done_ += take;
+        rx_left_ -= take;
+        continue;
+      }
+      if (rx_dest_ != nullptr && rx_left_ >= owner_.config().direct_receive_bytes) {
+        asio::async_read(
+            socket_, asio::buffer(rx_dest_ + rx_done_, rx_left_),
+            [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+              if (ec) return self->onIoError(ec, "receive");
+              self->rx_done_ += n;
+              self->rx_left_ = 0;
+              self->process();
+            });
+        return;
+      }
+      return readMore();
+    }
+    in_payload_ = false;
+    Status s = onFrameEnd();
+    if (!s.isOk()) {
+      spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
+      return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
+                       "protocol error");
+    }
+  }
+}
+
+Status Connection::onHeader() {
+  return role_ == Role::kTarget ? onTargetHeader() : onInitiatorHeader();
+}
+Status Connection::onFrameEnd() {
+  return role_ == Role::kTarget ? onTargetFrameEnd() : onInitiatorFrameEnd();
+}
+
+void Connection::replyStatus(Opcode opcode, uint64_t request_id, uint32_t op_index,
+                             const Status& status) {
+  FrameHeader h;
+  h.opcode = opcode;
+  h.request_id = request_id;
+  h.op_index = op_index;
+  h.status = static_cast<uint16_t>(status.code());
+  std::string text = status.isOk() ? std::string() : status.message();
+  if (text.size() > wire::kMaxMessageBytes) text.resize(wire::kMaxMessageBytes);
+  h.length = text.size();
+  sendFrame(h, {}, std::nullopt, std::move(text));
+}
+
+Status Connection::onTargetHeader() {
+  const FrameHeader& h = rx_header_;
+  if (!hello_done_) {
+    if (h.opcode != Opcode::kHello || h.length != 0) return invalidArgument("expected a hello");
+    hello_done_ = true;
+    source_id_ = h.request_id;
+    Status verdict;
+    if (h.region != wire::kProtocolVersion) {
+      verdict =
+          failedPrecondition("protocol version " + std::to_string(h.region) +
+                             ", this endpoint speaks " + std::to_string(wire::kProtocolVersion));
+    } else if (h.offset != owner_.endpointId()) {
+      verdict =
+          failedPrecondition("stale endpoint blob: it names endpoint " + std::to_string(h.offset) +
+                             ", this is endpoint " + std::to_string(owner_.endpointId()) +
+                             " (the peer restarted; fetch its new blob)");
+    }
+    replyStatus(Opcode::kHelloAck, 0, 0, verdict);
+    if (!verdict.isOk()) close_after_flush_ = true;
+    return Status::ok();
+  }
+  switch (h.opcode) {
+    case Opcode::kWrite: {
+      Status ok = batch_pins_.add(owner_.regions(), h.region, h.offset, h.length, "write");
+      if (ok.isOk()) {
+        rx_dest_ = batch_pins_.data(batch_pins_.size() - 1);
+      } else if (batch_error_.isOk()) {
+        batch_error_ = ok;  // refused: the payload is read and dropped
+      }
+      return Status::ok();
+    }
+    case Opcode::kReadRequest: {
+      rx_left_ = 0;  // a read request carries no payload: its length is the size wanted
+      Result<RegionTable::Pin> pin = owner_.regions().pin(h.region, h.offset, h.length, "read");
+      if (!pin.isOk()) {
+        replyStatus(Opcode::kReadResponse, h.request_id, h.op_index, pin.status());
+        return Status::ok();
+      }
+      FrameHeader resp;
+      resp.opcode = Opcode::kReadResponse;
+      resp.request_id = h.request_id;
+      resp.op_index = h.op_index;
+      resp.length = h.length;
+      asio::const_buffer payload(pin->data, h.length);
+      sendFrame(resp, payload, std::move(pin).value(), {});
+      return Status::ok();
+    }
+    default:
+      return invalidArgument("unexpected opcode " + std::to_string(static_cast<int>(h.opcode)) +
+                             " at a target");
+  }
+}
+
+Status Connection::onTargetFrameEnd() {
+  const FrameHeader& h = rx_header_;
+  if (h.opcode != Opcode::kWrite || !(h.flags & wire::kFlagLast)) return Status::ok();
+  // The whole batch is in the region (or refused): deliver the immediate, then acknowledge.
+  if (batch_error_.isOk() && (h.flags & wire::kFlagImm)) owner_.deliverImmediate(source_id_, h.imm);
+  replyStatus(Opcode::kAck, h.request_id, 0, batch_error_);
+  batch_error_ = Status::ok();
+  batch_pins_.clear();
+  return Status::ok();
+}
+
+Status Connection::onInitiatorHeader() {
+  const FrameHeader& h = rx_header_;
+  switch (h.opcode) {
+    case Opcode::kAck:
+      return receiveMessage(h, rx_message_, rx_dest_);
+    case Opcode::kReadResponse: {
+      if (h.status != 0) return receiveMessage(h, rx_message_, rx_dest_);
+      ASSIGN_OR_RETURN(rx_dest_, owner_.readDestination(h.request_id, h.op_index, h.length));
+      return Status::ok();
+    }
+    default:
+      return invalidArgument("unexpected opcode " + std::to_string(static_cast<int>(h.opcode)) +
+                             " at an initiator");
+  }
+}
+
+Status Connection::onInitiatorFrameEnd() {
+  const FrameHeader& h = rx_header_;
+  Status status = h.status == 0 ? Status::ok() : Status(wire::statusCodeOf(h.status), rx_message_);
+  if (!status.isOk()) status = status.withContext("target " + remote_);
+  const bool known = h.opcode == Opcode::kAck ? owner_.completeRequest(h.request_id, status)
+                                              : owner_.readResponseDone(h.request_id, status);
+  if (!known) return internalError("answer for unknown request " + std::to_string(h.request_id));
+  return Status::ok();
+}
+
+}  // namespace kvferry::rdma::tcp_backend

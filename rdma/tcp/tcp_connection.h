@@ -1,0 +1,173 @@
+// One TCP connection of the tcp backend, either end: the frame state machine over
+// rdma/tcp/tcp_wire.h. It sends batches and small frames (one gather list per writev), parses
+// what arrives in place in a staging buffer, writes payloads straight into registered regions,
+// answers as a target and completes requests as an initiator. It reaches its transport only
+// through ConnectionOwner, so the arrows run one way: the transport (tcp_transport.cc) owns
+// connections and peers, a connection calls back.
+//
+// Threading: every member of a Connection runs on the transport's progress thread.
+#pragma once
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "config/config.h"
+#include "rdma/asio_util.h"
+#include "rdma/batch_check.h"
+#include "rdma/region_table.h"
+#include "rdma/request_table.h"
+#include "rdma/tcp/tcp_wire.h"
+#include "rdma/transport.h"
+
+namespace kvferry::rdma::tcp_backend {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using wire::FrameHeader;
+using wire::Opcode;
+
+inline constexpr size_t kHeaderBytes = sizeof(FrameHeader);
+inline constexpr size_t kStagingBytes = 256 * 1024;
+inline constexpr size_t kMaxGatherItems = 32;  // small frames (acks, read responses) per writev
+
+// One in-flight batch on the initiator. Request slots are reused, so these vectors stop
+// allocating once they have grown to the batch size.
+struct TcpBatch {
+  bool is_read = false;
+  uint32_t responses_left = 0;             // reads: kReadResponse frames still expected
+  Status first_error;                      // reads: the first failed op
+  BatchPins local;                         // local side of each op
+  std::vector<FrameHeader> headers;        // one per op
+  std::vector<asio::const_buffer> gather;  // header, payload, header, … for writev
+  void release() {
+    local.clear();
+    first_error = Status::ok();
+  }
+};
+using Requests = RequestTable<TcpBatch>;
+
+// Something a connection has to send: a prepared batch (initiator), or one small frame with an
+// optional payload (target: acks and read responses).
+struct OutItem {
+  TcpBatch* batch = nullptr;
+  FrameHeader header;
+  asio::const_buffer payload;
+  std::optional<RegionTable::Pin> pin;  // keeps a read response's source registered
+  std::string message;                  // error text payload
+};
+
+// What a connection needs from its transport; every call is made on the progress thread.
+class ConnectionOwner {
+ public:
+  virtual const config::TransportConfig& config() const = 0;
+  virtual uint64_t endpointId() const = 0;
+  virtual RegionTable& regions() = 0;
+  // Target: a write batch that carried an immediate has landed in full.
+  virtual void deliverImmediate(uint64_t source, uint32_t imm) = 0;
+  // Initiator: a write batch was acknowledged; false when no such request is pending.
+  virtual bool completeRequest(uint64_t request_id, Status status) = 0;
+  // Initiator: where the payload of op `op_index` of read batch `request_id` goes.
+  virtual Result<uint8_t*> readDestination(uint64_t request_id, uint32_t op_index,
+                                           uint64_t length) = 0;
+  // Initiator: one kReadResponse of a read batch has been received in full; false when it was
+  // not expected.
+  virtual bool readResponseDone(uint64_t request_id, const Status& status) = 0;
+  // Initiator: the connection to `peer` broke; fails the peer and its pending batches.
+  virtual void failPeer(PeerId peer, const Status& reason) = 0;
+
+ protected:
+  ~ConnectionOwner() = default;
+};
+
+// One TCP connection, either end. Owned by shared_ptr: by its peer (initiator side) and by its
+// pending handlers. All of its members are touched on the progress thread only.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  enum class Role { kInitiator, kTarget };
+
+  Connection(ConnectionOwner& owner, tcp::socket socket, Role role)
+      : owner_(owner), socket_(std::move(socket)), role_(role), staging_(kStagingBytes) {
+    boost::system::error_code ec;
+    remote_ = endpointText(socket_.remote_endpoint(ec));
+  }
+
+  void start() { process(); }
+  void setPeer(PeerId peer) { peer_ = peer; }
+  bool closed() const { return closed_; }
+  const std::string& remote() const { return remote_; }
+
+  void sendBatch(TcpBatch* batch) {
+    OutItem item;
+    item.batch = batch;
+    queue_.push_back(std::move(item));
+    flush();
+  }
+  void sendFrame(const FrameHeader& header, asio::const_buffer payload,
+                 std::optional<RegionTable::Pin> pin, std::string message) {
+    queue_.push_back(OutItem{nullptr, header, payload, std::move(pin), std::move(message)});
+    flush();
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    queue_.clear();
+    batch_pins_.clear();
+  }
+
+ private:
+  void flush();
+  void process();
+  void readMore();
+  void onIoError(const boost::system::error_code& ec, const char* what);
+  Status onHeader();
+  Status onFrameEnd();
+  Status onTargetHeader();
+  Status onTargetFrameEnd();
+  Status onInitiatorHeader();
+  Status onInitiatorFrameEnd();
+  void replyStatus(Opcode opcode, uint64_t request_id, uint32_t op_index, const Status& status);
+
+  ConnectionOwner& owner_;
+  tcp::socket socket_;
+  const Role role_;
+  PeerId peer_ = 0;
+  std::string remote_;
+  bool closed_ = false;
+  bool close_after_flush_ = false;
+
+  // Send side.
+  std::deque<OutItem> queue_;
+  bool writing_ = false;
+  std::vector<asio::const_buffer> gather_;
+
+  // Receive side: a staging buffer parsed in place, plus the frame being received.
+  std::vector<uint8_t> staging_;
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
+  bool in_payload_ = false;
+  FrameHeader rx_header_;
+  uint8_t* rx_dest_ = nullptr;  // where the payload goes; null = discard it
+  uint64_t rx_left_ = 0;
+  uint64_t rx_done_ = 0;
+  std::string rx_message_;
+
+  // Target side.
+  bool hello_done_ = false;
+  uint64_t source_id_ = 0;  // the initiator's endpoint id, from its hello
+  Status batch_error_;      // first refused op of the write batch being received
+  BatchPins batch_pins_;    // regions of the write batch being received, pinned until its end
+};
+
+}  // namespace kvferry::rdma::tcp_backend
