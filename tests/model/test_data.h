@@ -16,6 +16,11 @@ inline std::string storiesPath() {
   return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/models/stories260K/stories260K.gguf";
 }
 
+// A file under tests/data/tokenizers/ (see the README there).
+inline std::string tokenizerDataPath(const std::string& name) {
+  return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/tokenizers/" + name;
+}
+
 // PROVENANCE.md §5: greedy generations of llama2.c's run.c for "Once upon a time" and "Zoo", ids
 // at positions 0..63 (BOS, the prompt, then the continuation). Shared by the tokenizer and
 // engine tests.
