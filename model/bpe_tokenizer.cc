@@ -86,10 +86,10 @@ Result<std::unique_ptr<Tokenizer>> BpeTokenizer::create(Vocabulary vocab) {
   if (!pre) {
     return invalidArgument(vocab.pre.empty()
                                ? std::string("the BPE vocabulary names no pre-tokenizer")
-                               : "pre-tokenizer '" + printable(vocab.pre) + "' is unknown");
+                               : "pre-tokenizer '" + quoted(vocab.pre) + "' is unknown");
   }
   if (vocab.normalizer != "" && vocab.normalizer != "nfc") {
-    return invalidArgument("normalizer '" + printable(vocab.normalizer) + "' is not supported");
+    return invalidArgument("normalizer '" + quoted(vocab.normalizer) + "' is not supported");
   }
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer(std::move(vocab), *pre));
   const Vocabulary& v = t->vocab_;
@@ -145,7 +145,7 @@ Status BpeTokenizer::readMerges() {
     const size_t space = merge.find(' ', 1);
     if (space == std::string::npos || space + 1 == merge.size() ||
         merge.find(' ', space + 1) != std::string::npos) {
-      return invalidArgument("merge " + std::to_string(rank) + " '" + printable(merge) +
+      return invalidArgument("merge " + std::to_string(rank) + " '" + quoted(merge) +
                              "' is not two tokens separated by one space");
     }
     const std::string_view left = std::string_view(merge).substr(0, space);
@@ -158,8 +158,8 @@ Status BpeTokenizer::readMerges() {
     for (auto [id, part] : {std::pair{left_id, std::string_view(left)}, std::pair{right_id, right},
                             std::pair{merged, std::string_view(joined)}}) {
       if (id == kNoToken) {
-        return invalidArgument("merge " + std::to_string(rank) + " '" + printable(merge) +
-                               "' names '" + printable(part) + "', which is not in the vocabulary");
+        return invalidArgument("merge " + std::to_string(rank) + " '" + quoted(merge) +
+                               "' names '" + quoted(part) + "', which is not in the vocabulary");
       }
     }
     // The first occurrence of a pair keeps its rank (llama.cpp's emplace).

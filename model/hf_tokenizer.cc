@@ -9,11 +9,13 @@
 
 #include "model/gguf.h"
 #include "model/pre_tokenizer.h"
+#include "model/tokenizer_internal.h"
 
 namespace kvferry::model {
 namespace {
 
 namespace json = boost::json;
+using internal::quoted;
 
 constexpr int64_t kMaxTokens = int64_t{1} << 24;  // as readVocabulary: far above real vocabularies
 
@@ -133,7 +135,7 @@ Status readModel(const Reader& r, const json::object& root, std::vector<std::str
   }
   if (type && *type != "BPE") {
     return r.error(
-        "model.type is '" + printable(*type) +
+        "model.type is '" + quoted(*type) +
         "'; only 'BPE' (byte-level, as Llama 3, Qwen and Mistral-Nemo use) is supported");
   }
   ASSIGN_OR_RETURN(bool byte_fallback, r.boolean(*model, "byte_fallback", "model", false));
@@ -145,7 +147,7 @@ Status readModel(const Reader& r, const json::object& root, std::vector<std::str
   for (std::string_view key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     ASSIGN_OR_RETURN(std::optional<std::string_view> affix, r.optionalString(*model, key, "model"));
     if (affix && !affix->empty()) {
-      return r.error("model." + std::string(key) + " '" + printable(*affix) +
+      return r.error("model." + std::string(key) + " '" + quoted(*affix) +
                      "' is not supported (byte-level BPE has none)");
     }
   }
@@ -167,12 +169,12 @@ Status readModel(const Reader& r, const json::object& root, std::vector<std::str
   ASSIGN_OR_RETURN(const json::object* vocab, r.object(*vocab_value, "model.vocab"));
   if (vocab->empty()) return r.error("model.vocab is empty");
   for (const json::key_value_pair& entry : *vocab) {
-    const std::string path = "model.vocab['" + printable(entry.key()) + "']";
+    const std::string path = "model.vocab['" + quoted(entry.key()) + "']";
     ASSIGN_OR_RETURN(int64_t id, r.tokenId(entry.value(), path));
     if (by_id.size() <= static_cast<size_t>(id)) by_id.resize(static_cast<size_t>(id) + 1);
     if (!by_id[id].empty()) {
       return r.error("model.vocab gives id " + std::to_string(id) + " to both '" +
-                     printable(by_id[id]) + "' and '" + printable(entry.key()) + "'");
+                     quoted(by_id[id]) + "' and '" + quoted(entry.key()) + "'");
     }
     if (entry.key().empty()) return r.error("model.vocab has an empty token");
     by_id[id] = std::string(entry.key());
@@ -225,7 +227,7 @@ Result<std::vector<AddedToken>> readAddedTokens(const Reader& r, const json::obj
     for (std::string_view flag : {"lstrip", "rstrip", "single_word"}) {
       ASSIGN_OR_RETURN(bool set, r.boolean(*token, flag, path, false));
       if (set) {
-        return r.error(path + " ('" + printable(text) + "') has " + std::string(flag) +
+        return r.error(path + " ('" + quoted(text) + "') has " + std::string(flag) +
                        ": true, which is not supported");
       }
     }
@@ -310,7 +312,7 @@ Status readPreTokenizer(const Reader& r, const json::object& root, Vocabulary& v
                    r.boolean(byte_level, "use_regex", "pre_tokenizer.pretokenizers[1]", true));
   const std::optional<PreTokenizer> kind = preTokenizerFromRegex(regex->get_string());
   if (!kind || use_regex) {
-    return r.error("pre_tokenizer Split regex '" + printable(regex->get_string()) +
+    return r.error("pre_tokenizer Split regex '" + quoted(regex->get_string()) +
                    "' is not one kvferry implements (Llama 3, Qwen2, Qwen3.5, Tekken, GPT-2)");
   }
   v.pre = preTokenizerName(*kind);
@@ -351,7 +353,7 @@ Status readTemplate(const Reader& r, const json::object& processor, const std::s
   }
   if (type == "ByteLevel") return Status::ok();  // offsets only
   if (type != "TemplateProcessing") {
-    return r.error(path + ".type '" + printable(type.value_or("")) +
+    return r.error(path + ".type '" + quoted(type.value_or("")) +
                    "' is not supported (ByteLevel, TemplateProcessing or a Sequence of them)");
   }
   const json::value* single = processor.if_contains("single");
@@ -380,13 +382,12 @@ Status readTemplate(const Reader& r, const json::object& processor, const std::s
     const json::value* ids = entry_object != nullptr ? entry_object->if_contains("ids") : nullptr;
     const json::array* id_list = ids != nullptr ? ids->if_array() : nullptr;
     if (id_list == nullptr) {
-      return r.error(path + ".special_tokens has no ids for '" + printable(name->get_string()) +
-                     "'");
+      return r.error(path + ".special_tokens has no ids for '" + quoted(name->get_string()) + "'");
     }
     for (size_t k = 0; k < id_list->size(); ++k) {
       ASSIGN_OR_RETURN(int64_t id,
                        r.tokenId((*id_list)[k], path + ".special_tokens['" +
-                                                    printable(name->get_string()) + "'].ids"));
+                                                    quoted(name->get_string()) + "'].ids"));
       (seen_text ? out.after : out.before).push_back(static_cast<TokenId>(id));
     }
   }
@@ -442,8 +443,8 @@ Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string
   for (const AddedToken& t : added) {
     std::string& slot = v.tokens[t.id];
     if (!slot.empty() && slot != t.content) {
-      return r.error("added token '" + printable(t.content) + "' has id " + std::to_string(t.id) +
-                     ", which model.vocab gives to '" + printable(slot) + "'");
+      return r.error("added token '" + quoted(t.content) + "' has id " + std::to_string(t.id) +
+                     ", which model.vocab gives to '" + quoted(slot) + "'");
     }
     slot = t.content;
     v.types[t.id] = t.special ? TokenType::kControl : TokenType::kUserDefined;
@@ -458,7 +459,7 @@ Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string
   if (unk) {
     v.unk_id = idOf(*unk);
     if (v.unk_id == kNoToken) {
-      return r.error("model.unk_token '" + printable(*unk) + "' is not in the vocabulary");
+      return r.error("model.unk_token '" + quoted(*unk) + "' is not in the vocabulary");
     }
   }
 
@@ -494,7 +495,7 @@ Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string
       if (!name) continue;
       *id = idOf(*name);
       if (*id == kNoToken) {
-        return c.error(std::string(key) + " '" + printable(*name) +
+        return c.error(std::string(key) + " '" + quoted(*name) +
                        "' is not a token of tokenizer.json");
       }
     }

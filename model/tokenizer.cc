@@ -249,6 +249,19 @@ std::string hexByte(uint8_t byte) {
   return std::string("0x") + kHex[byte >> 4] + kHex[byte & 15];
 }
 
+std::string quoted(std::string_view text) {
+  constexpr size_t kMaxBytes = 64;
+  if (!checkUtf8(text).isOk() || std::ranges::any_of(text, [](char c) {
+        return static_cast<uint8_t>(c) < 0x20 || c == 0x7f;
+      })) {
+    return printable(text);
+  }
+  if (text.size() <= kMaxBytes) return std::string(text);
+  size_t cut = kMaxBytes;
+  while (cut > 0 && (static_cast<uint8_t>(text[cut]) & 0xC0) == 0x80) --cut;  // a whole character
+  return std::string(text.substr(0, cut)) + "...";
+}
+
 Result<uint8_t> byteTokenValue(TokenId id, std::string_view text) {
   const auto hexDigit = [](char c) {
     if (c >= '0' && c <= '9') return c - '0';

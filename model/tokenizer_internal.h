@@ -18,6 +18,11 @@ namespace kvferry::model::internal {
 // "0x0A": how error messages name a byte.
 std::string hexByte(uint8_t byte);
 
+// A token or text for an error message: valid UTF-8 without control characters as it is (token
+// texts of byte-level vocabularies are mostly non-ASCII, "Ġthe"), anything else as printable()
+// writes it; at most 64 bytes either way.
+std::string quoted(std::string_view text);
+
 // The byte a byte token ("<0x0A>") stands for; INVALID_ARGUMENT naming token `id` otherwise.
 Result<uint8_t> byteTokenValue(TokenId id, std::string_view text);
 
