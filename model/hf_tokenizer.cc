@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/json_kind.h"
 #include "model/gguf.h"
 #include "model/pre_tokenizer.h"
 #include "model/tokenizer_internal.h"
@@ -40,25 +41,7 @@ Result<json::value> parseJson(std::string_view text, std::string_view file) {
   return parser.release();
 }
 
-std::string typeName(const json::value& v) {
-  switch (v.kind()) {
-    case json::kind::null:
-      return "null";
-    case json::kind::bool_:
-      return "a boolean";
-    case json::kind::int64:
-    case json::kind::uint64:
-    case json::kind::double_:
-      return "a number";
-    case json::kind::string:
-      return "a string";
-    case json::kind::array:
-      return "an array";
-    case json::kind::object:
-      return "an object";
-  }
-  return "?";
-}
+std::string typeName(const json::value& v) { return std::string(jsonKindName(v)); }
 
 // Typed access with errors that name the file and the JSON path.
 class Reader {

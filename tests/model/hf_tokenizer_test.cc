@@ -6,8 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,19 +19,13 @@ namespace kvferry::model {
 namespace {
 
 namespace json = boost::json;
+using ::kvferry::model::testing::readFileText;
+using ::kvferry::model::testing::readLlamaCppCases;
 using ::kvferry::model::testing::tokenizerDataPath;
-
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << path;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 json::value readGolden(const std::string& name) {
   boost::system::error_code ec;
-  json::value v = json::parse(readFile(tokenizerDataPath("golden/" + name)), ec);
+  json::value v = json::parse(readFileText(tokenizerDataPath("golden/" + name)), ec);
   EXPECT_FALSE(ec) << name << ": " << ec.message();
   return v;
 }
@@ -149,25 +141,14 @@ TEST(HfTokenizerTest, ReproducesLlamaCppCasesOfTheSameVocabulary) {
   for (auto [dir, gguf] : {std::pair{"llama3", "llama-bpe"}, std::pair{"qwen3", "qwen2"}}) {
     const std::unique_ptr<Tokenizer> tokenizer = load(tokenizerDataPath(dir));
     ASSERT_NE(tokenizer, nullptr);
-    const std::string base =
+    const std::string gguf_path =
         tokenizerDataPath(std::string("llama.cpp/ggml-vocab-") + gguf + ".gguf");
-    const std::string inp = readFile(base + ".inp");
-    std::istringstream out(readFile(base + ".out"));
-    const std::string separator = "\n__ggml_vocab_test__\n";
     size_t cases = 0;
-    for (size_t pos = 0; pos < inp.size(); ++cases) {
-      size_t next = inp.find(separator, pos);
-      if (next == std::string::npos) next = inp.size();
-      const std::string text = inp.substr(pos, next - pos);
-      pos = next == inp.size() ? next : next + separator.size();
-      std::string line;
-      std::getline(out, line);
-      std::istringstream expected_ids(line);
-      std::vector<TokenId> expected;
-      for (TokenId id; expected_ids >> id;) expected.push_back(id);
-      Result<std::vector<TokenId>> ids = tokenizer->encode(text, {.add_bos = false});
+    for (const auto& c : readLlamaCppCases(gguf_path)) {
+      Result<std::vector<TokenId>> ids = tokenizer->encode(c.text, {.add_bos = false});
       ASSERT_TRUE(ids.isOk());
-      EXPECT_EQ(*ids, expected) << dir << ": '" << text << "'";
+      EXPECT_EQ(*ids, c.ids) << dir << ": '" << c.text << "'";
+      ++cases;
     }
     EXPECT_EQ(cases, 46u);
   }

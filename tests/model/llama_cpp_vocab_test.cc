@@ -2,8 +2,6 @@
 // GGUF with its .inp (texts) and .out (the ids Hugging Face tokenizers gave for them).
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,44 +12,9 @@
 namespace kvferry::model {
 namespace {
 
+using ::kvferry::model::testing::LlamaCppCase;
+using ::kvferry::model::testing::readLlamaCppCases;
 using ::kvferry::model::testing::tokenizerDataPath;
-
-std::string readAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in) << path;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-struct Case {
-  std::string text;
-  std::vector<TokenId> ids;
-};
-
-// The format llama.cpp's tests/test-tokenizer-0.cpp reads: texts separated by
-// "\n__ggml_vocab_test__\n", one line of space-separated ids per text.
-std::vector<Case> readCases(const std::string& gguf) {
-  const std::string inp = readAll(gguf + ".inp");
-  const std::string out = readAll(gguf + ".out");
-  const std::string separator = "\n__ggml_vocab_test__\n";
-  std::vector<Case> cases;
-  for (size_t pos = 0; pos < inp.size();) {
-    size_t next = inp.find(separator, pos);
-    if (next == std::string::npos) next = inp.size();
-    cases.push_back({inp.substr(pos, next - pos), {}});
-    pos = next == inp.size() ? next : next + separator.size();
-  }
-  std::istringstream lines(out);
-  size_t i = 0;
-  for (std::string line; std::getline(lines, line); ++i) {
-    if (i >= cases.size()) break;
-    std::istringstream ids(line);
-    for (TokenId id; ids >> id;) cases[i].ids.push_back(id);
-  }
-  EXPECT_EQ(i, cases.size()) << gguf << ": .inp and .out hold different numbers of cases";
-  return cases;
-}
 
 class LlamaCppVocabTest : public ::testing::TestWithParam<const char*> {};
 
@@ -62,10 +25,10 @@ TEST_P(LlamaCppVocabTest, EncodesEveryCaseExactly) {
   ASSERT_TRUE(file.isOk()) << file.status().toString();
   Result<std::unique_ptr<Tokenizer>> tokenizer = makeTokenizer(*file);
   ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
-  const std::vector<Case> cases = readCases(path);
+  const std::vector<LlamaCppCase> cases = readLlamaCppCases(path);
   ASSERT_GE(cases.size(), 40u);
   size_t exact = 0;
-  for (const Case& c : cases) {
+  for (const LlamaCppCase& c : cases) {
     // As llama.cpp's test-tokenizer-0: no BOS/EOS, special tokens' text is plain text.
     Result<std::vector<TokenId>> ids = (*tokenizer)->encode(c.text, {.add_bos = false});
     ASSERT_TRUE(ids.isOk()) << ids.status().toString();
