@@ -421,9 +421,7 @@ Status readBpeVocabulary(const GgufFile& file, Vocabulary& v) {
   v.pre = preTokenizerName(rules->kind);
   v.ignore_merges = rules->ignore_merges;
   v.add_bos = rules->add_bos;
-  if (rules->kind == PreTokenizer::kQwen2 || rules->kind == PreTokenizer::kQwen35) {
-    v.normalizer = "nfc";
-  }
+  if (rules->kind == PreTokenizer::kQwen2) v.normalizer = "nfc";  // Qwen3.5's has none
   return Status::ok();
 }
 

@@ -66,10 +66,10 @@ struct Vocabulary {
 // (files write 0xFFFFFFFF for "none") leaves the default, as llama.cpp does. For model "gpt2":
 // tokenizer.ggml.merges (required) and tokenizer.ggml.pre, read as llama.cpp does
 // (preTokenizerFromGgufName: the regex, ignore_merges, the add_bos default); an unknown `pre`
-// is INVALID_ARGUMENT naming it. Qwen's pre-tokenizers ("qwen2", "qwen35") get the NFC
-// normalizer of Qwen's tokenizer.json, which llama.cpp leaves out: text that is not in NFC then
-// tokenizes as Hugging Face tokenizes it, and a GGUF and a tokenizer.json of one Qwen model
-// agree.
+// is INVALID_ARGUMENT naming it. The "qwen2" pre-tokenizer (Qwen2, 2.5, 3) gets the NFC
+// normalizer of those models' tokenizer.json, which llama.cpp leaves out: text that is not in
+// NFC then tokenizes as Hugging Face tokenizes it, and a GGUF and a tokenizer.json of one Qwen
+// model agree. (Qwen3.5's tokenizer.json has no normalizer, nor does "qwen35".)
 Result<Vocabulary> readVocabulary(const GgufFile& file);
 
 // Tokenizer hash: SipHash-2-4 with key (0, 0) over "kvferry.tokenizer.v1", the model name, u64

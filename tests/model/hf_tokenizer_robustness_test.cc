@@ -307,6 +307,15 @@ TEST(TokenizerFilesTest, GgufBpeErrorsAreClear) {
   Result<std::unique_ptr<Tokenizer>> good = loadTokenizer(path);
   ASSERT_TRUE(good.isOk()) << good.status().toString();
   EXPECT_EQ(*(*good)->encode("ab", {.add_bos = false}), (std::vector<TokenId>{256}));
+  // Qwen2/2.5/3 normalize to NFC in their tokenizer.json, Qwen3.5 does not (llama.cpp's qwen35
+  // cases keep "e" + U+0301 apart); the GGUF readings follow.
+  for (auto [pre, normalizer] : {std::pair{"qwen2", "nfc"}, std::pair{"qwen35", ""},
+                                 std::pair{"llama-bpe", ""}, std::pair{"tekken", ""}}) {
+    write(path, pre, {"a b"});
+    Result<Vocabulary> v = loadVocabulary(path);
+    ASSERT_TRUE(v.isOk()) << v.status().toString();
+    EXPECT_EQ(v->normalizer, normalizer) << pre;
+  }
   write(path, "jais", {"a b"});
   EXPECT_EQ(loadTokenizer(path).status().message(),
             path +
