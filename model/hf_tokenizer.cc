@@ -19,6 +19,9 @@ namespace json = boost::json;
 using internal::quoted;
 
 constexpr int64_t kMaxTokens = int64_t{1} << 24;  // as readVocabulary: far above real vocabularies
+// Ids are dense in real files; this much slack above the number of tokens named keeps a file with
+// one huge id from allocating a vocabulary of millions of empty slots.
+constexpr int64_t kIdSlack = 1 << 16;
 
 Status fail(std::string_view file, const std::string& what) {
   return invalidArgument(std::string(file) + ": " + what);
@@ -46,7 +49,8 @@ std::string typeName(const json::value& v) { return std::string(jsonKindName(v))
 // Typed access with errors that name the file and the JSON path.
 class Reader {
  public:
-  explicit Reader(std::string_view file) : file_(file) {}
+  explicit Reader(std::string_view file, int64_t id_limit = kMaxTokens)
+      : file_(file), id_limit_(std::min(id_limit, kMaxTokens)) {}
 
   Status wrongType(const std::string& path, const json::value& v, std::string_view expected) const {
     return fail(file_, path + " is " + typeName(v) + ", not " + std::string(expected));
@@ -86,15 +90,16 @@ class Reader {
   Result<int64_t> tokenId(const json::value& v, const std::string& path) const {
     boost::system::error_code ec;
     const auto id = v.to_number<int64_t>(ec);
-    if (ec || id < 0 || id >= kMaxTokens) {
+    if (ec || id < 0 || id >= id_limit_) {
       return error(path + " is " + (v.is_number() ? json::serialize(v) : typeName(v)) +
-                   ", not a token id (0.." + std::to_string(kMaxTokens - 1) + ")");
+                   ", not a token id (0.." + std::to_string(id_limit_ - 1) + ")");
     }
     return id;
   }
 
  private:
   std::string_view file_;
+  int64_t id_limit_;
 };
 
 constexpr std::string_view kTokenizerJson = "tokenizer.json";
@@ -395,9 +400,20 @@ Result<std::optional<std::string>> configToken(const Reader& r, const json::obje
 }  // namespace
 
 Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string_view config_json) {
-  const Reader r(kTokenizerJson);
   ASSIGN_OR_RETURN(json::value document, parseJson(tokenizer_json, kTokenizerJson));
-  ASSIGN_OR_RETURN(const json::object* root, r.object(document, "the document"));
+  ASSIGN_OR_RETURN(const json::object* root,
+                   Reader(kTokenizerJson).object(document, "the document"));
+  // Token ids may not run far past the number of tokens the file names.
+  int64_t named = kIdSlack;
+  if (const json::value* model = root->if_contains("model"); model && model->is_object()) {
+    const json::value* vocab = model->get_object().if_contains("vocab");
+    if (vocab != nullptr && vocab->is_object())
+      named += static_cast<int64_t>(vocab->get_object().size());
+  }
+  if (const json::value* added = root->if_contains("added_tokens"); added && added->is_array()) {
+    named += static_cast<int64_t>(added->get_array().size());
+  }
+  const Reader r(kTokenizerJson, named);
 
   Vocabulary v;
   v.model = "gpt2";

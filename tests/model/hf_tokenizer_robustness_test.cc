@@ -151,7 +151,10 @@ TEST(HfTokenizerParseTest, UnsupportedOrInconsistentFilesHaveClearErrors) {
   expectError(t, "model.vocab gives id 5 to both");
   t = smallTokenizer();
   t["model"].as_object()["vocab"].as_object()["neg"] = -1;
-  expectError(t, "model.vocab['neg'] is -1, not a token id");
+  expectError(t, "model.vocab['neg'] is -1, not a token id (0..65797)");
+  t = smallTokenizer();
+  t["added_tokens"].as_array()[1].as_object()["id"] = 10000000;
+  expectError(t, "added_tokens[1].id is 10000000, not a token id (0..65796)");
   t = smallTokenizer();
   t["model"].as_object()["vocab"] = json::array{};
   expectError(t, "model.vocab is an array, not an object");
