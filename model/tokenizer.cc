@@ -10,25 +10,18 @@
 #include <utility>
 
 #include "model/hash.h"
+#include "model/pre_tokenizer.h"
+#include "model/tokenizer_internal.h"
+#include "model/unicode.h"
 #include "model/utf8.h"
 
 namespace kvferry::model {
 namespace {
 
+using internal::Fragment;
+using internal::hexByte;
+
 constexpr std::string_view kSpaceMarker = "\xe2\x96\x81";  // U+2581 "▁", SentencePiece's space
-constexpr size_t kMaxTextBytes = size_t{1} << 30;          // symbol indices are ints
-
-std::string hexByte(uint8_t byte) {
-  constexpr char kHex[] = "0123456789ABCDEF";
-  return std::string("0x") + kHex[byte >> 4] + kHex[byte & 15];
-}
-
-int hexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
 
 // Byte length of the UTF-8 sequence a byte starts, as llama.cpp's unicode_len_utf8: a stray
 // continuation byte counts as one (only reachable through user-defined tokens cutting text).
@@ -37,11 +30,6 @@ size_t utf8SequenceLength(uint8_t lead) {
                                                        1, 1, 1, 1, 2, 2, 3, 4};
   return kLengths[lead >> 4];
 }
-
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
-};
 
 // SentencePiece-style tokenizer with llama.cpp's algorithm (llm_tokenizer_spm_session).
 class SpmTokenizer final : public Tokenizer {
@@ -55,72 +43,35 @@ class SpmTokenizer final : public Tokenizer {
   const Vocabulary& vocabulary() const override { return vocab_; }
 
  private:
-  struct Fragment {
-    std::string_view text;     // raw text when token == kNoToken
-    TokenId token = kNoToken;  // a special token matched verbatim
-  };
-
-  explicit SpmTokenizer(Vocabulary vocab) : vocab_(std::move(vocab)) {}
+  explicit SpmTokenizer(Vocabulary vocab) : vocab_(std::move(vocab)), specials_(vocab_) {}
   TokenId lookup(std::string_view text) const;
-  std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
   Status tokenizeEscaped(std::string_view text, std::vector<TokenId>& out) const;
-  Status checkId(TokenId id, size_t position) const;
   // Appends the token's bytes; returns whether it is a text-bearing token.
   bool appendPiece(TokenId id, std::string& out) const;
 
   Vocabulary vocab_;
-  std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>> ids_;
+  internal::SpecialTokenSplitter specials_;  // refers to vocab_
+  internal::TokenIndex ids_;
   // Byte fallback: the <0xNN> token, else the one-byte token, else <unk> (else kNoToken).
   std::array<TokenId, 256> byte_tokens_{};
-  std::vector<uint8_t> byte_values_;     // the byte a kByte token stands for
-  std::vector<TokenId> special_tokens_;  // matched in text, longest first
+  std::vector<uint8_t> byte_values_;  // the byte a kByte token stands for
 };
 
 Result<std::unique_ptr<Tokenizer>> SpmTokenizer::create(Vocabulary vocab) {
+  RETURN_IF_ERROR(internal::checkVocabulary(vocab));
   const size_t n = vocab.tokens.size();
-  if (n == 0 || n > INT32_MAX) {
-    return invalidArgument("vocabulary of " + std::to_string(n) + " tokens");
-  }
-  if (vocab.scores.size() != n || vocab.types.size() != n) {
-    return invalidArgument("vocabulary of " + std::to_string(n) + " tokens has " +
-                           std::to_string(vocab.scores.size()) + " scores and " +
-                           std::to_string(vocab.types.size()) + " types");
-  }
-  for (auto [id, name] : {std::pair{vocab.bos_id, "BOS"}, std::pair{vocab.eos_id, "EOS"},
-                          std::pair{vocab.unk_id, "unknown"}, std::pair{vocab.pad_id, "padding"}}) {
-    if (id != kNoToken && (id < 0 || static_cast<size_t>(id) >= n)) {
-      return invalidArgument(std::string(name) + " token id " + std::to_string(id) +
-                             " is outside the vocabulary of " + std::to_string(n));
-    }
-  }
   std::unique_ptr<SpmTokenizer> tokenizer(new SpmTokenizer(std::move(vocab)));
   const Vocabulary& v = tokenizer->vocab_;
   tokenizer->byte_values_.assign(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const auto id = static_cast<TokenId>(i);
     const std::string& text = v.tokens[i];
-    if (std::isnan(v.scores[i])) {
-      return invalidArgument("token " + std::to_string(i) + " has a NaN score");
-    }
     if (v.types[i] == TokenType::kByte) {
-      const int high = text.size() == 6 ? hexDigit(text[3]) : -1;
-      const int low = text.size() == 6 ? hexDigit(text[4]) : -1;
-      if (!text.starts_with("<0x") || high < 0 || low < 0 || text[5] != '>') {
-        return invalidArgument("byte token " + std::to_string(i) + " is '" + printable(text) +
-                               "', not <0xNN>");
-      }
-      tokenizer->byte_values_[i] = static_cast<uint8_t>(high * 16 + low);
+      ASSIGN_OR_RETURN(tokenizer->byte_values_[i], internal::byteTokenValue(id, text));
     }
     // As llama.cpp: a later duplicate of a text wins.
     if (!text.empty()) tokenizer->ids_.insert_or_assign(text, id);
-    const TokenType type = v.types[i];
-    if (!text.empty() && (type == TokenType::kControl || type == TokenType::kUserDefined ||
-                          type == TokenType::kUnknown)) {
-      tokenizer->special_tokens_.push_back(id);
-    }
   }
-  std::ranges::stable_sort(tokenizer->special_tokens_, std::greater<>(),
-                           [&](TokenId id) { return v.tokens[id].size(); });
   for (int byte = 0; byte < 256; ++byte) {
     TokenId id = tokenizer->lookup("<" + hexByte(static_cast<uint8_t>(byte)) + ">");
     if (id == kNoToken) id = tokenizer->lookup(std::string(1, static_cast<char>(byte)));
@@ -132,34 +83,6 @@ Result<std::unique_ptr<Tokenizer>> SpmTokenizer::create(Vocabulary vocab) {
 TokenId SpmTokenizer::lookup(std::string_view text) const {
   auto it = ids_.find(text);
   return it == ids_.end() ? kNoToken : it->second;
-}
-
-std::vector<SpmTokenizer::Fragment> SpmTokenizer::partition(std::string_view text,
-                                                            bool parse_special) const {
-  std::vector<Fragment> fragments;
-  if (!text.empty()) fragments.push_back({text});
-  std::vector<Fragment> next;
-  for (TokenId id : special_tokens_) {
-    if (!parse_special && vocab_.types[id] != TokenType::kUserDefined) continue;
-    const std::string& needle = vocab_.tokens[id];
-    if (text.find(needle) == std::string_view::npos) continue;  // fragments are substrings
-    next.clear();
-    for (const Fragment& fragment : fragments) {
-      if (fragment.token != kNoToken) {
-        next.push_back(fragment);
-        continue;
-      }
-      std::string_view rest = fragment.text;
-      for (size_t at = rest.find(needle); at != std::string_view::npos; at = rest.find(needle)) {
-        if (at > 0) next.push_back({rest.substr(0, at)});
-        next.push_back({{}, id});
-        rest.remove_prefix(at + needle.size());
-      }
-      if (!rest.empty()) next.push_back({rest});
-    }
-    fragments.swap(next);
-  }
-  return fragments;
 }
 
 Status SpmTokenizer::tokenizeEscaped(std::string_view text, std::vector<TokenId>& out) const {
@@ -239,10 +162,8 @@ Status SpmTokenizer::tokenizeEscaped(std::string_view text, std::vector<TokenId>
 
 Result<std::vector<TokenId>> SpmTokenizer::encode(std::string_view text,
                                                   const EncodeOptions& options) const {
-  if (text.size() > kMaxTextBytes) {
-    return invalidArgument("text of " + std::to_string(text.size()) + " bytes is too long");
-  }
-  RETURN_IF_ERROR(checkUtf8(text));
+  std::string storage;
+  ASSIGN_OR_RETURN(text, internal::prepareText(text, options, storage));
   std::vector<TokenId> out;
   if (options.add_bos) {
     if (vocab_.bos_id == kNoToken) return invalidArgument("the vocabulary has no BOS token");
@@ -250,7 +171,7 @@ Result<std::vector<TokenId>> SpmTokenizer::encode(std::string_view text,
   }
   bool after_special = true;  // the start of the text counts as "after a special token"
   std::string escaped;
-  for (const Fragment& fragment : partition(text, options.parse_special)) {
+  for (const Fragment& fragment : specials_.split(text, options.parse_special)) {
     if (fragment.token != kNoToken) {
       out.push_back(fragment.token);
       after_special = true;
@@ -273,15 +194,6 @@ Result<std::vector<TokenId>> SpmTokenizer::encode(std::string_view text,
     out.push_back(vocab_.eos_id);
   }
   return out;
-}
-
-Status SpmTokenizer::checkId(TokenId id, size_t position) const {
-  if (id < 0 || static_cast<size_t>(id) >= vocab_.tokens.size()) {
-    return invalidArgument("token id " + std::to_string(id) + " at position " +
-                           std::to_string(position) + " is outside the vocabulary of " +
-                           std::to_string(vocab_.tokens.size()) + " tokens");
-  }
-  return Status::ok();
 }
 
 bool SpmTokenizer::appendPiece(TokenId id, std::string& out) const {
@@ -312,7 +224,7 @@ Result<std::string> SpmTokenizer::decode(std::span<const TokenId> ids) const {
   std::string out;
   bool drop_space = vocab_.add_space_prefix;
   for (size_t i = 0; i < ids.size(); ++i) {
-    RETURN_IF_ERROR(checkId(ids[i], i));
+    RETURN_IF_ERROR(internal::checkId(vocab_, ids[i], i));
     const size_t start = out.size();
     if (!appendPiece(ids[i], out)) continue;
     if (drop_space && out.size() > start && out[start] == ' ') out.erase(start, 1);
@@ -322,13 +234,141 @@ Result<std::string> SpmTokenizer::decode(std::span<const TokenId> ids) const {
 }
 
 Result<std::string> SpmTokenizer::piece(TokenId id) const {
-  RETURN_IF_ERROR(checkId(id, 0));
+  RETURN_IF_ERROR(internal::checkId(vocab_, id, 0));
   std::string out;
   appendPiece(id, out);
   return out;
 }
 
 }  // namespace
+
+namespace internal {
+
+std::string hexByte(uint8_t byte) {
+  constexpr char kHex[] = "0123456789ABCDEF";
+  return std::string("0x") + kHex[byte >> 4] + kHex[byte & 15];
+}
+
+std::string quoted(std::string_view text) {
+  constexpr size_t kMaxBytes = 64;
+  if (!checkUtf8(text).isOk() || std::ranges::any_of(text, [](char c) {
+        return static_cast<uint8_t>(c) < 0x20 || c == 0x7f;
+      })) {
+    return printable(text);
+  }
+  if (text.size() <= kMaxBytes) return std::string(text);
+  size_t cut = kMaxBytes;
+  while (cut > 0 && (static_cast<uint8_t>(text[cut]) & 0xC0) == 0x80) --cut;  // a whole character
+  return std::string(text.substr(0, cut)) + "...";
+}
+
+Result<uint8_t> byteTokenValue(TokenId id, std::string_view text) {
+  const auto hexDigit = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int high = text.size() == 6 ? hexDigit(text[3]) : -1;
+  const int low = text.size() == 6 ? hexDigit(text[4]) : -1;
+  if (!text.starts_with("<0x") || high < 0 || low < 0 || text[5] != '>') {
+    return invalidArgument("byte token " + std::to_string(id) + " is '" + printable(text) +
+                           "', not <0xNN>");
+  }
+  return static_cast<uint8_t>(high * 16 + low);
+}
+
+Status checkVocabulary(const Vocabulary& vocab) {
+  const size_t n = vocab.tokens.size();
+  if (n == 0 || n > INT32_MAX) {
+    return invalidArgument("vocabulary of " + std::to_string(n) + " tokens");
+  }
+  if (vocab.scores.size() != n || vocab.types.size() != n) {
+    return invalidArgument("vocabulary of " + std::to_string(n) + " tokens has " +
+                           std::to_string(vocab.scores.size()) + " scores and " +
+                           std::to_string(vocab.types.size()) + " types");
+  }
+  for (auto [id, name] : {std::pair{vocab.bos_id, "BOS"}, std::pair{vocab.eos_id, "EOS"},
+                          std::pair{vocab.unk_id, "unknown"}, std::pair{vocab.pad_id, "padding"}}) {
+    if (id != kNoToken && (id < 0 || static_cast<size_t>(id) >= n)) {
+      return invalidArgument(std::string(name) + " token id " + std::to_string(id) +
+                             " is outside the vocabulary of " + std::to_string(n));
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(vocab.scores[i])) {
+      return invalidArgument("token " + std::to_string(i) + " has a NaN score");
+    }
+  }
+  return Status::ok();
+}
+
+Status checkId(const Vocabulary& vocab, TokenId id, size_t position) {
+  if (id < 0 || static_cast<size_t>(id) >= vocab.tokens.size()) {
+    return invalidArgument("token id " + std::to_string(id) + " at position " +
+                           std::to_string(position) + " is outside the vocabulary of " +
+                           std::to_string(vocab.tokens.size()) + " tokens");
+  }
+  return Status::ok();
+}
+
+Result<std::string_view> prepareText(std::string_view text, const EncodeOptions& options,
+                                     std::string& storage) {
+  if (text.size() > kMaxTextBytes) {
+    return invalidArgument("text of " + std::to_string(text.size()) + " bytes is too long");
+  }
+  if (Status valid = checkUtf8(text); !valid.isOk()) {
+    if (!options.replace_invalid_utf8) return valid;
+    storage = replaceInvalidUtf8(text);
+    if (storage.size() > kMaxTextBytes) {
+      return invalidArgument("text of " + std::to_string(storage.size()) + " bytes is too long");
+    }
+    return std::string_view(storage);
+  }
+  return text;
+}
+
+SpecialTokenSplitter::SpecialTokenSplitter(const Vocabulary& vocab) : vocab_(vocab) {
+  for (size_t i = 0; i < vocab.tokens.size(); ++i) {
+    const TokenType type = vocab.types[i];
+    if (!vocab.tokens[i].empty() &&
+        (type == TokenType::kControl || type == TokenType::kUserDefined ||
+         type == TokenType::kUnknown)) {
+      special_tokens_.push_back(static_cast<TokenId>(i));
+    }
+  }
+  std::ranges::stable_sort(special_tokens_, std::greater<>(),
+                           [&](TokenId id) { return vocab.tokens[id].size(); });
+}
+
+std::vector<Fragment> SpecialTokenSplitter::split(std::string_view text, bool parse_special) const {
+  std::vector<Fragment> fragments;
+  if (!text.empty()) fragments.push_back({text});
+  std::vector<Fragment> next;
+  for (TokenId id : special_tokens_) {
+    if (!parse_special && vocab_.types[id] != TokenType::kUserDefined) continue;
+    const std::string& needle = vocab_.tokens[id];
+    if (text.find(needle) == std::string_view::npos) continue;  // fragments are substrings
+    next.clear();
+    for (const Fragment& fragment : fragments) {
+      if (fragment.token != kNoToken) {
+        next.push_back(fragment);
+        continue;
+      }
+      std::string_view rest = fragment.text;
+      for (size_t at = rest.find(needle); at != std::string_view::npos; at = rest.find(needle)) {
+        if (at > 0) next.push_back({rest.substr(0, at)});
+        next.push_back({{}, id});
+        rest.remove_prefix(at + needle.size());
+      }
+      if (!rest.empty()) next.push_back({rest});
+    }
+    fragments.swap(next);
+  }
+  return fragments;
+}
+
+}  // namespace internal
 
 Status checkUtf8(std::string_view text) {
   const auto fail = [](size_t at, const std::string& why) {
@@ -357,6 +397,35 @@ Status checkUtf8(std::string_view text) {
   }
   return Status::ok();
 }
+
+namespace {
+
+// tokenizer.ggml.merges and .pre, with llama.cpp's defaults for that pre-tokenizer.
+Status readBpeVocabulary(const GgufFile& file, Vocabulary& v) {
+  if (file.findKey("tokenizer.ggml.merges") == nullptr) {
+    return invalidArgument("tokenizer.ggml.merges is missing: a 'gpt2' (BPE) tokenizer needs them");
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string_view> merges,
+                   file.getStringArray("tokenizer.ggml.merges"));
+  v.merges.assign(merges.begin(), merges.end());
+  std::string_view pre;
+  if (file.findKey("tokenizer.ggml.pre") != nullptr) {
+    ASSIGN_OR_RETURN(pre, file.getString("tokenizer.ggml.pre"));
+  }
+  const std::optional<GgufPreTokenizer> rules = preTokenizerFromGgufName(pre);
+  if (!rules) {
+    return invalidArgument("tokenizer.ggml.pre '" + printable(pre) +
+                           "' is not supported (supported: llama-bpe, qwen2, qwen35, tekken, "
+                           "gpt-2, default, and llama.cpp's aliases of these)");
+  }
+  v.pre = preTokenizerName(rules->kind);
+  v.ignore_merges = rules->ignore_merges;
+  v.add_bos = rules->add_bos;
+  if (rules->kind == PreTokenizer::kQwen2) v.normalizer = "nfc";  // Qwen3.5's has none
+  return Status::ok();
+}
+
+}  // namespace
 
 Result<Vocabulary> readVocabulary(const GgufFile& file) {
   Vocabulary v;
@@ -411,6 +480,7 @@ Result<Vocabulary> readVocabulary(const GgufFile& file) {
     RETURN_IF_ERROR(file.getIfPresent(key, value));
     if (value < n) *id = static_cast<TokenId>(value);
   }
+  if (v.model == "gpt2") RETURN_IF_ERROR(readBpeVocabulary(file, v));
   RETURN_IF_ERROR(file.getIfPresent("tokenizer.ggml.add_bos_token", v.add_bos));
   RETURN_IF_ERROR(file.getIfPresent("tokenizer.ggml.add_eos_token", v.add_eos));
   RETURN_IF_ERROR(file.getIfPresent("tokenizer.ggml.add_space_prefix", v.add_space_prefix));
@@ -426,14 +496,17 @@ uint64_t vocabularyHash(const Vocabulary& v) {
   for (TokenId id : {v.bos_id, v.eos_id, v.unk_id, v.pad_id})
     hasher.addU32(static_cast<uint32_t>(id));
   for (bool flag : {v.add_bos, v.add_eos, v.add_space_prefix}) hasher.addU32(flag ? 1 : 0);
+  if (v.model != "llama") {
+    hasher.addU64(v.merges.size());
+    for (const std::string& merge : v.merges) hasher.addString(merge);
+    hasher.addString(v.pre).addString(v.normalizer).addU32(v.ignore_merges ? 1 : 0);
+  }
   return hasher.finish();
 }
 
 Result<std::unique_ptr<Tokenizer>> makeTokenizer(Vocabulary vocab) {
   if (vocab.model == "llama") return SpmTokenizer::create(std::move(vocab));
-  if (vocab.model == "gpt2") {
-    return invalidArgument("tokenizer model 'gpt2' (byte-level BPE) is not supported yet");
-  }
+  if (vocab.model == "gpt2") return internal::makeBpeTokenizer(std::move(vocab));
   return invalidArgument("tokenizer model '" + printable(vocab.model) + "' is not supported");
 }
 

@@ -34,6 +34,9 @@ PACKAGES=(
   systemd
   # Tooling named in STYLE.md.
   clang-format clang-tidy
+  # The Unicode Character Database: source of model/unicode_data.cc (scripts/gen_unicode_tables.py)
+  # and of the NFC conformance test (tests/model/unicode_test.cc). Data only, never read at run time.
+  unicode-data bzip2
 )
 
 check_only=0

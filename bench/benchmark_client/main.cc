@@ -21,8 +21,8 @@
 #include "bench/benchmark_client/report.h"
 #include "bench/benchmark_client/text_synth.h"
 #include "common/logging.h"
-#include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_files.h"
 
 namespace kvferry::bench {
 namespace {
@@ -96,8 +96,8 @@ Result<int> run(int argc, char** argv) {
   setupLogging("benchmark_client", LogLevel::kWarn);
   raiseOpenFileLimit();
 
-  ASSIGN_OR_RETURN(model::GgufFile gguf, model::GgufFile::open(o.tokenizer_path));
-  ASSIGN_OR_RETURN(std::unique_ptr<model::Tokenizer> tokenizer, model::makeTokenizer(gguf));
+  ASSIGN_OR_RETURN(std::unique_ptr<model::Tokenizer> tokenizer,
+                   model::loadTokenizer(o.tokenizer_path));
   ASSIGN_OR_RETURN(TextSynthesizer synth, TextSynthesizer::create(*tokenizer));
   ASSIGN_OR_RETURN(http::tcp::endpoint endpoint, http::parseEndpoint(o.host_port, "--base-url"));
   std::fprintf(stderr, "benchmark_client: synthesizing the %s workload (%zu-word list)\n",

@@ -7,7 +7,7 @@
 namespace kvferry::bench {
 
 const std::string_view kUsage =
-    R"(usage: benchmark_client --tokenizer MODEL.gguf [--base-url URL] [--endpoint PATH]
+    R"(usage: benchmark_client --tokenizer PATH [--base-url URL] [--endpoint PATH]
                         [--dataset random|shared-prefix|multi-turn|trace] [options]
 
 An open-loop load generator for any OpenAI-compatible server (kvferry's orchestrator, vLLM,
@@ -25,8 +25,11 @@ Target
   --temperature T         sampling temperature (default 0: greedy)
   --ignore-eos            send "ignore_eos": true (a vLLM/SGLang extension, ignored elsewhere) so
                           outputs run to max_tokens
-  --tokenizer FILE.gguf   the served model's GGUF (its tokenizer metadata); required: it counts
-                          and synthesizes prompt tokens and counts output text without usage
+  --tokenizer PATH        the served model's tokenizer, required: it counts and synthesizes prompt
+                          tokens and counts output text without usage. A GGUF file (only its
+                          metadata is read), a Hugging Face model directory, a directory holding
+                          tokenizer.json and tokenizer_config.json, or a tokenizer.json;
+                          SentencePiece or byte-level BPE (Llama 3, Qwen, Mistral-Nemo, GPT-2)
 
 Workload (--dataset, default random)
   random         --num-prompts N (default 1000) prompts of --input-len tokens (default 1024)
@@ -82,10 +85,10 @@ Examples
       --input-len 128 --output-len 64 --num-prompts 200 --request-rate 4 --ignore-eos \
       --goodput ttft:200 tpot:20 --result-json kvferry.json
 
-  # vLLM (vllm serve meta-llama/Llama-2-7b-hf --port 8000) replaying a Mooncake trace, with the
-  # same model's GGUF for the tokenizer:
+  # vLLM (vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000) replaying a Mooncake trace, with the
+  # same model's Hugging Face directory (or just its tokenizer files) for the tokenizer:
   benchmark_client --base-url http://10.0.0.5:8000 --endpoint /v1/completions \
-      --tokenizer llama-2-7b.Q8_0.gguf --dataset trace \
+      --tokenizer Qwen2.5-7B-Instruct/ --dataset trace \
       --trace conversation_trace.jsonl --num-prompts 500 --trace-time-scale 0.5 \
       --ignore-eos --max-concurrency 64 --result-json vllm.json --plot vllm.png
 )";
@@ -267,7 +270,7 @@ Result<Options> parseOptions(int argc, const char* const* argv) {
   o.chat = o.endpoint.ends_with("/chat/completions");
   if (o.tokenizer_path.empty()) {
     return invalidArgument(
-        "--tokenizer FILE.gguf is required: prompts are synthesized to exact token counts");
+        "--tokenizer PATH is required: prompts are synthesized to exact token counts");
   }
   if (d.kind == DatasetKind::kMultiTurn && !o.chat) {
     return invalidArgument("--dataset multi-turn needs --endpoint /v1/chat/completions");

@@ -7,7 +7,6 @@
 namespace kvferry::bench {
 namespace {
 
-constexpr std::string_view kSpaceMarker = "\xe2\x96\x81";  // U+2581 "▁"
 constexpr model::EncodeOptions kNoBos{.add_bos = false};
 
 bool isAsciiLetters(std::string_view text) {
@@ -21,44 +20,48 @@ bool isAsciiLetters(std::string_view text) {
 Result<TextSynthesizer> TextSynthesizer::create(const model::Tokenizer& tokenizer) {
   const model::Vocabulary& vocab = tokenizer.vocabulary();
   auto encode = [&](std::string_view text) { return tokenizer.encode(text, kNoBos); };
+  // The bytes a normal token stands for: " word" for SPM "▁word" and byte-level BPE "Ġword".
+  auto pieceOf = [&](size_t i) -> std::string {
+    if (vocab.types[i] != model::TokenType::kNormal) return {};
+    Result<std::string> piece = tokenizer.piece(static_cast<model::TokenId>(i));
+    return piece.isOk() ? std::move(piece).value() : std::string();
+  };
 
-  // Words of one token: "▁letters" pieces that encode back to themselves.
+  // Words of one token: " letters" pieces whose letters alone (a text's first word, which has no
+  // space before it) are one token too.
   std::vector<std::pair<std::string, model::TokenId>> singles;
   for (size_t i = 0; i < vocab.tokens.size(); ++i) {
-    const std::string_view piece = vocab.tokens[i];
-    if (vocab.types[i] != model::TokenType::kNormal || !piece.starts_with(kSpaceMarker)) continue;
-    const std::string_view letters = piece.substr(kSpaceMarker.size());
+    const std::string piece = pieceOf(i);
+    if (!piece.starts_with(' ')) continue;
+    const std::string_view letters = std::string_view(piece).substr(1);
     if (!isAsciiLetters(letters)) continue;
     ASSIGN_OR_RETURN(std::vector<model::TokenId> ids, encode(letters));
-    if (ids.size() == 1 && ids[0] == static_cast<model::TokenId>(i)) {
-      singles.emplace_back(std::string(letters), ids[0]);
-    }
+    if (ids.size() == 1) singles.emplace_back(std::string(letters), static_cast<model::TokenId>(i));
   }
   if (singles.empty()) {
     return failedPrecondition(
-        "the tokenizer has no single-token \"\xe2\x96\x81word\" pieces: prompts of exact token "
-        "lengths cannot be synthesized for this model");
+        "the tokenizer has no single-token \" word\" pieces: prompts of exact token lengths cannot "
+        "be synthesized for this model");
   }
-  // Two anchors to put each candidate between (plain names: lambdas cannot capture bindings
-  // in clang before 16).
+  // Two anchors to put each candidate between: the first word of a text and one after a space
+  // (plain names: lambdas cannot capture bindings in clang before 16).
   const std::string& left = singles.front().first;
-  const model::TokenId left_id = singles.front().second;
+  ASSIGN_OR_RETURN(const std::vector<model::TokenId> left_ids, encode(left));
   const std::string& right = singles[singles.size() > 1 ? 1 : 0].first;
   const model::TokenId right_id = singles[singles.size() > 1 ? 1 : 0].second;
 
-  // Each word between two others must keep its own tokens, unchanged.
+  // Each word between two others must keep its count (and a single word its token), with the
+  // anchors unchanged around it.
   std::vector<Word> words;
   std::set<std::string, std::less<>> seen;
-  auto inContext = [&](const std::string& word,
-                       const std::vector<model::TokenId>& alone) -> Result<bool> {
+  auto inContext = [&](const std::string& word, size_t count,
+                       model::TokenId single) -> Result<bool> {
     ASSIGN_OR_RETURN(std::vector<model::TokenId> ids, encode(left + " " + word + " " + right));
-    std::vector<model::TokenId> expected{left_id};
-    expected.insert(expected.end(), alone.begin(), alone.end());
-    expected.push_back(right_id);
-    return ids == expected;
+    return ids.size() == count + 2 && ids.front() == left_ids.front() && ids.back() == right_id &&
+           (single == model::kNoToken || ids[1] == single);
   };
   for (const auto& [text, id] : singles) {
-    ASSIGN_OR_RETURN(bool ok, inContext(text, {id}));
+    ASSIGN_OR_RETURN(bool ok, inContext(text, 1, id));
     if (ok && seen.insert(text).second) words.push_back({text, 1});
   }
   const size_t single = words.size();
@@ -66,20 +69,19 @@ Result<TextSynthesizer> TextSynthesizer::create(const model::Tokenizer& tokenize
     return failedPrecondition("no single-token word keeps its token between two others");
   }
 
-  // Tiny vocabularies: add words of a few tokens, each with its count measured in context.
+  // Tiny vocabularies: add words of a few tokens, each with its count measured alone and in
+  // context (they must agree).
   if (single < kMinSingleTokenWords) {
     std::vector<Word> multi;
     for (size_t i = 0; i < vocab.tokens.size(); ++i) {
-      if (vocab.types[i] != model::TokenType::kNormal) continue;
-      std::string_view letters = vocab.tokens[i];
-      if (letters.starts_with(kSpaceMarker)) letters.remove_prefix(kSpaceMarker.size());
+      std::string letters = pieceOf(i);
+      if (letters.starts_with(' ')) letters.erase(0, 1);
       if (!isAsciiLetters(letters) || seen.contains(letters)) continue;
       ASSIGN_OR_RETURN(std::vector<model::TokenId> ids, encode(letters));
       if (ids.size() < 2 || ids.size() > kMaxWordTokens) continue;
-      std::string text(letters);
-      ASSIGN_OR_RETURN(bool ok, inContext(text, ids));
-      if (ok && seen.insert(text).second) {
-        multi.push_back({std::move(text), static_cast<uint32_t>(ids.size())});
+      ASSIGN_OR_RETURN(bool ok, inContext(letters, ids.size(), model::kNoToken));
+      if (ok && seen.insert(letters).second) {
+        multi.push_back({std::move(letters), static_cast<uint32_t>(ids.size())});
       }
     }
     std::ranges::stable_sort(multi, {}, &Word::tokens);

@@ -1,16 +1,18 @@
-// Prompt text with an exact token count under an SPM tokenizer (model/tokenizer.h).
+// Prompt text with an exact token count under any model tokenizer (model/tokenizer.h: SPM or
+// byte-level BPE).
 //
 // Text is a sequence of words from a fixed word list, separated by single spaces, with no
 // leading or trailing space. Under SentencePiece each word then reads "▁word" (the tokenizer's
-// dummy prefix gives the first word its "▁"), and a word list is usable when every word's
-// token count is the same wherever it stands. Counts are WITHOUT the BOS token that the server
-// adds: a prompt of N tokens reaches the model as N + 1 with BOS (and more under a chat
-// template).
+// dummy prefix gives the first word its "▁"); under byte-level BPE the first word is "word" and
+// the others "Ġword". A word list is usable when every word's token count is the same wherever
+// it stands. Counts are WITHOUT the BOS token that the server adds: a prompt of N tokens reaches
+// the model as N + 1 with BOS (and more under a chat template).
 //
-// The list is built once from the vocabulary: every normal token whose piece is "▁" followed by
-// ASCII letters and that encodes back to itself alone and between two other list words. When a
-// vocabulary has fewer than kMinSingleTokenWords such words (tiny test models), words of 2..4
-// tokens are added, each with its count measured in the same context. The whole list, joined in
+// The list is built once from the vocabulary: every normal token whose bytes are a space and
+// ASCII letters (SPM "▁word", BPE "Ġword"), whose letters alone are one token too, and that stays
+// that one token between two other list words. When a vocabulary has fewer than
+// kMinSingleTokenWords such words (tiny test models), words of 2..4 tokens are added, each with
+// its count measured alone and in context. The whole list, joined in
 // a shuffled order, must then encode to the sum of the counts, or create() fails: the scheme does
 // not hold for that tokenizer. Callers still verify every prompt (verify()).
 //

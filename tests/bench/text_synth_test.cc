@@ -12,6 +12,7 @@
 #include "bench/benchmark_client/dataset.h"
 #include "bench/mooncake_trace.h"
 #include "model/gguf.h"
+#include "model/tokenizer_files.h"
 
 namespace kvferry::bench {
 namespace {
@@ -308,6 +309,32 @@ TEST(TextSynthFallbackTest, MultiTokenWordsOnATinyVocabulary) {
   for (uint32_t n = 1; n <= 60; ++n) {
     const std::string text = synth->text(rng, n);
     EXPECT_TRUE(synth->verify(text, n).isOk()) << n << ": " << text;
+  }
+}
+
+// Byte-level BPE (Llama 3 and Qwen3 tokenizer.json, Llama 3 GGUF): the first word of a text is
+// "word", the others "Ġword", and lengths stay exact.
+TEST(TextSynthBpeTest, ExactLengthsUnderByteLevelBpe) {
+  const std::string data = std::string(KVFERRY_SOURCE_DIR) + "/tests/data/tokenizers/";
+  for (const std::string& path : {data + "llama3", data + "qwen3/tokenizer.json",
+                                  data + "llama.cpp/ggml-vocab-llama-bpe.gguf"}) {
+    auto tokenizer = model::loadTokenizer(path);
+    ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
+    auto synth = TextSynthesizer::create(**tokenizer);
+    ASSERT_TRUE(synth.isOk()) << path << ": " << synth.status().toString();
+    EXPECT_GE(synth->singleTokenWords(), 10000u) << path;
+    EXPECT_EQ(synth->words().size(), synth->singleTokenWords()) << path;
+    Rng rng(11);
+    for (uint32_t n : {1u, 2u, 3u, 17u, 128u, 1000u}) {
+      const std::string text = synth->text(rng, n);
+      EXPECT_TRUE(synth->verify(text, n).isOk()) << path << ": " << n << ": " << text;
+    }
+    DatasetOptions o;
+    o.num_prompts = 20;
+    o.input_len = 300;
+    o.range_ratio = 0.5;
+    auto w = buildWorkload(o, *synth);
+    ASSERT_TRUE(w.isOk()) << path << ": " << w.status().toString();
   }
 }
 

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,47 @@ namespace kvferry::model::testing {
 // The real model fixture: Karpathy's stories260K (see its PROVENANCE.md).
 inline std::string storiesPath() {
   return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/models/stories260K/stories260K.gguf";
+}
+
+// A file under tests/data/tokenizers/ (see the README there).
+inline std::string tokenizerDataPath(const std::string& name) {
+  return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/tokenizers/" + name;
+}
+
+// The whole file as bytes (empty, with a test failure, when it cannot be read).
+inline std::string readFileText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in) << path;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// llama.cpp's tokenizer cases for a vocab GGUF (tests/data/tokenizers/README.md), in the format
+// its tests/test-tokenizer-0.cpp reads: the texts of GGUF.inp separated by
+// "\n__ggml_vocab_test__\n", one line of space-separated ids per text in GGUF.out.
+struct LlamaCppCase {
+  std::string text;
+  std::vector<TokenId> ids;
+};
+inline std::vector<LlamaCppCase> readLlamaCppCases(const std::string& gguf) {
+  const std::string inp = readFileText(gguf + ".inp");
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  std::vector<LlamaCppCase> cases;
+  for (size_t pos = 0; pos < inp.size();) {
+    size_t next = inp.find(separator, pos);
+    if (next == std::string::npos) next = inp.size();
+    cases.push_back({inp.substr(pos, next - pos), {}});
+    pos = next == inp.size() ? next : next + separator.size();
+  }
+  std::istringstream lines(readFileText(gguf + ".out"));
+  size_t i = 0;
+  for (std::string line; i < cases.size() && std::getline(lines, line); ++i) {
+    std::istringstream ids(line);
+    for (TokenId id; ids >> id;) cases[i].ids.push_back(id);
+  }
+  EXPECT_EQ(i, cases.size()) << gguf << ": .inp and .out hold different numbers of cases";
+  return cases;
 }
 
 // PROVENANCE.md §5: greedy generations of llama2.c's run.c for "Once upon a time" and "Zoo", ids

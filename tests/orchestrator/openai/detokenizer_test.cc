@@ -8,6 +8,10 @@
 #include <vector>
 
 #include "orchestrator/openai/stories_tokenizer_test.h"
+#include "model/gguf.h"
+#include "model/test_data.h"
+#include "model/tokenizer.h"
+#include "model/tokenizer_files.h"
 
 namespace kvferry::openai {
 namespace {
@@ -213,6 +217,36 @@ TEST_F(DetokenizerTest, RandomSequencesMatchDecode) {
     ASSERT_EQ(streamed(prompt, generated), sanitizeUtf8(expected)) << "trial " << trial;
   }
   EXPECT_GT(valid_cases, 100);  // both kinds of case were exercised
+}
+
+// Byte-level BPE (the Llama 3 tokenizer.json): tokens carry raw bytes, so CJK and emoji split
+// across tokens mid-character; the stream holds them back and releases exactly the text.
+TEST(BpeDetokenizerTest, StreamsTextSplitAcrossTokensExactly) {
+  Result<std::unique_ptr<model::Tokenizer>> tokenizer =
+      model::loadTokenizer(model::testing::tokenizerDataPath("llama3"));
+  ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
+  const model::Tokenizer& tok = **tokenizer;
+  const std::string text = " Hello 🦙 世界! 👨‍👩‍👧 naïve ԱԲԳ ꯍꯤ 𝐀𝐁";
+  Result<std::vector<TokenId>> prompt = tok.encode("Say:", {.add_bos = false});
+  Result<std::vector<TokenId>> ids = tok.encode(text, {.add_bos = false});
+  ASSERT_TRUE(prompt.isOk() && ids.isOk());
+  IncrementalDetokenizer detok(tok, *prompt);
+  std::string streamed;
+  bool held = false;
+  for (TokenId id : *ids) {
+    Result<std::string> piece = detok.feed(id);
+    ASSERT_TRUE(piece.isOk()) << piece.status().toString();
+    EXPECT_TRUE(model::checkUtf8(*piece).isOk()) << "a chunk of invalid UTF-8 after id " << id;
+    held |= detok.pendingBytes() > 0;
+    streamed += *piece;
+  }
+  streamed += detok.flush();
+  EXPECT_TRUE(held) << "no character was split across tokens: the test proves nothing";
+  EXPECT_EQ(streamed, text);  // BPE has no dummy-prefix space: the leading space stays
+  // Control tokens (<|eot_id|>) add nothing.
+  Result<std::string> eot = detok.feed(128009);
+  ASSERT_TRUE(eot.isOk());
+  EXPECT_EQ(*eot, "");
 }
 
 TEST(StopMatcherTest, NoStopsPassesTextThrough) {

@@ -1,0 +1,71 @@
+// What the SentencePiece (tokenizer.cc) and byte-level BPE (bpe_tokenizer.cc) tokenizers share:
+// vocabulary checks, the token-text index, and cutting special tokens out of text. Not a public
+// header: include model/tokenizer.h.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "model/tokenizer.h"
+
+namespace kvferry::model::internal {
+
+// "0x0A": how error messages name a byte.
+std::string hexByte(uint8_t byte);
+
+// A token or text for an error message: valid UTF-8 without control characters as it is (token
+// texts of byte-level vocabularies are mostly non-ASCII, "Ġthe"), anything else as printable()
+// writes it; at most 64 bytes either way.
+std::string quoted(std::string_view text);
+
+// The byte a byte token ("<0x0A>") stands for; INVALID_ARGUMENT naming token `id` otherwise.
+Result<uint8_t> byteTokenValue(TokenId id, std::string_view text);
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view text) const { return std::hash<std::string_view>{}(text); }
+};
+using TokenIndex = std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>>;
+
+// Sizes agree, special ids lie inside the vocabulary, no score is NaN.
+Status checkVocabulary(const Vocabulary& vocab);
+
+// INVALID_ARGUMENT naming the id and its position when it is outside the vocabulary.
+Status checkId(const Vocabulary& vocab, TokenId id, size_t position);
+
+// Text longer than this is refused (symbol indices are ints).
+inline constexpr size_t kMaxTextBytes = size_t{1} << 30;
+
+// The text encode() works on: checked (INVALID_ARGUMENT for a bad length or invalid UTF-8), or
+// with invalid sequences replaced when the options ask (then `storage` holds it).
+Result<std::string_view> prepareText(std::string_view text, const EncodeOptions& options,
+                                     std::string& storage);
+
+// A piece of the text between special tokens, or one special token matched verbatim.
+struct Fragment {
+  std::string_view text;     // raw text when token == kNoToken
+  TokenId token = kNoToken;  // a special token matched verbatim
+};
+
+// Cuts special tokens out of text as llama.cpp does (tokenizer_st_partition): every control,
+// user-defined and unknown token with text, longest first; control and unknown ones only when
+// parse_special.
+class SpecialTokenSplitter {
+ public:
+  explicit SpecialTokenSplitter(const Vocabulary& vocab);
+  std::vector<Fragment> split(std::string_view text, bool parse_special) const;
+
+ private:
+  const Vocabulary& vocab_;
+  std::vector<TokenId> special_tokens_;  // longest first
+};
+
+// The byte-level BPE implementation of Tokenizer (bpe_tokenizer.cc); vocab.model is "gpt2".
+Result<std::unique_ptr<Tokenizer>> makeBpeTokenizer(Vocabulary vocab);
+
+}  // namespace kvferry::model::internal
