@@ -21,10 +21,11 @@
 namespace kvferry::config {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, TransportKind>, 3> kTransportKinds{{
+constexpr std::array<std::pair<std::string_view, TransportKind>, 4> kTransportKinds{{
     {"tcp", TransportKind::kTcp},
     {"verbs", TransportKind::kVerbs},
     {"loopback", TransportKind::kLoopback},
+    {"cuda_ipc", TransportKind::kCudaIpc},
 }};
 
 bool allDigits(std::string_view text) {

@@ -23,7 +23,7 @@ struct LoggingConfig {
 };
 
 // Which transfer backend moves KV blocks. `tcp` is always built; `verbs` needs rdma-core.
-enum class TransportKind { kTcp, kVerbs, kLoopback };
+enum class TransportKind { kTcp, kVerbs, kLoopback, kCudaIpc };
 std::string_view transportKindName(TransportKind kind);
 
 // `transport.verbs:` section: the RDMA device, its addressing and the RC QP parameters.
@@ -47,7 +47,7 @@ struct VerbsConfig {
 
 // `transport:` section: every knob of the KV transfer engine.
 struct TransportConfig {
-  TransportKind kind = TransportKind::kTcp;  // transport.kind: tcp | verbs | loopback
+  TransportKind kind = TransportKind::kTcp;  // transport.kind: tcp | verbs | loopback | cuda_ipc
   // Data-plane listen address "host:port"; port 0 picks a free port (the endpoint blob carries
   // the real one). Loopback by default: exposing the data plane is an explicit decision.
   std::string listen_address = "127.0.0.1:0";

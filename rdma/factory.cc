@@ -5,6 +5,9 @@
 #ifdef KVFERRY_HAVE_VERBS
 #include "rdma/verbs/verbs_transport.h"
 #endif
+#ifdef KVFERRY_HAVE_CUDA_IPC
+#include "rdma/cuda_ipc/cuda_ipc_transport.h"
+#endif
 
 namespace kvferry::rdma {
 
@@ -24,6 +27,14 @@ Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& 
       return unavailable(
           "transport.kind 'verbs': this build has no verbs backend (rdma-core's libibverbs-dev "
           "was not found when it was configured; scripts/install_deps.sh installs it)");
+#endif
+    case config::TransportKind::kCudaIpc:
+#ifdef KVFERRY_HAVE_CUDA_IPC
+      return makeCudaIpcTransport(config);
+#else
+      return unavailable(
+          "transport.kind 'cuda_ipc': this build has no CUDA (nvcc was not found when it was "
+          "configured)");
 #endif
   }
   return invalidArgument("unknown transport kind");

@@ -79,6 +79,9 @@ struct Capabilities {
   // verbs a remote access error moves the RC queue pair to the error state: the peer reports
   // failure and must be reconnected (with a fresh blob).
   bool survives_remote_refusal = true;
+  // Whether the target checks each op again when it arrives (and so refuses writes into a region
+  // it deregistered after its blob was taken). cuda_ipc's one-sided device writes cannot be.
+  bool target_checks = true;
   uint32_t max_batch_ops = 0;
   uint32_t queue_depth = 0;
 };

@@ -1,0 +1,25 @@
+// One launch that performs a whole batch of device copies (cuda_ipc's data path): ops[i] copies
+// bytes from src to dst, both device addresses (local or IPC-mapped). Each op is cut into 64 KiB
+// pieces, one thread block each, copied with 16-byte accesses where source, destination and
+// length allow. Only CUDA code includes this header.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace kvferry::rdma::cuda_ipc {
+
+struct CopyOp {
+  uint64_t src = 0;
+  uint64_t dst = 0;
+  uint64_t bytes = 0;
+};
+
+inline constexpr uint64_t kCopyPieceBytes = 64 * 1024;
+
+// ops: device memory holding `count` CopyOps; the longest op's length sets the grid's depth.
+cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
+                            cudaStream_t stream);
+
+}  // namespace kvferry::rdma::cuda_ipc

@@ -1,0 +1,498 @@
+#include "rdma/cuda_ipc/cuda_ipc_transport.h"
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "rdma/batch_check.h"
+#include "rdma/cuda_ipc/batch_copy.h"
+#include "rdma/endpoint_blob.h"
+#include "rdma/event_queue.h"
+#include "rdma/region_table.h"
+#include "rdma/tcp/tcp_transport.h"
+
+namespace kvferry::rdma {
+namespace {
+
+using cuda_ipc::CopyOp;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint32_t kAddressVersion = 1;
+
+Status cudaStatus(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return Status::ok();
+  return internalError(std::string(what) + ": " + cudaGetErrorName(error) + " (" +
+                       cudaGetErrorString(error) + ")");
+}
+
+// The boot id tells apart hosts (and reboots): CUDA IPC handles mean nothing elsewhere.
+std::string bootId() {
+  std::ifstream file("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(file, id);
+  return id;
+}
+
+// One region as the blob describes it to a cuda_ipc peer.
+struct RegionAddress {
+  RegionId id = 0;
+  uint64_t bytes = 0;
+  uint64_t offset = 0;   // of the region's start inside the exported allocation
+  uint64_t pointer = 0;  // the region's address in its own process
+  cudaIpcMemHandle_t handle{};
+};
+
+struct AddressHeader {
+  uint32_t version = kAddressVersion;
+  uint32_t regions = 0;
+  uint64_t pid = 0;
+  char boot_id[48] = {};
+  uint32_t control_blob_bytes = 0;
+  RegionId doorbell = 0;
+};
+
+template <typename T>
+void append(std::vector<uint8_t>& out, const T& value) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&value);
+  out.insert(out.end(), bytes, bytes + sizeof(T));
+}
+
+// The start of the allocation holding `pointer`, through the driver (the runtime API has no
+// call for it); the pointer itself when the driver entry point is unavailable.
+uint64_t allocationBase(void* pointer) {
+  using GetAddressRange = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
+  static GetAddressRange get_range = [] {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &function, 12000,
+                                         cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return static_cast<GetAddressRange>(nullptr);
+    }
+    return reinterpret_cast<GetAddressRange>(function);
+  }();
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  if (get_range == nullptr ||
+      get_range(&base, &size, reinterpret_cast<CUdeviceptr>(pointer)) != CUDA_SUCCESS) {
+    return reinterpret_cast<uint64_t>(pointer);
+  }
+  return base;
+}
+
+class CudaIpcTransport final : public Transport {
+ public:
+  CudaIpcTransport(const config::TransportConfig& config, std::unique_ptr<Transport> control)
+      : config_(config), control_(std::move(control)), completions_(config.queue_depth) {}
+
+  ~CudaIpcTransport() override {
+    stop_ = true;
+    if (progress_.joinable()) progress_.join();
+    if (stream_ != nullptr) {
+      cudaStreamSynchronize(stream_);
+      for (Slot& slot : slots_) {
+        cudaEventDestroy(slot.done);
+        cudaFree(slot.device_ops);
+      }
+      cudaFreeHost(host_ops_);
+      cudaStreamDestroy(stream_);
+    }
+    std::lock_guard lock(mu_);
+    for (auto& [id, peer] : peers_) closeMappings(peer);
+  }
+
+  Status init() {
+    RETURN_IF_ERROR(cudaStatus(cudaGetDeviceCount(&device_count_), "cudaGetDeviceCount"));
+    ASSIGN_OR_RETURN(doorbell_,
+                     control_->registerRegion(doorbell_bytes_.data(), doorbell_bytes_.size(),
+                                              MemoryKind::host()));
+    ASSIGN_OR_RETURN(EndpointBlob control_blob, control_->localBlob());
+    ASSIGN_OR_RETURN(EndpointInfo control_info, decodeEndpoint(control_blob));
+    endpoint_id_ = control_info.endpoint_id;  // immediates name the sender by this id
+    progress_ = std::thread([this] { progressLoop(); });
+    return Status::ok();
+  }
+
+  std::string_view name() const override { return "cuda_ipc"; }
+
+  Capabilities capabilities() const override {
+    Capabilities caps;
+    caps.cuda_memory = true;
+    caps.max_batch_ops = config_.max_batch_ops;
+    caps.queue_depth = config_.queue_depth;
+    caps.target_checks = false;
+    return caps;
+  }
+
+  Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override {
+    RegionAddress address;
+    address.bytes = bytes;
+    address.pointer = reinterpret_cast<uint64_t>(base);
+    if (kind.type != MemoryKind::Type::kCuda) {
+      return invalidArgument("cuda_ipc moves device memory; register host memory with tcp");
+    }
+    {
+      cudaPointerAttributes attributes{};
+      RETURN_IF_ERROR(
+          cudaStatus(cudaPointerGetAttributes(&attributes, base), "cudaPointerGetAttributes"));
+      if (attributes.type != cudaMemoryTypeDevice || attributes.device != kind.device) {
+        return invalidArgument("cuda_ipc: the region is not device memory of GPU " +
+                               std::to_string(kind.device));
+      }
+      RETURN_IF_ERROR(ensureStream(kind.device));
+      RETURN_IF_ERROR(
+          cudaStatus(cudaIpcGetMemHandle(&address.handle, base), "cudaIpcGetMemHandle"));
+      address.offset = address.pointer - allocationBase(base);
+    }
+    ASSIGN_OR_RETURN(address.id, regions_.add(base, bytes, kind));
+    std::lock_guard lock(mu_);
+    addresses_[address.id] = address;
+    return address.id;
+  }
+
+  Status deregisterRegion(RegionId region) override {
+    RETURN_IF_ERROR(regions_.remove(region, std::chrono::milliseconds(config_.op_timeout_ms)));
+    std::lock_guard lock(mu_);
+    addresses_.erase(region);
+    return Status::ok();
+  }
+
+  Result<EndpointBlob> localBlob() const override {
+    ASSIGN_OR_RETURN(EndpointBlob control_blob, control_->localBlob());
+    std::vector<uint8_t> address;
+    AddressHeader header;
+    std::lock_guard lock(mu_);
+    header.regions = static_cast<uint32_t>(addresses_.size());
+    header.pid = static_cast<uint64_t>(::getpid());
+    std::strncpy(header.boot_id, bootId().c_str(), sizeof(header.boot_id) - 1);
+    header.control_blob_bytes = static_cast<uint32_t>(control_blob.size());
+    header.doorbell = doorbell_;
+    append(address, header);
+    address.insert(address.end(), control_blob.begin(), control_blob.end());
+    for (const auto& [id, region] : addresses_) append(address, region);
+    return encodeEndpoint(EndpointInfo{"cuda_ipc", endpoint_id_, regions_.describe(), address});
+  }
+
+  Result<PeerId> connect(const EndpointBlob& peer_blob) override {
+    ASSIGN_OR_RETURN(EndpointInfo info, decodeEndpoint(peer_blob));
+    if (info.backend != "cuda_ipc") {
+      return invalidArgument("blob is for the '" + info.backend + "' transport, not cuda_ipc");
+    }
+    AddressHeader header;
+    if (info.address.size() < sizeof(header)) return invalidArgument("cuda_ipc blob truncated");
+    std::memcpy(&header, info.address.data(), sizeof(header));
+    const uint64_t expected = sizeof(header) + uint64_t{header.control_blob_bytes} +
+                              uint64_t{header.regions} * sizeof(RegionAddress);
+    if (header.version != kAddressVersion || info.address.size() != expected ||
+        header.boot_id[sizeof(header.boot_id) - 1] != 0) {
+      return invalidArgument("cuda_ipc blob malformed");
+    }
+    if (std::string(header.boot_id) != bootId()) {
+      return unavailable(
+          "cuda_ipc connects endpoints of one host; this blob is from another "
+          "(use the tcp or verbs transport between hosts)");
+    }
+    const bool same_process = header.pid == static_cast<uint64_t>(::getpid());
+    Peer peer;
+    peer.info = info;
+    peer.doorbell = header.doorbell;
+    const uint8_t* cursor = info.address.data() + sizeof(header);
+    const EndpointBlob control_blob(cursor, cursor + header.control_blob_bytes);
+    cursor += header.control_blob_bytes;
+    for (uint32_t i = 0; i < header.regions; ++i, cursor += sizeof(RegionAddress)) {
+      RegionAddress region;
+      std::memcpy(&region, cursor, sizeof(region));
+      if (info.findRegion(region.id) == nullptr ||
+          info.findRegion(region.id)->bytes != region.bytes) {
+        closeMappings(peer);
+        return invalidArgument("cuda_ipc blob: region " + std::to_string(region.id) +
+                               " disagrees with the region table");
+      }
+      Mapping mapping;
+      mapping.bytes = region.bytes;
+      if (same_process) {
+        mapping.base = region.pointer;  // IPC handles cannot be opened by their own process
+      } else {
+        void* opened = nullptr;
+        const Status status =
+            cudaStatus(cudaIpcOpenMemHandle(&opened, region.handle, cudaIpcMemLazyEnablePeerAccess),
+                       "cudaIpcOpenMemHandle");
+        if (!status.isOk()) {
+          closeMappings(peer);
+          return status;
+        }
+        mapping.opened = opened;
+        mapping.base = reinterpret_cast<uint64_t>(opened) + region.offset;
+      }
+      peer.mappings[region.id] = mapping;
+    }
+    Result<PeerId> control_peer = control_->connect(control_blob);
+    if (!control_peer.isOk()) {
+      closeMappings(peer);
+      return control_peer.status();
+    }
+    peer.control = *control_peer;
+    std::lock_guard lock(mu_);
+    const PeerId id = next_peer_++;
+    peers_.emplace(id, std::move(peer));
+    return id;
+  }
+
+  Status disconnect(PeerId peer_id) override {
+    Peer peer;
+    {
+      std::lock_guard lock(mu_);
+      auto it = peers_.find(peer_id);
+      if (it == peers_.end()) return notFound("peer " + std::to_string(peer_id));
+      peer = std::move(it->second);
+      peers_.erase(it);
+    }
+    // Copies into the peer's memory must finish before its mappings close.
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    control_->disconnect(peer.control).ignoreError();  // its doorbells complete CANCELLED
+    closeMappings(peer);
+    return Status::ok();
+  }
+
+  Status postWrite(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
+                   uint64_t cookie) override {
+    return post(peer, ops, imm, cookie, false);
+  }
+  Status postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) override {
+    return post(peer, ops, std::nullopt, cookie, true);
+  }
+  size_t pollCompletions(std::span<Completion> out, std::chrono::microseconds wait) override {
+    return completions_.pop(out, wait);
+  }
+  size_t pollImmediates(std::span<ImmediateEvent> out, std::chrono::microseconds wait) override {
+    return immediates_.pop(out, wait);
+  }
+
+ private:
+  struct Mapping {
+    uint64_t base = 0;
+    uint64_t bytes = 0;
+    void* opened = nullptr;  // from cudaIpcOpenMemHandle; closed with the peer
+  };
+  struct Peer {
+    EndpointInfo info;
+    std::map<RegionId, Mapping> mappings;
+    PeerId control = 0;
+    RegionId doorbell = 0;
+  };
+  // A batch between its post and its completion.
+  struct Batch {
+    uint64_t cookie = 0;
+    PeerId peer = 0;
+    PeerId control_peer = 0;
+    RegionId remote_doorbell = 0;
+    std::optional<uint32_t> imm;
+    uint32_t slot = 0;
+    bool copying = true;  // false once the doorbell is posted
+    Clock::time_point deadline;
+    BatchPins pins;  // keeps the local regions registered
+  };
+  // Staging for one batch's op list: pinned on the host, copied to the device, read by the kernel.
+  struct Slot {
+    CopyOp* device_ops = nullptr;
+    cudaEvent_t done = nullptr;
+    bool busy = false;
+  };
+
+  Status ensureStream(int device) {
+    std::lock_guard lock(mu_);
+    if (stream_ != nullptr) {
+      if (device != device_) {
+        return invalidArgument("cuda_ipc: regions on GPU " + std::to_string(device_) + " and " +
+                               std::to_string(device) + "; one transport serves one GPU");
+      }
+      return Status::ok();
+    }
+    device_ = device;
+    RETURN_IF_ERROR(cudaStatus(cudaSetDevice(device), "cudaSetDevice"));
+    RETURN_IF_ERROR(
+        cudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    const uint64_t slot_bytes = uint64_t{config_.max_batch_ops} * sizeof(CopyOp);
+    RETURN_IF_ERROR(cudaStatus(
+        cudaMallocHost(reinterpret_cast<void**>(&host_ops_), slot_bytes * config_.queue_depth),
+        "cudaMallocHost"));
+    slots_.resize(config_.queue_depth);
+    for (Slot& slot : slots_) {
+      RETURN_IF_ERROR(cudaStatus(cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), slot_bytes),
+                                 "cudaMalloc"));
+      RETURN_IF_ERROR(cudaStatus(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming),
+                                 "cudaEventCreate"));
+    }
+    return Status::ok();
+  }
+
+  void closeMappings(Peer& peer) {
+    for (auto& [id, mapping] : peer.mappings) {
+      if (mapping.opened != nullptr) cudaIpcCloseMemHandle(mapping.opened);
+      mapping.opened = nullptr;
+    }
+    peer.mappings.clear();
+  }
+
+  Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
+              uint64_t cookie, bool is_read) {
+    const std::string_view what = is_read ? "read" : "write";
+    Batch batch;
+    batch.cookie = cookie;
+    batch.peer = peer_id;
+    batch.imm = imm;
+    std::lock_guard lock(mu_);
+    auto it = peers_.find(peer_id);
+    if (it == peers_.end())
+      return unavailable("peer " + std::to_string(peer_id) + " is not connected");
+    Peer& peer = it->second;
+    RETURN_IF_ERROR(checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, batch.pins));
+    if (stream_ == nullptr) return failedPrecondition("cuda_ipc: no device region is registered");
+    if (!completions_.tryAcquire()) {
+      return resourceExhausted(std::to_string(config_.queue_depth) + " batches outstanding");
+    }
+    uint32_t slot_index = 0;
+    while (slots_[slot_index].busy) ++slot_index;  // a free one exists: outstanding < depth
+    Slot& slot = slots_[slot_index];
+    CopyOp* staged = host_ops_ + uint64_t{slot_index} * config_.max_batch_ops;
+    uint64_t longest = 0;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const Mapping& remote = peer.mappings.at(ops[i].remote_region);
+      const uint64_t local = reinterpret_cast<uint64_t>(batch.pins.data(i));
+      const uint64_t far = remote.base + ops[i].remote_offset;
+      staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
+      longest = std::max(longest, ops[i].length);
+    }
+    Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
+    if (launched.isOk()) {
+      launched = cudaStatus(cudaMemcpyAsync(slot.device_ops, staged, ops.size() * sizeof(CopyOp),
+                                            cudaMemcpyHostToDevice, stream_),
+                            "cudaMemcpyAsync (ops)");
+    }
+    if (launched.isOk()) {
+      launched =
+          cudaStatus(cuda_ipc::launchBatchCopy(slot.device_ops, static_cast<uint32_t>(ops.size()),
+                                               longest, stream_),
+                     "batch copy");
+    }
+    if (launched.isOk())
+      launched = cudaStatus(cudaEventRecord(slot.done, stream_), "cudaEventRecord");
+    if (!launched.isOk()) {
+      completions_.release();
+      return launched;
+    }
+    slot.busy = true;
+    batch.slot = slot_index;
+    batch.control_peer = peer.control;
+    batch.remote_doorbell = peer.doorbell;
+    batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
+    batches_.emplace(next_batch_++, std::move(batch));
+    return Status::ok();
+  }
+
+  // Ends a batch: its completion, its slot and its pins.
+  void complete(std::map<uint64_t, Batch>::iterator it, Status status) {
+    slots_[it->second.slot].busy = false;
+    completions_.push(Completion{it->second.cookie, std::move(status)});
+    batches_.erase(it);
+  }
+
+  void progressLoop() {
+    std::array<Completion, 64> done;
+    std::array<ImmediateEvent, 64> immediates;
+    while (!stop_) {
+      {
+        std::lock_guard lock(mu_);
+        const Clock::time_point now = Clock::now();
+        for (auto it = batches_.begin(); it != batches_.end();) {
+          auto current = it++;
+          Batch& batch = current->second;
+          if (!batch.copying) continue;
+          const cudaError_t state = cudaEventQuery(slots_[batch.slot].done);
+          if (state == cudaErrorNotReady) {
+            if (now > batch.deadline) {
+              complete(current, deadlineExceeded("the copy did not finish within op_timeout_ms"));
+            }
+            continue;
+          }
+          if (state != cudaSuccess) {
+            complete(current, cudaStatus(state, "batch copy"));
+            continue;
+          }
+          // Every byte is in place: ring the target's doorbell, carrying the immediate.
+          const TransferOp ring{doorbell_, 0, batch.remote_doorbell, 0, doorbell_bytes_.size()};
+          const Status rung =
+              control_->postWrite(batch.control_peer, {&ring, 1}, batch.imm, current->first);
+          if (rung.isOk()) {
+            batch.copying = false;
+          } else if (rung.code() != StatusCode::kResourceExhausted) {
+            complete(current, rung);
+          }
+        }
+      }
+      const size_t n = control_->pollCompletions(done, std::chrono::microseconds(100));
+      if (n > 0) {
+        std::lock_guard lock(mu_);
+        for (size_t i = 0; i < n; ++i) {
+          auto it = batches_.find(done[i].cookie);
+          if (it != batches_.end()) complete(it, std::move(done[i].status));
+        }
+      }
+      const size_t m = control_->pollImmediates(immediates, std::chrono::microseconds(0));
+      for (size_t i = 0; i < m; ++i) immediates_.push(immediates[i]);
+    }
+  }
+
+  const config::TransportConfig config_;
+  std::unique_ptr<Transport> control_;
+  uint64_t endpoint_id_ = 0;
+  int device_count_ = 0;
+  std::array<uint8_t, 8> doorbell_bytes_{};
+  RegionId doorbell_ = 0;
+  RegionTable regions_;
+  CompletionQueue completions_;
+  ImmediateQueue immediates_;
+
+  mutable std::mutex mu_;  // everything below
+  std::map<RegionId, RegionAddress> addresses_;
+  std::map<PeerId, Peer> peers_;
+  PeerId next_peer_ = 1;
+  std::map<uint64_t, Batch> batches_;  // by control cookie
+  uint64_t next_batch_ = 1;
+  int device_ = -1;
+  cudaStream_t stream_ = nullptr;
+  CopyOp* host_ops_ = nullptr;
+  std::vector<Slot> slots_;
+
+  std::atomic<bool> stop_{false};
+  std::thread progress_;  // last: joined first
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Transport>> makeCudaIpcTransport(const config::TransportConfig& config) {
+  config::TransportConfig control = config;
+  control.kind = config::TransportKind::kTcp;
+  control.connections_per_peer = 1;
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> tcp, makeTcpTransport(control));
+  auto transport = std::make_unique<CudaIpcTransport>(config, std::move(tcp));
+  const Status started = transport->init();
+  if (!started.isOk()) {
+    return started.code() == StatusCode::kInternal
+               ? unavailable("cuda_ipc needs a CUDA device: " + started.message())
+               : started;
+  }
+  return std::unique_ptr<Transport>(std::move(transport));
+}
+
+}  // namespace kvferry::rdma
