@@ -24,6 +24,7 @@
 #include "node_agent/kv_transfer/kv_receiver.h"
 #include "node_agent/kv_transfer/kv_regions.h"
 #include "node_agent/kv_transfer/kv_sender.h"
+#include "node_agent/kv_transfer/peer_connector.h"
 #include "node_agent/membership.h"
 #include "node_agent/metrics.h"
 #include "node_agent/prefill_runner.h"
@@ -49,6 +50,7 @@ class NodeAgentImpl final : public NodeAgent {
         engine_(std::move(engine)),
         transport_(std::move(transport)),
         blob_base64_(std::move(blob_base64)),
+        connector_(*transport_),
         prefills_(*engine_, metrics_),
         loop_(*engine_, prefills_, metrics_, config.max_batch_sequences),
         receiver_(*engine_, regions.ids,
@@ -56,8 +58,8 @@ class NodeAgentImpl final : public NodeAgent {
                   [this](kv_transfer::KvReceiver::Landed landed) {
                     loop_.admitImported(landed.seq, landed.decode, std::move(landed.stream));
                   }),
-        sender_(*engine_, prefills_, *transport_, std::move(regions.pools), metrics_,
-                milliseconds(config.transport.op_timeout_ms)),
+        sender_(*engine_, prefills_, *transport_, connector_, engine_io_.get_executor(),
+                std::move(regions.pools), metrics_, milliseconds(config.transport.op_timeout_ms)),
         work_(loop_, sender_, receiver_, prefills_, backlog_),
         client_(io),
         membership_(io, client_, std::move(orchestrator), milliseconds(config.register_timeout_ms),
@@ -92,11 +94,12 @@ class NodeAgentImpl final : public NodeAgent {
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<rdma::Transport> transport_;
   const std::string blob_base64_;
-  // The engine thread's queue; everything below runs on it but the client, the membership and
-  // the control API (io thread).
+  // The engine thread's queue; everything below runs on it but the connector, the client, the
+  // membership and the control API (io thread).
   asio::io_context engine_io_;
   asio::executor_work_guard<asio::io_context::executor_type> engine_work_{
       engine_io_.get_executor()};
+  kv_transfer::PeerConnector connector_;  // stopped in stopThreads, before the transport goes
   PrefillBacklog backlog_;
   PrefillRunner prefills_;
   BatchLoop loop_;
@@ -156,6 +159,7 @@ void NodeAgentImpl::start() {
 void NodeAgentImpl::engineTurn() {
   const Clock::time_point now = Clock::now();
   receiver_.expire(now);
+  sender_.retryRefused(now);
   metrics_.active_leases.Set(static_cast<double>(receiver_.leaseCount()));
 }
 
@@ -179,6 +183,7 @@ void NodeAgentImpl::stopThreads() {
   engine_io_.stop();
   if (engine_thread_.joinable()) engine_thread_.join();
   if (transfer_thread_.joinable()) transfer_thread_.join();
+  connector_.stop();
 }
 
 void NodeAgentImpl::shutdown(std::function<void()> done) {

@@ -14,9 +14,12 @@
 // Threads:
 //   io thread (the caller's io_context): the control API, registration and heartbeats;
 //   engine thread ("kvf-engine"): owns the Engine and every sequence, lease and pending prefill;
-//     BatchLoop::run is its body: it runs what other threads post to it between decode steps;
+//     BatchLoop::run is its body: it runs what other threads post to it between decode steps,
+//     and never blocks on the network or sleeps;
 //   transfer thread ("kvf-transfer"): polls the transport's completions and immediates and
-//     posts them to the engine thread.
+//     posts them to the engine thread;
+//   connect threads ("kvf-connect", kv_transfer/peer_connector.h): Transport::connect, whose
+//     results are posted to the engine thread.
 // Data crosses threads only through asio::post onto the engine thread's queue and through
 // per-request concurrent channels back to the io thread (channels.h), with no locks. The
 // documented exceptions are single-purpose atomics, each written by one side: Stream::cancelled
@@ -24,9 +27,10 @@
 // steps), PrefillBacklog (the io thread adds, the engine thread subtracts), and the flag that
 // stops the threads.
 //
-// Teardown (the destructor): the engine thread stops and is joined, then the transfer thread;
-// then the parts; then the transport, which closes its connections and registrations; then the
-// Engine, whose pools the transport had registered.
+// Teardown (the destructor): the engine thread stops and is joined, then the transfer thread,
+// then the connect threads (a connect in progress is waited for: at most the connect timeout ×
+// (retries + 1) plus backoff); then the parts; then the transport, which closes its connections
+// and registrations; then the Engine, whose pools the transport had registered.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <thread>
-
 #include "node_agent/kv_transfer/immediate.h"
 #include "node_agent/wire_engine.h"
 
@@ -21,11 +19,14 @@ std::string transferFailed(uint32_t node_id, const Status& status) {
 }  // namespace
 
 KvSender::KvSender(engine::Engine& engine, PrefillRunner& prefills, rdma::Transport& transport,
+                   PeerConnector& connector, boost::asio::any_io_executor engine_executor,
                    std::vector<rdma::KvPool> pools, AgentMetrics& metrics,
                    std::chrono::milliseconds op_timeout)
     : engine_(engine),
       prefills_(prefills),
       transport_(transport),
+      connector_(connector),
+      engine_executor_(std::move(engine_executor)),
       pools_(std::move(pools)),
       metrics_(metrics),
       op_timeout_(op_timeout) {}
@@ -56,40 +57,85 @@ void KvSender::prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChanne
   if (Status s = prefills_.check(sampling, request.rng_draws); !s.isOk()) {
     return sendReply(*reply, errorReply(400, "prefill: " + s.message()));
   }
-  rdma::PeerId peer = 0;
-  const AgentMetrics::Peer peer_metrics = peerMetrics(target.node_id);
-  if (target.cached_blocks < prompt_blocks) {
-    auto connected = peerFor(target.transport_blob);
-    if (!connected.isOk()) {
-      peer_metrics.errors->Increment();
-      return sendReply(*reply, errorReply(502, transferFailed(target.node_id, connected.status())));
-    }
-    peer = *connected;
-  }
+  const bool sends = target.cached_blocks < prompt_blocks;
   const uint64_t key = next_key_++;
   Pending& p = pending_[key];
   p.sampling = sampling;
   p.reply = std::move(reply);
   p.stop = std::move(stop);
-  p.metrics = peer_metrics;
-  p.peer = peer;
+  p.metrics = peerMetrics(target.node_id);
   p.request = std::move(request);
-  compute(key);
+  if (!sends) return compute(key);  // the target caches every block: nothing to send
+
+  const std::string& blob = p.request.target.transport_blob;
+  auto peer = peers_.find(blob);
+  if (peer != peers_.end() && peer->second.id) {
+    p.peer = *peer->second.id;
+    return compute(key);
+  }
+  if (peer == peers_.end()) {
+    Result<std::vector<uint8_t>> bytes = wire::base64Decode(blob);
+    if (!bytes.isOk()) {
+      p.metrics.errors->Increment();
+      return answerWaiting(
+          key, errorReply(502, transferFailed(p.request.target.node_id, bytes.status())));
+    }
+    peer = peers_.emplace(blob, Peer{}).first;
+    // The connect runs on the connector's threads; its result comes back to this thread.
+    connector_.connect(
+        std::move(bytes).value(), engine_executor_,
+        [this, blob](Result<rdma::PeerId> result) { onConnected(blob, std::move(result)); });
+  }
+  p.waiting_for_peer = true;
+  peer->second.waiting.push_back(key);
 }
 
-Result<rdma::PeerId> KvSender::peerFor(const std::string& blob_base64) {
-  if (auto it = peers_.find(blob_base64); it != peers_.end()) return it->second;
-  ASSIGN_OR_RETURN(std::vector<uint8_t> blob, wire::base64Decode(blob_base64));
-  ASSIGN_OR_RETURN(rdma::PeerId peer, transport_.connect(blob));
-  peers_[blob_base64] = peer;
-  return peer;
+void KvSender::onConnected(const std::string& blob, Result<rdma::PeerId> result) {
+  auto peer = peers_.find(blob);
+  if (peer == peers_.end()) return;
+  const std::vector<uint64_t> waiting = std::move(peer->second.waiting);
+  peer->second.waiting.clear();
+  if (!result.isOk()) {
+    peers_.erase(peer);  // the next prefill for it connects again
+    for (uint64_t key : waiting) {
+      auto it = pending_.find(key);
+      if (it == pending_.end()) continue;
+      it->second.metrics.errors->Increment();
+      answerWaiting(
+          key, errorReply(502, transferFailed(it->second.request.target.node_id, result.status())));
+    }
+    return;
+  }
+  peer->second.id = *result;
+  for (uint64_t key : waiting) {
+    auto it = pending_.find(key);
+    if (it == pending_.end()) continue;  // cancelled while connecting
+    it->second.waiting_for_peer = false;
+    it->second.peer = *result;
+    compute(key);
+  }
+}
+
+void KvSender::answerWaiting(uint64_t key, Reply reply) {
+  auto it = pending_.find(key);
+  sendReply(*it->second.reply, std::move(reply));
+  pending_.erase(it);
 }
 
 bool KvSender::cancel(uint64_t request_id) {
+  bool found = false;
+  std::vector<uint64_t> waiting;
   for (const auto& [key, p] : pending_) {
-    if (p.request.request_id == request_id) return true;
+    if (p.request.request_id != request_id) continue;
+    found = true;
+    if (p.waiting_for_peer) waiting.push_back(key);
   }
-  return false;
+  for (uint64_t key : waiting) {
+    Peer& peer = peers_.at(pending_.at(key).request.target.transport_blob);
+    std::erase(peer.waiting, key);
+    answerWaiting(key, errorReply(409, "prefill: cancelled while connecting to its target"));
+  }
+  return found;
 }
 
 void KvSender::compute(uint64_t key) {
@@ -101,6 +147,7 @@ void KvSender::compute(uint64_t key) {
   p.computed = true;
   if (!prefilled.isOk()) {
     if (p.error.isOk()) p.error = prefilled.status();
+    dropRefused(key);  // the engine took the blocks back: nothing more may be read from them
   } else {
     p.seq = prefilled->seq;
     p.response.first_token = prefilled->first_token;
@@ -137,22 +184,57 @@ void KvSender::onLayer(uint64_t key, Pending& p, uint32_t layer) {
 }
 
 void KvSender::post(uint64_t key, Pending& p, uint32_t imm) {
-  const Clock::time_point give_up = Clock::now() + op_timeout_;
-  for (;;) {
+  uint64_t bytes = 0;
+  for (const rdma::TransferOp& op : ops_) bytes += op.length;
+  if (refused_.empty()) {
     Status s = transport_.postWrite(p.peer, ops_, imm, key);
-    if (s.isOk()) break;
-    if (s.code() != StatusCode::kResourceExhausted || Clock::now() > give_up) {
+    if (s.isOk()) {
+      ++p.outstanding;
+      countPosted(p, bytes);
+      return;
+    }
+    if (s.code() != StatusCode::kResourceExhausted) {
       p.error = s;
       return;
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(100));  // the queue drains
   }
+  // Full: the queue drains as completions come (retryRefused), never by waiting here.
+  refused_.push_back(Refused{key, p.peer, imm, ops_, bytes, Clock::now() + op_timeout_});
   ++p.outstanding;
-  uint64_t bytes = 0;
-  for (const rdma::TransferOp& op : ops_) bytes += op.length;
+}
+
+void KvSender::countPosted(Pending& p, uint64_t bytes) {
   p.response.transfer_bytes += bytes;
   p.metrics.bytes->Increment(static_cast<double>(bytes));
   p.metrics.batches->Increment();
+}
+
+void KvSender::retryRefused(Clock::time_point now) {
+  while (!refused_.empty()) {
+    Refused& r = refused_.front();
+    const uint64_t key = r.key;
+    Pending& p = pending_.at(key);  // its outstanding count keeps it
+    Status s = p.error;
+    if (s.isOk()) {
+      s = transport_.postWrite(r.peer, r.ops, r.imm, key);
+      if (s.isOk()) {
+        countPosted(p, r.bytes);  // still outstanding: its completion ends it
+        refused_.pop_front();
+        continue;
+      }
+      if (s.code() == StatusCode::kResourceExhausted && now <= r.give_up) return;  // still full
+      p.error = s;
+    }
+    refused_.pop_front();
+    --p.outstanding;
+    finishIfDone(key);
+  }
+}
+
+void KvSender::dropRefused(uint64_t key) {
+  Pending& p = pending_.at(key);
+  const auto dropped = std::erase_if(refused_, [key](const Refused& r) { return r.key == key; });
+  p.outstanding -= static_cast<uint32_t>(dropped);
 }
 
 void KvSender::onCompletion(const rdma::Completion& completion) {
@@ -162,6 +244,7 @@ void KvSender::onCompletion(const rdma::Completion& completion) {
     if (!completion.status.isOk() && p.error.isOk()) p.error = completion.status;
     if (p.outstanding > 0) --p.outstanding;
   }
+  retryRefused(Clock::now());  // a completion frees room in the transport's queue
   finishIfDone(completion.cookie);
 }
 
@@ -183,9 +266,10 @@ void KvSender::finish(uint64_t key) {
     if (!stopped && (p.error.code() == StatusCode::kUnavailable ||
                      p.error.code() == StatusCode::kDeadlineExceeded ||
                      p.error.code() == StatusCode::kCancelled)) {
-      // The peer is gone or stuck: reconnect (with a fresh blob) next time.
+      // The peer is gone or stuck: reconnect (with a fresh blob) next time. Only the connection
+      // this prefill used: a new one to the same blob may be under way already.
       auto peer = peers_.find(p.request.target.transport_blob);
-      if (peer != peers_.end() && peer->second == p.peer) {
+      if (peer != peers_.end() && peer->second.id == p.peer) {
         transport_.disconnect(p.peer).ignoreError();
         peers_.erase(peer);
       }

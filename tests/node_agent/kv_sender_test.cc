@@ -1,12 +1,15 @@
 // The KV sender between two engines on one loopback fabric, the test thread playing both engine
-// threads: the KV lands in the decode side's blocks; a failed connect answers 502 and the next
-// prefill connects again; posts the transport refuses as full are retried; stop flags.
+// threads: the KV lands in the decode side's blocks; connects happen off the engine thread (a
+// hanging connect holds no one, a failed one answers 502 and the next prefill connects again);
+// posts the transport refuses as full are retried, never waited for; cancels and stop flags.
 #include "node_agent/kv_transfer/kv_sender.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <array>
+#include <boost/asio/executor_work_guard.hpp>
+#include <future>
 
 #include "node_agent/kv_transfer/kv_receiver.h"
 #include "node_agent/kv_transfer/kv_regions.h"
@@ -57,20 +60,29 @@ class KvSenderTest : public ::testing::Test {
     EXPECT_TRUE(blob.isOk());
     decode_blob_ = wire::base64Encode(*blob);
     prefills_ = std::make_unique<PrefillRunner>(*prefill_side_.engine, metrics_.metrics);
-    sender_ = std::make_unique<KvSender>(*prefill_side_.engine, *prefills_, transport_,
-                                         pools->pools, metrics_.metrics, op_timeout_);
+    connector_ = std::make_unique<PeerConnector>(transport_);
+    sender_ = std::make_unique<KvSender>(*prefill_side_.engine, *prefills_, transport_, *connector_,
+                                         engine_io_.get_executor(), pools->pools, metrics_.metrics,
+                                         op_timeout_);
     receiver_ = std::make_unique<KvReceiver>(
         *decode_side_.engine, decode_pools->ids, 2s,
         [this](KvReceiver::Landed landed) { landed_.push_back(std::move(landed)); });
   }
+  ~KvSenderTest() override {
+    gate_.set_value();  // a connect held in a test goes on, so the connector can stop
+    connector_->stop();
+  }
+
   // What both agents' engine and transfer threads would do, once.
   void pump() {
+    engine_io_.poll();
     std::array<rdma::Completion, 16> completions;
     size_t n = transport_.pollCompletions(completions, {});
     for (size_t i = 0; i < n; ++i) sender_->onCompletion(completions[i]);
     std::array<rdma::ImmediateEvent, 16> immediates;
     size_t m = decode_side_.loopback.pollImmediates(immediates, {});
     for (size_t i = 0; i < m; ++i) receiver_->onImmediate(immediates[i]);
+    sender_->retryRefused(Clock::now());
   }
   // Pumps until `reply` has its Reply (or 5 s).
   std::optional<Reply> await(ReplyChannel& reply) {
@@ -115,6 +127,14 @@ class KvSenderTest : public ::testing::Test {
     sender_->prefill(std::move(request), reply, std::move(stop));
     return reply;
   }
+  // A connect that waits for gate_ (then connects for real).
+  auto heldConnect() {
+    return [this](const rdma::EndpointBlob& blob) {
+      gate_future_.wait();
+      return prefill_side_.loopback.connect(blob);
+    };
+  }
+
   // The decode side's K (kv 0) or V (kv 1) of `position`, as the lease's blocks hold it.
   float landedValue(const wire::ReserveResponse& lease, uint32_t layer, uint32_t kv,
                     uint32_t position, uint64_t d) {
@@ -133,8 +153,14 @@ class KvSenderTest : public ::testing::Test {
   NiceMock<MockTransport> transport_;  // the prefill side's, over its loopback
   std::string decode_blob_;
   boost::asio::io_context io_;
+  boost::asio::io_context engine_io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_{
+      engine_io_.get_executor()};
   TestMetrics metrics_;
+  std::promise<void> gate_;
+  std::shared_future<void> gate_future_ = gate_.get_future().share();
   std::unique_ptr<PrefillRunner> prefills_;
+  std::unique_ptr<PeerConnector> connector_;
   std::unique_ptr<KvSender> sender_;
   std::unique_ptr<KvReceiver> receiver_;
   std::vector<KvReceiver::Landed> landed_;
@@ -172,6 +198,27 @@ TEST_F(KvSenderTest, EveryLayerLandsInTheReservedBlocksBeforeTheAnswer) {
   EXPECT_EQ(prefill_side_.engine->sequenceCount(), 0u);  // the sent sequence was released
 }
 
+TEST_F(KvSenderTest, ConnectsOnceAndOffTheCallingThread) {
+  EXPECT_CALL(transport_, connect(_)).WillOnce(heldConnect());
+  const std::vector<int32_t> tokens = prompt(6);
+  const wire::ReserveResponse a = reserve(1, tokens);
+  const wire::ReserveResponse b = reserve(2, tokens);
+  const auto start = Clock::now();
+  auto reply_a = prefill(prefillFor(1, tokens, a));
+  auto reply_b = prefill(prefillFor(2, tokens, b));
+  EXPECT_LT(Clock::now() - start, 1s);  // the connect is held: prefill() did not wait for it
+  for (int i = 0; i < 20; ++i) pump();
+  EXPECT_FALSE(takeReply(*reply_a));
+  EXPECT_FALSE(sender_->idle());
+  gate_.set_value();
+  gate_ = std::promise<void>();  // the destructor's set_value needs a fresh one
+  auto answer_a = await(*reply_a);
+  auto answer_b = await(*reply_b);
+  ASSERT_TRUE(answer_a && answer_b);
+  EXPECT_EQ(answer_a->status, 200u) << answer_a->body;
+  EXPECT_EQ(answer_b->status, 200u) << answer_b->body;
+}
+
 TEST_F(KvSenderTest, AFailedConnectIs502AndTheNextPrefillConnectsAgain) {
   EXPECT_CALL(transport_, connect(_))
       .WillOnce(Return(Result<rdma::PeerId>(unavailable("no route to host"))))
@@ -186,6 +233,28 @@ TEST_F(KvSenderTest, AFailedConnectIs502AndTheNextPrefillConnectsAgain) {
   auto second = await(*prefill(prefillFor(1, tokens, lease)));
   ASSERT_TRUE(second);
   EXPECT_EQ(second->status, 200u) << second->body;
+}
+
+TEST_F(KvSenderTest, ACancelAnswersAPrefillWaitingForItsConnectAtOnce) {
+  EXPECT_CALL(transport_, connect(_)).WillOnce(heldConnect());
+  const std::vector<int32_t> tokens = prompt(6);
+  const wire::ReserveResponse lease = reserve(1, tokens);
+  auto reply = prefill(prefillFor(1, tokens, lease));
+  pump();
+  EXPECT_FALSE(sender_->cancel(99));
+  EXPECT_TRUE(sender_->cancel(1));
+  auto answer = takeReply(*reply);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 409u);
+  EXPECT_TRUE(sender_->idle());
+  gate_.set_value();  // the connect ends later; nothing waits for it any more
+  gate_ = std::promise<void>();
+  for (int i = 0; i < 50; ++i) {
+    pump();
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(sender_->idle());
+  EXPECT_EQ(prefill_side_.engine->sequenceCount(), 0u);  // it never computed
 }
 
 TEST_F(KvSenderTest, ARaisedStopFlagStopsTheComputeWith409) {
@@ -211,6 +280,24 @@ TEST_F(KvSenderTest, RefusedPostsAreRetriedWhenTheQueueDrains) {
     EXPECT_EQ(landedValue(lease, layer, 1, 9, 0),
               FakeModelRunner::kvValue(layer, 1, tokens[9], 9, 0));
   }
+}
+
+TEST_F(KvSenderTest, APostStillRefusedAfterTheOpTimeoutIs503AndNothingWaitedForIt) {
+  ON_CALL(transport_, postWrite(_, _, _, _)).WillByDefault(Return(resourceExhausted("queue full")));
+  const std::vector<int32_t> tokens = prompt(10);
+  const wire::ReserveResponse lease = reserve(1, tokens);
+  const auto start = Clock::now();
+  auto reply = prefill(prefillFor(1, tokens, lease));
+  // Until the connect result is in and the prefill has computed (its sequence is held while
+  // its writes wait): the posts were refused, and no call waited for the queue.
+  while (prefill_side_.engine->sequenceCount() == 0 && Clock::now() - start < 2s) pump();
+  EXPECT_EQ(prefill_side_.engine->sequenceCount(), 1u);
+  EXPECT_LT(Clock::now() - start, op_timeout_);
+  auto answer = await(*reply);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 503u) << answer->body;
+  EXPECT_GE(Clock::now() - start, op_timeout_);
+  EXPECT_EQ(prefill_side_.engine->sequenceCount(), 0u);
 }
 
 TEST_F(KvSenderTest, APeerThatFailsIsDisconnectedAndConnectedAgainNextTime) {
