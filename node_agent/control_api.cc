@@ -15,16 +15,19 @@ using http::HttpStatus;
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
-// Decodes a body of type T or answers 400 naming the bad field.
-template <typename T>
-std::optional<T> decodeOr400(const http::Request& request, Reply& error) {
-  auto message = wire::decode<T>(request.body());
-  if (!message.isOk()) {
-    error = errorReply(400, message.status().message());
-    return std::nullopt;
-  }
-  return std::move(message).value();
-}
+using Admission = ControlApi::Admission;
+constexpr Admission kAnyAgent{};
+constexpr Admission kReserveWork{true, config::NodeRole::kPrefill,
+                                 "this agent only prefills; reserve on a decode node"};
+// Decode agents prefill too when the scheduler colocates a request on them (conditional
+// disaggregation: a short uncached suffix costs less to compute than to move).
+constexpr Admission kGenerateWork{true, config::NodeRole::kPrefill,
+                                  "this agent only prefills; generate on a decode node"};
+constexpr Admission kPrefillWork{true, config::NodeRole::kDecode,
+                                 "this agent only decodes; prefill on another node"};
+// Not refused while draining: the lease was granted before, and its request should finish.
+constexpr Admission kDecodeStream{false, config::NodeRole::kPrefill,
+                                  "this agent only prefills; decode on a decode node"};
 
 }  // namespace
 
@@ -65,21 +68,31 @@ ControlApi::StopIndex::iterator ControlApi::newStop(uint64_t request_id) {
   return stops_.emplace(request_id, std::make_shared<StopFlag>(false));
 }
 
-http::Task<bool> ControlApi::refuse(http::ResponseWriter& writer, AgentMetrics::Kind kind,
-                                    bool drain_refuses, config::NodeRole wrong_role,
-                                    std::string why) {
-  if (drain_refuses && draining_) {
+template <typename T>
+http::Task<std::optional<T>> ControlApi::accept(const http::Request& request,
+                                                http::ResponseWriter& writer,
+                                                AgentMetrics::Kind kind, Admission admission) {
+  std::optional<std::string_view> refusal;
+  unsigned status = 503;
+  if (admission.drain_refuses && draining_) {
     metrics_.countRequest(kind, AgentMetrics::Outcome::kRejected);
-    co_await writer.sendJson(HttpStatus::service_unavailable,
-                             http::errorBody("the agent is draining"));
-    co_return true;
-  }
-  if (role_ == wrong_role) {
+    refusal = "the agent is draining";
+  } else if (admission.wrong_role == role_) {
     metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(why));
-    co_return true;
+    refusal = admission.why;
+    status = 400;
   }
-  co_return false;
+  if (refusal) {
+    co_await writer.sendJson(static_cast<HttpStatus>(status), http::errorBody(*refusal));
+    co_return std::nullopt;
+  }
+  Result<T> message = wire::decode<T>(request.body());
+  if (!message.isOk()) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(message.status().message()));
+    co_return std::nullopt;
+  }
+  co_return std::move(message).value();
 }
 
 ControlApi::Task ControlApi::answer(http::ResponseWriter& writer, AgentMetrics::Kind kind,
@@ -91,59 +104,39 @@ ControlApi::Task ControlApi::answer(http::ResponseWriter& writer, AgentMetrics::
 ControlApi::Task ControlApi::handleReserve(const http::Request& request,
                                            http::ResponseWriter& writer) {
   // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
-  const bool refused =
-      co_await refuse(writer, AgentMetrics::Kind::kReserve, true, config::NodeRole::kPrefill,
-                      "this agent only prefills; reserve on a decode node");
-  if (refused) co_return;
-  Reply reply;
-  auto message = decodeOr400<wire::ReserveRequest>(request, reply);
-  if (message) {
-    // Named, not a temporary inside co_await: GCC 12 destroys the init-captures of a lambda
-    // temporary in a co_await expression twice.
-    auto work = [this, m = std::move(*message)](std::shared_ptr<ReplyChannel> ch) {
-      agent::sendReply(*ch, work_.reserve(m));
-    };
-    reply = co_await onEngine(std::move(work));
-  }
+  std::optional<wire::ReserveRequest> message = co_await accept<wire::ReserveRequest>(
+      request, writer, AgentMetrics::Kind::kReserve, kReserveWork);
+  if (!message) co_return;
+  // Named, not a temporary inside co_await: GCC 12 destroys the init-captures of a lambda
+  // temporary in a co_await expression twice.
+  auto work = [this, m = std::move(*message)](std::shared_ptr<ReplyChannel> ch) {
+    agent::sendReply(*ch, work_.reserve(m));
+  };
+  const Reply reply = co_await onEngine(std::move(work));
   co_await answer(writer, AgentMetrics::Kind::kReserve, reply);
 }
 
 ControlApi::Task ControlApi::handlePrefill(const http::Request& request,
                                            http::ResponseWriter& writer) {
-  const bool refused =
-      co_await refuse(writer, AgentMetrics::Kind::kPrefill, true, config::NodeRole::kDecode,
-                      "this agent only decodes; prefill on another node");
-  if (refused) co_return;
-  Reply reply;
-  auto message = decodeOr400<wire::PrefillRequest>(request, reply);
-  if (message) {
-    backlog_.add(message->tokens.size());
-    const StopIndex::iterator stop = newStop(message->request_id);
-    auto work = [this, m = std::move(*message),
-                 flag = std::shared_ptr<const StopFlag>(stop->second)](
-                    std::shared_ptr<ReplyChannel> ch) mutable {
-      work_.prefill(std::move(m), std::move(ch), std::move(flag));
-    };  // named: see handleReserve
-    reply = co_await onEngine(std::move(work));
-    forgetStop(stop);
-  }
+  std::optional<wire::PrefillRequest> message = co_await accept<wire::PrefillRequest>(
+      request, writer, AgentMetrics::Kind::kPrefill, kPrefillWork);
+  if (!message) co_return;
+  backlog_.add(message->tokens.size());
+  const StopIndex::iterator stop = newStop(message->request_id);
+  auto work = [this, m = std::move(*message), flag = std::shared_ptr<const StopFlag>(stop->second)](
+                  std::shared_ptr<ReplyChannel> ch) mutable {
+    work_.prefill(std::move(m), std::move(ch), std::move(flag));
+  };  // named: see handleReserve
+  const Reply reply = co_await onEngine(std::move(work));
+  forgetStop(stop);
   co_await answer(writer, AgentMetrics::Kind::kPrefill, reply);
 }
 
 ControlApi::Task ControlApi::handleDecode(const http::Request& request,
                                           http::ResponseWriter& writer) {
-  // Not refused while draining: the lease was granted before, and its request should finish.
-  const bool refused =
-      co_await refuse(writer, AgentMetrics::Kind::kDecode, false, config::NodeRole::kPrefill,
-                      "this agent only prefills; decode on a decode node");
-  if (refused) co_return;
-  Reply error;
-  auto message = decodeOr400<wire::DecodeRequest>(request, error);
-  if (!message) {
-    metrics_.countRequest(AgentMetrics::Kind::kDecode, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request, error.body);
-    co_return;
-  }
+  std::optional<wire::DecodeRequest> message = co_await accept<wire::DecodeRequest>(
+      request, writer, AgentMetrics::Kind::kDecode, kDecodeStream);
+  if (!message) co_return;
   auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
                                          message->request_id);
   asio::post(engine_, [this, m = std::move(*message), stream]() mutable {
@@ -154,19 +147,9 @@ ControlApi::Task ControlApi::handleDecode(const http::Request& request,
 
 ControlApi::Task ControlApi::handleGenerate(const http::Request& request,
                                             http::ResponseWriter& writer) {
-  // Decode agents prefill too when the scheduler colocates a request on them (conditional
-  // disaggregation: a short uncached suffix costs less to compute than to move).
-  const bool refused =
-      co_await refuse(writer, AgentMetrics::Kind::kGenerate, true, config::NodeRole::kPrefill,
-                      "this agent only prefills; generate on a decode node");
-  if (refused) co_return;
-  Reply error;
-  auto message = decodeOr400<wire::GenerateRequest>(request, error);
-  if (!message) {
-    metrics_.countRequest(AgentMetrics::Kind::kGenerate, AgentMetrics::Outcome::kError);
-    co_await writer.sendJson(HttpStatus::bad_request, error.body);
-    co_return;
-  }
+  std::optional<wire::GenerateRequest> message = co_await accept<wire::GenerateRequest>(
+      request, writer, AgentMetrics::Kind::kGenerate, kGenerateWork);
+  if (!message) co_return;
   backlog_.add(message->tokens.size());
   auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
                                          message->request_id);
@@ -220,32 +203,37 @@ void ControlApi::cancelStream(const std::shared_ptr<Stream>& stream) {
 
 ControlApi::Task ControlApi::handleRelease(const http::Request& request,
                                            http::ResponseWriter& writer) {
-  Reply reply;
-  if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
-    auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
-      work_.release(id);
-      agent::sendReply(*ch, jsonReply(200, "{}"));
-    };  // named: see handleReserve
-    reply = co_await onEngine(std::move(work));
-  }
-  co_await answer(writer, AgentMetrics::Kind::kRelease, reply);
+  return idCall(request, writer, AgentMetrics::Kind::kRelease);
 }
 
 ControlApi::Task ControlApi::handleCancel(const http::Request& request,
                                           http::ResponseWriter& writer) {
-  Reply reply;
-  if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
+  return idCall(request, writer, AgentMetrics::Kind::kCancel);
+}
+
+ControlApi::Task ControlApi::idCall(const http::Request& request, http::ResponseWriter& writer,
+                                    AgentMetrics::Kind kind) {
+  std::optional<wire::IdRequest> message =
+      co_await accept<wire::IdRequest>(request, writer, kind, kAnyAgent);
+  if (!message) co_return;
+  const uint64_t id = message->id;
+  const bool cancel = kind == AgentMetrics::Kind::kCancel;
+  if (cancel) {
     // A prefill of it that is computing now holds the engine thread: its stop flag reaches it
     // before its next chunk; the cancel below ends the rest once the engine thread gets to it.
-    auto [first, end] = stops_.equal_range(message->id);
+    auto [first, end] = stops_.equal_range(id);
     for (auto it = first; it != end; ++it) it->second->store(true);
-    auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
-      work_.cancel(id);
-      agent::sendReply(*ch, jsonReply(200, "{}"));
-    };  // named: see handleReserve
-    reply = co_await onEngine(std::move(work));
   }
-  co_await answer(writer, AgentMetrics::Kind::kCancel, reply);
+  auto work = [this, id, cancel](std::shared_ptr<ReplyChannel> ch) {
+    if (cancel) {
+      work_.cancel(id);
+    } else {
+      work_.release(id);
+    }
+    agent::sendReply(*ch, jsonReply(200, "{}"));
+  };  // named: see handleReserve
+  const Reply reply = co_await onEngine(std::move(work));
+  co_await answer(writer, kind, reply);
 }
 
 ControlApi::Task ControlApi::handleHealth(const http::Request& request,

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "common/http.h"
@@ -43,6 +44,14 @@ class ControlApi {
   // From now on new work is refused with 503; decode streams of granted leases still run.
   void drain() { draining_ = true; }
 
+  // Who may make a call: refused with 503 while draining (when `drain_refuses`: decode lets
+  // granted work finish), with 400 on an agent of `wrong_role`, saying `why`.
+  struct Admission {
+    bool drain_refuses = false;
+    std::optional<config::NodeRole> wrong_role;
+    std::string_view why;
+  };
+
  private:
   using Task = http::Task<void>;
 
@@ -53,15 +62,18 @@ class ControlApi {
   Task handleGenerate(const http::Request& request, http::ResponseWriter& writer);
   Task handleRelease(const http::Request& request, http::ResponseWriter& writer);
   Task handleCancel(const http::Request& request, http::ResponseWriter& writer);
+  // /agent/release and /agent/cancel (`kind` says which): the id, then the call on the engine
+  // thread; a cancel first raises the request's stop flags.
+  Task idCall(const http::Request& request, http::ResponseWriter& writer, AgentMetrics::Kind kind);
   Task handleHealth(const http::Request& request, http::ResponseWriter& writer);
   Task handleMetrics(const http::Request& request, http::ResponseWriter& writer);
   Task writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer,
                    AgentMetrics::Kind kind);
-  // Answers for a control call that must not run here: 503 while draining (when `drain_refuses`:
-  // decode lets running work finish), 400 on an agent of `wrong_role`, saying `why`. Counted
-  // under `kind`. True when it answered.
-  http::Task<bool> refuse(http::ResponseWriter& writer, AgentMetrics::Kind kind, bool drain_refuses,
-                          config::NodeRole wrong_role, std::string why);
+  // The call's body, or nullopt once the call has been answered (refused, or 400 for a body that
+  // is not a T, naming the field). Counted under `kind` when answered here.
+  template <typename T>
+  http::Task<std::optional<T>> accept(const http::Request& request, http::ResponseWriter& writer,
+                                      AgentMetrics::Kind kind, Admission admission);
   // Writes a whole-body reply and counts it under `kind`.
   Task answer(http::ResponseWriter& writer, AgentMetrics::Kind kind, const Reply& reply);
   // Runs fn(channel) on the engine thread and awaits its Reply.

@@ -32,9 +32,10 @@ constexpr auto kStep = 3ms;  // the fake engine's forward pass
 
 class NodeAgentTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { startAgent(config::NodeRole::kBoth); }
+  void startAgent(config::NodeRole role) {
     config::NodeAgentConfig config;
-    config.role = config::NodeRole::kBoth;
+    config.role = role;
     config.orchestrator_address = "127.0.0.1:1";  // nothing there
     config.register_timeout_ms = 600000;
     config.drain_timeout_ms = 5000;
@@ -107,6 +108,9 @@ class NodeAgentTest : public ::testing::Test {
 
   Task<Result<http::Response>> post(std::string target, std::string body) {
     return pool_.request(endpoint_, Verb::post, std::move(target), std::move(body), 30s);
+  }
+  Task<Result<http::Response>> get(std::string target) {
+    return pool_.request(endpoint_, Verb::get, std::move(target), "", 30s);
   }
 
   // Generates `tokens` tokens and notes when each line arrived.
@@ -181,6 +185,40 @@ TEST_F(NodeAgentTest, ACancelAnswersAPrefillWaitingForASilentPeerAtOnce) {
   auto cancelled = cancel.get();
   ASSERT_TRUE(cancelled.isOk());
   EXPECT_EQ(cancelled->status, 200u);
+}
+
+TEST_F(NodeAgentTest, TheControlApiNamesWhatIsWrongWithABody) {
+  auto reserve = spawn(post("/agent/reserve", R"({"request_id":1,"tokens":"x","lease_ms":10})"));
+  auto answer = reserve.get();
+  ASSERT_TRUE(answer.isOk());
+  EXPECT_EQ(answer->status, 400u);
+  EXPECT_NE(answer->body.find("tokens"), std::string::npos) << answer->body;
+  auto health = spawn(get("/health")).get();
+  ASSERT_TRUE(health.isOk());
+  EXPECT_EQ(health->status, 200u);
+  EXPECT_NE(health->body.find(R"("role":"both")"), std::string::npos) << health->body;
+  auto metrics = spawn(get("/metrics")).get();
+  ASSERT_TRUE(metrics.isOk());
+  EXPECT_NE(metrics->body.find(R"(kvferry_agent_requests_total{kind="reserve",outcome="error"} 1)"),
+            std::string::npos);
+}
+
+class PrefillAgentTest : public NodeAgentTest {
+ protected:
+  void SetUp() override { startAgent(config::NodeRole::kPrefill); }
+};
+
+TEST_F(PrefillAgentTest, RefusesTheCallsOfADecodeNodeSayingWhereToGo) {
+  for (const char* path : {"/agent/reserve", "/agent/decode", "/agent/generate"}) {
+    auto answer = spawn(post(path, "{}")).get();
+    ASSERT_TRUE(answer.isOk());
+    EXPECT_EQ(answer->status, 400u) << path;
+    EXPECT_NE(answer->body.find("this agent only prefills"), std::string::npos) << answer->body;
+  }
+  // Release and cancel are for any agent.
+  auto cancel = spawn(post("/agent/cancel", R"({"id":3})")).get();
+  ASSERT_TRUE(cancel.isOk());
+  EXPECT_EQ(cancel->status, 200u);
 }
 
 }  // namespace
