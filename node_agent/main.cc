@@ -10,6 +10,8 @@
 #include "common/port_file.h"
 #include "config/config.h"
 #include "node_agent/agent.h"
+#include "node_agent/load_model.h"
+#include "rdma/factory.h"
 
 namespace {
 
@@ -102,8 +104,14 @@ int main(int argc, char** argv) {
     return fail("no model: set model.path in the config or pass --model");
   setupLogging("node_agent", config.logging.level);
 
+  // The concrete model runtime and transport are chosen here, from the config (DESIGN.md §1).
+  auto model = agent::loadModel(config);
+  if (!model.isOk()) return fail(model.status().toString());
+  auto transport = rdma::makeTransport(config.transport);
+  if (!transport.isOk()) return fail(transport.status().toString());
   boost::asio::io_context io;
-  auto agent = agent::NodeAgent::create(config, io);
+  auto agent = agent::NodeAgent::create(config, io, std::move(model->engine),
+                                        std::move(transport).value(), model->identity);
   if (!agent.isOk()) return fail(agent.status().toString());
   if (!port_file.empty()) {
     if (Status s = writePortFile(port_file, (*agent)->controlPort()); !s.isOk()) {

@@ -1,10 +1,11 @@
 // The node agent's Prometheus metrics (README "Metrics", dashboards/): every family is declared
-// here and registered on the Registry passed to the constructor; agent.cc updates them where the
-// events happen — the engine thread (KV blocks, decode steps, prefills, transfers, leases), the
-// io thread (requests by kind and outcome).
+// here and registered on the Registry passed to the constructor; the agent's parts update them
+// where the events happen — on the engine thread the batch loop (KV blocks, decode steps), the
+// prefill runner (prefills), the KV sender (transfers) and the agent (leases); on the io thread
+// the control API (requests by kind and outcome).
 //
 // Threading: prometheus-cpp metrics are thread-safe, so any thread may update them. peer() adds
-// series (it allocates): the engine thread calls it once per peer and keeps the result. The
+// series (it allocates): the KV sender calls it once per peer and keeps the result. The
 // Registry must outlive this object.
 #pragma once
 

@@ -1,0 +1,219 @@
+#include "node_agent/batch_loop.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_map>
+
+#include "node_agent/wire_engine.h"
+
+namespace kvferry::agent {
+
+using Clock = std::chrono::steady_clock;
+
+BatchLoop::BatchLoop(engine::Engine& engine, PrefillRunner& prefills, AgentMetrics& metrics,
+                     uint32_t max_batch_sequences)
+    : engine_(engine),
+      prefills_(prefills),
+      metrics_(metrics),
+      max_batch_sequences_(max_batch_sequences),
+      sampler_(engine.vocabSize()) {}
+
+void BatchLoop::run(boost::asio::io_context& work, const std::atomic<bool>& stop,
+                    const std::function<void()>& each_turn) {
+  while (!stop) {
+    work.poll();
+    if (stop) break;
+    each_turn();
+    if (!decoding_.empty()) {
+      decodeStep();
+      publishGauges();
+      continue;
+    }
+    publishGauges();
+    work.run_one_for(std::chrono::milliseconds(20));
+  }
+}
+
+// Once per loop turn (a decode step, or at most every 20 ms when idle): a few atomic stores.
+void BatchLoop::publishGauges() {
+  const engine::KvBlockManager& blocks = engine_.blocks();
+  metrics_.setKvBlocks(blocks.usedBlocks(), blocks.evictableBlocks(), blocks.freeBlocks());
+  metrics_.decoding_sequences.Set(static_cast<double>(decoding_.size()));
+}
+
+void BatchLoop::generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream,
+                         const StopFlag* stop) {
+  const engine::SamplingParams sampling = samplingOf(request.sampling);
+  if (Status s = prefills_.check(sampling, request.rng_draws); !s.isOk()) {
+    stream->emit(finishLine("error", s.message()), true);
+    return;
+  }
+  const std::vector<model::TokenId> tokens = tokensOf(request.tokens);
+  auto prefilled =
+      prefills_.run(tokens, sampling, request.rng_draws, nullptr, stop, &stream->cancelled);
+  if (!prefilled.isOk()) {
+    const bool stopped = prefilled.status().code() == StatusCode::kCancelled;
+    stream->emit(
+        finishLine("error", stopped ? "cancelled" : "prefill: " + prefilled.status().toString()),
+        true);
+    return;
+  }
+  Decoding d;
+  d.request_id = request.request_id;
+  d.seq = prefilled->seq;
+  d.stream = std::move(stream);
+  d.sampling = sampling;
+  d.rng = prefilled->rng;
+  d.stop = tokensOf(request.stop_tokens);
+  const model::TokenId first = prefilled->first_token;
+  decoding_.push_back(std::move(d));
+  Decoding& a = decoding_.back();
+  if (std::find(a.stop.begin(), a.stop.end(), first) != a.stop.end()) {
+    return finish(decoding_.size() - 1, "stop");
+  }
+  if (!a.stream->emit(tokenLine(first, prefilled->cached_tokens), false)) {
+    return finish(decoding_.size() - 1, "error", "cancelled");
+  }
+  if (request.max_new_tokens <= 1) return finish(decoding_.size() - 1, "length");
+  a.next = first;
+  a.remaining = request.max_new_tokens - 1;
+}
+
+void BatchLoop::admitImported(engine::SequenceId seq, const wire::DecodeRequest& decode,
+                              std::shared_ptr<Stream> stream) {
+  Decoding d;
+  d.request_id = decode.request_id;
+  d.seq = seq;
+  d.stream = std::move(stream);
+  d.sampling = samplingOf(decode.sampling);
+  d.rng = engine::SamplingRng(d.sampling.seed);
+  d.rng.discard(decode.rng_draws);
+  d.next = decode.first_token;
+  d.remaining = decode.max_new_tokens;
+  d.stop = tokensOf(decode.stop_tokens);
+  if (Status v = engine::validateSamplingParams(d.sampling); !v.isOk()) {
+    d.stream->emit(finishLine("error", v.message()), true);
+    engine_.release(d.seq).ignoreError();
+    return;
+  }
+  if (d.remaining == 0) {
+    d.stream->emit(finishLine("length"), true);
+    engine_.release(d.seq).ignoreError();
+    return;
+  }
+  decoding_.push_back(std::move(d));
+}
+
+bool BatchLoop::cancel(uint64_t request_id) {
+  bool found = false;
+  for (size_t i = 0; i < decoding_.size();) {
+    if (decoding_[i].request_id == request_id) {
+      finish(i, "error", "cancelled");
+      found = true;
+    } else {
+      ++i;
+    }
+  }
+  return found;
+}
+
+void BatchLoop::finish(size_t index, std::string_view reason, std::string_view message) {
+  Decoding& d = decoding_[index];
+  if (!d.stream->cancelled) d.stream->emit(finishLine(reason, message), true);
+  engine_.release(d.seq).ignoreError();
+  decoding_.erase(decoding_.begin() + static_cast<ptrdiff_t>(index));
+}
+
+void BatchLoop::decodeStep() {
+  // Drop cancelled streams and sequences at the end of the context first.
+  for (size_t i = 0; i < decoding_.size();) {
+    auto view = engine_.sequence(decoding_[i].seq);
+    if (decoding_[i].stream->cancelled) {
+      finish(i, "error", "cancelled");
+    } else if (view.isOk() && view->tokens.size() >= engine_.maxSequenceTokens()) {
+      finish(i, "length");
+    } else {
+      ++i;
+    }
+  }
+  if (decoding_.empty()) return;
+  const size_t n = std::min<size_t>(decoding_.size(), max_batch_sequences_);
+  step_ids_.clear();
+  step_tokens_.clear();
+  for (size_t i = 0; i < n; ++i) {
+    step_ids_.push_back(decoding_[i].seq);
+    step_tokens_.push_back(decoding_[i].next);
+  }
+  const uint32_t vocab = engine_.vocabSize();
+  logits_.resize(size_t{vocab} * n);
+  const Clock::time_point step_start = Clock::now();
+  Status s =
+      engine_.decode(step_ids_, step_tokens_, std::span<float>(logits_.data(), size_t{vocab} * n));
+  metrics_.decode_step_seconds.Observe(
+      std::chrono::duration<double>(Clock::now() - step_start).count());
+  metrics_.decode_batch_sequences.Observe(static_cast<double>(n));
+  if (!s.isOk()) {
+    // Out of KV blocks: the newest sequence of the step gives way so the others go on.
+    spdlog::warn("node agent: decode step of {} sequences failed: {}", n, s.toString());
+    finish(n - 1, "error", "decode: " + s.toString());
+    return;
+  }
+  step_done_.clear();
+  for (size_t i = 0; i < n; ++i) {
+    Decoding& d = decoding_[i];
+    std::span<const float> row(logits_.data() + i * vocab, vocab);
+    const model::TokenId token = sampler_.sample(row, d.sampling, d.rng);
+    if (std::find(d.stop.begin(), d.stop.end(), token) != d.stop.end()) {
+      step_done_.push_back(i);
+      d.remaining = 0;
+      d.next = -1;  // marks a stop
+      continue;
+    }
+    if (!d.stream->emit(tokenLine(token), false)) {
+      d.stream->cancelled = true;
+      step_done_.push_back(i);
+      continue;
+    }
+    d.next = token;
+    if (--d.remaining == 0) step_done_.push_back(i);
+  }
+  for (auto it = step_done_.rbegin(); it != step_done_.rend(); ++it) {
+    const Decoding& d = decoding_[*it];
+    if (d.stream->cancelled) {
+      finish(*it, "error", "cancelled");
+    } else {
+      finish(*it, d.next == -1 ? "stop" : "length");
+    }
+  }
+  // Fairness when more sequences decode than one step takes.
+  if (decoding_.size() > max_batch_sequences_) {
+    const size_t shift = std::min<size_t>(n - step_done_.size(), decoding_.size());
+    std::rotate(decoding_.begin(), decoding_.begin() + static_cast<ptrdiff_t>(shift),
+                decoding_.end());
+  }
+}
+
+void BatchLoop::report(bool snapshot, NodeReport& out) {
+  const engine::KvBlockManager& blocks = engine_.blocks();
+  out.load.active_decode_seqs = static_cast<uint32_t>(decoding_.size());
+  out.load.free_kv_blocks = blocks.availableBlocks();
+  out.load.total_kv_blocks = blocks.numBlocks();
+  events_.clear();
+  out.overflowed = engine_.drainKvEvents(events_);
+  if (snapshot) {
+    out.snapshot.emplace();
+    engine_.cachedBlockHashes(*out.snapshot);
+    return;
+  }
+  // The net effect per hash (its last event), so the batch's stored and evicted sets are
+  // disjoint and their order does not matter.
+  std::unordered_map<uint64_t, bool> last;
+  for (const engine::KvBlockEvent& e : events_) {
+    last[e.hash] = e.kind == engine::KvBlockEvent::Kind::kStored;
+  }
+  for (const auto& [hash, stored] : last) (stored ? out.stored : out.evicted).push_back(hash);
+}
+
+}  // namespace kvferry::agent

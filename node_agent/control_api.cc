@@ -1,0 +1,254 @@
+#include "node_agent/control_api.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "common/metrics.h"
+
+namespace kvferry::agent {
+namespace {
+
+namespace asio = boost::asio;
+using http::HttpStatus;
+
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+using Admission = ControlApi::Admission;
+constexpr Admission kAnyAgent{};
+constexpr Admission kReserveWork{true, config::NodeRole::kPrefill,
+                                 "this agent only prefills; reserve on a decode node"};
+// Decode agents prefill too when the scheduler colocates a request on them (conditional
+// disaggregation: a short uncached suffix costs less to compute than to move).
+constexpr Admission kGenerateWork{true, config::NodeRole::kPrefill,
+                                  "this agent only prefills; generate on a decode node"};
+constexpr Admission kPrefillWork{true, config::NodeRole::kDecode,
+                                 "this agent only decodes; prefill on another node"};
+// Not refused while draining: the lease was granted before, and its request should finish.
+constexpr Admission kDecodeStream{false, config::NodeRole::kPrefill,
+                                  "this agent only prefills; decode on a decode node"};
+
+}  // namespace
+
+ControlApi::ControlApi(asio::io_context& io, config::NodeRole role, EngineWork& work,
+                       asio::any_io_executor engine, PrefillBacklog& backlog, AgentMetrics& metrics,
+                       prometheus::Registry& registry,
+                       std::function<std::optional<uint32_t>()> node_id)
+    : io_(io),
+      role_(role),
+      work_(work),
+      engine_(std::move(engine)),
+      backlog_(backlog),
+      metrics_(metrics),
+      registry_(registry),
+      node_id_(std::move(node_id)),
+      server_(io, http::ServerOptions{}) {
+  routes();
+}
+
+void ControlApi::routes() {
+  using http::Verb;
+  auto bind = [this](auto method) {
+    return [this, method](const http::Request& r, http::ResponseWriter& w) -> Task {
+      return (this->*method)(r, w);
+    };
+  };
+  server_.route(Verb::post, wire::route::kReserve, bind(&ControlApi::handleReserve));
+  server_.route(Verb::post, wire::route::kPrefill, bind(&ControlApi::handlePrefill));
+  server_.route(Verb::post, wire::route::kDecode, bind(&ControlApi::handleDecode));
+  server_.route(Verb::post, wire::route::kGenerate, bind(&ControlApi::handleGenerate));
+  server_.route(Verb::post, wire::route::kRelease, bind(&ControlApi::handleRelease));
+  server_.route(Verb::post, wire::route::kCancel, bind(&ControlApi::handleCancel));
+  server_.route(Verb::get, "/metrics", bind(&ControlApi::handleMetrics));
+  server_.route(Verb::get, "/health", bind(&ControlApi::handleHealth));
+}
+
+ControlApi::StopIndex::iterator ControlApi::newStop(uint64_t request_id) {
+  return stops_.emplace(request_id, std::make_shared<StopFlag>(false));
+}
+
+template <typename T>
+http::Task<std::optional<T>> ControlApi::accept(const http::Request& request,
+                                                http::ResponseWriter& writer,
+                                                AgentMetrics::Kind kind, Admission admission) {
+  std::optional<std::string_view> refusal;
+  unsigned status = 503;
+  if (admission.drain_refuses && draining_) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kRejected);
+    refusal = "the agent is draining";
+  } else if (admission.wrong_role == role_) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
+    refusal = admission.why;
+    status = 400;
+  }
+  if (refusal) {
+    co_await writer.sendJson(static_cast<HttpStatus>(status), http::errorBody(*refusal));
+    co_return std::nullopt;
+  }
+  Result<T> message = wire::decode<T>(request.body());
+  if (!message.isOk()) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
+    co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(message.status().message()));
+    co_return std::nullopt;
+  }
+  co_return std::move(message).value();
+}
+
+ControlApi::Task ControlApi::answer(http::ResponseWriter& writer, AgentMetrics::Kind kind,
+                                    const Reply& reply) {
+  metrics_.countRequest(kind, AgentMetrics::outcomeOf(reply.status));
+  co_await writer.send(static_cast<HttpStatus>(reply.status), "application/json", reply.body);
+}
+
+ControlApi::Task ControlApi::handleReserve(const http::Request& request,
+                                           http::ResponseWriter& writer) {
+  // Awaited into a local: GCC 12 miscompiles `if (co_await ...)`.
+  std::optional<wire::ReserveRequest> message = co_await accept<wire::ReserveRequest>(
+      request, writer, AgentMetrics::Kind::kReserve, kReserveWork);
+  if (!message) co_return;
+  // Named, not a temporary inside co_await: GCC 12 destroys the init-captures of a lambda
+  // temporary in a co_await expression twice.
+  auto work = [this, m = std::move(*message)](std::shared_ptr<ReplyChannel> ch) {
+    agent::sendReply(*ch, work_.reserve(m));
+  };
+  const Reply reply = co_await onEngine(std::move(work));
+  co_await answer(writer, AgentMetrics::Kind::kReserve, reply);
+}
+
+ControlApi::Task ControlApi::handlePrefill(const http::Request& request,
+                                           http::ResponseWriter& writer) {
+  std::optional<wire::PrefillRequest> message = co_await accept<wire::PrefillRequest>(
+      request, writer, AgentMetrics::Kind::kPrefill, kPrefillWork);
+  if (!message) co_return;
+  backlog_.add(message->tokens.size());
+  const StopIndex::iterator stop = newStop(message->request_id);
+  auto work = [this, m = std::move(*message), flag = std::shared_ptr<const StopFlag>(stop->second)](
+                  std::shared_ptr<ReplyChannel> ch) mutable {
+    work_.prefill(std::move(m), std::move(ch), std::move(flag));
+  };  // named: see handleReserve
+  const Reply reply = co_await onEngine(std::move(work));
+  forgetStop(stop);
+  co_await answer(writer, AgentMetrics::Kind::kPrefill, reply);
+}
+
+ControlApi::Task ControlApi::handleDecode(const http::Request& request,
+                                          http::ResponseWriter& writer) {
+  std::optional<wire::DecodeRequest> message = co_await accept<wire::DecodeRequest>(
+      request, writer, AgentMetrics::Kind::kDecode, kDecodeStream);
+  if (!message) co_return;
+  auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
+                                         message->request_id);
+  asio::post(engine_, [this, m = std::move(*message), stream]() mutable {
+    work_.decode(std::move(m), stream);
+  });
+  co_await writeStream(std::move(stream), writer, AgentMetrics::Kind::kDecode);
+}
+
+ControlApi::Task ControlApi::handleGenerate(const http::Request& request,
+                                            http::ResponseWriter& writer) {
+  std::optional<wire::GenerateRequest> message = co_await accept<wire::GenerateRequest>(
+      request, writer, AgentMetrics::Kind::kGenerate, kGenerateWork);
+  if (!message) co_return;
+  backlog_.add(message->tokens.size());
+  auto stream = std::make_shared<Stream>(io_.get_executor(), message->max_new_tokens + 4,
+                                         message->request_id);
+  const StopIndex::iterator stop = newStop(message->request_id);
+  asio::post(engine_, [this, m = std::move(*message), stream,
+                       flag = std::shared_ptr<const StopFlag>(stop->second)]() mutable {
+    work_.generate(std::move(m), stream, std::move(flag));
+  });
+  co_await writeStream(std::move(stream), writer, AgentMetrics::Kind::kGenerate);
+  forgetStop(stop);
+}
+
+ControlApi::Task ControlApi::writeStream(std::shared_ptr<Stream> stream,
+                                         http::ResponseWriter& writer, AgentMetrics::Kind kind) {
+  const bool started = co_await writer.beginStream(HttpStatus::ok, "application/x-ndjson");
+  if (!started) {
+    metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
+    cancelStream(stream);
+    co_return;
+  }
+  // The stream's outcome is its finish line's (an engine that stopped sends none).
+  AgentMetrics::Outcome outcome = AgentMetrics::Outcome::kError;
+  for (;;) {
+    auto [ec, line, last] = co_await stream->lines.async_receive(kNoThrow);
+    if (ec) break;
+    if (last) {
+      Result<wire::StreamLine> finish = wire::decode<wire::StreamLine>(line);
+      if (finish.isOk() && (finish->finish == "stop" || finish->finish == "length")) {
+        outcome = AgentMetrics::Outcome::kOk;
+      } else if (finish.isOk() && finish->message == "cancelled") {
+        outcome = AgentMetrics::Outcome::kCancelled;
+      }
+    }
+    line.push_back('\n');
+    const bool written = co_await writer.writeChunk(line);
+    if (!written) {
+      metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
+      cancelStream(stream);  // the orchestrator closed the stream: stop decoding
+      co_return;
+    }
+    if (last) break;
+  }
+  metrics_.countRequest(kind, outcome);
+  co_await writer.endStream();
+}
+
+void ControlApi::cancelStream(const std::shared_ptr<Stream>& stream) {
+  stream->cancelled = true;
+  asio::post(engine_, [this, id = stream->request_id] { work_.cancel(id); });
+}
+
+ControlApi::Task ControlApi::handleRelease(const http::Request& request,
+                                           http::ResponseWriter& writer) {
+  return idCall(request, writer, AgentMetrics::Kind::kRelease);
+}
+
+ControlApi::Task ControlApi::handleCancel(const http::Request& request,
+                                          http::ResponseWriter& writer) {
+  return idCall(request, writer, AgentMetrics::Kind::kCancel);
+}
+
+ControlApi::Task ControlApi::idCall(const http::Request& request, http::ResponseWriter& writer,
+                                    AgentMetrics::Kind kind) {
+  std::optional<wire::IdRequest> message =
+      co_await accept<wire::IdRequest>(request, writer, kind, kAnyAgent);
+  if (!message) co_return;
+  const uint64_t id = message->id;
+  const bool cancel = kind == AgentMetrics::Kind::kCancel;
+  if (cancel) {
+    // A prefill of it that is computing now holds the engine thread: its stop flag reaches it
+    // before its next chunk; the cancel below ends the rest once the engine thread gets to it.
+    auto [first, end] = stops_.equal_range(id);
+    for (auto it = first; it != end; ++it) it->second->store(true);
+  }
+  auto work = [this, id, cancel](std::shared_ptr<ReplyChannel> ch) {
+    if (cancel) {
+      work_.cancel(id);
+    } else {
+      work_.release(id);
+    }
+    agent::sendReply(*ch, jsonReply(200, "{}"));
+  };  // named: see handleReserve
+  const Reply reply = co_await onEngine(std::move(work));
+  co_await answer(writer, kind, reply);
+}
+
+ControlApi::Task ControlApi::handleHealth(const http::Request& request,
+                                          http::ResponseWriter& writer) {
+  (void)request;
+  boost::json::object body{{"status", draining_ ? "draining" : "ok"},
+                           {"role", config::nodeRoleName(role_)}};
+  if (std::optional<uint32_t> id = node_id_()) body["node_id"] = *id;
+  co_await writer.sendJson(HttpStatus::ok, boost::json::serialize(body));
+}
+
+ControlApi::Task ControlApi::handleMetrics(const http::Request& request,
+                                           http::ResponseWriter& writer) {
+  (void)request;
+  co_await writer.send(HttpStatus::ok, metrics::kContentType, metrics::text(registry_));
+}
+
+}  // namespace kvferry::agent

@@ -1,0 +1,63 @@
+#include "node_agent/engine_work_impl.h"
+
+namespace kvferry::agent {
+
+Reply EngineWorkImpl::reserve(const wire::ReserveRequest& request) {
+  if (takeCancelled(request.request_id)) return errorReply(409, "the request was cancelled");
+  return receiver_.reserve(request);
+}
+
+void EngineWorkImpl::prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChannel> reply,
+                             std::shared_ptr<const StopFlag> stop) {
+  backlog_.remove(request.tokens.size());
+  if (takeCancelled(request.request_id)) return sendReply(*reply, errorReply(409, "cancelled"));
+  sender_.prefill(std::move(request), std::move(reply), std::move(stop));
+}
+
+void EngineWorkImpl::decode(wire::DecodeRequest request, std::shared_ptr<Stream> stream) {
+  receiver_.decode(request, std::move(stream));
+}
+
+void EngineWorkImpl::generate(wire::GenerateRequest request, std::shared_ptr<Stream> stream,
+                              std::shared_ptr<const StopFlag> stop) {
+  backlog_.remove(request.tokens.size());
+  if (stream->cancelled || takeCancelled(request.request_id)) {
+    stream->emit(finishLine("error", "cancelled"), true);  // ends the stream it would feed
+    return;
+  }
+  loop_.generate(request, std::move(stream), stop.get());
+}
+
+void EngineWorkImpl::release(uint64_t lease_id) { receiver_.release(lease_id); }
+
+void EngineWorkImpl::cancel(uint64_t request_id) {
+  // A prefill of it that was computing when the cancel came has stopped or ended by now (this
+  // thread ran it, its stop flag raised); work not yet run is refused through cancelled_.
+  bool found = receiver_.cancel(request_id);
+  found = loop_.cancel(request_id) || found;
+  found = sender_.cancel(request_id) || found;  // a transfer in flight finishes on its own
+  if (!found && cancelled_.insert(request_id).second) {
+    cancelled_order_.push_back(request_id);
+    if (cancelled_order_.size() > kMaxCancelled) {
+      cancelled_.erase(cancelled_order_.front());
+      cancelled_order_.pop_front();
+    }
+  }
+}
+
+bool EngineWorkImpl::idle() const {
+  return receiver_.leaseCount() == 0 && loop_.decoding() == 0 && sender_.idle();
+}
+
+NodeReport EngineWorkImpl::report(bool snapshot) {
+  NodeReport report;
+  report.load.queued_prefill_tokens = backlog_.tokens;
+  report.load.queued_prefill_requests = backlog_.requests;
+  report.load.active_leases = static_cast<uint32_t>(receiver_.leaseCount());
+  report.load.leased_blocks = receiver_.leasedBlocks();
+  report.prefill_model = prefills_.costModel();
+  loop_.report(snapshot, report);
+  return report;
+}
+
+}  // namespace kvferry::agent

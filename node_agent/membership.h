@@ -1,0 +1,64 @@
+// The agent's membership in the cluster (docs/control_plane.md, "Agent → orchestrator"):
+// registration (retried until register_timeout_ms, again after a heartbeat's 404), heartbeats
+// every heartbeat_interval_ms with load and the prefix index's KV events, and leaving. KV event
+// batches are numbered per registration and resent until a heartbeat carrying them succeeds; a
+// lost event (the engine's queue overflowed) or the orchestrator's resync asks for a full
+// snapshot instead.
+//
+// Thread: the io thread owns it; the load and events are gathered on the engine thread
+// (EngineWork::report) and come back through a reply channel.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "common/control_wire.h"
+#include "common/http.h"
+#include "node_agent/engine_work.h"
+
+namespace kvferry::agent {
+
+class Membership {
+ public:
+  Membership(boost::asio::io_context& io, http::ClientPool& client,
+             http::tcp::endpoint orchestrator, std::chrono::milliseconds register_timeout,
+             EngineWork& work, boost::asio::any_io_executor engine);
+
+  // Starts registering as `registration` says, then heartbeats. `on_fatal` runs (on the io
+  // thread) when the orchestrator refuses this agent or the first registration times out.
+  void start(wire::RegisterRequest registration, std::function<void(const Status&)> on_fatal);
+  // Heartbeats say the agent is draining; they stop once it has left.
+  void drain() { draining_ = true; }
+  // Tells the orchestrator this node leaves (once; a no-op when it never registered).
+  http::Task<void> leave();
+  std::optional<uint32_t> nodeId() const { return node_id_; }
+
+ private:
+  http::Task<void> heartbeatLoop();
+  http::Task<Status> registerOnce();
+
+  boost::asio::io_context& io_;
+  http::ClientPool& client_;
+  const http::tcp::endpoint orchestrator_;
+  const std::chrono::milliseconds register_timeout_;
+  EngineWork& work_;
+  const boost::asio::any_io_executor engine_;
+  wire::RegisterRequest registration_;
+  std::function<void(const Status&)> on_fatal_;
+
+  std::optional<uint32_t> node_id_;
+  bool ever_registered_ = false;
+  uint32_t heartbeat_interval_ms_ = 1000;
+  uint64_t event_sequence_ = 0;
+  std::vector<wire::KvEventBatchWire> unacked_;
+  bool need_snapshot_ = true;
+  bool draining_ = false;
+  bool left_ = false;
+};
+
+}  // namespace kvferry::agent

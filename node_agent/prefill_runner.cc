@@ -1,0 +1,59 @@
+#include "node_agent/prefill_runner.h"
+
+#include <chrono>
+
+#include "node_agent/wire_engine.h"
+
+namespace kvferry::agent {
+
+using Clock = std::chrono::steady_clock;
+
+PrefillRunner::PrefillRunner(engine::Engine& engine, AgentMetrics& metrics)
+    : engine_(engine), metrics_(metrics), sampler_(engine.vocabSize()) {}
+
+Status PrefillRunner::check(const engine::SamplingParams& sampling, uint64_t rng_draws) const {
+  RETURN_IF_ERROR(engine::validateSamplingParams(sampling));
+  return checkRngDraws(rng_draws, engine_.maxSequenceTokens());
+}
+
+Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::TokenId> tokens,
+                                                    const engine::SamplingParams& sampling,
+                                                    uint64_t rng_draws,
+                                                    const engine::LayerDoneCallback& on_layer,
+                                                    const StopFlag* stop,
+                                                    const StopFlag* also_stop) {
+  logits_.resize(engine_.vocabSize());
+  const Clock::time_point start = Clock::now();
+  auto stop_requested = [stop, also_stop] {
+    return (stop != nullptr && stop->load(std::memory_order_relaxed)) ||
+           (also_stop != nullptr && also_stop->load(std::memory_order_relaxed));
+  };
+  ASSIGN_OR_RETURN(engine::PrefillResult result,
+                   engine_.prefill(tokens, logits_, on_layer, stop_requested));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const uint64_t computed = tokens.size() - result.cached_tokens;
+  noteTime(computed, seconds);
+  metrics_.prefill_seconds.Observe(seconds);
+  metrics_.prefill_tokens.Increment(static_cast<double>(computed));
+  metrics_.prefill_cached_tokens.Increment(result.cached_tokens);
+
+  Prefilled out;
+  out.seq = result.id;
+  out.cached_tokens = result.cached_tokens;
+  out.rng = engine::SamplingRng(sampling.seed);
+  out.rng.discard(rng_draws);  // a resumed answer goes on where it stopped
+  out.first_token = sampler_.sample(logits_, sampling, out.rng);
+  out.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  return out;
+}
+
+void PrefillRunner::noteTime(uint64_t tokens, double seconds) {
+  if (tokens == 0) return;
+  // A running per-token cost (the scheduler's linear term); the fixed and quadratic terms stay 0
+  // until there is a fit worth the name.
+  const double per_token = seconds / static_cast<double>(tokens);
+  cost_model_.per_token_s =
+      cost_model_.per_token_s == 0 ? per_token : 0.9 * cost_model_.per_token_s + 0.1 * per_token;
+}
+
+}  // namespace kvferry::agent
