@@ -26,6 +26,9 @@
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
 #include "rdma/loopback/loopback_transport.h"
+#ifdef KVFERRY_HAVE_CUDA_IPC
+#include "rdma/cuda_ipc/device_memory.h"
+#endif
 
 namespace kvferry {
 namespace {
@@ -41,8 +44,15 @@ the steady-state rate: bytes of the batches that completed inside the measured w
 batches posted inside it.
 
   --role both|target|initiator   one process, or one side of two processes (default both)
-  --transport tcp|verbs|loopback backend (default tcp; overrides the config file; the RDMA
-                                 device comes from the config's transport.verbs section)
+  --transport tcp|verbs|loopback|cuda_ipc
+                                 backend (default tcp; overrides the config file; the RDMA
+                                 device comes from the config's transport.verbs section).
+                                 cuda_ipc puts both pools in GPU memory (--gpu) and prints,
+                                 beside each row, the same blocks moved without the transport:
+                                 one contiguous cudaMemcpyAsync of the batch's bytes, one
+                                 cudaMemcpyAsync per block, and a gather kernel then a scatter
+                                 kernel (PyTorch's index_select + index_copy_)
+  --gpu N                        cuda_ipc: the device holding the pools (default 0)
   --config FILE                  transfer_bench YAML (logging + transport sections)
   --listen HOST:PORT             target's data-plane address (default 127.0.0.1:0)
   --blob-file PATH               two-process mode: the target writes its endpoint blob here,
@@ -83,6 +93,7 @@ struct Options {
   uint32_t seed = 1;
   std::optional<std::string> json_path;
   std::optional<std::string> log_level;  // default: the config file's, else warn
+  int gpu = 0;
 };
 
 Result<uint64_t> parseSize(std::string_view text) {
@@ -188,6 +199,9 @@ Result<Options> parseArgs(int argc, char** argv) {
       o.json_path = std::string(v);
     } else if (flag == "--log-level") {
       o.log_level = std::string(v);
+    } else if (flag == "--gpu") {
+      ASSIGN_OR_RETURN(const uint32_t gpu, parseCount(flag, v));
+      o.gpu = static_cast<int>(gpu);
     } else {
       return invalidArgument("unknown option " + std::string(flag) + " (see --help)");
     }
@@ -216,8 +230,10 @@ Result<config::TransferBenchConfig> benchConfig(const Options& o) {
     } else if (*o.transport == "loopback") {
       t.kind = config::TransportKind::kLoopback;
       if (o.role != "both") return invalidArgument("--transport loopback needs --role both");
+    } else if (*o.transport == "cuda_ipc") {
+      t.kind = config::TransportKind::kCudaIpc;
     } else {
-      return invalidArgument("--transport must be tcp, verbs or loopback");
+      return invalidArgument("--transport must be tcp, verbs, loopback or cuda_ipc");
     }
   }
   if (o.listen) t.listen_address = *o.listen;
@@ -226,6 +242,48 @@ Result<config::TransferBenchConfig> benchConfig(const Options& o) {
   t.max_batch_ops = std::max(t.max_batch_ops, o.batch);
   return c;
 }
+
+// One side's KV pool: host memory, or device memory for cuda_ipc.
+class Pool {
+ public:
+  static Result<Pool> make(const config::TransportConfig& tc, const Options& o, uint8_t fill) {
+    Pool pool;
+    pool.bytes_ = o.pool_bytes;
+    if (tc.kind != config::TransportKind::kCudaIpc) {
+      pool.host_.assign(o.pool_bytes, fill);  // touched now: page faults are not measured
+      return pool;
+    }
+#ifdef KVFERRY_HAVE_CUDA_IPC
+    ASSIGN_OR_RETURN(pool.device_, rdma::cuda_ipc::DeviceMemory::allocate(o.gpu, o.pool_bytes));
+    return pool;
+#else
+    return unavailable("this build has no CUDA");
+#endif
+  }
+  void* data() {
+#ifdef KVFERRY_HAVE_CUDA_IPC
+    if (device_.data() != nullptr) return device_.data();
+#endif
+    return host_.data();
+  }
+  uint64_t bytes() const { return bytes_; }
+  rdma::MemoryKind kind() const {
+#ifdef KVFERRY_HAVE_CUDA_IPC
+    if (device_.data() != nullptr) return rdma::MemoryKind::cuda(device_.gpu());
+#endif
+    return rdma::MemoryKind::host();
+  }
+#ifdef KVFERRY_HAVE_CUDA_IPC
+  const rdma::cuda_ipc::DeviceMemory& device() const { return device_; }
+#endif
+
+ private:
+  std::vector<uint8_t> host_;
+  uint64_t bytes_ = 0;
+#ifdef KVFERRY_HAVE_CUDA_IPC
+  rdma::cuda_ipc::DeviceMemory device_;
+#endif
+};
 
 // --- Blob exchange between the two processes (hex text, written atomically). ---
 
@@ -280,6 +338,10 @@ struct Row {
   double p50_us = 0;
   double p99_us = 0;
   uint64_t batches = 0;
+  // cuda_ipc: the same batch's bytes without the transport (0 elsewhere).
+  double contiguous_gbps = 0;
+  double per_block_gbps = 0;
+  double gather_scatter_gbps = 0;
 };
 
 // Precomputed batches of scattered blocks: ids are even (never adjacent, so nothing coalesces)
@@ -390,9 +452,9 @@ std::string humanSize(uint64_t bytes) {
 std::atomic<bool> g_stop{false};
 void onSignal(int) { g_stop = true; }
 
-Status runTarget(Transport& target, const Options& o, std::vector<uint8_t>& pool) {
+Status runTarget(Transport& target, const Options& o, Pool& pool) {
   ASSIGN_OR_RETURN(rdma::RegionId region,
-                   target.registerRegion(pool.data(), pool.size(), rdma::MemoryKind::host()));
+                   target.registerRegion(pool.data(), pool.bytes(), pool.kind()));
   (void)region;
   ASSIGN_OR_RETURN(rdma::EndpointBlob blob, target.localBlob());
   RETURN_IF_ERROR(writeBlobFile(o.blob_file, blob));
@@ -408,10 +470,37 @@ Status runTarget(Transport& target, const Options& o, std::vector<uint8_t>& pool
   return Status::ok();
 }
 
+// cuda_ipc: the copy baselines for one row, between the initiator's pool and a second local one,
+// over the row's block size and batch (scattered even block ids, as the sweep's batches).
+Status addCopyBaselines(const Options& o, Pool& pool, Row& row) {
+#ifdef KVFERRY_HAVE_CUDA_IPC
+  if (pool.device().data() == nullptr) return Status::ok();
+  ASSIGN_OR_RETURN(rdma::cuda_ipc::DeviceMemory other,
+                   rdma::cuda_ipc::DeviceMemory::allocate(o.gpu, pool.bytes()));
+  const uint64_t even_blocks = pool.bytes() / row.block_bytes / 2;
+  std::mt19937 rng(o.seed);
+  std::vector<uint32_t> src(even_blocks), dst(even_blocks);
+  for (uint32_t i = 0; i < even_blocks; ++i) src[i] = dst[i] = 2 * i;
+  std::shuffle(src.begin(), src.end(), rng);
+  std::shuffle(dst.begin(), dst.end(), rng);
+  ASSIGN_OR_RETURN(rdma::cuda_ipc::CopyBaselines b,
+                   rdma::cuda_ipc::measureCopyBaselines(pool.device(), other, row.block_bytes,
+                                                        src.data(), dst.data(), row.batch, 20));
+  row.contiguous_gbps = b.contiguous_bytes_per_s / 1e9;
+  row.per_block_gbps = b.per_block_bytes_per_s / 1e9;
+  row.gather_scatter_gbps = b.gather_scatter_bytes_per_s / 1e9;
+#else
+  (void)o;
+  (void)pool;
+  (void)row;
+#endif
+  return Status::ok();
+}
+
 Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const Options& o,
-                    const config::TransportConfig& tc, std::vector<uint8_t>& pool) {
+                    const config::TransportConfig& tc, Pool& pool) {
   ASSIGN_OR_RETURN(rdma::RegionId local,
-                   initiator.registerRegion(pool.data(), pool.size(), rdma::MemoryKind::host()));
+                   initiator.registerRegion(pool.data(), pool.bytes(), pool.kind()));
   ASSIGN_OR_RETURN(rdma::EndpointInfo info, rdma::decodeEndpoint(blob));
   if (info.regions.empty()) return failedPrecondition("the target advertises no region");
   ASSIGN_OR_RETURN(rdma::PeerId peer, initiator.connect(blob));
@@ -419,21 +508,35 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
   std::printf("transport=%s queue_depth=%u connections=%u duration=%.1fs\n",
               std::string(initiator.name()).c_str(), tc.queue_depth, tc.connections_per_peer,
               o.duration_s);
-  std::printf("%10s %6s %10s %10s %10s %10s\n", "block", "batch", "GB/s", "p50_us", "p99_us",
+  const bool device = pool.kind().type == rdma::MemoryKind::Type::kCuda;
+  std::printf("%10s %6s %10s %10s %10s %10s", "block", "batch", "GB/s", "p50_us", "p99_us",
               "batches");
+  if (device) {
+    std::printf(" %12s %12s %14s %10s", "contig_GB/s", "perblk_GB/s", "gath+scat_GB/s", "x_contig");
+  }
+  std::printf("\n");
   boost::json::array rows;
   for (uint64_t bs : o.block_sizes) {
     ASSIGN_OR_RETURN(
         Row row, runBlockSize(initiator, peer, local, info.regions[0].id, o, bs, tc.queue_depth));
-    std::printf("%10s %10.3f %10.1f %10.1f %10llu\n", humanSize(bs).c_str(), row.gbps, row.p50_us,
-                row.p99_us, static_cast<unsigned long long>(row.batches));
+    RETURN_IF_ERROR(addCopyBaselines(o, pool, row));
+    std::printf("%10s %6u %10.3f %10.1f %10.1f %10llu", humanSize(bs).c_str(), row.batch, row.gbps,
+                row.p50_us, row.p99_us, static_cast<unsigned long long>(row.batches));
+    if (device) {
+      std::printf(" %12.1f %12.1f %14.1f %10.2f", row.contiguous_gbps, row.per_block_gbps,
+                  row.gather_scatter_gbps, row.gbps / row.contiguous_gbps);
+    }
+    std::printf("\n");
     std::fflush(stdout);
     rows.push_back(boost::json::object{{"block_bytes", row.block_bytes},
                                        {"batch", row.batch},
                                        {"gbps", row.gbps},
                                        {"p50_us", row.p50_us},
                                        {"p99_us", row.p99_us},
-                                       {"batches", row.batches}});
+                                       {"batches", row.batches},
+                                       {"contiguous_gbps", row.contiguous_gbps},
+                                       {"per_block_gbps", row.per_block_gbps},
+                                       {"gather_scatter_gbps", row.gather_scatter_gbps}});
   }
   if (o.json_path) {
     boost::json::object doc{{"transport", std::string(initiator.name())},
@@ -462,8 +565,7 @@ Status run(int argc, char** argv) {
                            std::to_string(largest) + " bytes (needs " + std::to_string(needed) +
                            ")");
   }
-  // Touch every page up front so page faults are not measured.
-  std::vector<uint8_t> pool(o.pool_bytes, 0x5A);
+  ASSIGN_OR_RETURN(Pool pool, Pool::make(tc, o, 0x5A));
 
   auto fabric = std::make_shared<rdma::LoopbackFabric>();
   if (o.role == "target") {
@@ -478,10 +580,9 @@ Status run(int argc, char** argv) {
   // Both sides in this process; a thread drains the target's immediates.
   ASSIGN_OR_RETURN(auto target, rdma::makeTransport(tc, fabric));
   ASSIGN_OR_RETURN(auto initiator, rdma::makeTransport(tc, fabric));
-  std::vector<uint8_t> target_pool(o.pool_bytes, 0);
+  ASSIGN_OR_RETURN(Pool target_pool, Pool::make(tc, o, 0));
   RETURN_IF_ERROR(
-      target->registerRegion(target_pool.data(), target_pool.size(), rdma::MemoryKind::host())
-          .status());
+      target->registerRegion(target_pool.data(), target_pool.bytes(), target_pool.kind()).status());
   ASSIGN_OR_RETURN(rdma::EndpointBlob blob, target->localBlob());
   std::atomic<bool> done{false};
   std::atomic<uint64_t> immediates{0};

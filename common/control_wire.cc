@@ -219,6 +219,8 @@ void read(Reader& r, RegisterRequest& m) {
   r.get("max_sequence_tokens", m.max_sequence_tokens);
   r.object(
       "prefill_model", [&](Reader& in) { read(in, m.prefill_model); }, false);
+  r.get("device", m.device, false);
+  r.get("device_memory_bytes", m.device_memory_bytes, false);
 }
 void read(Reader& r, RegisterResponse& m) {
   r.get("node_id", m.node_id);
@@ -304,7 +306,9 @@ json::value toJson(const RegisterRequest& m) {
           {"transport_blob", m.transport_blob},
           {"kv_blocks", m.kv_blocks},
           {"max_sequence_tokens", m.max_sequence_tokens},
-          {"prefill_model", toJson(m.prefill_model)}};
+          {"prefill_model", toJson(m.prefill_model)},
+          {"device", m.device},
+          {"device_memory_bytes", m.device_memory_bytes}};
 }
 json::value toJson(const RegisterResponse& m) {
   return {{"node_id", m.node_id},

@@ -67,6 +67,10 @@ struct RegisterRequest {
   uint32_t kv_blocks = 0;      // KV capacity in blocks
   uint32_t max_sequence_tokens = 0;
   PrefillModel prefill_model;
+  // What computes: "cpu", or the GPU's name and index ("NVIDIA H200 (GPU 0)"), and its memory.
+  // Informational (shown in /v1/nodes); optional on the wire.
+  std::string device = "cpu";
+  uint64_t device_memory_bytes = 0;
 };
 
 struct RegisterResponse {

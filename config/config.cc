@@ -321,22 +321,6 @@ void readAgent(MapReader& reader, NodeAgentConfig& config) {
   reader.uint32("drain_timeout_ms", config.drain_timeout_ms, 0, 3600000);
 }
 
-void readEngine(MapReader& reader, NodeAgentConfig& config) {
-  reader.uint32("kv_blocks", config.kv_blocks, 1, 1u << 24);
-  reader.uint32("max_batch_tokens", config.max_batch_tokens, 1, 65536);
-  reader.uint32("max_batch_sequences", config.max_batch_sequences, 1, 4096);
-  reader.uint32("threads", config.threads, 0, 1024);
-  reader.scalar("prefix_caching", config.prefix_caching, parseBool);
-}
-
-void readNodeAgent(MapReader& reader, NodeAgentConfig& config) {
-  reader.section("logging", config.logging, readLogging);
-  reader.section("transport", config.transport, readTransport);
-  reader.section("model", config.model, readModel);
-  reader.section("agent", config, readAgent);
-  reader.section("engine", config, readEngine);
-}
-
 // A finite decimal number in [min, max], e.g. "3.2e-5".
 auto numberIn(double min, double max) {
   return [min, max](std::string_view text) -> Result<double> {
@@ -353,6 +337,37 @@ auto numberIn(double min, double max) {
     }
     return value;
   };
+}
+
+Result<int32_t> parseGpu(std::string_view text) {
+  if (text == "-1" || text == "none") return -1;
+  uint32_t index = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), index);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || index > 1023) {
+    return invalidArgument(
+        "expected a CUDA device index 0..1023, or -1 (none: the CPU runtime), "
+        "got '" +
+        std::string(text) + "'");
+  }
+  return static_cast<int32_t>(index);
+}
+
+void readEngine(MapReader& reader, NodeAgentConfig& config) {
+  reader.uint32("kv_blocks", config.kv_blocks, 0, 1u << 24);
+  reader.uint32("max_batch_tokens", config.max_batch_tokens, 1, 65536);
+  reader.uint32("max_batch_sequences", config.max_batch_sequences, 1, 4096);
+  reader.uint32("threads", config.threads, 0, 1024);
+  reader.scalar("prefix_caching", config.prefix_caching, parseBool);
+  reader.scalar("gpu", config.gpu, parseGpu);
+  reader.scalar("gpu_memory_fraction", config.gpu_memory_fraction, numberIn(0.01, 1));
+}
+
+void readNodeAgent(MapReader& reader, NodeAgentConfig& config) {
+  reader.section("logging", config.logging, readLogging);
+  reader.section("transport", config.transport, readTransport);
+  reader.section("model", config.model, readModel);
+  reader.section("agent", config, readAgent);
+  reader.section("engine", config, readEngine);
 }
 
 constexpr double kHugeNumber = 1e30;

@@ -94,11 +94,13 @@ struct NodeAgentConfig {
   uint32_t register_timeout_ms = 30000;  // keep trying to register this long, 1..3600000
   uint32_t drain_timeout_ms = 30000;     // on SIGTERM, wait this long for requests, 0..3600000
   // `engine:`
-  uint32_t kv_blocks = 256;           // KV capacity in blocks, 1..16777216
+  uint32_t kv_blocks = 256;  // KV capacity in blocks, 0..16777216; 0: as many as fit (GPU only)
   uint32_t max_batch_tokens = 256;    // tokens per forward pass (prefill chunk), 1..65536
   uint32_t max_batch_sequences = 64;  // sequences in one decode step, 1..4096
   uint32_t threads = 0;               // CPU threads of the kernels, 0 = all cores
   bool prefix_caching = true;
+  int32_t gpu = -1;                  // CUDA device of the CUDA runtime, 0..1023; -1: the CPU one
+  double gpu_memory_fraction = 0.9;  // of the GPU's memory the engine may hold, (0, 1]
 };
 
 // `transfer_bench.yaml` (optional; command-line flags override it).

@@ -2,12 +2,12 @@
 // a GGUF file plus the Hugging Face config.json of the same model, so the engine and an
 // independent implementation (transformers, reading the GGUF's tensors) can run identical
 // weights. Nothing is downloaded: the weights come from a seed (model/gguf_writer.h).
-#include <sys/stat.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -166,9 +166,9 @@ int run(int argc, char** argv) {
                           shape->scaling.factor, shape->scaling.low_freq_factor,
                           shape->scaling.high_freq_factor, shape->scaling.original_context);
   }
-  if (::mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
-    return fail("mkdir " + out + ": " + std::strerror(errno));
-  }
+  std::error_code error;
+  std::filesystem::create_directories(out, error);
+  if (error) return fail("mkdir " + out + ": " + error.message());
   const std::string gguf = out + "/model.gguf";
   const Status written = writeRandomLlamaModel(gguf, {shape->params, type, shape->tied}, seed);
   if (!written.isOk()) return fail(written.toString());

@@ -131,6 +131,8 @@ wire::RegisterRequest NodeAgentImpl::registration() const {
   r.model_fingerprint = identity_.model_fingerprint;
   r.tokenizer_hash = identity_.tokenizer_hash;
   r.hash_seed_id = identity_.hash_seed_id;
+  r.device = identity_.device;
+  r.device_memory_bytes = identity_.device_memory_bytes;
   r.block_tokens = g.block_tokens;
   r.kv_layout = kv_transfer::kvLayoutOf(g);
   r.transport = std::string(transport_->name());

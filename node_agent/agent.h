@@ -57,6 +57,8 @@ struct ModelIdentity {
   std::string model_fingerprint;
   std::string tokenizer_hash;
   std::string hash_seed_id;
+  std::string device = "cpu";  // reported at registration: "cpu" or the GPU's name and index
+  uint64_t device_memory_bytes = 0;
 };
 
 class NodeAgent {

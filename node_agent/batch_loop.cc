@@ -17,8 +17,7 @@ BatchLoop::BatchLoop(engine::Engine& engine, PrefillRunner& prefills, AgentMetri
     : engine_(engine),
       prefills_(prefills),
       metrics_(metrics),
-      max_batch_sequences_(max_batch_sequences),
-      sampler_(engine.vocabSize()) {}
+      max_batch_sequences_(max_batch_sequences) {}
 
 void BatchLoop::run(boost::asio::io_context& work, const std::atomic<bool>& stop,
                     const std::function<void()>& each_turn) {
@@ -146,11 +145,16 @@ void BatchLoop::decodeStep() {
     step_ids_.push_back(decoding_[i].seq);
     step_tokens_.push_back(decoding_[i].next);
   }
-  const uint32_t vocab = engine_.vocabSize();
-  logits_.resize(size_t{vocab} * n);
+  // Each sequence's draw comes from its own stream; the engine picks the token (on a CUDA
+  // runner, on the device: the logits never reach the host). A failed step has used one draw of
+  // each stream; it fails only when the cache is full, and then the newest sequence ends.
+  step_draws_.clear();
+  for (size_t i = 0; i < n; ++i) {
+    step_draws_.push_back(engine::drawFor(decoding_[i].sampling, decoding_[i].rng));
+  }
+  step_next_.resize(n);
   const Clock::time_point step_start = Clock::now();
-  Status s =
-      engine_.decode(step_ids_, step_tokens_, std::span<float>(logits_.data(), size_t{vocab} * n));
+  Status s = engine_.decode(step_ids_, step_tokens_, step_draws_, step_next_);
   metrics_.decode_step_seconds.Observe(
       std::chrono::duration<double>(Clock::now() - step_start).count());
   metrics_.decode_batch_sequences.Observe(static_cast<double>(n));
@@ -163,8 +167,7 @@ void BatchLoop::decodeStep() {
   step_done_.clear();
   for (size_t i = 0; i < n; ++i) {
     Decoding& d = decoding_[i];
-    std::span<const float> row(logits_.data() + i * vocab, vocab);
-    const model::TokenId token = sampler_.sample(row, d.sampling, d.rng);
+    const model::TokenId token = step_next_[i];
     if (std::find(d.stop.begin(), d.stop.end(), token) != d.stop.end()) {
       step_done_.push_back(i);
       d.remaining = 0;

@@ -73,10 +73,10 @@ class BatchLoop {
   PrefillRunner& prefills_;
   AgentMetrics& metrics_;
   const uint32_t max_batch_sequences_;
-  engine::Sampler sampler_;
   std::vector<Decoding> decoding_;
   // Reused by every step, so a step allocates nothing once they have grown.
-  std::vector<float> logits_;
+  std::vector<engine::TokenDraw> step_draws_;
+  std::vector<model::TokenId> step_next_;
   std::vector<engine::SequenceId> step_ids_;
   std::vector<model::TokenId> step_tokens_;
   std::vector<size_t> step_done_;

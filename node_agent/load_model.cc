@@ -5,6 +5,7 @@
 #include "model/cluster_identity.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/llama_weights.h"
 
 namespace kvferry::agent {
@@ -14,10 +15,9 @@ Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   ASSIGN_OR_RETURN(model::GgufFile file, model::GgufFile::open(config.model.path));
   ASSIGN_OR_RETURN(model::Vocabulary vocab, model::readVocabulary(file));
   ASSIGN_OR_RETURN(model::BlockHashSeed seed, model::parseHashSeed(config.model.hash_seed));
-  ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(file));
+  ASSIGN_OR_RETURN(model::LlamaParams params, model::readLlamaParams(file));
   LoadedModel loaded;
-  loaded.identity.model_fingerprint =
-      model::hex64(model::modelFingerprint(file, weights->params()));
+  loaded.identity.model_fingerprint = model::hex64(model::modelFingerprint(file, params));
   loaded.identity.tokenizer_hash = model::hex64(model::vocabularyHash(vocab));
   loaded.identity.hash_seed_id = model::hashSeedId(seed);
 
@@ -28,7 +28,32 @@ Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   ec.hash_seed = seed;
   ec.max_batch_tokens = std::max(config.max_batch_tokens, config.max_batch_sequences);
   ec.threads = config.threads;
-  ASSIGN_OR_RETURN(loaded.engine, engine::Engine::create(weights, ec));
+  if (config.gpu < 0) {
+    if (config.kv_blocks == 0) {
+      return invalidArgument(
+          "engine.kv_blocks: 0 (as many as fit) needs engine.gpu; the CPU "
+          "runtime takes a block count");
+    }
+    ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(file));
+    ASSIGN_OR_RETURN(loaded.engine, engine::Engine::create(weights, ec));
+    return loaded;
+  }
+  // The CUDA runtime: bfloat16 weights and KV on engine.gpu, the pools sized from its memory
+  // when kv_blocks is 0.
+  ASSIGN_OR_RETURN(engine::GpuInfo gpu, engine::describeGpu(config.gpu));
+  engine::CudaRunnerConfig cuda;
+  cuda.device = config.gpu;
+  cuda.block_tokens = config.model.block_tokens;
+  cuda.num_blocks = config.kv_blocks;
+  cuda.memory_fraction = static_cast<float>(config.gpu_memory_fraction);
+  cuda.max_batch_tokens = ec.max_batch_tokens;
+  cuda.max_batch_sequences = config.max_batch_sequences;
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelRunner> runner,
+                   engine::createCudaModelRunner(file, cuda));
+  ec.num_blocks = runner->kvGeometry().num_blocks;
+  ASSIGN_OR_RETURN(loaded.engine, engine::Engine::create(std::move(runner), ec));
+  loaded.identity.device = gpu.name + " (GPU " + std::to_string(gpu.index) + ")";
+  loaded.identity.device_memory_bytes = gpu.total_bytes;
   return loaded;
 }
 

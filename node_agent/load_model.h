@@ -16,8 +16,11 @@ struct LoadedModel {
   ModelIdentity identity;
 };
 
-// Reads the model, its tokenizer and the block-hash seed, and creates a CPU engine with
-// engine.kv_blocks blocks of model.block_tokens tokens.
+// Reads the model, its tokenizer and the block-hash seed, and creates the engine: the CPU runtime
+// with engine.kv_blocks blocks of model.block_tokens tokens, or with engine.gpu set the CUDA
+// runtime on that GPU (kv_blocks 0: as many as engine.gpu_memory_fraction of its memory holds).
+// A GPU index that does not exist, a model that does not fit, a build without CUDA: each a clear
+// error.
 Result<LoadedModel> loadModel(const config::NodeAgentConfig& config);
 
 }  // namespace kvferry::agent

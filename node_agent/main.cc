@@ -31,7 +31,9 @@ and GET /metrics (Prometheus) on the same port.
                             agent.control_address: the control API (port 0: any free port)
   --transport-address HOST:PORT
                             transport.listen_address: the KV data plane (port 0: any)
-  --kv-blocks N             engine.kv_blocks: KV capacity in blocks
+  --kv-blocks N             engine.kv_blocks: KV capacity in blocks (0 with --gpu: as many as fit)
+  --gpu N                   engine.gpu: run the CUDA runtime on GPU N (-1: the CPU runtime)
+  --transport KIND          transport.kind: tcp | verbs | cuda_ipc | loopback
   --name NAME               agent.name: how operators see this node in /v1/nodes
   --port-file FILE          write the bound control port to FILE once listening
   --log-level LEVEL         logging.level: trace | debug | info | warn | error | off
@@ -67,7 +69,7 @@ int main(int argc, char** argv) {
       port_file = value;
     } else if (arg == "--model" || arg == "--role" || arg == "--orchestrator" ||
                arg == "--control-address" || arg == "--transport-address" || arg == "--kv-blocks" ||
-               arg == "--name" || arg == "--log-level") {
+               arg == "--gpu" || arg == "--transport" || arg == "--name" || arg == "--log-level") {
       overrides.emplace_back(arg, value);
     } else {
       return fail("unknown flag " + arg + " (see --help)");
@@ -88,6 +90,8 @@ int main(int argc, char** argv) {
     if (flag == "--control-address") yaml = "agent:\n  control_address: \"" + value + "\"";
     if (flag == "--transport-address") yaml = "transport:\n  listen_address: \"" + value + "\"";
     if (flag == "--kv-blocks") yaml = "engine:\n  kv_blocks: " + value;
+    if (flag == "--gpu") yaml = "engine:\n  gpu: \"" + value + "\"";
+    if (flag == "--transport") yaml = "transport:\n  kind: " + value;
     if (flag == "--log-level") yaml = "logging:\n  level: " + value;
     if (yaml.empty()) continue;
     auto parsed = config::parseNodeAgentConfig(yaml, flag);
@@ -98,6 +102,8 @@ int main(int argc, char** argv) {
     if (flag == "--transport-address")
       config.transport.listen_address = parsed->transport.listen_address;
     if (flag == "--kv-blocks") config.kv_blocks = parsed->kv_blocks;
+    if (flag == "--gpu") config.gpu = parsed->gpu;
+    if (flag == "--transport") config.transport.kind = parsed->transport.kind;
     if (flag == "--log-level") config.logging.level = parsed->logging.level;
   }
   if (config.model.path.empty())

@@ -9,7 +9,7 @@ namespace kvferry::agent {
 using Clock = std::chrono::steady_clock;
 
 PrefillRunner::PrefillRunner(engine::Engine& engine, AgentMetrics& metrics)
-    : engine_(engine), metrics_(metrics), sampler_(engine.vocabSize()) {}
+    : engine_(engine), metrics_(metrics) {}
 
 Status PrefillRunner::check(const engine::SamplingParams& sampling, uint64_t rng_draws) const {
   RETURN_IF_ERROR(engine::validateSamplingParams(sampling));
@@ -22,14 +22,19 @@ Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::Token
                                                     const engine::LayerDoneCallback& on_layer,
                                                     const StopFlag* stop,
                                                     const StopFlag* also_stop) {
-  logits_.resize(engine_.vocabSize());
+  // The first token's draw is the stream's next one (a resumed answer's stream goes on where it
+  // stopped); the engine picks the token where the logits are.
+  engine::SamplingRng rng(sampling.seed);
+  rng.discard(rng_draws);
+  const engine::TokenDraw draw = engine::drawFor(sampling, rng);
+  model::TokenId first_token = 0;
   const Clock::time_point start = Clock::now();
   auto stop_requested = [stop, also_stop] {
     return (stop != nullptr && stop->load(std::memory_order_relaxed)) ||
            (also_stop != nullptr && also_stop->load(std::memory_order_relaxed));
   };
   ASSIGN_OR_RETURN(engine::PrefillResult result,
-                   engine_.prefill(tokens, logits_, on_layer, stop_requested));
+                   engine_.prefill(tokens, draw, first_token, on_layer, stop_requested));
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const uint64_t computed = tokens.size() - result.cached_tokens;
   noteTime(computed, seconds);
@@ -40,9 +45,8 @@ Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::Token
   Prefilled out;
   out.seq = result.id;
   out.cached_tokens = result.cached_tokens;
-  out.rng = engine::SamplingRng(sampling.seed);
-  out.rng.discard(rng_draws);  // a resumed answer goes on where it stopped
-  out.first_token = sampler_.sample(logits_, sampling, out.rng);
+  out.rng = std::move(rng);
+  out.first_token = first_token;
   out.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   return out;
 }

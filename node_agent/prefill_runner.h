@@ -52,8 +52,6 @@ class PrefillRunner {
 
   engine::Engine& engine_;
   AgentMetrics& metrics_;
-  engine::Sampler sampler_;
-  std::vector<float> logits_;
   wire::PrefillModel cost_model_;
 };
 

@@ -341,6 +341,8 @@ Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseW
     n["role"] = roleName(node.role);
     n["control_address"] = node.registration.control_address;
     n["transport"] = node.registration.transport;
+    n["device"] = node.registration.device;
+    n["device_memory_bytes"] = node.registration.device_memory_bytes;
     n["alive"] = node.liveness == NodeLiveness::kAlive;
     n["state"] = livenessName(node.liveness);
     n["draining"] = node.draining;

@@ -4,23 +4,29 @@
 #
 #   scripts/bench_gpu.sh [--out DIR] [--shapes "llama-3.2-1b llama-3.1-8b"] [--stages LIST]
 #
-# Stages (default all, in this order; a failed stage is reported and the rest still run):
-#   build      scripts/build_gpu.sh (Release, build/gpu)
+# Stages (default all but cpu, in this order; a failed stage is reported and the rest still run):
+#   build      scripts/build_gpu.sh (Release, build/gpu): every target
 #   tests      ctest -L gpu (kernels against CPU references, the engine against the CPU engine,
-#              the stories260K goldens, prefix hits, batching, export/import, graphs)
+#              the stories260K goldens, prefix hits, batching, export/import, graphs; cuda_ipc in
+#              one process and two; disaggregated serving against one both agent)
+#   cpu        the CPU suite (ctest -LE "gpu|rxe") on this machine, beside the tests stage
+#   transfer   transfer_bench --transport cuda_ipc, two processes on GPU 0: GB/s and p50/p99 per
+#              block size next to a contiguous copy, a copy per block and gather+scatter kernels
 #   reference  per shape: kvferry-make-model writes random weights from a seed (GGUF +
 #              config.json); kvferry-dump-logits runs the engine on fixed prompts;
 #              scripts/gpu_reference.py runs transformers' LlamaForCausalLM on the same weights,
 #              compares logits and greedy tokens, and measures transformers' throughput
 #   bench      per shape: engine_bench --device cuda (prefill 1K/8K, decode batch 1/32/128/256,
 #              each next to its ceiling measured in the same run)
+#   e2e        with the last shape: scripts/gpu_e2e.sh bench (benchmark_client at 1K/4K/8K and
+#              shared-prefix prompts, prefill + decode agents over cuda_ipc vs one both agent)
 # Every stage writes DIR/<stage>[-<shape>].log and, where it has one, a JSON result.
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/bench-results/gpu"
 shapes="llama-3.2-1b llama-3.1-8b"
-stages="build tests reference bench"
+stages="build tests transfer reference bench e2e"
 models="${KVFERRY_GPU_MODELS:-/tmp/kvferry-models}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,10 +64,37 @@ wants() { [[ " $stages " == *" $1 "* ]]; }
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
 } | tee "$out/machine.txt"
 
-wants build && stage build "$out/build.log" "$root/scripts/build_gpu.sh" "$build" \
-  engine_gpu_tests kvferry-make-model kvferry-dump-logits engine_bench
+wants build && stage build "$out/build.log" "$root/scripts/build_gpu.sh" "$build"
+if wants cpu; then  # functional, beside the GPU tests; the benchmarks below run alone
+  ( ctest --test-dir "$build" -LE "gpu|rxe" -j 12 --output-on-failure --timeout 300 \
+      >"$out/cpu.log" 2>&1; echo "exit $?" >>"$out/cpu.log" ) &
+  cpu_pid=$!
+fi
 wants tests && stage tests "$out/tests.log" \
   ctest --test-dir "$build" -L gpu --output-on-failure --timeout 900
+if wants cpu; then
+  wait "$cpu_pid"
+  tail -n 4 "$out/cpu.log"
+  grep -q "^exit 0" "$out/cpu.log" || failed+=("cpu")
+fi
+if wants transfer; then
+  transfer() {
+    local blob="$out/ipc.blob"
+    rm -f "$blob"
+    "$build/bench/transfer_bench" --role target --transport cuda_ipc --blob-file "$blob" \
+      --pool-bytes 2G &
+    local target=$!
+    "$build/bench/transfer_bench" --role initiator --transport cuda_ipc --blob-file "$blob" \
+      --pool-bytes 2G --block-sizes 2K,8K,32K,128K,512K,2M,4M --batch 512 \
+      --max-batch-bytes 64M --queue-depth 16 --duration 1 --json "$out/transfer-cuda_ipc.json"
+    local status=$?
+    kill -INT "$target"
+    wait "$target"
+    return $status
+  }
+  stage transfer "$out/transfer.log" transfer
+  cat "$out/transfer.log"
+fi
 
 # Fixed prompts: token ids from a fixed LCG, lengths across tiles and blocks.
 prompts="$out/prompts.json"
@@ -98,6 +131,15 @@ for shape in $shapes; do
       --model "$dir/model.gguf" --name "$shape" --json "$out/bench-$shape.json"
   fi
 done
+
+if wants e2e; then
+  last="${shapes##* }"
+  dir="$models/$last"
+  [ -f "$dir/model.gguf" ] || stage "model $last" "$out/model-$last.log" \
+    "$build/model/kvferry-make-model" --shape "$last" --out "$dir" --seed 1
+  stage "e2e $last" "$out/e2e.log" "$root/scripts/gpu_e2e.sh" bench "$build" "$dir/model.gguf" \
+    "$out/e2e"
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench_gpu.sh: failed: ${failed[*]}"

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Disaggregated serving on one GPU, end to end: an orchestrator, a prefill agent and a decode
+# agent (separate processes on GPU 0, KV moved by cuda_ipc), against an orchestrator with one
+# `both` agent on the same GPU — one cluster at a time. (GPU agents register device pools, which
+# the tcp transport does not take yet: both clusters use cuda_ipc.)
+#
+#   scripts/gpu_e2e.sh test  BUILD_DIR MODEL.gguf WORK_DIR
+#       (MODEL.gguf is written with kvferry-make-model --shape tiny when it does not exist)
+#       greedy outputs of several prompts (some sharing a prefix, so the second hits the prefix
+#       cache) must be identical token for token; afterwards no lease and no block in use remain
+#       on any agent. Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
+#   scripts/gpu_e2e.sh bench BUILD_DIR MODEL.gguf WORK_DIR
+#       benchmark_client at 1K, 4K and 8K-token prompts and a shared-prefix workload against both
+#       clusters; writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
+#       table; the prefill agent's per-layer transfer timing comes from its /metrics.
+set -euo pipefail
+mode="${1:?usage: gpu_e2e.sh test|bench BUILD_DIR MODEL WORK_DIR}"
+build="${2:?build dir}"
+model="${3:?model}"
+work="${4:?work dir}"
+mkdir -p "$work"
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "SKIP: no GPU (nvidia-smi finds none)"
+  exit 77
+fi
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+wait_file() {
+  for _ in $(seq 1200); do [ -s "$1" ] && return 0; sleep 0.1; done
+  echo "gpu_e2e: timed out waiting for $1" >&2
+  return 1
+}
+
+# cluster NAME TRANSPORT FRACTION ROLE...: an orchestrator and one agent per role on GPU 0;
+# sets `port`. Called directly (not in $(...)) so the PIDs stay in this shell.
+cluster() {
+  local name="$1" transport="$2" fraction="$3"
+  shift 3
+  "$build/orchestrator/orchestrator" --model "$model" --listen 127.0.0.1:0 \
+    --port-file "$work/$name.port" >"$work/$name-orchestrator.log" 2>&1 &
+  pids+=($!)
+  wait_file "$work/$name.port"
+  port="$(cat "$work/$name.port")"
+  local role i=0
+  for role in "$@"; do
+    cat >"$work/$name-agent$i.yaml" <<YAML
+transport:
+  kind: $transport
+engine:
+  gpu: 0
+  kv_blocks: 0
+  gpu_memory_fraction: $fraction
+  max_batch_tokens: 8192
+  max_batch_sequences: 64
+YAML
+    "$build/node_agent/node_agent" --config "$work/$name-agent$i.yaml" --model "$model" \
+      --role "$role" --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0 \
+      --port-file "$work/$name-agent$i.port" >"$work/$name-agent$i.log" 2>&1 &
+    pids+=($!)
+    wait_file "$work/$name-agent$i.port"  # one at a time: each sizes its pools from free memory
+    i=$((i + 1))
+  done
+  for _ in $(seq 1200); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "gpu_e2e: the $name cluster did not become healthy" >&2
+  tail -n 5 "$work/$name"-*.log >&2
+  return 1
+}
+
+# Greedy token ids of /v1/completions for one prompt.
+complete() {
+  curl -sf "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
+    -d "{\"model\": \"$(basename "$model" .gguf)\", \"prompt\": \"$1\", \"max_tokens\": 32,
+         \"temperature\": 0, \"return_token_ids\": true}" | jq -c '.choices[0].token_ids'
+}
+
+prompts=(
+  "Once upon a time there was a little robot who lived in a big city and wanted to see the sea"
+  "Once upon a time there was a little robot who lived in a big city and wanted to learn to sing"
+  "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm windowsill"
+  "In the beginning the universe was created. This has made a lot of people very angry"
+  "Zoo"
+)
+
+# Every agent of the cluster: no lease left, no block in use.
+check_clean() {
+  local nodes
+  nodes="$(curl -sf "http://127.0.0.1:$port/v1/nodes")"
+  echo "$nodes" | jq -e '[.[] | select(.active_leases > 0 or .active_decode_seqs > 0 or
+      .free_kv_blocks != .total_kv_blocks)] | length == 0' >/dev/null || {
+    echo "gpu_e2e: leases or blocks left: $nodes" >&2
+    return 1
+  }
+}
+
+if [ "$mode" = test ]; then
+  [ -f "$model" ] || "$build/model/kvferry-make-model" --shape tiny --out "$(dirname "$model")" \
+    >/dev/null
+  cluster disaggregated cuda_ipc 0.3 prefill decode
+  for p in "${prompts[@]}"; do complete "$p"; done >"$work/disaggregated.tokens"
+  sleep 1
+  check_clean
+  stop_all
+  cluster colocated cuda_ipc 0.3 both
+  for p in "${prompts[@]}"; do complete "$p"; done >"$work/colocated.tokens"
+  sleep 1
+  check_clean
+  stop_all
+  if ! diff "$work/disaggregated.tokens" "$work/colocated.tokens"; then
+    echo "gpu_e2e: disaggregated greedy tokens differ from one both agent's" >&2
+    exit 1
+  fi
+  if grep -q null "$work/disaggregated.tokens"; then
+    echo "gpu_e2e: a request failed" >&2
+    exit 1
+  fi
+  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc) and colocated"
+  exit 0
+fi
+
+run_load() {  # NAME WORKLOAD benchmark_client flags...
+  local name="$1" workload="$2"
+  shift 2
+  "$build/bench/benchmark_client/benchmark_client" --base-url "http://127.0.0.1:$port" \
+    --tokenizer "$model" --seed 1 --ignore-eos --result-json "$work/e2e-$name-$workload.json" \
+    --goodput ttft:2000 tpot:50 "$@" >"$work/e2e-$name-$workload.txt" 2>&1 ||
+    echo "gpu_e2e: benchmark_client failed for $name $workload (see $work/e2e-$name-$workload.txt)"
+  tail -n 25 "$work/e2e-$name-$workload.txt"
+}
+
+workloads() {
+  local name="$1"
+  run_load "$name" in1k --dataset random --input-len 1024 --output-len 128 --num-prompts 64 \
+    --request-rate 8 --warmup-requests 4
+  run_load "$name" in4k --dataset random --input-len 4096 --output-len 128 --num-prompts 48 \
+    --request-rate 4 --warmup-requests 2
+  run_load "$name" in8k --dataset random --input-len 8192 --output-len 128 --num-prompts 32 \
+    --request-rate 2 --warmup-requests 2
+  run_load "$name" shared --dataset shared-prefix --num-groups 4 --prefix-len 2048 \
+    --prompts-per-group 12 --suffix-len 128 --output-len 128 --request-rate 8
+}
+
+cluster disaggregated cuda_ipc 0.42 prefill decode
+workloads disaggregated
+curl -sf "http://127.0.0.1:$(cat "$work/disaggregated-agent0.port")/metrics" \
+  >"$work/prefill-agent.metrics" || true
+stop_all
+cluster colocated cuda_ipc 0.85 both
+workloads colocated
+stop_all
