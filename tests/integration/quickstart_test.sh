@@ -5,6 +5,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${KVFERRY_BUILD_DIR:?set KVFERRY_BUILD_DIR}"
 export KVFERRY_RUN_DIR="$(mktemp -d)"
+# Exit 77 (ctest: skipped) without Node.js, which picks the free port.
+command -v node >/dev/null || { echo "SKIP: node is not installed (scripts/install_deps.sh)"; exit 77; }
 export KVFERRY_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 trap '"$repo/scripts/quickstart.sh" stop >/dev/null 2>&1 || true; rm -rf "$KVFERRY_RUN_DIR"' EXIT
 
