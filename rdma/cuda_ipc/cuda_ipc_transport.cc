@@ -7,9 +7,11 @@
 
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "rdma/batch_check.h"
@@ -23,6 +25,7 @@ namespace kvferry::rdma {
 namespace {
 
 using cuda_ipc::CopyOp;
+using Clock = std::chrono::steady_clock;
 
 constexpr uint32_t kAddressVersion = 1;
 
@@ -90,12 +93,17 @@ uint64_t allocationBase(void* pointer) {
 class CudaIpcTransport final : public Transport {
  public:
   CudaIpcTransport(const config::TransportConfig& config, std::unique_ptr<Transport> control)
-      : config_(config), control_(std::move(control)) {}
+      : config_(config), control_(std::move(control)), completions_(config.queue_depth) {}
 
   ~CudaIpcTransport() override {
+    stop_ = true;
+    if (progress_.joinable()) progress_.join();
     if (stream_ != nullptr) {
-      cudaStreamSynchronize(stream_);  // every ringDoorbell() callback has run
-      for (Slot& slot : slots_) cudaFree(slot.device_ops);
+      cudaStreamSynchronize(stream_);
+      for (Slot& slot : slots_) {
+        cudaEventDestroy(slot.done);
+        cudaFree(slot.device_ops);
+      }
       cudaFreeHost(host_ops_);
       cudaStreamDestroy(stream_);
     }
@@ -111,6 +119,7 @@ class CudaIpcTransport final : public Transport {
     ASSIGN_OR_RETURN(EndpointBlob control_blob, control_->localBlob());
     ASSIGN_OR_RETURN(EndpointInfo control_info, decodeEndpoint(control_blob));
     endpoint_id_ = control_info.endpoint_id;  // immediates name the sender by this id
+    progress_ = std::thread([this] { progressLoop(); });
     return Status::ok();
   }
 
@@ -262,19 +271,11 @@ class CudaIpcTransport final : public Transport {
   Status postRead(PeerId peer, std::span<const TransferOp> ops, uint64_t cookie) override {
     return post(peer, ops, std::nullopt, cookie, true);
   }
-  // A batch completes through its doorbell's completion on the control channel (same cookie),
-  // or here when it could not ring.
   size_t pollCompletions(std::span<Completion> out, std::chrono::microseconds wait) override {
-    size_t n = failed_.pop(out, std::chrono::microseconds(0));
-    if (n < out.size()) {
-      n += control_->pollCompletions(out.subspan(n), n == 0 ? wait : std::chrono::microseconds(0));
-    }
-    outstanding_ -= n;
-    return n;
+    return completions_.pop(out, wait);
   }
-  // The doorbells' immediates, delivered by the control channel after their batches' bytes.
   size_t pollImmediates(std::span<ImmediateEvent> out, std::chrono::microseconds wait) override {
-    return control_->pollImmediates(out, wait);
+    return immediates_.pop(out, wait);
   }
 
  private:
@@ -289,20 +290,22 @@ class CudaIpcTransport final : public Transport {
     PeerId control = 0;
     RegionId doorbell = 0;
   };
-  // A batch between its copy's launch and the doorbell that follows it; owned by the stream's
-  // host callback (ringDoorbell), which deletes it.
+  // A batch between its post and its completion.
   struct Batch {
-    CudaIpcTransport* transport = nullptr;
     uint64_t cookie = 0;
+    PeerId peer = 0;
     PeerId control_peer = 0;
     RegionId remote_doorbell = 0;
     std::optional<uint32_t> imm;
     uint32_t slot = 0;
-    BatchPins pins;  // keeps the local regions registered until the copy is done
+    bool copying = true;  // false once the doorbell is posted
+    Clock::time_point deadline;
+    BatchPins pins;  // keeps the local regions registered
   };
   // Staging for one batch's op list: pinned on the host, copied to the device, read by the kernel.
   struct Slot {
     CopyOp* device_ops = nullptr;
+    cudaEvent_t done = nullptr;
     bool busy = false;
   };
 
@@ -327,6 +330,8 @@ class CudaIpcTransport final : public Transport {
     for (Slot& slot : slots_) {
       RETURN_IF_ERROR(cudaStatus(cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), slot_bytes),
                                  "cudaMalloc"));
+      RETURN_IF_ERROR(cudaStatus(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming),
+                                 "cudaEventCreate"));
     }
     return Status::ok();
   }
@@ -342,18 +347,18 @@ class CudaIpcTransport final : public Transport {
   Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
               uint64_t cookie, bool is_read) {
     const std::string_view what = is_read ? "read" : "write";
-    auto batch = std::make_unique<Batch>();
-    batch->transport = this;
-    batch->cookie = cookie;
-    batch->imm = imm;
+    Batch batch;
+    batch.cookie = cookie;
+    batch.peer = peer_id;
+    batch.imm = imm;
     std::lock_guard lock(mu_);
     auto it = peers_.find(peer_id);
     if (it == peers_.end())
       return unavailable("peer " + std::to_string(peer_id) + " is not connected");
     Peer& peer = it->second;
-    RETURN_IF_ERROR(checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, batch->pins));
+    RETURN_IF_ERROR(checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, batch.pins));
     if (stream_ == nullptr) return failedPrecondition("cuda_ipc: no device region is registered");
-    if (outstanding_ >= config_.queue_depth) {
+    if (!completions_.tryAcquire()) {
       return resourceExhausted(std::to_string(config_.queue_depth) + " batches outstanding");
     }
     uint32_t slot_index = 0;
@@ -363,15 +368,11 @@ class CudaIpcTransport final : public Transport {
     uint64_t longest = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
       const Mapping& remote = peer.mappings.at(ops[i].remote_region);
-      const uint64_t local = reinterpret_cast<uint64_t>(batch->pins.data(i));
+      const uint64_t local = reinterpret_cast<uint64_t>(batch.pins.data(i));
       const uint64_t far = remote.base + ops[i].remote_offset;
       staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
       longest = std::max(longest, ops[i].length);
     }
-    batch->slot = slot_index;
-    batch->control_peer = peer.control;
-    batch->remote_doorbell = peer.doorbell;
-    // The op list, the copy, then (once the copy has completed) the doorbell, in stream order.
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
       launched = cudaStatus(cudaMemcpyAsync(slot.device_ops, staged, ops.size() * sizeof(CopyOp),
@@ -384,33 +385,72 @@ class CudaIpcTransport final : public Transport {
                                                longest, stream_),
                      "batch copy");
     }
-    if (launched.isOk()) {
-      launched =
-          cudaStatus(cudaLaunchHostFunc(stream_, &CudaIpcTransport::ringDoorbell, batch.get()),
-                     "cudaLaunchHostFunc");
+    if (launched.isOk())
+      launched = cudaStatus(cudaEventRecord(slot.done, stream_), "cudaEventRecord");
+    if (!launched.isOk()) {
+      completions_.release();
+      return launched;
     }
-    RETURN_IF_ERROR(launched);
     slot.busy = true;
-    ++outstanding_;
-    batch.release();  // ringDoorbell owns it now
+    batch.slot = slot_index;
+    batch.control_peer = peer.control;
+    batch.remote_doorbell = peer.doorbell;
+    batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
+    batches_.emplace(next_batch_++, std::move(batch));
     return Status::ok();
   }
 
-  // Runs on a CUDA callback thread once the batch's copy has completed on the device: frees its
-  // staging slot and rings the target's doorbell with the immediate (no CUDA call may be made
-  // here). The doorbell's completion, with the batch's cookie, completes the batch.
-  static void CUDART_CB ringDoorbell(void* data) {
-    std::unique_ptr<Batch> batch(static_cast<Batch*>(data));
-    CudaIpcTransport& self = *batch->transport;
-    {
-      std::lock_guard lock(self.mu_);
-      self.slots_[batch->slot].busy = false;
+  // Ends a batch: its completion, its slot and its pins.
+  void complete(std::map<uint64_t, Batch>::iterator it, Status status) {
+    slots_[it->second.slot].busy = false;
+    completions_.push(Completion{it->second.cookie, std::move(status)});
+    batches_.erase(it);
+  }
+
+  void progressLoop() {
+    std::array<Completion, 64> done;
+    std::array<ImmediateEvent, 64> immediates;
+    while (!stop_) {
+      {
+        std::lock_guard lock(mu_);
+        const Clock::time_point now = Clock::now();
+        for (auto it = batches_.begin(); it != batches_.end();) {
+          auto current = it++;
+          Batch& batch = current->second;
+          if (!batch.copying) continue;
+          const cudaError_t state = cudaEventQuery(slots_[batch.slot].done);
+          if (state == cudaErrorNotReady) {
+            if (now > batch.deadline) {
+              complete(current, deadlineExceeded("the copy did not finish within op_timeout_ms"));
+            }
+            continue;
+          }
+          if (state != cudaSuccess) {
+            complete(current, cudaStatus(state, "batch copy"));
+            continue;
+          }
+          // Every byte is in place: ring the target's doorbell, carrying the immediate.
+          const TransferOp ring{doorbell_, 0, batch.remote_doorbell, 0, doorbell_bytes_.size()};
+          const Status rung =
+              control_->postWrite(batch.control_peer, {&ring, 1}, batch.imm, current->first);
+          if (rung.isOk()) {
+            batch.copying = false;
+          } else if (rung.code() != StatusCode::kResourceExhausted) {
+            complete(current, rung);
+          }
+        }
+      }
+      const size_t n = control_->pollCompletions(done, std::chrono::microseconds(100));
+      if (n > 0) {
+        std::lock_guard lock(mu_);
+        for (size_t i = 0; i < n; ++i) {
+          auto it = batches_.find(done[i].cookie);
+          if (it != batches_.end()) complete(it, std::move(done[i].status));
+        }
+      }
+      const size_t m = control_->pollImmediates(immediates, std::chrono::microseconds(0));
+      for (size_t i = 0; i < m; ++i) immediates_.push(immediates[i]);
     }
-    const TransferOp ring{self.doorbell_, 0, batch->remote_doorbell, 0,
-                          self.doorbell_bytes_.size()};
-    const Status rung =
-        self.control_->postWrite(batch->control_peer, {&ring, 1}, batch->imm, batch->cookie);
-    if (!rung.isOk()) self.failed_.push(Completion{batch->cookie, rung});
   }
 
   const config::TransportConfig config_;
@@ -420,17 +460,22 @@ class CudaIpcTransport final : public Transport {
   std::array<uint8_t, 8> doorbell_bytes_{};
   RegionId doorbell_ = 0;
   RegionTable regions_;
-  EventQueue<Completion> failed_;         // batches that could not ring their doorbell
-  std::atomic<uint32_t> outstanding_{0};  // posted, completion not yet popped
+  CompletionQueue completions_;
+  ImmediateQueue immediates_;
 
   mutable std::mutex mu_;  // everything below
   std::map<RegionId, RegionAddress> addresses_;
   std::map<PeerId, Peer> peers_;
   PeerId next_peer_ = 1;
+  std::map<uint64_t, Batch> batches_;  // by control cookie
+  uint64_t next_batch_ = 1;
   int device_ = -1;
   cudaStream_t stream_ = nullptr;
   CopyOp* host_ops_ = nullptr;
   std::vector<Slot> slots_;
+
+  std::atomic<bool> stop_{false};
+  std::thread progress_;  // last: joined first
 };
 
 }  // namespace

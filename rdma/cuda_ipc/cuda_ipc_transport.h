@@ -1,13 +1,11 @@
 // cuda_ipc: KV between GPUs of one host (DESIGN.md §4). The initiator maps the target's device
 // pools with CUDA IPC (the handles travel in the endpoint blob) and moves each batch with one
 // launch of a gather/scatter copy kernel (batch_copy.h) on its own stream — never a copy per
-// block. A small TCP transport (tcp_transport.h) beside it is the control channel: a host
-// callback queued on the copy's stream (so it runs once the copy has completed on the device)
-// posts an 8-byte doorbell write over it that carries the immediate, so the target learns of a
-// batch only after every byte is in its pools; the doorbell's completion, under the batch's own
-// cookie, completes the batch, and the TCP connection's failure or timeout fails the peer's
-// batches as every backend does. No thread of its own: the stream and the control channel's
-// progress thread do the work.
+// block. A small TCP transport (tcp_transport.h) beside it is the control channel: once a
+// batch's copy has completed on the device, an 8-byte doorbell write over it carries the
+// immediate, so the target learns of a batch only after every byte is in its pools; the
+// doorbell's completion completes the batch, and the TCP connection's failure or timeout fails
+// the peer's batches as every backend does.
 //
 // Checks: every op is bounds-checked against both sides' region tables before anything is
 // copied (the blob's table on the remote side, as verbs does). One-sided device writes cannot be
