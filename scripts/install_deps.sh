@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Installs everything kvferry needs to build and test, from Debian 12 packages only.
-# Idempotent: packages already present are left alone; safe to run again after an upgrade.
+# Installs everything kvferry needs to build and test, from the distribution's packages only:
+# Debian 12, or Ubuntu 24.04 (what GPU hosts usually run). Idempotent: packages already present
+# are left alone; safe to run again after an upgrade.
 #
 #   scripts/install_deps.sh            # install what is missing
 #   scripts/install_deps.sh --check    # only report what is missing (exit 1 if anything is)
 #
 # CUDA is optional and never installed here: when /usr/local/cuda/bin/nvcc exists the build
-# compiles the CUDA paths (they compile without a GPU); otherwise they are left out.
+# compiles the CUDA paths (they compile without a GPU); otherwise they are left out. A host that
+# cannot install packages: scripts/offline_deps.sh.
 set -euo pipefail
+
+# Boost >= 1.81, headers only (Asio, Beast, System; Boost.JSON is compiled into the build):
+# Debian 12's default libboost-dev is 1.74, so the versioned package is named; Ubuntu 24.04 has
+# 1.83.
+boost=libboost1.81-dev
+if [ -r /etc/os-release ] && grep -q '^ID=ubuntu' /etc/os-release; then
+  boost=libboost1.83-dev
+fi
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git
-  # Boost >= 1.81 (Asio, Beast, JSON). Debian 12's default libboost-dev is 1.74, which has no
-  # Boost.JSON, so the versioned 1.81 packages are named explicitly.
-  libboost1.81-dev libboost-json1.81-dev libboost-system1.81-dev
+  "$boost"
   libyaml-cpp-dev
   prometheus-cpp-dev
   libspdlog-dev libfmt-dev
