@@ -19,8 +19,10 @@
 #include <vector>
 
 #include "bench/engine_bench_cuda.h"
+#include "bench/random_prompt.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
+#include "model/model_shapes.h"
 #include "node_agent/engine/cpu/cpu_kernels.h"
 #include "node_agent/engine/cpu/thread_pool.h"
 #include "node_agent/engine/engine.h"
@@ -62,36 +64,18 @@ With --device cuda, the CUDA engine on one GPU instead (scripts/bench_gpu.sh run
   --json PATH            also write the results as JSON
 )";
 
+// The shapes this benchmark runs on the CPU (model/model_shapes.h), the large ones behind --large.
 struct Shape {
-  std::string_view name;
-  model::LlamaParams params;
-  bool tied;
+  const model::ModelShape* model;
   bool large;
 };
 
-model::LlamaParams llama(uint32_t dim, uint32_t layers, uint32_t heads, uint32_t kv_heads,
-                         uint32_t ff, uint32_t vocab, float rope_base, uint32_t context) {
-  model::LlamaParams p;
-  p.vocab_size = vocab;
-  p.embedding_length = dim;
-  p.feed_forward_length = ff;
-  p.block_count = layers;
-  p.head_count = heads;
-  p.head_count_kv = kv_heads;
-  p.rope_dimension_count = dim / heads;
-  p.rope_freq_base = rope_base;
-  p.rms_epsilon = 1e-5f;
-  p.context_length = context;
-  return p;
-}
-
-// The published configurations (llama2.c's tinyllamas, TinyLlama-1.1B-Chat, Llama-3.2-1B).
 const std::vector<Shape>& shapes() {
   static const std::vector<Shape> kShapes = {
-      {"stories15M", llama(288, 6, 6, 6, 768, 32000, 10000.0f, 256), true, false},
-      {"stories110M", llama(768, 12, 12, 12, 2048, 32000, 10000.0f, 1024), true, false},
-      {"tinyllama-1.1b", llama(2048, 22, 32, 4, 5632, 32000, 10000.0f, 2048), false, true},
-      {"llama-3.2-1b", llama(2048, 16, 32, 8, 8192, 128256, 500000.0f, 131072), true, true},
+      {model::findModelShape("stories15M"), false},
+      {model::findModelShape("stories110M"), false},
+      {model::findModelShape("tinyllama-1.1b"), true},
+      {model::findModelShape("llama-3.2-1b"), true},
   };
   return kShapes;
 }
@@ -166,25 +150,16 @@ struct ModelResult {
   std::vector<DecodeResult> decode;
 };
 
-std::vector<model::TokenId> randomPrompt(uint32_t length, uint32_t vocab, uint64_t seed) {
-  std::vector<model::TokenId> out;
-  uint64_t state = seed;
-  for (uint32_t i = 0; i < length; ++i) {
-    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    out.push_back(static_cast<model::TokenId>(3 + (state >> 33) % (vocab - 3)));
-  }
-  return out;
-}
-
 Result<ModelResult> benchModel(const Shape& shape, const Options& options,
                                const Bandwidth& bandwidth) {
   ModelResult result;
-  result.name = std::string(shape.name);
+  result.name = std::string(shape.model->name);
   const Clock::time_point load_start = Clock::now();
   std::shared_ptr<const LlamaWeights> weights;
   {
     ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
-                     model::randomLlamaModel({shape.params, model::GgmlType::kF16, shape.tied}, 1));
+                     model::randomLlamaModel(
+                         {shape.model->params, model::GgmlType::kF16, shape.model->tied}, 1));
     ASSIGN_OR_RETURN(const model::GgufFile file, model::GgufFile::parse(bytes));
     ASSIGN_OR_RETURN(weights, LlamaWeights::load(file));
   }
@@ -195,10 +170,10 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   uint32_t max_batch = 1;
   for (uint32_t b : options.batches) max_batch = std::max(max_batch, b);
   const uint32_t context = options.prompt_tokens + options.decode_steps;
-  if (context > shape.params.context_length) {
-    return invalidArgument(std::string(shape.name) + ": " + std::to_string(context) +
+  if (context > shape.model->params.context_length) {
+    return invalidArgument(std::string(shape.model->name) + ": " + std::to_string(context) +
                            " tokens exceed its context of " +
-                           std::to_string(shape.params.context_length));
+                           std::to_string(shape.model->params.context_length));
   }
   EngineConfig config;
   config.prefix_caching = false;  // every sequence computes (or holds a copy of) its own KV
@@ -207,12 +182,13 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   config.num_blocks = max_batch * ((context + config.block_tokens - 1) / config.block_tokens) + 1;
   ASSIGN_OR_RETURN(const std::unique_ptr<Engine> engine, Engine::create(weights, config));
   result.kv_bytes_per_token = engine->kvGeometry().bytesPerToken();
-  const uint32_t vocab = shape.params.vocab_size;
+  const uint32_t vocab = shape.model->params.vocab_size;
   std::vector<float> logits(vocab);
 
   // Prefill: best of two (the first also faults in the scratch buffers).
   for (int rep = 0; rep < 2; ++rep) {
-    const std::vector<model::TokenId> prompt = randomPrompt(options.prompt_tokens, vocab, rep);
+    const std::vector<model::TokenId> prompt =
+        bench::randomPrompt(options.prompt_tokens, vocab, rep);
     const Clock::time_point start = Clock::now();
     ASSIGN_OR_RETURN(const PrefillResult prefill, engine->prefill(prompt, logits));
     result.prefill_tokens_per_s =
@@ -223,7 +199,8 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   for (uint32_t batch : options.batches) {
     // One prefill; the batch's other sequences get copies of its KV through the import path, as
     // a decode agent receives them, so each reads its own blocks without paying for a prefill.
-    const std::vector<model::TokenId> prompt = randomPrompt(options.prompt_tokens, vocab, 100);
+    const std::vector<model::TokenId> prompt =
+        bench::randomPrompt(options.prompt_tokens, vocab, 100);
     ASSIGN_OR_RETURN(const PrefillResult source, engine->prefill(prompt, logits));
     std::vector<SequenceId> ids = {source.id};
     std::vector<model::TokenId> tokens(batch, argmax(logits));
@@ -355,7 +332,7 @@ Result<std::optional<Options>> parseArgs(int argc, char** argv) {
   for (const std::string& name : options.models) {
     const Shape* shape = nullptr;
     for (const Shape& s : shapes()) {
-      if (s.name == name) shape = &s;
+      if (s.model->name == name) shape = &s;
     }
     if (shape == nullptr) return invalidArgument("unknown model '" + name + "' (see --help)");
     if (shape->large && !options.large) {
@@ -385,7 +362,7 @@ Status run(const Options& options) {
   for (const std::string& name : options.models) {
     const Shape* shape = nullptr;
     for (const Shape& s : shapes()) {
-      if (s.name == name) shape = &s;
+      if (s.model->name == name) shape = &s;
     }
     Result<ModelResult> result = benchModel(*shape, options, bandwidth);
     if (!result.isOk()) return result.status().withContext(name);

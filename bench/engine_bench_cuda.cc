@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/random_prompt.h"
 #include "model/gguf.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/engine.h"
@@ -27,16 +28,6 @@ using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::vector<model::TokenId> randomPrompt(uint32_t length, uint32_t vocab, uint64_t seed) {
-  std::vector<model::TokenId> out;
-  uint64_t state = seed * 0x9e3779b97f4a7c15ULL + 1;
-  for (uint32_t i = 0; i < length; ++i) {
-    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-    out.push_back(static_cast<model::TokenId>(3 + (state >> 33) % (vocab - 3)));
-  }
-  return out;
 }
 
 // Greedy decode of `ids` (last tokens in `tokens`) for `steps` steps on the device.
@@ -114,7 +105,8 @@ Status runCudaBench(const CudaBenchOptions& options) {
     if (length > engine->maxSequenceTokens()) continue;
     double best = 0;
     for (int rep = 0; rep < 4; ++rep) {  // the first warms up
-      const std::vector<model::TokenId> prompt = randomPrompt(length, p.vocab_size, 10 + rep);
+      const std::vector<model::TokenId> prompt =
+          bench::randomPrompt(length, p.vocab_size, 10 + rep);
       model::TokenId first = 0;
       const Clock::time_point start = Clock::now();
       ASSIGN_OR_RETURN(const PrefillResult r, engine->prefill(prompt, TokenDraw{}, first));
@@ -134,9 +126,9 @@ Status runCudaBench(const CudaBenchOptions& options) {
     std::vector<model::TokenId> tokens;
     for (uint32_t i = 0; i < batch; ++i) {
       model::TokenId first = 0;
-      ASSIGN_OR_RETURN(
-          const PrefillResult r,
-          engine->prefill(randomPrompt(context, p.vocab_size, 1000 + i), TokenDraw{}, first));
+      ASSIGN_OR_RETURN(const PrefillResult r,
+                       engine->prefill(bench::randomPrompt(context, p.vocab_size, 1000 + i),
+                                       TokenDraw{}, first));
       ids.push_back(r.id);
       tokens.push_back(first);
     }

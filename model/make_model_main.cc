@@ -15,6 +15,7 @@
 
 #include "model/gguf_writer.h"
 #include "model/llama_params.h"
+#include "model/model_shapes.h"
 
 namespace kvferry::model {
 namespace {
@@ -24,8 +25,8 @@ constexpr char kUsage[] = R"(usage: kvferry-make-model --shape NAME --out DIR [o
 Writes DIR/model.gguf (random weights from a seed, a synthetic SentencePiece vocabulary) and
 DIR/config.json (the same model's Hugging Face LlamaConfig, for transformers).
 
-  --shape NAME   llama-3.2-1b, llama-3.1-8b (rope_scaling llama3, as the checkpoints), or
-                 tiny (2 layers, dim 256, for quick checks)
+  --shape NAME   llama-3.2-1b, llama-3.1-8b (rope_scaling llama3, as the checkpoints),
+                 tinyllama-1.1b, stories15M, stories110M, or tiny (2 layers, dim 256)
   --out DIR      created if missing
   --seed N       (default 1)
   --type T       bf16 (default), f16 or f32: the matrices' storage; norms stay f32
@@ -33,52 +34,7 @@ DIR/config.json (the same model's Hugging Face LlamaConfig, for transformers).
   -h, --help     this text
 )";
 
-struct Llama3Scaling {
-  float factor = 0;  // 0: no scaling
-  float low_freq_factor = 1;
-  float high_freq_factor = 4;
-  uint32_t original_context = 8192;
-};
-
-struct Shape {
-  std::string_view name;
-  LlamaParams params;
-  bool tied = false;
-  Llama3Scaling scaling;
-};
-
-LlamaParams llama(uint32_t dim, uint32_t layers, uint32_t heads, uint32_t kv_heads, uint32_t ff,
-                  uint32_t vocab, float rope_base, uint32_t context) {
-  LlamaParams p;
-  p.vocab_size = vocab;
-  p.embedding_length = dim;
-  p.feed_forward_length = ff;
-  p.block_count = layers;
-  p.head_count = heads;
-  p.head_count_kv = kv_heads;
-  p.rope_dimension_count = dim / heads;
-  p.rope_freq_base = rope_base;
-  p.rms_epsilon = 1e-5f;
-  p.context_length = context;
-  return p;
-}
-
-// Llama-3.2-1B and Llama-3.1-8B as their config.json files describe them.
-std::vector<Shape> shapes() {
-  return {
-      {"llama-3.2-1b",
-       llama(2048, 16, 32, 8, 8192, 128256, 500000.0f, 131072),
-       true,
-       {32.0f, 1.0f, 4.0f, 8192}},
-      {"llama-3.1-8b",
-       llama(4096, 32, 32, 8, 14336, 128256, 500000.0f, 131072),
-       false,
-       {8.0f, 1.0f, 4.0f, 8192}},
-      {"tiny", llama(256, 2, 4, 2, 768, 32000, 10000.0f, 4096), false, {}},
-  };
-}
-
-std::string configJson(const Shape& shape) {
+std::string configJson(const ModelShape& shape) {
   const LlamaParams& p = shape.params;
   char text[2048];
   std::string scaling = "null";
@@ -153,19 +109,11 @@ int run(int argc, char** argv) {
     }
   }
   if (shape_name.empty() || out.empty()) return fail("--shape and --out are required (see --help)");
-  std::vector<Shape> known = shapes();
-  Shape* shape = nullptr;
-  for (Shape& s : known) {
-    if (s.name == shape_name) shape = &s;
-  }
-  if (shape == nullptr) return fail("unknown shape '" + shape_name + "' (see --help)");
+  const ModelShape* known = findModelShape(shape_name);
+  if (known == nullptr) return fail("unknown shape '" + shape_name + "' (see --help)");
+  ModelShape chosen = *known;
+  ModelShape* shape = &chosen;
   if (layers != 0) shape->params.block_count = layers;
-  if (shape->scaling.factor > 0) {
-    shape->params.rope_freq_factors =
-        llama3RopeFactors(shape->params.rope_freq_base, shape->params.rope_dimension_count,
-                          shape->scaling.factor, shape->scaling.low_freq_factor,
-                          shape->scaling.high_freq_factor, shape->scaling.original_context);
-  }
   std::error_code error;
   std::filesystem::create_directories(out, error);
   if (error) return fail("mkdir " + out + ": " + error.message());

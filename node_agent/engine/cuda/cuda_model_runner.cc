@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -108,10 +109,11 @@ class CudaModelRunner final : public ModelRunner {
              const LayerDoneCallback& on_layer_done);
   // Enqueues the whole model for `plan` on stream_ (captured into a graph for decode shapes).
   Status enqueueModel(const cuda::BatchPlan& plan, bool layer_events);
+  // y (tokens × rows, bfloat16 or float) = x (tokens × cols) · wᵀ: our GEMV for a few tokens,
+  // cuBLAS otherwise.
+  template <typename Out>
   Status matmul(const bf16* x, uint32_t tokens, const bf16* w, uint32_t rows, uint32_t cols,
-                bf16* y);
-  Status matmulF32(const bf16* x, uint32_t tokens, const bf16* w, uint32_t rows, uint32_t cols,
-                   float* y);
+                Out* y);
   Status attention(const cuda::BatchPlan& plan, uint32_t layer);
 
   model::LlamaParams params_;
@@ -313,34 +315,25 @@ Status CudaModelRunner::allocate(const model::LlamaTensors& tensors, const CudaR
   return cuda::cudaStatus(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
 }
 
+template <typename Out>
 Status CudaModelRunner::matmul(const bf16* x, uint32_t tokens, const bf16* w, uint32_t rows,
-                               uint32_t cols, bf16* y) {
+                               uint32_t cols, Out* y) {
+  constexpr bool kFloatOut = std::is_same_v<Out, float>;
   if (useGemv(tokens, cols)) {
-    return cuda::cudaStatus(cuda::launchGemv(w, rows, cols, x, tokens, y, stream_.get()), "gemv");
+    const cudaError_t error =
+        kFloatOut
+            ? cuda::launchGemvF32(w, rows, cols, x, tokens, reinterpret_cast<float*>(y),
+                                  stream_.get())
+            : cuda::launchGemv(w, rows, cols, x, tokens, reinterpret_cast<bf16*>(y), stream_.get());
+    return cuda::cudaStatus(error, "gemv");
   }
   const float one = 1.0f;
   const float zero = 0.0f;
   CUBLAS_CHECK(cublasGemmEx(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
                             static_cast<int>(tokens), static_cast<int>(cols), &one, w, CUDA_R_16BF,
                             static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &zero,
-                            y, CUDA_R_16BF, static_cast<int>(rows), CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
-  return Status::ok();
-}
-
-Status CudaModelRunner::matmulF32(const bf16* x, uint32_t tokens, const bf16* w, uint32_t rows,
-                                  uint32_t cols, float* y) {
-  if (useGemv(tokens, cols)) {
-    return cuda::cudaStatus(cuda::launchGemvF32(w, rows, cols, x, tokens, y, stream_.get()),
-                            "gemv (logits)");
-  }
-  const float one = 1.0f;
-  const float zero = 0.0f;
-  CUBLAS_CHECK(cublasGemmEx(cublas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows),
-                            static_cast<int>(tokens), static_cast<int>(cols), &one, w, CUDA_R_16BF,
-                            static_cast<int>(cols), x, CUDA_R_16BF, static_cast<int>(cols), &zero,
-                            y, CUDA_R_32F, static_cast<int>(rows), CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
+                            y, kFloatOut ? CUDA_R_32F : CUDA_R_16BF, static_cast<int>(rows),
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return Status::ok();
 }
 
@@ -421,8 +414,8 @@ Status CudaModelRunner::enqueueModel(const cuda::BatchPlan& plan, bool layer_eve
       cuda::launchGatherRmsNorm(x_, proj_, staged<int32_t>(plan.logit_rows_at), plan.logit_rows,
                                 weights_.outputNorm(), dim, eps, logit_xn_, stream),
       "output norm"));
-  RETURN_IF_ERROR(matmulF32(logit_xn_, plan.logit_rows, weights_.output(), p.vocab_size, dim,
-                            logits_.as<float>()));
+  RETURN_IF_ERROR(matmul(logit_xn_, plan.logit_rows, weights_.output(), p.vocab_size, dim,
+                         logits_.as<float>()));
   if (plan.shape.sampled) {
     RETURN_IF_ERROR(check(cuda::launchSample(logits_.as<float>(), p.vocab_size,
                                              staged<cuda::DeviceDraw>(plan.draws_at),

@@ -20,26 +20,6 @@ Status cublasStatus(cublasStatus_t status, const char* call) {
   return internalError(message);
 }
 
-Result<DeviceBuffer> DeviceBuffer::allocate(uint64_t bytes) {
-  void* data = nullptr;
-  if (bytes > 0) CUDA_CHECK(cudaMalloc(&data, bytes));
-  return DeviceBuffer(data, bytes);
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
-Result<PinnedBuffer> PinnedBuffer::allocate(uint64_t bytes) {
-  void* data = nullptr;
-  if (bytes > 0) CUDA_CHECK(cudaMallocHost(&data, bytes));
-  return PinnedBuffer(data, bytes);
-}
-
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) cudaFreeHost(data_);
-}
-
 Result<Stream> Stream::create() {
   cudaStream_t stream = nullptr;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));

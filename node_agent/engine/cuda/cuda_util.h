@@ -22,19 +22,27 @@ Status cublasStatus(cublasStatus_t status, const char* call);
 #define CUDA_CHECK(call) RETURN_IF_ERROR(::kvferry::engine::cuda::cudaStatus((call), #call))
 #define CUBLAS_CHECK(call) RETURN_IF_ERROR(::kvferry::engine::cuda::cublasStatus((call), #call))
 
-// Device memory from cudaMalloc. Not copyable; moving transfers ownership.
-class DeviceBuffer {
+// Memory from one CUDA allocator (device: cudaMalloc/cudaFree; pinned host: cudaMallocHost/
+// cudaFreeHost). Not copyable; moving transfers ownership.
+template <cudaError_t (*kAllocate)(void**, size_t), cudaError_t (*kFree)(void*)>
+class CudaMemory {
  public:
-  DeviceBuffer() = default;
-  static Result<DeviceBuffer> allocate(uint64_t bytes);
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  CudaMemory() = default;
+  static Result<CudaMemory> allocate(uint64_t bytes) {
+    void* data = nullptr;
+    if (bytes > 0) RETURN_IF_ERROR(cudaStatus(kAllocate(&data, bytes), "allocate"));
+    return CudaMemory(data, bytes);
+  }
+  CudaMemory(CudaMemory&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaMemory& operator=(CudaMemory&& other) noexcept {
     std::swap(data_, other.data_);
     std::swap(bytes_, other.bytes_);
     return *this;
   }
-  ~DeviceBuffer();
+  ~CudaMemory() {
+    if (data_ != nullptr) kFree(data_);
+  }
 
   void* data() const { return data_; }
   template <typename T>
@@ -44,37 +52,15 @@ class DeviceBuffer {
   uint64_t bytes() const { return bytes_; }
 
  private:
-  DeviceBuffer(void* data, uint64_t bytes) : data_(data), bytes_(bytes) {}
+  CudaMemory(void* data, uint64_t bytes) : data_(data), bytes_(bytes) {}
   void* data_ = nullptr;
   uint64_t bytes_ = 0;
 };
 
-// Page-locked host memory from cudaMallocHost: copies from and to it run asynchronously.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static Result<PinnedBuffer> allocate(uint64_t bytes);
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    std::swap(data_, other.data_);
-    std::swap(bytes_, other.bytes_);
-    return *this;
-  }
-  ~PinnedBuffer();
-
-  void* data() const { return data_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  PinnedBuffer(void* data, uint64_t bytes) : data_(data), bytes_(bytes) {}
-  void* data_ = nullptr;
-  uint64_t bytes_ = 0;
-};
+inline cudaError_t mallocDevice(void** data, size_t bytes) { return cudaMalloc(data, bytes); }
+inline cudaError_t mallocPinned(void** data, size_t bytes) { return cudaMallocHost(data, bytes); }
+using DeviceBuffer = CudaMemory<&mallocDevice, &cudaFree>;      // device memory
+using PinnedBuffer = CudaMemory<&mallocPinned, &cudaFreeHost>;  // page-locked host memory
 
 // A non-blocking stream (no implicit synchronization with the legacy default stream).
 class Stream {
