@@ -1,7 +1,7 @@
 // The host half of a CUDA forward pass: checks a batch of sequence chunks and lays out, in one
 // staging image copied to the device with a single transfer, everything the kernels read — token
 // ids, positions, KV slots, block tables, prefill tiles, logit rows, draws. Pure host code, so the
-// CPU tests cover it (tests/engine/cuda_batch_plan_test.cc).
+// CPU tests cover it (tests/node_agent/engine/cuda_batch_plan_test.cc).
 //
 // Decode steps (every chunk one token, no per-layer callback) are padded to a shape from a small
 // set — rows a power of two, block-table stride a power of two — so that a CUDA graph captured for

@@ -15,7 +15,7 @@
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/generate.h"
-#include "tests/engine/engine_test_util.h"
+#include "tests/node_agent/engine/engine_test_util.h"
 
 namespace kvferry::engine {
 namespace {

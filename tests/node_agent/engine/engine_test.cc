@@ -14,7 +14,7 @@
 #include "model/tokenizer.h"
 #include "node_agent/engine/cpu/cpu_model_runner.h"
 #include "node_agent/engine/generate.h"
-#include "tests/engine/engine_test_util.h"
+#include "tests/node_agent/engine/engine_test_util.h"
 
 namespace kvferry::engine {
 namespace {

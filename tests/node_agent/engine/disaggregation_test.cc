@@ -14,7 +14,7 @@
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
 #include "rdma/loopback/loopback_transport.h"
-#include "tests/engine/engine_test_util.h"
+#include "tests/node_agent/engine/engine_test_util.h"
 #include "tests/rdma/transport_test_util.h"
 
 namespace kvferry::engine {

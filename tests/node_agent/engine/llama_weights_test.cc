@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "tests/engine/engine_test_util.h"
+#include "tests/node_agent/engine/engine_test_util.h"
 
 namespace kvferry::engine {
 namespace {

@@ -13,7 +13,7 @@
 #include "node_agent/engine/cuda/attention.h"
 #include "node_agent/engine/cuda/kernels.h"
 #include "node_agent/engine/cuda/sampling.h"
-#include "tests/engine/gpu/gpu_test_util.h"
+#include "tests/node_agent/engine/gpu/gpu_test_util.h"
 
 namespace kvferry::engine::cuda {
 namespace {
