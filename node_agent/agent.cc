@@ -23,8 +23,8 @@
 #include "common/control_wire.h"
 #include "common/http.h"
 #include "model/cluster_identity.h"
-#include "model/gguf.h"
 #include "model/llama_params.h"
+#include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/sampler.h"
@@ -320,12 +320,12 @@ class NodeAgentImpl final : public NodeAgent {
 
 Status NodeAgentImpl::init() {
   if (config_.model.path.empty()) return invalidArgument("model.path is not set");
-  ASSIGN_OR_RETURN(model::GgufFile file, model::GgufFile::open(config_.model.path));
-  ASSIGN_OR_RETURN(model::Vocabulary vocab, model::readVocabulary(file));
+  // A GGUF file or a Hugging Face directory: params, weights, vocabulary and fingerprint alike.
+  ASSIGN_OR_RETURN(model::ModelFiles files, model::ModelFiles::open(config_.model.path));
   ASSIGN_OR_RETURN(model::BlockHashSeed seed, model::parseHashSeed(config_.model.hash_seed));
-  ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(file));
-  model_fingerprint_ = model::hex64(model::modelFingerprint(file, weights->params()));
-  tokenizer_hash_ = model::hex64(model::vocabularyHash(vocab));
+  ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(files));
+  model_fingerprint_ = model::hex64(files.fingerprint());
+  tokenizer_hash_ = model::hex64(model::vocabularyHash(files.vocabulary()));
   hash_seed_id_ = model::hashSeedId(seed);
 
   engine::EngineConfig ec;
