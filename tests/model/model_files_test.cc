@@ -522,5 +522,45 @@ TEST(SafetensorsRobustnessTest, TruncationsAndCorruptionsNeverCrash) {
   EXPECT_GT(rejected, 0);
 }
 
+// config.json with random bytes flipped: an error naming config.json, or params that validate.
+TEST(HfConfigTest, RandomByteCorruptionsNeverCrash) {
+  const std::string config = hfConfigJson(findRandomModelShape("test-qwen3")->spec, std::nullopt);
+  ASSERT_TRUE(parseHfConfig(config).isOk());
+  std::mt19937_64 random(20261205);
+  int rejected = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string corrupt = config;
+    for (int flips = 1 + static_cast<int>(random() % 3); flips > 0; --flips) {
+      const size_t at = random() % corrupt.size();
+      corrupt[at] = static_cast<char>(corrupt[at] ^ (1 + random() % 255));
+    }
+    Result<HfModelConfig> parsed = parseHfConfig(corrupt);
+    if (!parsed.isOk()) {
+      ++rejected;
+      ASSERT_EQ(parsed.status().message().rfind("config.json: ", 0), 0u)
+          << parsed.status().message();
+      continue;
+    }
+    ASSERT_TRUE(validateLlamaParams(parsed->params).isOk());
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+// A model directory whose safetensors file was cut short: the error names the directory, the
+// file and what is wrong.
+TEST(ModelFilesTest, ATruncatedShardIsAClearError) {
+  const WrittenModel written = writeBoth("test-qwen2", 9);
+  const std::string file = written.dir + "/model.safetensors";
+  const uintmax_t size = fs::file_size(file);
+  for (uintmax_t length : {uintmax_t{0}, uintmax_t{5}, uintmax_t{100}, size / 2, size - 1}) {
+    fs::resize_file(file, length);
+    Result<ModelFiles> files = ModelFiles::open(written.dir);
+    ASSERT_FALSE(files.isOk()) << length;
+    EXPECT_EQ(files.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(files.status().message().find(file + ": "), std::string::npos)
+        << files.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace kvferry::model
