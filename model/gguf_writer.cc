@@ -367,8 +367,7 @@ std::vector<uint8_t> GgufWriter::header() const {
   return out;
 }
 
-Status GgufWriter::emitTensor(const Tensor& tensor,
-                              const std::function<Status(std::span<const uint8_t>)>& sink) const {
+Status GgufWriter::emitTensor(const Tensor& tensor, const ByteSink& sink) const {
   std::vector<uint8_t> padding((alignment_ - tensor.bytes % alignment_) % alignment_, 0);
   if (!tensor.fill) {
     RETURN_IF_ERROR(sink(tensor.data));
@@ -380,7 +379,7 @@ Status GgufWriter::emitTensor(const Tensor& tensor,
 }
 
 Status emitGeneratedTensor(GgmlType type, uint64_t elements, const GgufWriter::TensorFill& fill,
-                           const std::function<Status(std::span<const uint8_t>)>& sink) {
+                           const ByteSink& sink) {
   // Chunks of kFillChunk elements; for the plain types each chunk is filled and converted by
   // several threads in slices (fill is a pure function of the element index).
   const uint64_t chunk = std::min(kFillChunk, elements);
@@ -434,9 +433,18 @@ Result<std::vector<uint8_t>> GgufWriter::serialize() const {
 
 Status GgufWriter::writeFile(const std::string& path) const {
   if (!error_.isOk()) return error_;
+  return writeFileStreamed(path, [&](const ByteSink& sink) -> Status {
+    RETURN_IF_ERROR(sink(header()));
+    for (const Tensor& tensor : tensors_) RETURN_IF_ERROR(emitTensor(tensor, sink));
+    return Status::ok();
+  });
+}
+
+Status writeFileStreamed(const std::string& path,
+                         const std::function<Status(const ByteSink&)>& produce) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ioError("open " + path, errno);
-  const auto sink = [&](std::span<const uint8_t> bytes) -> Status {
+  const ByteSink sink = [&](std::span<const uint8_t> bytes) -> Status {
     size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -446,11 +454,7 @@ Status GgufWriter::writeFile(const std::string& path) const {
     }
     return Status::ok();
   };
-  Status status = sink(header());
-  for (const Tensor& tensor : tensors_) {
-    if (!status.isOk()) break;
-    status = emitTensor(tensor, sink);
-  }
+  Status status = produce(sink);
   if (::close(fd) != 0 && status.isOk()) status = ioError("close " + path, errno);
   return status;
 }

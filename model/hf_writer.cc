@@ -1,8 +1,6 @@
 #include "model/hf_writer.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <cerrno>
@@ -31,25 +29,10 @@ std::string_view dtypeName(GgmlType type) {
   }
 }
 
-// Writes `bytes` to fd, whole.
-Status writeAll(int fd, std::span<const uint8_t> bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ioError("write " + path, errno);
-    done += static_cast<size_t>(n);
-  }
-  return Status::ok();
-}
-
 Status writeText(const std::string& path, std::string_view text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ioError("open " + path, errno);
-  Status status =
-      writeAll(fd, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()), path);
-  if (::close(fd) != 0 && status.isOk()) status = ioError("close " + path, errno);
-  return status;
+  return writeFileStreamed(path, [&](const ByteSink& sink) {
+    return sink({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  });
 }
 
 // A float as the shortest decimal that reads back as the same float.
@@ -101,7 +84,7 @@ std::string SafetensorsWriter::header() const {
   return text;
 }
 
-Status SafetensorsWriter::emit(const std::function<Status(std::span<const uint8_t>)>& sink) const {
+Status SafetensorsWriter::emit(const ByteSink& sink) const {
   if (!error_.isOk()) return error_;
   const std::string text = header();
   const uint64_t length = text.size();
@@ -127,11 +110,7 @@ Result<std::vector<uint8_t>> SafetensorsWriter::serialize() const {
 
 Status SafetensorsWriter::writeFile(const std::string& path) const {
   if (!error_.isOk()) return error_;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ioError("open " + path, errno);
-  Status status = emit([&](std::span<const uint8_t> bytes) { return writeAll(fd, bytes, path); });
-  if (::close(fd) != 0 && status.isOk()) status = ioError("close " + path, errno);
-  return status;
+  return writeFileStreamed(path, [&](const ByteSink& sink) { return emit(sink); });
 }
 
 std::string hfConfigJson(const RandomLlamaSpec& spec,

@@ -42,7 +42,7 @@ class SafetensorsWriter {
     GgufWriter::TensorFill fill;
   };
   std::string header() const;
-  Status emit(const std::function<Status(std::span<const uint8_t>)>& sink) const;
+  Status emit(const ByteSink& sink) const;
 
   std::vector<Tensor> tensors_;
   uint64_t data_bytes_ = 0;
