@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "model/gguf.h"
+#include "model/model_files.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/llama_weights.h"
@@ -35,14 +35,14 @@ constexpr char kUsage[] =
   -h, --help          this text
 )";
 
-Result<std::unique_ptr<Engine>> makeEngine(const model::GgufFile& file, bool cuda, int gpu) {
+Result<std::unique_ptr<Engine>> makeEngine(const model::ModelFiles& files, bool cuda, int gpu) {
   EngineConfig config;
   config.block_tokens = 16;
   config.prefix_caching = false;  // every prefill computes every position
   config.max_batch_tokens = 2048;
   if (!cuda) {
     config.num_blocks = 512;
-    ASSIGN_OR_RETURN(auto weights, LlamaWeights::load(file));
+    ASSIGN_OR_RETURN(auto weights, LlamaWeights::load(files));
     return Engine::create(std::move(weights), config);
   }
   CudaRunnerConfig cuda_config;
@@ -51,7 +51,8 @@ Result<std::unique_ptr<Engine>> makeEngine(const model::GgufFile& file, bool cud
   cuda_config.num_blocks = 1024;
   cuda_config.max_batch_tokens = config.max_batch_tokens;
   cuda_config.max_batch_sequences = 8;
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, createCudaModelRunner(file, cuda_config));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   createCudaModelRunner(files.params(), files.tensors(), cuda_config));
   config.num_blocks = runner->kvGeometry().num_blocks;
   return Engine::create(std::move(runner), config);
 }
@@ -102,8 +103,8 @@ Status run(int argc, char** argv) {
   if (ec || !prompts.is_array()) {
     return invalidArgument(prompts_path + ": not a JSON array of token-id arrays");
   }
-  ASSIGN_OR_RETURN(const model::GgufFile file, model::GgufFile::open(model_path));
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, makeEngine(file, cuda, gpu));
+  ASSIGN_OR_RETURN(const model::ModelFiles files, model::ModelFiles::open(model_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, makeEngine(files, cuda, gpu));
   const uint32_t vocab = engine->vocabSize();
   std::FILE* out = std::fopen(out_path.c_str(), "wb");
   if (out == nullptr) return ioError("open " + out_path, errno);

@@ -22,7 +22,7 @@
 #include "bench/random_prompt.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
-#include "model/model_shapes.h"
+#include "model/random_shapes.h"
 #include "node_agent/engine/cpu/cpu_kernels.h"
 #include "node_agent/engine/cpu/thread_pool.h"
 #include "node_agent/engine/engine.h"
@@ -64,18 +64,18 @@ With --device cuda, the CUDA engine on one GPU instead (scripts/bench_gpu.sh run
   --json PATH            also write the results as JSON
 )";
 
-// The shapes this benchmark runs on the CPU (model/model_shapes.h), the large ones behind --large.
+// The shapes this benchmark runs on the CPU (model/random_shapes.h), the large ones behind --large.
 struct Shape {
-  const model::ModelShape* model;
+  const model::RandomModelShape* model;
   bool large;
 };
 
 const std::vector<Shape>& shapes() {
   static const std::vector<Shape> kShapes = {
-      {model::findModelShape("stories15M"), false},
-      {model::findModelShape("stories110M"), false},
-      {model::findModelShape("tinyllama-1.1b"), true},
-      {model::findModelShape("llama-3.2-1b"), true},
+      {model::findRandomModelShape("stories15M"), false},
+      {model::findRandomModelShape("stories110M"), false},
+      {model::findRandomModelShape("tinyllama-1.1b"), true},
+      {model::findRandomModelShape("llama-3.2-1b"), true},
   };
   return kShapes;
 }
@@ -157,9 +157,9 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   const Clock::time_point load_start = Clock::now();
   std::shared_ptr<const LlamaWeights> weights;
   {
-    ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
-                     model::randomLlamaModel(
-                         {shape.model->params, model::GgmlType::kF16, shape.model->tied}, 1));
+    model::RandomLlamaSpec spec = shape.model->spec;
+    spec.matrix_type = model::GgmlType::kF16;
+    ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, model::randomLlamaModel(spec, 1));
     ASSIGN_OR_RETURN(const model::GgufFile file, model::GgufFile::parse(bytes));
     ASSIGN_OR_RETURN(weights, LlamaWeights::load(file));
   }
@@ -170,10 +170,10 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   uint32_t max_batch = 1;
   for (uint32_t b : options.batches) max_batch = std::max(max_batch, b);
   const uint32_t context = options.prompt_tokens + options.decode_steps;
-  if (context > shape.model->params.context_length) {
+  if (context > shape.model->spec.params.context_length) {
     return invalidArgument(std::string(shape.model->name) + ": " + std::to_string(context) +
                            " tokens exceed its context of " +
-                           std::to_string(shape.model->params.context_length));
+                           std::to_string(shape.model->spec.params.context_length));
   }
   EngineConfig config;
   config.prefix_caching = false;  // every sequence computes (or holds a copy of) its own KV
@@ -182,7 +182,7 @@ Result<ModelResult> benchModel(const Shape& shape, const Options& options,
   config.num_blocks = max_batch * ((context + config.block_tokens - 1) / config.block_tokens) + 1;
   ASSIGN_OR_RETURN(const std::unique_ptr<Engine> engine, Engine::create(weights, config));
   result.kv_bytes_per_token = engine->kvGeometry().bytesPerToken();
-  const uint32_t vocab = shape.model->params.vocab_size;
+  const uint32_t vocab = shape.model->spec.params.vocab_size;
   std::vector<float> logits(vocab);
 
   // Prefill: best of two (the first also faults in the scratch buffers).

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "bench/random_prompt.h"
-#include "model/gguf.h"
+#include "model/model_files.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/engine.h"
 
@@ -55,14 +55,15 @@ Status runCudaBench(const CudaBenchOptions& options) {
   std::fflush(stdout);
 
   const Clock::time_point load_start = Clock::now();
-  ASSIGN_OR_RETURN(const model::GgufFile file, model::GgufFile::open(options.model));
+  ASSIGN_OR_RETURN(const model::ModelFiles files, model::ModelFiles::open(options.model));
   uint32_t max_batch = 1;
   for (uint32_t b : options.decode_batches) max_batch = std::max(max_batch, b);
   CudaRunnerConfig runner_config;
   runner_config.device = options.gpu;
   runner_config.max_batch_tokens = 8192;
   runner_config.max_batch_sequences = max_batch;
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, createCudaModelRunner(file, runner_config));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                   createCudaModelRunner(files.params(), files.tensors(), runner_config));
   EngineConfig config;
   config.block_tokens = runner_config.block_tokens;
   config.num_blocks = runner->kvGeometry().num_blocks;

@@ -35,6 +35,16 @@ int byteOfCharacter(char32_t c) {
   return -1;
 }
 
+}  // namespace
+
+std::string byteLevelText(std::string_view bytes) {
+  std::string text;
+  for (char c : bytes) appendUtf8(kByteCharacters[static_cast<uint8_t>(c)], text);
+  return text;
+}
+
+namespace {
+
 class BpeTokenizer final : public Tokenizer {
  public:
   static Result<std::unique_ptr<Tokenizer>> create(Vocabulary vocab);

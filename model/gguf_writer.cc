@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "model/float16.h"
+#include "model/pre_tokenizer.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_internal.h"
 
 namespace kvferry::model {
 namespace {
@@ -115,6 +117,60 @@ Vocabulary syntheticVocabulary(uint32_t size) {
   v.unk_id = 0;
   v.add_bos = true;
   v.add_space_prefix = true;
+  return v;
+}
+
+// The synthetic byte-level BPE vocabulary RandomLlamaSpec::bpe_vocabulary documents.
+Vocabulary syntheticBpeVocabulary(uint32_t size) {
+  Vocabulary v;
+  v.model = "gpt2";
+  v.pre = std::string(preTokenizerName(PreTokenizer::kQwen2));
+  v.normalizer = "nfc";
+  const std::vector<std::string> specials = {"<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>",
+                                             "<|im_end|>"};
+  const size_t normal_tokens = size - specials.size();
+  std::set<std::string, std::less<>> seen;
+  const auto push = [&](std::string text) {
+    seen.insert(text);
+    v.tokens.push_back(std::move(text));
+  };
+  for (int byte = 0; byte < 256; ++byte) {
+    push(internal::byteLevelText(std::string(1, static_cast<char>(byte))));
+  }
+  // A merge of two tokens into a new one, ranked in the order made.
+  const auto merge = [&](const std::string& left, const std::string& right) {
+    if (v.tokens.size() >= normal_tokens || seen.contains(left + right)) return;
+    v.merges.push_back(left + " " + right);
+    push(left + right);
+  };
+  // Every prefix of a word is a token, so each word is reachable by pairwise merges.
+  const auto addWord = [&](std::string_view word) {
+    std::string prefix = internal::byteLevelText(word.substr(0, 1));
+    for (size_t i = 1; i < word.size(); ++i) {
+      const std::string next = internal::byteLevelText(word.substr(i, 1));
+      merge(prefix, next);
+      prefix += next;
+    }
+  };
+  for (const char* word :
+       {" the",  " and",  " was",  " to",    " she",    " he",   " it",    " of",   " in",
+        "Once",  " upon", " time", " there", " little", " girl", " named", " Lily", " play",
+        " with", " said", "ing",   "ed",     "er",      "Hello", " world"}) {
+    addWord(word);
+  }
+  for (size_t i = 256; v.tokens.size() < normal_tokens; ++i) {
+    for (char c : std::string_view("etaoinshrdlu")) {
+      merge(v.tokens[i], std::string(1, c));
+    }
+  }
+  v.types.assign(v.tokens.size(), TokenType::kNormal);
+  v.bos_id = static_cast<TokenId>(v.tokens.size());
+  v.eos_id = v.bos_id + 1;
+  for (const std::string& special : specials) {
+    v.tokens.push_back(special);
+    v.types.push_back(TokenType::kControl);
+  }
+  v.scores.assign(v.tokens.size(), 0.0f);
   return v;
 }
 
@@ -311,22 +367,28 @@ std::vector<uint8_t> GgufWriter::header() const {
   return out;
 }
 
-Status GgufWriter::emitTensor(const Tensor& tensor,
-                              const std::function<Status(std::span<const uint8_t>)>& sink) const {
+Status GgufWriter::emitTensor(const Tensor& tensor, const ByteSink& sink) const {
   std::vector<uint8_t> padding((alignment_ - tensor.bytes % alignment_) % alignment_, 0);
   if (!tensor.fill) {
     RETURN_IF_ERROR(sink(tensor.data));
-    return sink(padding);
+  } else {
+    RETURN_IF_ERROR(emitGeneratedTensor(tensor.type, tensor.elements, tensor.fill, sink)
+                        .withContext("tensor '" + tensor.name + "'"));
   }
+  return sink(padding);
+}
+
+Status emitGeneratedTensor(GgmlType type, uint64_t elements, const GgufWriter::TensorFill& fill,
+                           const ByteSink& sink) {
   // Chunks of kFillChunk elements; for the plain types each chunk is filled and converted by
   // several threads in slices (fill is a pure function of the element index).
-  const uint64_t chunk = std::min(kFillChunk, tensor.elements);
+  const uint64_t chunk = std::min(kFillChunk, elements);
   const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 16u);
   std::vector<float> values(chunk);
   std::vector<uint8_t> bytes;
-  for (uint64_t first = 0; first < tensor.elements; first += chunk) {
-    const uint64_t count = std::min(chunk, tensor.elements - first);
-    ASSIGN_OR_RETURN(uint64_t size, ggmlByteSize(tensor.type, count));
+  for (uint64_t first = 0; first < elements; first += chunk) {
+    const uint64_t count = std::min(chunk, elements - first);
+    ASSIGN_OR_RETURN(uint64_t size, ggmlByteSize(type, count));
     bytes.resize(size);
     const uint64_t element_bytes = size / count;  // 0 or inexact for block types: serial
     const uint64_t slice = (count + threads - 1) / threads;
@@ -336,27 +398,25 @@ Status GgufWriter::emitTensor(const Tensor& tensor,
       const uint64_t end = std::min<uint64_t>(count, begin + slice);
       if (begin >= end) return;
       std::span<float> out(values.data() + begin, end - begin);
-      tensor.fill(first + begin, out);
+      fill(first + begin, out);
       statuses[part] = fromFloat(
-          tensor.type, out,
+          type, out,
           std::span<uint8_t>(bytes).subspan(begin * element_bytes, (end - begin) * element_bytes));
     };
     if (threads == 1 || count < kFillChunk / 4 || element_bytes * count != size) {
       std::span<float> out(values.data(), count);
-      tensor.fill(first, out);
-      statuses[0] = fromFloat(tensor.type, out, bytes);
+      fill(first, out);
+      statuses[0] = fromFloat(type, out, bytes);
     } else {
       std::vector<std::thread> pool;
       for (unsigned part = 1; part < threads; ++part) pool.emplace_back(work, part);
       work(0);
       for (std::thread& thread : pool) thread.join();
     }
-    for (const Status& status : statuses) {
-      RETURN_IF_ERROR(status.withContext("tensor '" + tensor.name + "'"));
-    }
+    for (const Status& status : statuses) RETURN_IF_ERROR(status);
     RETURN_IF_ERROR(sink(bytes));
   }
-  return sink(padding);
+  return Status::ok();
 }
 
 Result<std::vector<uint8_t>> GgufWriter::serialize() const {
@@ -373,9 +433,18 @@ Result<std::vector<uint8_t>> GgufWriter::serialize() const {
 
 Status GgufWriter::writeFile(const std::string& path) const {
   if (!error_.isOk()) return error_;
+  return writeFileStreamed(path, [&](const ByteSink& sink) -> Status {
+    RETURN_IF_ERROR(sink(header()));
+    for (const Tensor& tensor : tensors_) RETURN_IF_ERROR(emitTensor(tensor, sink));
+    return Status::ok();
+  });
+}
+
+Status writeFileStreamed(const std::string& path,
+                         const std::function<Status(const ByteSink&)>& produce) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ioError("open " + path, errno);
-  const auto sink = [&](std::span<const uint8_t> bytes) -> Status {
+  const ByteSink sink = [&](std::span<const uint8_t> bytes) -> Status {
     size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -385,91 +454,145 @@ Status GgufWriter::writeFile(const std::string& path) const {
     }
     return Status::ok();
   };
-  Status status = sink(header());
-  for (const Tensor& tensor : tensors_) {
-    if (!status.isOk()) break;
-    status = emitTensor(tensor, sink);
-  }
+  Status status = produce(sink);
   if (::close(fd) != 0 && status.isOk()) status = ioError("close " + path, errno);
   return status;
 }
 
-Result<GgufWriter> randomLlamaWriter(const RandomLlamaSpec& spec, uint64_t seed) {
+Status checkRandomLlamaSpec(const RandomLlamaSpec& spec) {
   const LlamaParams& p = spec.params;
   RETURN_IF_ERROR(validateLlamaParams(p));
   if (p.vocab_size < 260) {
     return invalidArgument("vocab_size " + std::to_string(p.vocab_size) +
                            " < 260 (3 special + 256 byte tokens + \"\xe2\x96\x81\")");
   }
-  GgufWriter writer;
-  writer.add("general.architecture", "llama");
-  writer.add("general.name", "kvferry-random-llama");
-  writer.add("llama.vocab_size", p.vocab_size);
-  writer.add("llama.context_length", p.context_length);
-  writer.add("llama.embedding_length", p.embedding_length);
-  writer.add("llama.feed_forward_length", p.feed_forward_length);
-  writer.add("llama.block_count", p.block_count);
-  writer.add("llama.attention.head_count", p.head_count);
-  writer.add("llama.attention.head_count_kv", p.head_count_kv);
-  writer.add("llama.rope.dimension_count", p.rope_dimension_count);
-  writer.add("llama.rope.freq_base", p.rope_freq_base);
-  writer.add("llama.attention.layer_norm_rms_epsilon", p.rms_epsilon);
+  // What a file of this architecture says about its RoPE pairs (readLlamaParams).
+  if (p.rope_neox != (p.architecture != Architecture::kLlama)) {
+    return invalidArgument(std::string("rope_neox must be ") +
+                           (p.architecture == Architecture::kLlama ? "false" : "true") +
+                           " for a GGUF " + std::string(architectureName(p.architecture)) +
+                           " model");
+  }
+  return Status::ok();
+}
 
-  const Vocabulary vocab = syntheticVocabulary(p.vocab_size);
-  std::vector<int32_t> types;
-  for (TokenType type : vocab.types) types.push_back(static_cast<int32_t>(type));
-  writer.add("tokenizer.ggml.model", "llama");
-  writer.addArray("tokenizer.ggml.tokens", vocab.tokens);
-  writer.addArray("tokenizer.ggml.scores", vocab.scores);
-  writer.addArray("tokenizer.ggml.token_type", types);
-  writer.add("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(vocab.bos_id));
-  writer.add("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(vocab.eos_id));
-  writer.add("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(vocab.unk_id));
-  writer.add("tokenizer.ggml.add_bos_token", true);
-  writer.add("tokenizer.ggml.add_eos_token", false);
+Vocabulary randomLlamaVocabulary(const RandomLlamaSpec& spec) {
+  return spec.bpe_vocabulary ? syntheticBpeVocabulary(spec.params.vocab_size)
+                             : syntheticVocabulary(spec.params.vocab_size);
+}
 
+std::vector<RandomTensor> randomLlamaTensors(const RandomLlamaSpec& spec, uint64_t seed) {
+  const LlamaParams& p = spec.params;
+  std::vector<RandomTensor> tensors;
   // Element i of the whole stream (every tensor in order) is uniformAt(seed, i): the same numbers
   // one SplitMix64(seed) produces in sequence.
   uint64_t stream = 0;
-  const auto matrix = [&](const std::string& name, uint64_t row_length, uint64_t rows) {
-    const float scale = 1.0f / std::sqrt(static_cast<float>(row_length));
-    writer.addGeneratedTensor(name, {row_length, rows}, spec.matrix_type,
-                              [seed, scale, base = stream](uint64_t first, std::span<float> out) {
-                                for (uint64_t i = 0; i < out.size(); ++i) {
-                                  out[i] = scale * SplitMix64::uniformAt(seed, base + first + i);
-                                }
-                              });
-    stream += row_length * rows;
+  // `count` values center + spread × uniform, from the stream.
+  const auto generated = [&](std::string name, std::vector<uint64_t> dims, GgmlType type,
+                             float center, float spread) {
+    uint64_t count = 1;
+    for (uint64_t dim : dims) count *= dim;
+    tensors.push_back({std::move(name), std::move(dims), type,
+                       [seed, center, spread, base = stream](uint64_t first, std::span<float> out) {
+                         for (uint64_t i = 0; i < out.size(); ++i) {
+                           out[i] = center + spread * SplitMix64::uniformAt(seed, base + first + i);
+                         }
+                       }});
+    stream += count;
   };
-  const auto norm = [&](const std::string& name) {
-    writer.addGeneratedTensor(name, {p.embedding_length}, GgmlType::kF32,
-                              [seed, base = stream](uint64_t first, std::span<float> out) {
-                                for (uint64_t i = 0; i < out.size(); ++i) {
-                                  out[i] =
-                                      1.0f + 0.1f * SplitMix64::uniformAt(seed, base + first + i);
-                                }
-                              });
-    stream += p.embedding_length;
+  // Matrices uniform in ±1/sqrt(row length); norms 1 ± 0.1; biases ±0.5.
+  const auto matrix = [&](std::string name, uint64_t row_length, uint64_t rows) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(row_length));
+    // 0 + scale × u is scale × u exactly, as the generator has always computed it.
+    generated(std::move(name), {row_length, rows}, spec.matrix_type, 0.0f, scale);
+  };
+  const auto vector = [&](std::string name, uint64_t length, float center, float spread) {
+    generated(std::move(name), {length}, GgmlType::kF32, center, spread);
   };
   const uint64_t dim = p.embedding_length;
+  const uint64_t q_dim = p.queryDim();
   matrix("token_embd.weight", dim, p.vocab_size);
-  norm("output_norm.weight");
+  vector("output_norm.weight", dim, 1.0f, 0.1f);
   if (!spec.tied_output) matrix("output.weight", dim, p.vocab_size);
   if (!p.rope_freq_factors.empty()) {
-    writer.addTensor("rope_freqs.weight", {p.rope_freq_factors.size()}, GgmlType::kF32,
-                     p.rope_freq_factors);
+    tensors.push_back({"rope_freqs.weight",
+                       {p.rope_freq_factors.size()},
+                       GgmlType::kF32,
+                       [factors = p.rope_freq_factors](uint64_t first, std::span<float> out) {
+                         std::copy_n(factors.begin() + static_cast<ptrdiff_t>(first), out.size(),
+                                     out.begin());
+                       }});
   }
   for (uint32_t i = 0; i < p.block_count; ++i) {
     const std::string prefix = "blk." + std::to_string(i) + ".";
-    norm(prefix + "attn_norm.weight");
-    matrix(prefix + "attn_q.weight", dim, dim);
+    vector(prefix + "attn_norm.weight", dim, 1.0f, 0.1f);
+    matrix(prefix + "attn_q.weight", dim, q_dim);
     matrix(prefix + "attn_k.weight", dim, p.kvDim());
     matrix(prefix + "attn_v.weight", dim, p.kvDim());
-    matrix(prefix + "attn_output.weight", dim, dim);
-    norm(prefix + "ffn_norm.weight");
+    if (p.hasQkvBias()) {
+      vector(prefix + "attn_q.bias", q_dim, 0.0f, 0.5f);
+      vector(prefix + "attn_k.bias", p.kvDim(), 0.0f, 0.5f);
+      vector(prefix + "attn_v.bias", p.kvDim(), 0.0f, 0.5f);
+    }
+    if (p.hasQkNorm()) {
+      vector(prefix + "attn_q_norm.weight", p.headDim(), 1.0f, 0.1f);
+      vector(prefix + "attn_k_norm.weight", p.headDim(), 1.0f, 0.1f);
+    }
+    matrix(prefix + "attn_output.weight", q_dim, dim);
+    vector(prefix + "ffn_norm.weight", dim, 1.0f, 0.1f);
     matrix(prefix + "ffn_gate.weight", dim, p.feed_forward_length);
     matrix(prefix + "ffn_down.weight", p.feed_forward_length, dim);
     matrix(prefix + "ffn_up.weight", dim, p.feed_forward_length);
+  }
+  return tensors;
+}
+
+Result<GgufWriter> randomLlamaWriter(const RandomLlamaSpec& spec, uint64_t seed) {
+  RETURN_IF_ERROR(checkRandomLlamaSpec(spec));
+  const LlamaParams& p = spec.params;
+  GgufWriter writer;
+  const std::string arch(architectureName(p.architecture));
+  const auto key = [&](const char* suffix) { return arch + "." + suffix; };
+  writer.add("general.architecture", std::string_view(arch));
+  writer.add("general.name", "kvferry-random-llama");
+  writer.add(key("vocab_size"), p.vocab_size);
+  writer.add(key("context_length"), p.context_length);
+  writer.add(key("embedding_length"), p.embedding_length);
+  writer.add(key("feed_forward_length"), p.feed_forward_length);
+  writer.add(key("block_count"), p.block_count);
+  writer.add(key("attention.head_count"), p.head_count);
+  writer.add(key("attention.head_count_kv"), p.head_count_kv);
+  if (p.head_dim != 0) {
+    writer.add(key("attention.key_length"), p.head_dim);
+    writer.add(key("attention.value_length"), p.head_dim);
+  }
+  writer.add(key("rope.dimension_count"), p.rope_dimension_count);
+  writer.add(key("rope.freq_base"), p.rope_freq_base);
+  writer.add(key("attention.layer_norm_rms_epsilon"), p.rms_epsilon);
+
+  const Vocabulary vocab = randomLlamaVocabulary(spec);
+  std::vector<int32_t> types;
+  for (TokenType type : vocab.types) types.push_back(static_cast<int32_t>(type));
+  writer.add("tokenizer.ggml.model", std::string_view(vocab.model));
+  if (spec.bpe_vocabulary) writer.add("tokenizer.ggml.pre", std::string_view(vocab.pre));
+  writer.addArray("tokenizer.ggml.tokens", vocab.tokens);
+  if (!spec.bpe_vocabulary) writer.addArray("tokenizer.ggml.scores", vocab.scores);
+  writer.addArray("tokenizer.ggml.token_type", types);
+  if (spec.bpe_vocabulary) writer.addArray("tokenizer.ggml.merges", vocab.merges);
+  writer.add("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(vocab.bos_id));
+  writer.add("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(vocab.eos_id));
+  if (vocab.unk_id != kNoToken) {
+    writer.add("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(vocab.unk_id));
+  }
+  writer.add("tokenizer.ggml.add_bos_token", vocab.add_bos);
+  writer.add("tokenizer.ggml.add_eos_token", false);
+  if (!spec.chat_template.empty()) {
+    writer.add("tokenizer.chat_template", std::string_view(spec.chat_template));
+  }
+
+  for (RandomTensor& tensor : randomLlamaTensors(spec, seed)) {
+    writer.addGeneratedTensor(tensor.name, std::move(tensor.dims), tensor.type,
+                              std::move(tensor.fill));
   }
   return writer;
 }

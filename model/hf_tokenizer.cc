@@ -9,6 +9,7 @@
 
 #include "common/json_kind.h"
 #include "model/gguf.h"
+#include "model/json_document.h"
 #include "model/pre_tokenizer.h"
 #include "model/tokenizer_internal.h"
 
@@ -25,23 +26,6 @@ constexpr int64_t kIdSlack = 1 << 16;
 
 Status fail(std::string_view file, const std::string& what) {
   return invalidArgument(std::string(file) + ": " + what);
-}
-
-// The whole document, or where and why it is not JSON.
-Result<json::value> parseJson(std::string_view text, std::string_view file) {
-  json::parse_options options;
-  options.max_depth = 64;
-  json::stream_parser parser({}, options);
-  boost::system::error_code ec;
-  const size_t consumed = parser.write(text.data(), text.size(), ec);
-  if (!ec) parser.finish(ec);
-  if (ec) {
-    const size_t at = std::min(consumed, text.size());
-    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<ptrdiff_t>(at), '\n');
-    return fail(file, "invalid JSON at byte " + std::to_string(at) + " (line " +
-                          std::to_string(line) + "): " + ec.message());
-  }
-  return parser.release();
 }
 
 std::string typeName(const json::value& v) { return std::string(jsonKindName(v)); }
@@ -400,7 +384,8 @@ Result<std::optional<std::string>> configToken(const Reader& r, const json::obje
 }  // namespace
 
 Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string_view config_json) {
-  ASSIGN_OR_RETURN(json::value document, parseJson(tokenizer_json, kTokenizerJson));
+  ASSIGN_OR_RETURN(json::value document,
+                   internal::parseJsonDocument(tokenizer_json, kTokenizerJson));
   ASSIGN_OR_RETURN(const json::object* root,
                    Reader(kTokenizerJson).object(document, "the document"));
   // Token ids may not run far past the number of tokens the file names.
@@ -486,7 +471,8 @@ Result<Vocabulary> parseHfTokenizer(std::string_view tokenizer_json, std::string
 
   if (!config_json.empty()) {
     const Reader c(kConfigJson);
-    ASSIGN_OR_RETURN(json::value config_document, parseJson(config_json, kConfigJson));
+    ASSIGN_OR_RETURN(json::value config_document,
+                     internal::parseJsonDocument(config_json, kConfigJson));
     ASSIGN_OR_RETURN(const json::object* config, c.object(config_document, "the document"));
     for (auto [key, id] : {std::pair{"bos_token", &v.bos_id}, std::pair{"eos_token", &v.eos_id},
                            std::pair{"pad_token", &v.pad_id}}) {

@@ -231,6 +231,13 @@ std::optional<PreTokenizer> preTokenizerFromName(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view preTokenizerRegex(PreTokenizer kind) {
+  for (const Named& p : kPreTokenizers) {
+    if (p.kind == kind) return p.regex;
+  }
+  return {};
+}
+
 std::optional<PreTokenizer> preTokenizerFromRegex(std::string_view pattern) {
   for (const Named& p : kPreTokenizers) {
     if (p.regex == pattern) return p.kind;

@@ -36,6 +36,8 @@ enum class PreTokenizer {
 // "qwen35", "tekken".
 std::string_view preTokenizerName(PreTokenizer kind);
 std::optional<PreTokenizer> preTokenizerFromName(std::string_view name);
+// The Split regex of its tokenizer.json, exactly as preTokenizerFromRegex() accepts it.
+std::string_view preTokenizerRegex(PreTokenizer kind);
 
 // What a GGUF's `tokenizer.ggml.pre` implies, as llama.cpp reads it: the regex, whether a word
 // that is a token as a whole skips the merges (Hugging Face's `ignore_merges`), and the add_bos

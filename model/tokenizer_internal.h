@@ -65,6 +65,10 @@ class SpecialTokenSplitter {
   std::vector<TokenId> special_tokens_;  // longest first
 };
 
+// The text of a byte-level token standing for `bytes`: each byte as its GPT-2 character ("Ġ" for
+// the space), in UTF-8.
+std::string byteLevelText(std::string_view bytes);
+
 // The byte-level BPE implementation of Tokenizer (bpe_tokenizer.cc); vocab.model is "gpt2".
 Result<std::unique_ptr<Tokenizer>> makeBpeTokenizer(Vocabulary vocab);
 

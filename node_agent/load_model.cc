@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "model/cluster_identity.h"
-#include "model/gguf.h"
+#include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/llama_weights.h"
@@ -12,13 +12,12 @@ namespace kvferry::agent {
 
 Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   if (config.model.path.empty()) return invalidArgument("model.path is not set");
-  ASSIGN_OR_RETURN(model::GgufFile file, model::GgufFile::open(config.model.path));
-  ASSIGN_OR_RETURN(model::Vocabulary vocab, model::readVocabulary(file));
+  // A GGUF file or a Hugging Face directory: params, weights, vocabulary and fingerprint alike.
+  ASSIGN_OR_RETURN(model::ModelFiles files, model::ModelFiles::open(config.model.path));
   ASSIGN_OR_RETURN(model::BlockHashSeed seed, model::parseHashSeed(config.model.hash_seed));
-  ASSIGN_OR_RETURN(model::LlamaParams params, model::readLlamaParams(file));
   LoadedModel loaded;
-  loaded.identity.model_fingerprint = model::hex64(model::modelFingerprint(file, params));
-  loaded.identity.tokenizer_hash = model::hex64(model::vocabularyHash(vocab));
+  loaded.identity.model_fingerprint = model::hex64(files.fingerprint());
+  loaded.identity.tokenizer_hash = model::hex64(model::vocabularyHash(files.vocabulary()));
   loaded.identity.hash_seed_id = model::hashSeedId(seed);
 
   engine::EngineConfig ec;
@@ -34,7 +33,7 @@ Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
           "engine.kv_blocks: 0 (as many as fit) needs engine.gpu; the CPU "
           "runtime takes a block count");
     }
-    ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(file));
+    ASSIGN_OR_RETURN(auto weights, engine::LlamaWeights::load(files));
     ASSIGN_OR_RETURN(loaded.engine, engine::Engine::create(weights, ec));
     return loaded;
   }
@@ -49,7 +48,7 @@ Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   cuda.max_batch_tokens = ec.max_batch_tokens;
   cuda.max_batch_sequences = config.max_batch_sequences;
   ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelRunner> runner,
-                   engine::createCudaModelRunner(file, cuda));
+                   engine::createCudaModelRunner(files.params(), files.tensors(), cuda));
   ec.num_blocks = runner->kvGeometry().num_blocks;
   ASSIGN_OR_RETURN(loaded.engine, engine::Engine::create(std::move(runner), ec));
   loaded.identity.device = gpu.name + " (GPU " + std::to_string(gpu.index) + ")";

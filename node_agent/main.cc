@@ -24,7 +24,8 @@ and GET /metrics (Prometheus) on the same port.
 
   --config FILE             node_agent.yaml (see config/examples/node_agent.yaml); every key
                             has a default, but model.path must be set here or with --model
-  --model PATH              model.path: the GGUF file (same file as the orchestrator's)
+  --model PATH              model.path: a GGUF file or a Hugging Face model directory (the
+                            same model, in the same format, as the orchestrator's)
   --role ROLE               agent.role: prefill | decode | both
   --orchestrator HOST:PORT  agent.orchestrator_address: where to register
   --control-address HOST:PORT

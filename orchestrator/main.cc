@@ -36,7 +36,8 @@ decode node agents, chooses a (prefill, decode) pair per request and streams the
 Flags (each overrides the config file's key):
   --config FILE       orchestrator YAML (config/examples/orchestrator.yaml documents every key;
                       all keys are optional, so without --config the defaults apply)
-  --model PATH        the GGUF model file (model.path); the agents must serve the same file
+  --model PATH        the model (model.path): a GGUF file or a Hugging Face directory; the
+                      agents must serve the same model in the same format
   --listen HOST:PORT  address of the HTTP API (listen_address, default 127.0.0.1:8000);
                       port 0 picks a free port
   --policy NAME       scheduling policy (scheduler.policy): round_robin, least_loaded,

@@ -355,10 +355,12 @@ std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel
   options.add_bos = tokenizer.vocabulary().add_bos;
   std::string text;
   if (chat) {
-    Result<std::string> rendered = model.chat_template.apply(api.messages);
+    Result<std::string> rendered =
+        model.chat_template.apply(api.messages, std::chrono::system_clock::now());
     if (!rendered.isOk()) return openai::invalidRequest(rendered.status().message(), param);
     text = std::move(rendered).value();
     options.parse_special = model.chat_template.parseSpecial();
+    options.add_bos = model.chat_template.addBos(tokenizer.vocabulary());
   } else {
     text = api.prompt;
   }

@@ -4,30 +4,40 @@
 #include <utility>
 
 #include "model/cluster_identity.h"
-#include "model/gguf.h"
+#include "model/model_files.h"
 
 namespace kvferry::orchestrator {
+namespace {
+
+// The model id when the config names none: a GGUF file's name without its extension, a
+// directory's name as it is ("Qwen2.5-7B-Instruct" keeps its dot).
+std::string defaultName(const model::ModelFiles& files) {
+  std::filesystem::path path(files.path());
+  if (!path.has_filename()) path = path.parent_path();  // "dir/"
+  return files.format() == model::ModelFormat::kGguf ? path.stem().string()
+                                                     : path.filename().string();
+}
+
+}  // namespace
 
 Result<ServedModel> ServedModel::load(const config::ModelConfig& config) {
   if (config.path.empty()) {
     return invalidArgument("no model file: set model.path in the config or pass --model PATH");
   }
-  ASSIGN_OR_RETURN(model::GgufFile file, model::GgufFile::open(config.path));
+  ASSIGN_OR_RETURN(model::ModelFiles files, model::ModelFiles::open(config.path));
   ServedModel served;
-  Result<model::LlamaParams> params = model::readLlamaParams(file);
-  if (!params.isOk()) return params.status().withContext(config.path);
-  served.params = *params;
-  Result<std::unique_ptr<model::Tokenizer>> tokenizer = model::makeTokenizer(file);
+  served.params = files.params();
+  Result<std::unique_ptr<model::Tokenizer>> tokenizer = model::makeTokenizer(files.vocabulary());
   if (!tokenizer.isOk()) return tokenizer.status().withContext(config.path);
   served.tokenizer = std::move(tokenizer).value();
-  served.chat_template = openai::ChatTemplate::fromGguf(file);
-  served.stop_tokens = served.chat_template.stopTokens(*served.tokenizer);
+  ASSIGN_OR_RETURN(served.chat_template, openai::ChatTemplate::fromModel(files));
+  served.stop_tokens =
+      served.chat_template.stopTokens(*served.tokenizer, files.generationStopTokens());
   Result<model::BlockHashSeed> seed = model::parseHashSeed(config.hash_seed);
   if (!seed.isOk()) return seed.status().withContext("model.hash_seed");
   served.hash_seed = *seed;
-  served.name =
-      config.name.empty() ? std::filesystem::path(config.path).stem().string() : config.name;
-  served.identity.model_fingerprint = model::hex64(model::modelFingerprint(file, served.params));
+  served.name = config.name.empty() ? defaultName(files) : config.name;
+  served.identity.model_fingerprint = model::hex64(files.fingerprint());
   served.identity.tokenizer_hash =
       model::hex64(model::vocabularyHash(served.tokenizer->vocabulary()));
   served.identity.block_tokens = config.block_tokens;

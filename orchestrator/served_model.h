@@ -1,6 +1,7 @@
-// What the orchestrator reads from its model file once, at start (DESIGN.md §2–§3): the model id
-// the API serves, the tokenizer and chat template it applies to prompts, the stop tokens, the
-// block-hash seed, and the cluster identity every agent is checked against at registration.
+// What the orchestrator reads from its model once, at start (DESIGN.md §2–§3) — a GGUF file or a
+// Hugging Face directory, through model::ModelFiles as the agents read it: the model id the API
+// serves, the tokenizer and chat template it applies to prompts, the stop tokens, the block-hash
+// seed, and the cluster identity every agent is checked against at registration.
 // Immutable after load(); any thread may read it.
 #pragma once
 
@@ -19,11 +20,12 @@
 namespace kvferry::orchestrator {
 
 struct ServedModel {
-  std::string name;  // the model id of the API: config model.name, else the file's stem
+  // The model id of the API: config model.name, else the GGUF file's stem or the directory's name.
+  std::string name;
   model::LlamaParams params;
   std::unique_ptr<model::Tokenizer> tokenizer;
   openai::ChatTemplate chat_template;
-  std::vector<model::TokenId> stop_tokens;  // the template's: EOS, end of turn
+  std::vector<model::TokenId> stop_tokens;  // EOS, generation_config's, the template's end of turn
   model::BlockHashSeed hash_seed;
   ClusterIdentity identity;
 

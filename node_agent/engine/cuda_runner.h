@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "model/gguf.h"
+#include "model/llama_params.h"
 #include "node_agent/engine/model_runner.h"
 
 namespace kvferry::engine {
@@ -53,11 +53,14 @@ struct DeviceCeilings {
 // Best of several runs each; takes a few seconds and about 9 GiB of device memory.
 Result<DeviceCeilings> measureDeviceCeilings(int device);
 
-// Loads the llama weights of `file` (F32, F16, BF16 or Q8_0 tensors, converted to bfloat16) onto
-// the device and sizes the KV pools. RESOURCE_EXHAUSTED, naming what was needed and what the
-// device has, for a model or a num_blocks that does not fit; INVALID_ARGUMENT for bad settings;
-// the file may be closed afterwards.
-Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::GgufFile& file,
+// Loads a model's weights (F32, F16, BF16 or Q8_0 tensors, converted to bfloat16; llama, qwen2
+// with its q/k/v biases, qwen3 with its q/k norms; either RoPE pairing) onto the device and sizes
+// the KV pools. `params` and `tensors` come from model::ModelFiles (a GGUF file or a Hugging Face
+// directory) or from readLlamaParams/findLlamaTensors of a GgufFile; the files may be closed
+// afterwards. RESOURCE_EXHAUSTED, naming what was needed and what the device has, for a model or
+// a num_blocks that does not fit; INVALID_ARGUMENT for bad settings.
+Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::LlamaParams& params,
+                                                           const model::LlamaTensors& tensors,
                                                            const CudaRunnerConfig& config);
 
 }  // namespace kvferry::engine

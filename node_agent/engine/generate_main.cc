@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "model/gguf.h"
+#include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine/generate.h"
@@ -22,11 +22,12 @@ namespace kvferry::engine {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: kvferry-generate --model FILE --prompt TEXT [options]\n"
+    "usage: kvferry-generate --model PATH --prompt TEXT [options]\n"
     "\n"
-    "Generates text from a llama GGUF model (F32, F16, BF16 or Q8_0 weights) on the CPU.\n"
+    "Generates text from a llama, qwen2 or qwen3 model (F32, F16, BF16 or Q8_0 weights) on the "
+    "CPU.\n"
     "\n"
-    "  --model FILE     the GGUF file\n"
+    "  --model PATH     a GGUF file or a Hugging Face model directory\n"
     "  --prompt TEXT    the prompt (BOS is added when the model asks for it)\n"
     "  -n N             tokens to generate at most (default 128)\n"
     "  --temp T         temperature; 0 = greedy (default 0)\n"
@@ -93,14 +94,16 @@ Result<std::optional<Options>> parseArgs(int argc, char** argv) {
 }
 
 Status run(const Options& options) {
-  ASSIGN_OR_RETURN(const model::GgufFile file, model::GgufFile::open(options.model));
-  ASSIGN_OR_RETURN(const std::unique_ptr<model::Tokenizer> tokenizer, model::makeTokenizer(file));
+  ASSIGN_OR_RETURN(const model::ModelFiles files, model::ModelFiles::open(options.model));
+  Result<std::unique_ptr<model::Tokenizer>> made = model::makeTokenizer(files.vocabulary());
+  if (!made.isOk()) return made.status().withContext(options.model);
+  const std::unique_ptr<model::Tokenizer> tokenizer = std::move(made).value();
   const model::Vocabulary& vocab = tokenizer->vocabulary();
   ASSIGN_OR_RETURN(const std::vector<model::TokenId> prompt,
                    tokenizer->encode(*options.prompt, {.add_bos = vocab.add_bos}));
   if (prompt.empty()) return invalidArgument("the prompt is empty and the model adds no BOS");
-  Result<std::shared_ptr<const LlamaWeights>> weights = LlamaWeights::load(file);
-  if (!weights.isOk()) return weights.status().withContext(options.model);
+  Result<std::shared_ptr<const LlamaWeights>> weights = LlamaWeights::load(files);
+  if (!weights.isOk()) return weights.status();
 
   // Blocks for the prompt and every token asked for, within the model's context.
   EngineConfig config;
@@ -116,6 +119,9 @@ Status run(const Options& options) {
   generate_options.sampling = options.sampling;
   generate_options.max_new_tokens = options.max_new_tokens;
   if (vocab.eos_id != model::kNoToken) generate_options.stop_tokens.push_back(vocab.eos_id);
+  for (model::TokenId id : files.generationStopTokens()) {
+    if (id != vocab.eos_id) generate_options.stop_tokens.push_back(id);
+  }
 
   // Text is printed as it comes: the new suffix of the whole sequence's text, so SentencePiece's
   // leading-space rule and multi-byte characters split over tokens come out right.

@@ -5,11 +5,9 @@
 namespace kvferry::engine {
 namespace {
 
-// Concatenates the rows of `parts` (all with the same row length) into one matrix.
-Result<Matrix> loadRows(std::initializer_list<const model::GgufTensor*> parts) {
-  uint64_t rows = 0;
-  const uint64_t cols = (*parts.begin())->rowLength();
-  for (const model::GgufTensor* part : parts) rows += part->rowCount();
+// The elements of `parts`, one after another, as a rows × cols matrix.
+Result<Matrix> loadElements(std::initializer_list<const model::GgufTensor*> parts, uint64_t rows,
+                            uint64_t cols) {
   if (rows > UINT32_MAX || cols > UINT32_MAX) return invalidArgument("matrix too large");
   Matrix matrix(static_cast<uint32_t>(rows), static_cast<uint32_t>(cols));
   float* out = matrix.data();
@@ -19,6 +17,20 @@ Result<Matrix> loadRows(std::initializer_list<const model::GgufTensor*> parts) {
     out += part->element_count;
   }
   return matrix;
+}
+
+// Concatenates the rows of `parts` (all with the same row length) into one matrix.
+Result<Matrix> loadRows(std::initializer_list<const model::GgufTensor*> parts) {
+  uint64_t rows = 0;
+  for (const model::GgufTensor* part : parts) rows += part->rowCount();
+  return loadElements(parts, rows, (*parts.begin())->rowLength());
+}
+
+// Concatenates vectors into one row.
+Result<Matrix> loadRow(std::initializer_list<const model::GgufTensor*> parts) {
+  uint64_t elements = 0;
+  for (const model::GgufTensor* part : parts) elements += part->element_count;
+  return loadElements(parts, 1, elements);
 }
 
 }  // namespace
@@ -31,6 +43,17 @@ Matrix::Matrix(uint32_t rows, uint32_t cols)
 Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::load(const model::GgufFile& file) {
   ASSIGN_OR_RETURN(model::LlamaParams params, model::readLlamaParams(file));
   ASSIGN_OR_RETURN(model::LlamaTensors tensors, model::findLlamaTensors(file, params));
+  return load(params, tensors);
+}
+
+Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::load(const model::ModelFiles& files) {
+  Result<std::shared_ptr<const LlamaWeights>> weights = load(files.params(), files.tensors());
+  if (!weights.isOk()) return weights.status().withContext(files.path());
+  return weights;
+}
+
+Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::load(const model::LlamaParams& params,
+                                                               const model::LlamaTensors& tensors) {
   std::shared_ptr<LlamaWeights> weights(new LlamaWeights());
   weights->params_ = params;
   weights->tied_output_ = tensors.tied_output;
@@ -44,6 +67,13 @@ Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::load(const model::Gguf
     LlamaLayerWeights layer;
     ASSIGN_OR_RETURN(layer.attn_norm, loadRows({t.attn_norm}));
     ASSIGN_OR_RETURN(layer.wqkv, loadRows({t.attn_q, t.attn_k, t.attn_v}));
+    if (t.attn_q_bias != nullptr) {
+      ASSIGN_OR_RETURN(layer.qkv_bias, loadRow({t.attn_q_bias, t.attn_k_bias, t.attn_v_bias}));
+    }
+    if (t.attn_q_norm != nullptr) {
+      ASSIGN_OR_RETURN(layer.q_norm, loadRows({t.attn_q_norm}));
+      ASSIGN_OR_RETURN(layer.k_norm, loadRows({t.attn_k_norm}));
+    }
     ASSIGN_OR_RETURN(layer.wo, loadRows({t.attn_output}));
     ASSIGN_OR_RETURN(layer.ffn_norm, loadRows({t.ffn_norm}));
     ASSIGN_OR_RETURN(layer.w_gate_up, loadRows({t.ffn_gate, t.ffn_up}));
@@ -54,10 +84,8 @@ Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::load(const model::Gguf
 }
 
 Result<std::shared_ptr<const LlamaWeights>> LlamaWeights::loadFile(const std::string& path) {
-  ASSIGN_OR_RETURN(model::GgufFile file, model::GgufFile::open(path));
-  Result<std::shared_ptr<const LlamaWeights>> weights = load(file);
-  if (!weights.isOk()) return weights.status().withContext(path);
-  return weights;
+  ASSIGN_OR_RETURN(model::ModelFiles files, model::ModelFiles::open(path));
+  return load(files);
 }
 
 uint64_t LlamaWeights::matrixBytesPerToken() const {
@@ -71,7 +99,8 @@ uint64_t LlamaWeights::matrixBytesPerToken() const {
 uint64_t LlamaWeights::parameterCount() const {
   uint64_t count = token_embd_.size() + output_norm_.size() + output_.size();
   for (const LlamaLayerWeights& layer : layers_) {
-    count += layer.attn_norm.size() + layer.wqkv.size() + layer.wo.size() + layer.ffn_norm.size() +
+    count += layer.attn_norm.size() + layer.wqkv.size() + layer.qkv_bias.size() +
+             layer.q_norm.size() + layer.k_norm.size() + layer.wo.size() + layer.ffn_norm.size() +
              layer.w_gate_up.size() + layer.w_down.size();
   }
   return count;

@@ -1,9 +1,10 @@
-// A llama model's weights in float32, loaded once from a GGUF file (F32, F16, BF16 and Q8_0
-// tensors are converted at load). Every matrix is row-major with one row per output: GGUF stores
-// a weight as dims {in, out} (ggml ne0 = the contiguous row length), which is exactly W[out][in]
-// with y = W·x, as llama2.c and llama.cpp compute it. Q, K and V are fused into one matrix, and
-// so are the FFN gate and up projections, so each step runs one GEMM where the model has two or
-// three; the results are the same rows, bit for bit.
+// A llama-family model's weights in float32, loaded once from a GGUF file or a Hugging Face
+// directory (model::ModelFiles; F32, F16, BF16 and Q8_0 tensors are converted at load). Every
+// matrix is row-major with one row per output: GGUF stores a weight as dims {in, out} (ggml ne0 =
+// the contiguous row length), which is exactly W[out][in] with y = W·x, as llama2.c and llama.cpp
+// compute it. Q, K and V are fused into one matrix, and so are the FFN gate and up projections, so
+// each step runs one GEMM where the model has two or three; the results are the same rows, bit for
+// bit.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include "common/status.h"
 #include "model/gguf.h"
 #include "model/llama_params.h"
+#include "model/model_files.h"
 
 namespace kvferry::engine {
 
@@ -40,8 +42,11 @@ class Matrix {
 
 struct LlamaLayerWeights {
   Matrix attn_norm;  // 1 × dim
-  Matrix wqkv;       // (dim + 2·kv_dim) × dim: the rows of Wq, then Wk, then Wv
-  Matrix wo;         // dim × dim
+  Matrix wqkv;       // (q_dim + 2·kv_dim) × dim: the rows of Wq, then Wk, then Wv
+  Matrix qkv_bias;   // 1 × (q_dim + 2·kv_dim): the q, k and v biases (qwen2), else empty
+  Matrix q_norm;     // 1 × head_dim: RMSNorm weight of each q head (qwen3), else empty
+  Matrix k_norm;     // 1 × head_dim: of each k head (qwen3), else empty
+  Matrix wo;         // dim × q_dim
   Matrix ffn_norm;   // 1 × dim
   Matrix w_gate_up;  // (2·ff) × dim: the rows of W_gate, then W_up
   Matrix w_down;     // dim × ff
@@ -51,9 +56,13 @@ struct LlamaLayerWeights {
 class LlamaWeights {
  public:
   // Reads the hyper-parameters and every weight (model::findLlamaTensors decides what a valid
-  // file is). The file may be closed afterwards: nothing points into it.
+  // file is). The files may be closed afterwards: nothing points into them.
+  static Result<std::shared_ptr<const LlamaWeights>> load(const model::ModelFiles& files);
   static Result<std::shared_ptr<const LlamaWeights>> load(const model::GgufFile& file);
+  // A GGUF file or a Hugging Face directory (model::ModelFiles::open).
   static Result<std::shared_ptr<const LlamaWeights>> loadFile(const std::string& path);
+  static Result<std::shared_ptr<const LlamaWeights>> load(const model::LlamaParams& params,
+                                                          const model::LlamaTensors& tensors);
 
   const model::LlamaParams& params() const { return params_; }
   const Matrix& tokenEmbedding() const { return token_embd_; }  // vocab × dim

@@ -2,73 +2,23 @@
 
 #include <algorithm>
 #include <array>
+#include <ctime>
+#include <exception>
+#include <minja.hpp>
 #include <utility>
 
+#include "model/model_files.h"
+
 namespace kvferry::openai {
+
 namespace {
 
-using Family = ChatTemplate::Family;
+using Json = nlohmann::ordered_json;
 
-struct FamilyInfo {
-  Family family;
-  std::string_view name;
-  std::string_view end_of_turn;  // empty: EOS only
-};
-
-constexpr std::array<FamilyInfo, 7> kFamilies = {{
-    {Family::kPlain, "plain", ""},
-    {Family::kChatMl, "chatml", "<|im_end|>"},
-    {Family::kLlama3, "llama3", "<|eot_id|>"},
-    {Family::kLlama2, "llama2", ""},
-    {Family::kMistral, "mistral", ""},
-    {Family::kZephyr, "zephyr", ""},
-    {Family::kPhi3, "phi3", "<|end|>"},
-}};
-
-const FamilyInfo& infoOf(Family family) {
-  for (const FamilyInfo& info : kFamilies) {
-    if (info.family == family) return info;
-  }
-  return kFamilies[0];
-}
-
-std::string_view trim(std::string_view text) {
-  constexpr std::string_view kSpace = " \t\n\r\f\v";
-  const size_t start = text.find_first_not_of(kSpace);
-  if (start == std::string_view::npos) return {};
-  const size_t end = text.find_last_not_of(kSpace);
-  return text.substr(start, end - start + 1);
-}
-
-Status checkRoles(std::span<const ChatMessage> messages) {
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const std::string& role = messages[i].role;
-    if (role != "system" && role != "user" && role != "assistant") {
-      return invalidArgument("messages[" + std::to_string(i) + "].role '" + role +
-                             "' is not system, user or assistant");
-    }
-  }
-  return Status::ok();
-}
-
-// The Llama 2 / Mistral rule: after an optional leading system message, user and assistant
-// alternate, starting with user.
-Status checkAlternation(std::span<const ChatMessage> messages) {
-  const size_t first = !messages.empty() && messages[0].role == "system" ? 1 : 0;
-  for (size_t i = first; i < messages.size(); ++i) {
-    if (messages[i].role == "system") {
-      return invalidArgument("messages[" + std::to_string(i) +
-                             "]: this model's chat template accepts a system message only as "
-                             "the first message");
-    }
-    if ((messages[i].role == "user") != ((i - first) % 2 == 0)) {
-      return invalidArgument("messages[" + std::to_string(i) +
-                             "]: this model's chat template needs conversation roles to "
-                             "alternate user/assistant/user/assistant/...");
-    }
-  }
-  return Status::ok();
-}
+// End-of-turn markers of the families in use: a control token with one of these texts that the
+// template writes ends generation.
+constexpr std::array<std::string_view, 6> kEndOfTurnMarkers = {
+    "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"};
 
 std::string renderPlain(std::span<const ChatMessage> messages) {
   std::string out;
@@ -82,142 +32,161 @@ std::string renderPlain(std::span<const ChatMessage> messages) {
   return out;
 }
 
-std::string renderLlama2(std::span<const ChatMessage> messages) {
-  std::string out;
-  std::string_view system;
-  bool has_system = false;
-  if (!messages.empty() && messages[0].role == "system") {
-    system = messages[0].content;
-    has_system = true;
-    messages = messages.subspan(1);
-  }
+// JSON text → a value; `what` names it in the error.
+Result<Json> parseJson(std::string_view text, const std::string& what) {
+  Json value = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return invalidArgument(what + " is not valid JSON");
+  return value;
+}
+
+// Hugging Face's message dict: role and content, and the tool fields that are set.
+Result<Json> messagesJson(std::span<const ChatMessage> messages) {
+  Json out = Json::array();
   for (size_t i = 0; i < messages.size(); ++i) {
-    std::string content;
-    if (i == 0 && has_system) {
-      content += "<<SYS>>\n";
-      content += system;
-      content += "\n<</SYS>>\n\n";
+    const ChatMessage& m = messages[i];
+    Json message = Json::object();
+    message["role"] = m.role;
+    message["content"] = m.content;
+    if (!m.tool_calls_json.empty()) {
+      ASSIGN_OR_RETURN(Json calls, parseJson(m.tool_calls_json,
+                                             "messages[" + std::to_string(i) + "].tool_calls"));
+      if (!calls.is_array()) {
+        return invalidArgument("messages[" + std::to_string(i) + "].tool_calls is not an array");
+      }
+      message["tool_calls"] = std::move(calls);
     }
-    content += messages[i].content;
-    if (messages[i].role == "user") {
-      if (i > 0) out += "<s>";  // the first BOS comes from the tokenizer
-      out += "[INST] ";
-      out += trim(content);
-      out += " [/INST]";
-    } else {
-      out += ' ';
-      out += trim(content);
-      out += " </s>";
-    }
+    if (!m.tool_call_id.empty()) message["tool_call_id"] = m.tool_call_id;
+    if (!m.name.empty()) message["name"] = m.name;
+    out.push_back(std::move(message));
   }
   return out;
 }
 
-std::string renderMistral(std::span<const ChatMessage> messages) {
-  std::string out;
-  std::string system;
-  if (!messages.empty() && messages[0].role == "system") {
-    system = messages[0].content;
-    messages = messages.subspan(1);
-  }
-  for (size_t i = 0; i < messages.size(); ++i) {
-    if (messages[i].role == "user") {
-      out += "[INST] ";
-      if (i == 0 && !system.empty()) out += system + "\n\n";
-      out += messages[i].content;
-      out += " [/INST]";
-    } else {
-      out += messages[i].content;
-      out += "</s>";
-    }
-  }
-  return out;
+// strftime of `now` in UTC (Python's datetime.now().strftime on a UTC host).
+std::string formatTime(std::chrono::system_clock::time_point now, const std::string& format) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[256];
+  const size_t length = std::strftime(text, sizeof(text), format.c_str(), &utc);
+  return std::string(text, length);
 }
 
 }  // namespace
 
-ChatTemplate ChatTemplate::fromGguf(const model::GgufFile& file) {
-  Result<std::string_view> source = file.getString("tokenizer.chat_template");
-  return source.isOk() ? detect(*source) : ChatTemplate();
-}
+struct ChatTemplate::Compiled {
+  std::shared_ptr<minja::TemplateNode> main;
+  std::shared_ptr<minja::TemplateNode> tool_use;  // null: main renders tools too
+  std::string source;                             // for stopTokens()
+  std::optional<std::string> bos_token;
+  std::optional<std::string> eos_token;
+};
 
-ChatTemplate ChatTemplate::detect(std::string_view source) {
-  const auto has = [&](std::string_view marker) {
-    return source.find(marker) != std::string_view::npos;
-  };
-  if (has("<|im_start|>")) return ChatTemplate(Family::kChatMl);
-  if (has("<|start_header_id|>")) return ChatTemplate(Family::kLlama3);
-  if (has("[INST]")) return ChatTemplate(has("<<SYS>>") ? Family::kLlama2 : Family::kMistral);
-  if (has("<|user|>")) return ChatTemplate(has("<|end|>") ? Family::kPhi3 : Family::kZephyr);
-  return ChatTemplate(Family::kPlain);
-}
-
-Result<ChatTemplate> ChatTemplate::named(std::string_view name) {
-  std::string names;
-  for (const FamilyInfo& info : kFamilies) {
-    if (info.name == name) return ChatTemplate(info.family);
-    names += names.empty() ? "" : ", ";
-    names += info.name;
-  }
-  return invalidArgument("unknown chat template '" + model::printable(name) + "' (known: " + names +
-                         ")");
-}
-
-std::string_view ChatTemplate::name() const { return infoOf(family_).name; }
-
-Result<std::string> ChatTemplate::apply(std::span<const ChatMessage> messages) const {
-  RETURN_IF_ERROR(checkRoles(messages));
-  std::string out;
-  switch (family_) {
-    case Family::kPlain:
-      return renderPlain(messages);
-    case Family::kChatMl:
-      for (const ChatMessage& m : messages) {
-        out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      }
-      out += "<|im_start|>assistant\n";
-      return out;
-    case Family::kLlama3:
-      for (const ChatMessage& m : messages) {
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n";
-        out += trim(m.content);
-        out += "<|eot_id|>";
-      }
-      out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      return out;
-    case Family::kLlama2:
-      RETURN_IF_ERROR(checkAlternation(messages));
-      return renderLlama2(messages);
-    case Family::kMistral:
-      RETURN_IF_ERROR(checkAlternation(messages));
-      return renderMistral(messages);
-    case Family::kZephyr:
-    case Family::kPhi3: {
-      const std::string_view end = family_ == Family::kZephyr ? "</s>" : "<|end|>";
-      for (const ChatMessage& m : messages) {
-        out += "<|" + m.role + "|>\n" + m.content;
-        out += end;
-        out += '\n';
-      }
-      out += "<|assistant|>\n";
-      return out;
+Result<ChatTemplate> ChatTemplate::create(std::string_view source, const model::Vocabulary& vocab,
+                                          std::string_view tool_use_source) {
+  ChatTemplate result;
+  if (source.empty()) return result;
+  auto compiled = std::make_shared<Compiled>();
+  // transformers' environment: trim_blocks and lstrip_blocks; the trailing newline dropped.
+  const minja::Options options{true, true, false};
+  const auto parse = [&](std::string_view text,
+                         const char* which) -> Result<std::shared_ptr<minja::TemplateNode>> {
+    try {
+      return minja::Parser::parse(std::string(text), options);
+    } catch (const std::exception& error) {
+      return invalidArgument(std::string("the chat template") + which +
+                             " does not parse: " + error.what());
     }
+  };
+  ASSIGN_OR_RETURN(compiled->main, parse(source, ""));
+  if (!tool_use_source.empty()) {
+    ASSIGN_OR_RETURN(compiled->tool_use, parse(tool_use_source, " 'tool_use'"));
   }
-  return internalError("unknown chat template family");
+  compiled->source = std::string(source) + std::string(tool_use_source);
+  const auto text_of = [&](model::TokenId id) -> std::optional<std::string> {
+    if (id == model::kNoToken || static_cast<size_t>(id) >= vocab.tokens.size()) {
+      return std::nullopt;
+    }
+    return vocab.tokens[static_cast<size_t>(id)];
+  };
+  compiled->bos_token = text_of(vocab.bos_id);
+  compiled->eos_token = text_of(vocab.eos_id);
+  result.compiled_ = std::move(compiled);
+  return result;
 }
 
-std::vector<model::TokenId> ChatTemplate::stopTokens(const model::Tokenizer& tokenizer) const {
+Result<ChatTemplate> ChatTemplate::fromModel(const model::ModelFiles& files) {
+  Result<ChatTemplate> result =
+      create(files.chatTemplate(), files.vocabulary(), files.toolUseChatTemplate());
+  if (!result.isOk()) return result.status().withContext(files.path());
+  return result;
+}
+
+Result<std::string> ChatTemplate::apply(std::span<const ChatMessage> messages,
+                                        std::chrono::system_clock::time_point now) const {
+  ChatTemplateInput input;
+  input.messages = messages;
+  input.now = now;
+  return render(input);
+}
+
+Result<std::string> ChatTemplate::render(const ChatTemplateInput& input) const {
+  if (isPlain()) return renderPlain(input.messages);
+  ASSIGN_OR_RETURN(Json messages, messagesJson(input.messages));
+  Json tools;  // null: None in the template
+  if (!input.tools_json.empty()) {
+    ASSIGN_OR_RETURN(tools, parseJson(input.tools_json, "tools"));
+    if (!tools.is_array()) return invalidArgument("tools is not an array");
+  }
+  Json extra = Json::object();
+  if (!input.extra_json.empty()) {
+    ASSIGN_OR_RETURN(extra, parseJson(input.extra_json, "chat template arguments"));
+    if (!extra.is_object()) return invalidArgument("chat template arguments are not an object");
+  }
+  const bool with_tools = !tools.is_null() && compiled_->tool_use != nullptr;
+  const minja::TemplateNode& root = with_tools ? *compiled_->tool_use : *compiled_->main;
+  try {
+    Json variables = Json::object();
+    variables["messages"] = std::move(messages);
+    variables["tools"] = std::move(tools);
+    variables["add_generation_prompt"] = input.add_generation_prompt;
+    if (compiled_->bos_token) variables["bos_token"] = *compiled_->bos_token;
+    if (compiled_->eos_token) variables["eos_token"] = *compiled_->eos_token;
+    for (auto& [key, value] : extra.items()) variables[key] = value;
+    std::shared_ptr<minja::Context> context = minja::Context::make(minja::Value(variables));
+    const std::chrono::system_clock::time_point now = input.now;
+    context->set("strftime_now",
+                 minja::Value::callable(
+                     [now](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) {
+                       args.expectArgs("strftime_now", {1, 1}, {0, 0});
+                       return minja::Value(formatTime(now, args.args[0].get<std::string>()));
+                     }));
+    return root.render(context);
+  } catch (const std::exception& error) {
+    // raise_exception's message is the template's own ("conversation roles must alternate…").
+    return invalidArgument(std::string("the model's chat template failed: ") + error.what());
+  }
+}
+
+std::vector<model::TokenId> ChatTemplate::stopTokens(const model::Tokenizer& tokenizer,
+                                                     std::span<const model::TokenId> extra) const {
   const model::Vocabulary& vocab = tokenizer.vocabulary();
   std::vector<model::TokenId> stops;
-  if (vocab.eos_id != model::kNoToken) stops.push_back(vocab.eos_id);
-  const std::string_view end_of_turn = infoOf(family_).end_of_turn;
-  if (end_of_turn.empty()) return stops;
-  // The last token with that text, as the tokenizer resolves duplicates.
-  for (size_t i = vocab.tokens.size(); i-- > 0;) {
-    if (vocab.tokens[i] != end_of_turn) continue;
-    const auto id = static_cast<model::TokenId>(i);
-    if (std::ranges::find(stops, id) == stops.end()) stops.push_back(id);
-    break;
+  const auto add = [&](model::TokenId id) {
+    if (id != model::kNoToken && std::ranges::find(stops, id) == stops.end()) stops.push_back(id);
+  };
+  add(vocab.eos_id);
+  for (model::TokenId id : extra) add(id);
+  if (isPlain()) return stops;
+  for (std::string_view marker : kEndOfTurnMarkers) {
+    if (compiled_->source.find(marker) == std::string::npos) continue;
+    // The last control token with that text, as the tokenizer resolves duplicates.
+    for (size_t i = vocab.tokens.size(); i-- > 0;) {
+      if (vocab.tokens[i] == marker && vocab.types[i] == model::TokenType::kControl) {
+        add(static_cast<model::TokenId>(i));
+        break;
+      }
+    }
   }
   return stops;
 }

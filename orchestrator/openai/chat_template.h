@@ -1,101 +1,100 @@
-// Chat templates: messages → the prompt text a chat model was trained on. We cannot run the
-// Jinja source a GGUF carries in `tokenizer.chat_template`, so the template's family is detected
-// from distinctive markers in that source and rendered natively, byte for byte as the family's
-// reference template renders with add_generation_prompt=true (HF transformers: Jinja with
-// trim_blocks and lstrip_blocks). Immutable; any thread may use it concurrently.
+// Chat templates: messages → the prompt text a chat model was trained on. The model's own Jinja
+// template (Hugging Face's chat_template: tokenizer_config.json or chat_template.jinja, a GGUF's
+// tokenizer.chat_template; model::ModelFiles reads it) is rendered with minja (third_party/) as
+// transformers' apply_chat_template renders it: Jinja with trim_blocks and lstrip_blocks, the
+// variables messages, tools (None when there are none), add_generation_prompt, the tokenizer's
+// bos_token and eos_token (when the vocabulary has them), strftime_now (UTC, of the time passed
+// in) and raise_exception, plus extra keyword arguments (vLLM's chat_template_kwargs, e.g.
+// Qwen3's enable_thinking). tests/orchestrator/openai/chat_template_test.cc checks the output
+// byte for byte against Hugging Face's @huggingface/jinja on real Llama 3/3.1/3.2, Qwen2.5,
+// Qwen3 and Mistral templates, tools and tool calls included.
 //
-// Families, in detection order ({role} is system / user / assistant; "developer" arrives here as
-// system):
+// A model without a template (a base model, the TinyStories demo) is "plain": the non-empty
+// message contents joined by "\n\n", system messages first, then the others in order, with no
+// role markers and no generation prompt — a single user message "Once upon a time" renders as
+// exactly "Once upon a time".
 //
-//  chatml   marker `<|im_start|>` (Qwen, OpenHermes, …). Each message
-//           `<|im_start|>{role}\n{content}<|im_end|>\n`, then `<|im_start|>assistant\n`.
-//           (Qwen2's own template also inserts a default system message when there is none; we
-//           do not.) End of turn: `<|im_end|>`.
-//  llama3   marker `<|start_header_id|>`. Each message
-//           `<|start_header_id|>{role}<|end_header_id|>\n\n{trim(content)}<|eot_id|>`, then
-//           `<|start_header_id|>assistant<|end_header_id|>\n\n`. The leading `<|begin_of_text|>`
-//           is NOT rendered: the tokenizer adds BOS. (Llama 3.1's date header is not rendered.)
-//           End of turn: `<|eot_id|>`.
-//  llama2   markers `[INST]` and `<<SYS>>` (Meta's Llama-2-chat template). An optional first
-//           system message is folded into the first user turn; user and assistant turns must
-//           then alternate, starting with user. User turn `<s>[INST] {strip(content)} [/INST]`,
-//           assistant turn ` {strip(content)} </s>`; the first user turn's content is
-//           `<<SYS>>\n{system}\n<</SYS>>\n\n{user}` and its `<s>` is NOT rendered (the
-//           tokenizer adds BOS), later ones are. No generation prompt: the text ends in
-//           ` [/INST]`.
-//  mistral  marker `[INST]` without `<<SYS>>` (Mistral-7B-Instruct v0.1/v0.2). Turns alternate
-//           user/assistant; user `[INST] {content} [/INST]`, assistant `{content}</s>`; the
-//           leading `<s>` is not rendered. The reference refuses system messages; we fold them
-//           into the first user turn as `{system}\n\n{user}` (as Mistral's later templates do).
-//  zephyr   marker `<|user|>` without `<|end|>` (Zephyr, TinyLlama-chat). Each message
-//           `<|{role}|>\n{content}</s>\n`, then `<|assistant|>\n`.
-//  phi3     markers `<|user|>` and `<|end|>` (Phi-3). Each message
-//  `<|{role}|>\n{content}<|end|>\n`,
-//           then `<|assistant|>\n`. End of turn: `<|end|>`.
-//  plain    no template, or one we do not recognise: for base models (the TinyStories demo
-//           model). The non-empty message contents joined by "\n\n", system messages first,
-//           then the others in order, with no role markers and no generation prompt: a single
-//           user message "Once upon a time" renders as exactly "Once upon a time".
+// Tokenizing the rendered text: a template's markers are control tokens, so it is encoded with
+// EncodeOptions::parse_special = true (parseSpecial()), and without adding BOS (addBos()): the
+// template writes bos_token where the model wants it, as transformers' apply_chat_template
+// (tokenize=True) adds no special tokens. Plain text is encoded as a completion prompt. Caveat,
+// as in transformers and llama.cpp: with parse_special, marker text inside a user's message also
+// becomes a control token.
 //
-// trim/strip remove ASCII whitespace (" \t\n\r\f\v") at both ends, as Jinja's trim and Python's
-// str.strip() do for ASCII text.
-//
-// Tokenizing the rendered text: every family but plain must be encoded with
-// EncodeOptions::parse_special = true, since its markers are control tokens (parseSpecial()
-// says which), and add_bos = vocabulary().add_bos. Caveat, as in llama.cpp: with parse_special,
-// marker text inside a user's message also becomes a control token. plain is encoded with
-// parse_special = false.
+// Immutable; any thread may render concurrently. Never throws: minja's exceptions (a template
+// that raises, a malformed one) become INVALID_ARGUMENT.
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/status.h"
-#include "model/gguf.h"
 #include "model/token_id.h"
 #include "model/tokenizer.h"
 #include "orchestrator/openai/request.h"
 
+namespace kvferry::model {
+class ModelFiles;
+}
+
 namespace kvferry::openai {
+
+// What one rendering takes besides the messages.
+struct ChatTemplateInput {
+  std::span<const ChatMessage> messages;
+  // A JSON array of tool definitions (OpenAI's / Hugging Face's {"type": "function", "function":
+  // {...}}); empty: no tools (the template sees None).
+  std::string_view tools_json;
+  // A JSON object of extra template variables; empty: none.
+  std::string_view extra_json;
+  bool add_generation_prompt = true;
+  std::chrono::system_clock::time_point now;  // what strftime_now formats, in UTC
+};
 
 class ChatTemplate {
  public:
-  enum class Family { kPlain, kChatMl, kLlama3, kLlama2, kMistral, kZephyr, kPhi3 };
-
-  // From the file's `tokenizer.chat_template`; plain when the key is absent, not a string, or
-  // matches no family.
-  static ChatTemplate fromGguf(const model::GgufFile& file);
-  // From a Jinja template source, by the markers above.
-  static ChatTemplate detect(std::string_view jinja_source);
-  // By name() ("plain", "chatml", "llama3", "llama2", "mistral", "zephyr", "phi3"), for a
-  // config override; INVALID_ARGUMENT listing the names for anything else.
-  static Result<ChatTemplate> named(std::string_view name);
+  // The template `source` (Jinja) for a model with this vocabulary; `tool_use_source`, when not
+  // empty, is rendered instead when tools are given (tokenizer_config.json's "tool_use"
+  // template). An empty source is plain. INVALID_ARGUMENT, with where it fails, for a source
+  // that does not parse.
+  static Result<ChatTemplate> create(std::string_view source, const model::Vocabulary& vocab,
+                                     std::string_view tool_use_source = {});
+  // The model's template and vocabulary (errors name the model's path).
+  static Result<ChatTemplate> fromModel(const model::ModelFiles& files);
 
   ChatTemplate() = default;  // plain
 
-  Family family() const { return family_; }
-  std::string_view name() const;
+  bool isPlain() const { return compiled_ == nullptr; }
 
-  // The prompt text for `messages`, with the assistant's generation prompt appended where the
-  // family has one. INVALID_ARGUMENT (a 400 for the client) where the reference template raises:
-  // llama2 / mistral when user and assistant turns do not alternate starting with user, or a
-  // system message is not the first message. Roles must be system, user or assistant.
-  Result<std::string> apply(std::span<const ChatMessage> messages) const;
+  // The prompt text. INVALID_ARGUMENT (a 400 for the client) where the template raises (e.g.
+  // roles that do not alternate), for a tools or extra JSON that does not parse, or for a
+  // message's tool_calls that is not a JSON array.
+  Result<std::string> render(const ChatTemplateInput& input) const;
+  // render() with the generation prompt, no tools, no extra variables.
+  Result<std::string> apply(std::span<const ChatMessage> messages,
+                            std::chrono::system_clock::time_point now) const;
 
   // Whether the rendered text must be encoded with parse_special = true.
-  bool parseSpecial() const { return family_ != Family::kPlain; }
+  bool parseSpecial() const { return !isPlain(); }
+  // Whether encoding the rendered text should add BOS: the vocabulary's add_bos for plain text,
+  // never for a template.
+  bool addBos(const model::Vocabulary& vocab) const { return isPlain() && vocab.add_bos; }
 
-  // Tokens that end generation: the vocabulary's EOS (when it has one) and, for chatml, llama3
-  // and phi3, the family's end-of-turn token when the vocabulary holds a token with exactly its
-  // text. Without duplicates.
-  std::vector<model::TokenId> stopTokens(const model::Tokenizer& tokenizer) const;
+  // Tokens that end generation: the vocabulary's EOS, the model's `extra` end-of-turn ids
+  // (generation_config.json's eos_token_id), and the end-of-turn markers the template writes
+  // (<|im_end|>, <|eot_id|>, <|eom_id|>, <|end|>, <end_of_turn>, <|endoftext|>) when the
+  // vocabulary holds a control token with exactly that text. Without duplicates, in that order.
+  std::vector<model::TokenId> stopTokens(const model::Tokenizer& tokenizer,
+                                         std::span<const model::TokenId> extra = {}) const;
 
  private:
-  explicit ChatTemplate(Family family) : family_(family) {}
+  struct Compiled;  // minja's parsed templates and the special tokens' text (chat_template.cc)
 
-  Family family_ = Family::kPlain;
+  std::shared_ptr<const Compiled> compiled_;  // null: plain
 };
 
 }  // namespace kvferry::openai

@@ -28,6 +28,12 @@ std::string_view endpointPath(Endpoint endpoint);
 struct ChatMessage {
   std::string role;     // "system", "user" or "assistant" ("developer" is stored as "system")
   std::string content;  // text parts of an array content are concatenated
+  // Tool use, as chat templates read it (ChatTemplate renders them; the API does not accept them
+  // yet): an assistant's tool_calls as a JSON array, a tool message's call id and function name.
+  // Empty when absent.
+  std::string tool_calls_json{};
+  std::string tool_call_id{};
+  std::string name{};
 };
 
 struct ApiRequest {

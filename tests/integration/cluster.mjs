@@ -59,7 +59,8 @@ class Proc {
   }
 }
 
-// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks }
+// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks, model: the
+// model path for every process (default KVFERRY_MODEL) }
 export class Cluster {
   constructor(options = {}) {
     this.options = options;
@@ -76,7 +77,8 @@ export class Cluster {
     );
     this.orchestrator = new Proc(
       'orchestrator',
-      [path.join(BIN, 'orchestrator', 'orchestrator'), '--config', yaml, '--model', MODEL,
+      [path.join(BIN, 'orchestrator', 'orchestrator'), '--config', yaml,
+        '--model', this.options.model ?? MODEL,
         '--listen', '127.0.0.1:0', ...(this.options.orchestratorArgs ?? [])],
       this.dir,
     );
@@ -92,11 +94,12 @@ export class Cluster {
     return this;
   }
 
-  addAgent(role) {
+  // `model`: this agent's model path, when it differs from the cluster's.
+  addAgent(role, model = this.options.model ?? MODEL) {
     const name = `${role}${this.agents.filter((a) => a.role === role).length}`;
     const agent = new Proc(
       name,
-      [path.join(BIN, 'node_agent', 'node_agent'), '--model', MODEL, '--role', role,
+      [path.join(BIN, 'node_agent', 'node_agent'), '--model', model, '--role', role,
         '--orchestrator', `127.0.0.1:${this.port}`, '--control-address', '127.0.0.1:0',
         '--name', name, '--kv-blocks', String(this.options.kvBlocks ?? 256)],
       this.dir,

@@ -235,8 +235,17 @@ TEST(LlamaParamsTest, DefaultsAndUnsupportedFeatures) {
   EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.rope.scaling.type", "none"); }), "ok");
   EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.expert_count", 8u); }),
             "INVALID_ARGUMENT: mixture-of-experts llama models are not supported yet");
-  EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.attention.key_length", 32u); }),
-            "INVALID_ARGUMENT: llama.attention.key_length 32 differs from the head dimension 16");
+  // Heads narrower or wider than embedding_length / head_count (Mistral Nemo, Qwen3).
+  EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.attention.key_length", 32u); }), "ok");
+  EXPECT_EQ(error([](GgufWriter& w) {
+              w.add("llama.attention.key_length", 32u);
+              w.add("llama.attention.value_length", 16u);
+            }),
+            "INVALID_ARGUMENT: llama.attention.value_length 16 differs from "
+            "llama.attention.key_length 32 (not supported)");
+  EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.attention.sliding_window", 4096u); }),
+            "INVALID_ARGUMENT: llama.attention.sliding_window 4096: sliding-window attention is "
+            "not implemented");
   EXPECT_EQ(error([](GgufWriter& w) { w.add("llama.attention.head_count_kv", int32_t{2}); }),
             "INVALID_ARGUMENT: metadata key 'llama.attention.head_count_kv' is int32, not uint32");
 
@@ -244,8 +253,25 @@ TEST(LlamaParamsTest, DefaultsAndUnsupportedFeatures) {
       paramsOf([](GgufWriter& w) { w.add("general.architecture", "llama"); });
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   Result<LlamaParams> other =
+      paramsOf([](GgufWriter& w) { w.add("general.architecture", "gemma2"); });
+  EXPECT_EQ(other.status().message(),
+            "general.architecture 'gemma2' is not supported (llama, qwen2 and qwen3 are)");
+  // qwen2 and qwen3 read their own prefix.
+  Result<LlamaParams> qwen =
       paramsOf([](GgufWriter& w) { w.add("general.architecture", "qwen2"); });
-  EXPECT_EQ(other.status().message(), "architecture 'qwen2' is not supported (only llama)");
+  EXPECT_EQ(qwen.status().message(), "metadata key 'qwen2.context_length' not found");
+
+  const auto key_length = [](uint32_t length) {
+    return paramsOf([&](GgufWriter& w) {
+      addRequired(w);
+      w.add("llama.attention.key_length", length);
+    });
+  };
+  EXPECT_EQ(key_length(16)->head_dim, 0u);  // = embedding_length / head_count: stored as 0
+  EXPECT_EQ(key_length(32)->head_dim, 32u);
+  EXPECT_EQ(key_length(32)->queryDim(), 128u);
+  EXPECT_EQ(key_length(32)->rope_dimension_count, 32u);
+  EXPECT_FALSE(key_length(32)->rope_neox);  // llama.cpp permuted a llama's Q and K
 }
 
 // A model file with every llama tensor (zeros), where `edit` may drop (clear the name) or

@@ -218,4 +218,18 @@ void rope(float* x, size_t heads, size_t head_dim, size_t rope_dims, const float
   }
 }
 
+void ropeNeox(float* x, size_t heads, size_t head_dim, size_t rope_dims, const float* cos,
+              const float* sin) {
+  const size_t half = rope_dims / 2;
+  for (size_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (size_t k = 0; k < half; ++k) {
+      const float v0 = v[k];
+      const float v1 = v[k + half];
+      v[k] = v0 * cos[k] - v1 * sin[k];
+      v[k + half] = v0 * sin[k] + v1 * cos[k];
+    }
+  }
+}
+
 }  // namespace kvferry::engine::cpu

@@ -40,5 +40,9 @@ void siluMul(const float* gate, const float* up, size_t n, float* out);
 // sin[k]; the other elements are left alone.
 void rope(float* x, size_t heads, size_t head_dim, size_t rope_dims, const float* cos,
           const float* sin);
+// The NeoX mode (Hugging Face's rotate_half, llama.cpp's GGML_ROPE_TYPE_NEOX): the pairs
+// (x[k], x[k + rope_dims/2]) for k < rope_dims/2 rotate by angle k.
+void ropeNeox(float* x, size_t heads, size_t head_dim, size_t rope_dims, const float* cos,
+              const float* sin);
 
 }  // namespace kvferry::engine::cpu

@@ -188,16 +188,34 @@ void CpuModelRunner::attentionLayer(uint32_t layer, uint32_t tokens) {
     return (uint64_t{block} * block_tokens + position % block_tokens) * kv_dim_;
   };
 
-  // Rotate this batch's queries and keys, and store its keys and values in their slots first:
-  // a token attends to the tokens before it in its own chunk too.
+  const LlamaLayerWeights& w = weights_->layer(layer);
+  const float* const bias = w.qkv_bias.size() != 0 ? w.qkv_bias.data() : nullptr;
+  const bool qk_norm = w.q_norm.size() != 0;
+  const auto rotate = params_.rope_neox ? ropeNeox : rope;
+  // Add the biases, normalize each head (qwen3), rotate this batch's queries and keys, and store
+  // its keys and values in their slots first: a token attends to the tokens before it in its own
+  // chunk too.
   forEachToken(tokens, [&](uint32_t t) {
     float* q = qkv_.data() + uint64_t{t} * qkv_dim_;
     float* k = q + q_dim_;
     const float* v = k + kv_dim_;
+    if (bias != nullptr) {
+      for (uint32_t i = 0; i < qkv_dim_; ++i) q[i] += bias[i];
+    }
+    if (qk_norm) {
+      for (uint32_t h = 0; h < params_.head_count; ++h) {
+        float* head = q + uint64_t{h} * head_dim;
+        rmsNorm(head, w.q_norm.data(), head_dim, params_.rms_epsilon, head);
+      }
+      for (uint32_t h = 0; h < params_.head_count_kv; ++h) {
+        float* head = k + uint64_t{h} * head_dim;
+        rmsNorm(head, w.k_norm.data(), head_dim, params_.rms_epsilon, head);
+      }
+    }
     const float* cos = rope_cos_.data() + uint64_t{t} * half_rope;
     const float* sin = rope_sin_.data() + uint64_t{t} * half_rope;
-    rope(q, params_.head_count, head_dim, params_.rope_dimension_count, cos, sin);
-    rope(k, params_.head_count_kv, head_dim, params_.rope_dimension_count, cos, sin);
+    rotate(q, params_.head_count, head_dim, params_.rope_dimension_count, cos, sin);
+    rotate(k, params_.head_count_kv, head_dim, params_.rope_dimension_count, cos, sin);
     const uint64_t at = slot(t, token_positions_[t]);
     std::memcpy(key_pool + at, k, kv_dim_ * sizeof(float));
     std::memcpy(value_pool + at, v, kv_dim_ * sizeof(float));
@@ -264,7 +282,7 @@ Status CpuModelRunner::forward(std::span<const SequenceChunk> chunks, std::span<
     attentionLayer(layer, tokens);
     // The layer's K/V were stored at the start of attentionLayer(); the rest only reads them.
     if (on_layer_done) on_layer_done(layer);
-    matmul(attn_.data(), tokens, w.wo, proj_.data());
+    matmul(attn_.data(), tokens, w.wo, proj_.data());  // q_dim → dim
     forEachToken(tokens, [&](uint32_t t) {
       float* row = x + uint64_t{t} * dim;
       const float* add = proj_.data() + uint64_t{t} * dim;

@@ -73,7 +73,7 @@ class CpuModelRunner final : public ModelRunner {
   const KvGeometry geometry_;
   const uint32_t max_batch_tokens_;
   const uint32_t max_sequence_tokens_;
-  const uint32_t q_dim_;    // head_count × head_dim (= embedding_length)
+  const uint32_t q_dim_;    // head_count × head_dim (embedding_length, unless head_dim differs)
   const uint32_t kv_dim_;   // head_count_kv × head_dim
   const uint32_t qkv_dim_;  // q_dim + 2 × kv_dim: one row of the fused QKV output
   const Isa isa_;
@@ -91,7 +91,7 @@ class CpuModelRunner final : public ModelRunner {
   AlignedFloats x_;              // residual stream, × dim
   AlignedFloats xn_;             // normalized input of a sub-layer, × dim
   AlignedFloats qkv_;            // × qkv_dim
-  AlignedFloats attn_;           // attention output, × dim
+  AlignedFloats attn_;           // attention output, × q_dim
   AlignedFloats proj_;           // output of Wo and W_down before the residual add, × dim
   AlignedFloats gate_up_;        // × 2·ff
   AlignedFloats hidden_;         // SwiGLU output, × ff

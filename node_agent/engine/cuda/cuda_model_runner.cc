@@ -68,7 +68,8 @@ class CublasHandle {
 // written by the transfer engine, in blocks no pass in flight touches (model_runner.h).
 class CudaModelRunner final : public ModelRunner {
  public:
-  static Result<std::unique_ptr<ModelRunner>> create(const model::GgufFile& file,
+  static Result<std::unique_ptr<ModelRunner>> create(const model::LlamaParams& params,
+                                                     const model::LlamaTensors& tensors,
                                                      const CudaRunnerConfig& config);
 
   const model::LlamaParams& params() const override { return params_; }
@@ -156,7 +157,8 @@ class CudaModelRunner final : public ModelRunner {
   bf16* logit_xn_ = nullptr;
 };
 
-Result<std::unique_ptr<ModelRunner>> CudaModelRunner::create(const model::GgufFile& file,
+Result<std::unique_ptr<ModelRunner>> CudaModelRunner::create(const model::LlamaParams& params,
+                                                             const model::LlamaTensors& tensors,
                                                              const CudaRunnerConfig& config) {
   if (config.block_tokens == 0) return invalidArgument("block_tokens must be positive");
   if (config.max_batch_tokens == 0) return invalidArgument("max_batch_tokens must be positive");
@@ -169,8 +171,6 @@ Result<std::unique_ptr<ModelRunner>> CudaModelRunner::create(const model::GgufFi
   if (!(config.memory_fraction > 0.0f && config.memory_fraction <= 1.0f)) {
     return invalidArgument("gpu memory_fraction must be in (0, 1]");
   }
-  ASSIGN_OR_RETURN(model::LlamaParams params, model::readLlamaParams(file));
-  ASSIGN_OR_RETURN(model::LlamaTensors tensors, model::findLlamaTensors(file, params));
   ASSIGN_OR_RETURN(cuda::DeviceInfo info, cuda::selectDevice(config.device));
   if (info.major < 8) {
     return invalidArgument("GPU " + str(info.index) + " (" + info.name + ", compute capability " +
@@ -382,13 +382,17 @@ Status CudaModelRunner::enqueueModel(const cuda::BatchPlan& plan, bool layer_eve
   qkv.kv_heads = p.head_count_kv;
   qkv.head_dim = p.headDim();
   qkv.rope_dims = p.rope_dimension_count;
-  qkv.rope_neox = false;  // GGUF llama: llama.cpp permuted Q and K for adjacent pairs
+  // GGUF llama: llama.cpp permuted Q and K for adjacent pairs; Hugging Face and qwen: halves.
+  qkv.rope_neox = p.rope_neox;
   qkv.eps = eps;
   qkv.inv_freq = inv_freq_.as<float>();
   qkv.positions = staged<int32_t>(plan.positions_at);
   qkv.slots = staged<uint32_t>(plan.slots_at);
   for (uint32_t layer = 0; layer < p.block_count; ++layer) {
     const cuda::DeviceLayer& w = weights_.layer(layer);
+    qkv.bias = w.qkv_bias;
+    qkv.q_norm = w.q_norm;
+    qkv.k_norm = w.k_norm;
     // The previous layer's MLP output joins the residual stream here.
     RETURN_IF_ERROR(check(cuda::launchRmsNorm(x_, layer == 0 ? nullptr : proj_, w.attn_norm, t, dim,
                                               eps, xn_, stream),
@@ -512,9 +516,10 @@ Result<GpuInfo> describeGpu(int device) {
   return GpuInfo{info.index, info.name, info.total_bytes, info.free_bytes};
 }
 
-Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::GgufFile& file,
+Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::LlamaParams& params,
+                                                           const model::LlamaTensors& tensors,
                                                            const CudaRunnerConfig& config) {
-  return CudaModelRunner::create(file, config);
+  return CudaModelRunner::create(params, tensors, config);
 }
 
 }  // namespace kvferry::engine

@@ -89,6 +89,13 @@ uint64_t DeviceWeights::bytesFor(const model::LlamaTensors& t) {
              aligned(l.attn_output->element_count * 2) + aligned(l.ffn_norm->element_count * 2) +
              aligned(elementsOf({l.ffn_gate, l.ffn_up}) * 2) +
              aligned(l.ffn_down->element_count * 2);
+    if (l.attn_q_bias != nullptr) {
+      bytes += aligned(elementsOf({l.attn_q_bias, l.attn_k_bias, l.attn_v_bias}) * 2);
+    }
+    if (l.attn_q_norm != nullptr) {
+      bytes += aligned(l.attn_q_norm->element_count * 2) +
+               aligned(l.attn_k_norm->element_count * 2);
+    }
   }
   return bytes;
 }
@@ -122,6 +129,13 @@ Result<DeviceWeights> DeviceWeights::load(const model::LlamaTensors& t, cudaStre
     DeviceLayer layer;
     ASSIGN_OR_RETURN(layer.attn_norm, place({l.attn_norm}));
     ASSIGN_OR_RETURN(layer.wqkv, place({l.attn_q, l.attn_k, l.attn_v}));
+    if (l.attn_q_bias != nullptr) {  // one row, as the fused QKV GEMM's output is laid out
+      ASSIGN_OR_RETURN(layer.qkv_bias, place({l.attn_q_bias, l.attn_k_bias, l.attn_v_bias}));
+    }
+    if (l.attn_q_norm != nullptr) {
+      ASSIGN_OR_RETURN(layer.q_norm, place({l.attn_q_norm}));
+      ASSIGN_OR_RETURN(layer.k_norm, place({l.attn_k_norm}));
+    }
     ASSIGN_OR_RETURN(layer.wo, place({l.attn_output}));
     ASSIGN_OR_RETURN(layer.ffn_norm, place({l.ffn_norm}));
     ASSIGN_OR_RETURN(layer.w_gate_up, place({l.ffn_gate, l.ffn_up}));

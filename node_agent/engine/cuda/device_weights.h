@@ -16,6 +16,9 @@ namespace kvferry::engine::cuda {
 struct DeviceLayer {
   const bf16* attn_norm = nullptr;  // [dim]
   const bf16* wqkv = nullptr;       // [(q_dim + 2·kv_dim) × dim]
+  const bf16* qkv_bias = nullptr;   // [q_dim + 2·kv_dim] (qwen2), else null
+  const bf16* q_norm = nullptr;     // [head_dim] (qwen3), else null
+  const bf16* k_norm = nullptr;     // [head_dim] (qwen3), else null
   const bf16* wo = nullptr;         // [dim × q_dim]
   const bf16* ffn_norm = nullptr;   // [dim]
   const bf16* w_gate_up = nullptr;  // [2·ff × dim]

@@ -3,28 +3,50 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "model/gguf_writer.h"
+#include "model/hf_writer.h"
+#include "model/model_files.h"
+#include "model/random_shapes.h"
 #include "model/test_data.h"
 
 namespace kvferry::openai {
 namespace {
 
-using Family = ChatTemplate::Family;
+namespace json = boost::json;
 
-ChatTemplate byName(std::string_view name) {
-  Result<ChatTemplate> t = ChatTemplate::named(name);
-  EXPECT_TRUE(t.isOk()) << t.status().toString();
-  return t.isOk() ? *t : ChatTemplate();
+// 2026-12-04T09:30:00Z, the goldens' strftime_now time.
+const std::chrono::system_clock::time_point kNow =
+    std::chrono::system_clock::from_time_t(1796376600);
+
+std::string dataPath(const std::string& relative) {
+  return std::string(KVFERRY_SOURCE_DIR) + "/tests/data/" + relative;
 }
 
-std::string render(std::string_view name, const std::vector<ChatMessage>& messages) {
-  Result<std::string> text = byName(name).apply(messages);
-  EXPECT_TRUE(text.isOk()) << text.status().toString();
-  return text.isOk() ? *text : "";
+// A vocabulary whose special tokens have these texts (absent when empty).
+model::Vocabulary vocabularyWith(const std::string& bos, const std::string& eos) {
+  model::Vocabulary v;
+  v.model = "gpt2";
+  const auto add = [&](const std::string& text) {
+    v.tokens.push_back(text);
+    v.types.push_back(model::TokenType::kControl);
+    v.scores.push_back(0);
+    return static_cast<model::TokenId>(v.tokens.size() - 1);
+  };
+  if (!bos.empty()) v.bos_id = add(bos);
+  if (!eos.empty()) v.eos_id = add(eos);
+  return v;
+}
+
+ChatTemplate compile(std::string_view source, const model::Vocabulary& vocab) {
+  Result<ChatTemplate> t = ChatTemplate::create(source, vocab);
+  EXPECT_TRUE(t.isOk()) << t.status().toString();
+  return t.isOk() ? *t : ChatTemplate();
 }
 
 const std::vector<ChatMessage> kConversation = {
@@ -35,142 +57,135 @@ const std::vector<ChatMessage> kConversation = {
 };
 
 TEST(ChatTemplateTest, PlainJoinsContentsSystemFirst) {
-  EXPECT_EQ(render("plain", {{"user", "Once upon a time"}}), "Once upon a time");
-  EXPECT_EQ(render("plain", {{"user", "A"}, {"system", "S"}, {"assistant", ""}, {"user", "B"}}),
-            "S\n\nA\n\nB");
-  EXPECT_EQ(render("plain", kConversation), "You are terse.\n\nHi!\n\nHello.\n\nTell a story.");
-  EXPECT_FALSE(ChatTemplate().parseSpecial());
-  EXPECT_EQ(ChatTemplate().name(), "plain");
-}
-
-TEST(ChatTemplateTest, ChatMl) {
-  EXPECT_EQ(render("chatml", kConversation),
-            "<|im_start|>system\nYou are terse.<|im_end|>\n"
-            "<|im_start|>user\nHi!<|im_end|>\n"
-            "<|im_start|>assistant\nHello.<|im_end|>\n"
-            "<|im_start|>user\nTell a story.<|im_end|>\n"
-            "<|im_start|>assistant\n");
-}
-
-TEST(ChatTemplateTest, Llama3TrimsContentAndLeavesBosToTheTokenizer) {
-  EXPECT_EQ(render("llama3", {{"system", " be nice \n"}, {"user", "Hi"}}),
-            "<|start_header_id|>system<|end_header_id|>\n\nbe nice<|eot_id|>"
-            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
-}
-
-TEST(ChatTemplateTest, Llama2) {
-  EXPECT_EQ(render("llama2", kConversation),
-            "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi! [/INST] Hello. </s>"
-            "<s>[INST] Tell a story. [/INST]");
-  EXPECT_EQ(render("llama2", {{"user", "  Hi  "}}), "[INST] Hi [/INST]");
-  EXPECT_EQ(render("llama2", {{"user", "a"}, {"assistant", " b "}, {"user", "c"}}),
-            "[INST] a [/INST] b </s><s>[INST] c [/INST]");
-}
-
-TEST(ChatTemplateTest, Mistral) {
-  EXPECT_EQ(render("mistral", {{"user", "a"}, {"assistant", "b"}, {"user", "c"}}),
-            "[INST] a [/INST]b</s>[INST] c [/INST]");
-  EXPECT_EQ(render("mistral", {{"system", "S"}, {"user", "a"}}), "[INST] S\n\na [/INST]");
-}
-
-TEST(ChatTemplateTest, AlternationIsEnforcedWhereTheReferenceRaises) {
-  for (std::string_view name : {"llama2", "mistral"}) {
-    for (const std::vector<ChatMessage>& bad : std::vector<std::vector<ChatMessage>>{
-             {{"assistant", "a"}},
-             {{"user", "a"}, {"user", "b"}},
-             {{"system", "s"}, {"assistant", "a"}},
-             {{"user", "a"}, {"system", "s"}},
-         }) {
-      Result<std::string> text = byName(name).apply(bad);
-      ASSERT_FALSE(text.isOk()) << name;
-      EXPECT_EQ(text.status().code(), StatusCode::kInvalidArgument);
-    }
-  }
-  // Other families render any order.
-  EXPECT_TRUE(byName("chatml")
-                  .apply(std::vector<ChatMessage>{{"assistant", "a"}, {"assistant", "b"}})
-                  .isOk());
-}
-
-TEST(ChatTemplateTest, ZephyrAndPhi3) {
-  EXPECT_EQ(render("zephyr", {{"system", "S"}, {"user", "Hi"}}),
-            "<|system|>\nS</s>\n<|user|>\nHi</s>\n<|assistant|>\n");
-  EXPECT_EQ(render("phi3", {{"user", "Hi"}, {"assistant", "Yo"}, {"user", "Go"}}),
-            "<|user|>\nHi<|end|>\n<|assistant|>\nYo<|end|>\n<|user|>\nGo<|end|>\n<|assistant|>\n");
-}
-
-TEST(ChatTemplateTest, UnknownRoleIsAnError) {
-  Result<std::string> text = byName("chatml").apply(std::vector<ChatMessage>{{"tool", "x"}});
-  ASSERT_FALSE(text.isOk());
-  EXPECT_NE(text.status().message().find("messages[0].role 'tool'"), std::string::npos);
-}
-
-TEST(ChatTemplateTest, DetectsFamiliesFromJinjaSources) {
-  // Abridged from the templates the families ship with.
-  const std::vector<std::pair<std::string, Family>> cases = {
-      {"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-       "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
-       "{{ '<|im_start|>assistant\\n' }}{% endif %}",
-       Family::kChatMl},
-      {"{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
-       "message['content'] | trim + '<|eot_id|>' %}",
-       Family::kLlama3},
-      {"{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + "
-       "system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% endif %}"
-       "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}",
-       Family::kLlama2},
-      {"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-       "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}{% endfor %}",
-       Family::kMistral},
-      {"{% if message['role'] == 'user' %}\n{{ '<|user|>\\n' + message['content'] + eos_token }}"
-       "\n{% endif %}",
-       Family::kZephyr},
-      {"{{'<|user|>' + '\\n' + message['content'] + '<|end|>' + '\\n'}}", Family::kPhi3},
-      {"{{ messages[0]['content'] }}", Family::kPlain},
-      {"", Family::kPlain},
+  const ChatTemplate plain;
+  const auto render = [&](const std::vector<ChatMessage>& messages) {
+    return *plain.apply(messages, kNow);
   };
-  for (const auto& [source, family] : cases) {
-    const ChatTemplate t = ChatTemplate::detect(source);
-    EXPECT_EQ(t.family(), family) << source;
-    EXPECT_EQ(t.parseSpecial(), family != Family::kPlain) << source;
-  }
+  EXPECT_EQ(render({{"user", "Once upon a time"}}), "Once upon a time");
+  EXPECT_EQ(render({{"user", "A"}, {"system", "S"}, {"assistant", ""}, {"user", "B"}}),
+            "S\n\nA\n\nB");
+  EXPECT_EQ(render(kConversation), "You are terse.\n\nHi!\n\nHello.\n\nTell a story.");
+  EXPECT_TRUE(plain.isPlain());
+  EXPECT_FALSE(plain.parseSpecial());
+  model::Vocabulary vocab = vocabularyWith("<s>", "</s>");
+  vocab.add_bos = true;
+  EXPECT_TRUE(plain.addBos(vocab));
+  EXPECT_TRUE(compile("", vocab).isPlain());  // no template: plain
 }
 
-TEST(ChatTemplateTest, NamedRoundTripsAndRefusesUnknownNames) {
-  for (std::string_view name :
-       {"plain", "chatml", "llama3", "llama2", "mistral", "zephyr", "phi3"}) {
-    EXPECT_EQ(byName(name).name(), name);
+// The goldens: real templates rendered by Hugging Face's @huggingface/jinja
+// (scripts/chat_template_goldens/), each case exactly.
+TEST(ChatTemplateTest, RendersRealTemplatesExactlyAsHuggingFace) {
+  const json::value goldens =
+      json::parse(model::testing::readFileText(dataPath("chat_templates/goldens.json")));
+  std::map<std::string, ChatTemplate> templates;
+  for (const json::value& t : goldens.at("templates").as_array()) {
+    const std::string source_path = dataPath(std::string(t.at("source").as_string()));
+    std::string source = model::testing::readFileText(source_path);
+    if (source_path.ends_with(".json")) {
+      source = std::string(json::parse(source).at("chat_template").as_string());
+    }
+    const auto text = [&](std::string_view key) {
+      return t.at(key).is_null() ? std::string() : std::string(t.at(key).as_string());
+    };
+    const model::Vocabulary vocab = vocabularyWith(text("bos_token"), text("eos_token"));
+    templates.emplace(std::string(t.at("name").as_string()), compile(source, vocab));
   }
-  Result<ChatTemplate> unknown = ChatTemplate::named("jinja");
-  ASSERT_FALSE(unknown.isOk());
-  EXPECT_NE(unknown.status().message().find("known: plain, chatml"), std::string::npos)
-      << unknown.status().message();
+  size_t exact = 0, cases = 0, tools = 0;
+  for (const json::value& c : goldens.at("cases").as_array()) {
+    const std::string label = std::string(c.at("template").as_string()) + " / " +
+                              std::string(c.at("conversation").as_string());
+    SCOPED_TRACE(label);
+    std::vector<ChatMessage> messages;
+    for (const json::value& m : c.at("messages").as_array()) {
+      const json::object& o = m.as_object();
+      ChatMessage message{std::string(o.at("role").as_string()),
+                          std::string(o.at("content").as_string())};
+      if (const json::value* calls = o.if_contains("tool_calls")) {
+        message.tool_calls_json = json::serialize(*calls);
+      }
+      if (const json::value* id = o.if_contains("tool_call_id")) {
+        message.tool_call_id = id->as_string();
+      }
+      if (const json::value* name = o.if_contains("name")) message.name = name->as_string();
+      messages.push_back(std::move(message));
+    }
+    const json::object& o = c.as_object();
+    const std::string tools_json = o.contains("tools") ? json::serialize(o.at("tools")) : "";
+    const std::string extra_json = o.contains("extra") ? json::serialize(o.at("extra")) : "";
+    ChatTemplateInput input;
+    input.messages = messages;
+    input.tools_json = tools_json;
+    input.extra_json = extra_json;
+    input.add_generation_prompt = c.at("add_generation_prompt").as_bool();
+    input.now = kNow;
+    const Result<std::string> rendered =
+        templates.at(std::string(c.at("template").as_string())).render(input);
+    ++cases;
+    tools += tools_json.empty() ? 0 : 1;
+    if (const json::value* error = o.if_contains("error")) {
+      ASSERT_FALSE(rendered.isOk()) << *rendered;
+      EXPECT_EQ(rendered.status().code(), StatusCode::kInvalidArgument);
+      EXPECT_NE(rendered.status().message().find(std::string(error->as_string())),
+                std::string::npos)
+          << rendered.status().message();
+      ++exact;
+      continue;
+    }
+    ASSERT_TRUE(rendered.isOk()) << rendered.status().toString();
+    EXPECT_EQ(*rendered, std::string(c.at("output").as_string()));
+    exact += *rendered == c.at("output").as_string() ? 1 : 0;
+  }
+  EXPECT_EQ(templates.size(), 7u);
+  EXPECT_EQ(cases, 70u);
+  std::printf("chat templates: %zu of %zu cases exact (%zu with tools), against %s\n", exact, cases,
+              tools, std::string(goldens.at("renderer").as_string()).c_str());
 }
 
-TEST(ChatTemplateTest, FromGguf) {
-  // The demo model has no template.
-  Result<model::GgufFile> stories = model::GgufFile::open(model::testing::storiesPath());
-  ASSERT_TRUE(stories.isOk()) << stories.status().toString();
-  EXPECT_EQ(ChatTemplate::fromGguf(*stories).family(), Family::kPlain);
+TEST(ChatTemplateTest, BadTemplatesAndBadInputAreInvalidArgument) {
+  const model::Vocabulary vocab = vocabularyWith("<s>", "</s>");
+  Result<ChatTemplate> broken = ChatTemplate::create("{% for m in messages %}{{ m.role }", vocab);
+  ASSERT_FALSE(broken.isOk());
+  EXPECT_EQ(broken.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(broken.status().message().find("the chat template does not parse"), std::string::npos)
+      << broken.status().message();
 
-  model::GgufWriter writer;
-  writer.add("general.architecture", "llama");
-  writer.add("tokenizer.chat_template",
-             "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n'}}{% endfor %}");
-  Result<std::vector<uint8_t>> bytes = writer.serialize();
-  ASSERT_TRUE(bytes.isOk()) << bytes.status().toString();
-  Result<model::GgufFile> file = model::GgufFile::parse(*bytes);
-  ASSERT_TRUE(file.isOk()) << file.status().toString();
-  EXPECT_EQ(ChatTemplate::fromGguf(*file).family(), Family::kChatMl);
+  const ChatTemplate raising = compile(
+      "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}"
+      "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",
+      vocab);
+  Result<std::string> refused = raising.apply(std::vector<ChatMessage>{{"system", "s"}}, kNow);
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("first must be user"), std::string::npos);
+  EXPECT_EQ(*raising.apply(std::vector<ChatMessage>{{"user", "a"}, {"assistant", "b"}}, kNow),
+            "<s>ab");
+  EXPECT_FALSE(raising.addBos(vocab));  // the template writes it
+  EXPECT_TRUE(raising.parseSpecial());
 
-  model::GgufWriter wrong_type;
-  wrong_type.add("tokenizer.chat_template", uint32_t{7});
-  Result<std::vector<uint8_t>> wrong_bytes = wrong_type.serialize();
-  ASSERT_TRUE(wrong_bytes.isOk());
-  Result<model::GgufFile> wrong_file = model::GgufFile::parse(*wrong_bytes);
-  ASSERT_TRUE(wrong_file.isOk());
-  EXPECT_EQ(ChatTemplate::fromGguf(*wrong_file).family(), Family::kPlain);
+  ChatTemplateInput input;
+  const std::vector<ChatMessage> messages = {{"user", "a"}};
+  input.messages = messages;
+  input.tools_json = "[{";
+  EXPECT_EQ(raising.render(input).status().message(), "tools is not valid JSON");
+  input.tools_json = "{}";
+  EXPECT_EQ(raising.render(input).status().message(), "tools is not an array");
+  input.tools_json = "";
+  input.extra_json = "[]";
+  EXPECT_EQ(raising.render(input).status().message(), "chat template arguments are not an object");
+  std::vector<ChatMessage> bad_call = {{"assistant", ""}};
+  bad_call[0].tool_calls_json = "{\"a\": 1}";
+  input.messages = bad_call;
+  input.extra_json = "";
+  EXPECT_EQ(raising.render(input).status().message(), "messages[0].tool_calls is not an array");
+}
+
+TEST(ChatTemplateTest, StrftimeNowFormatsTheTimeGivenInUtc) {
+  const ChatTemplate t =
+      compile("{{ strftime_now('%Y-%m-%d %H:%M') }}|{{ strftime_now('%d %b %Y') }}",
+              vocabularyWith("", ""));
+  EXPECT_EQ(*t.apply(std::vector<ChatMessage>{{"user", "x"}}, kNow),
+            "2026-12-04 09:30|04 Dec 2026");
 }
 
 // A small SPM vocabulary with ChatML markers as control tokens.
@@ -192,25 +207,70 @@ std::unique_ptr<model::Tokenizer> chatMlTokenizer() {
   return tokenizer.isOk() ? std::move(tokenizer).value() : nullptr;
 }
 
+constexpr std::string_view kChatMl =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
 TEST(ChatTemplateTest, StopTokens) {
   const std::unique_ptr<model::Tokenizer> chatml = chatMlTokenizer();
   ASSERT_NE(chatml, nullptr);
-  EXPECT_EQ(byName("chatml").stopTokens(*chatml), (std::vector<model::TokenId>{2, 4}));
-  EXPECT_EQ(byName("plain").stopTokens(*chatml), (std::vector<model::TokenId>{2}));
-  // The vocabulary lacks <|eot_id|>: EOS only.
-  EXPECT_EQ(byName("llama3").stopTokens(*chatml), (std::vector<model::TokenId>{2}));
+  const ChatTemplate t = compile(kChatMl, chatml->vocabulary());
+  EXPECT_EQ(t.stopTokens(*chatml), (std::vector<model::TokenId>{2, 4}));
+  EXPECT_EQ(t.stopTokens(*chatml, std::vector<model::TokenId>{6, 2}),
+            (std::vector<model::TokenId>{2, 6, 4}));
+  EXPECT_EQ(ChatTemplate().stopTokens(*chatml), (std::vector<model::TokenId>{2}));
+  // A template that never writes <|im_end|>: EOS only.
+  EXPECT_EQ(compile("{{ messages[0].content }}", chatml->vocabulary()).stopTokens(*chatml),
+            (std::vector<model::TokenId>{2}));
 
   // The markers are control tokens: only parse_special turns them into single ids.
-  Result<std::string> text = byName("chatml").apply(std::vector<ChatMessage>{{"user", "ab"}});
+  Result<std::string> text = t.apply(std::vector<ChatMessage>{{"user", "ab"}}, kNow);
   ASSERT_TRUE(text.isOk());
+  EXPECT_EQ(*text, "<|im_start|>user\nab<|im_end|>\n<|im_start|>assistant\n");
   model::EncodeOptions options;
-  options.add_bos = chatml->vocabulary().add_bos;
-  options.parse_special = true;
+  options.add_bos = t.addBos(chatml->vocabulary());
+  options.parse_special = t.parseSpecial();
   Result<std::vector<model::TokenId>> ids = chatml->encode(*text, options);
   ASSERT_TRUE(ids.isOk()) << ids.status().toString();
   EXPECT_EQ(std::count(ids->begin(), ids->end(), 3), 2);  // <|im_start|> twice
   EXPECT_EQ(std::count(ids->begin(), ids->end(), 4), 1);  // <|im_end|> once
-  EXPECT_EQ(ids->front(), 1);
+  EXPECT_NE(ids->front(), 1);                             // no BOS added
+}
+
+TEST(ChatTemplateTest, FromTheModelWhateverItsFormat) {
+  // The demo model has no template.
+  Result<model::ModelFiles> stories = model::ModelFiles::open(model::testing::storiesPath());
+  ASSERT_TRUE(stories.isOk()) << stories.status().toString();
+  EXPECT_TRUE(ChatTemplate::fromModel(*stories)->isPlain());
+
+  // A GGUF and a Hugging Face directory of one model: the same template, the same rendering.
+  model::RandomLlamaSpec spec = model::findRandomModelShape("test-qwen2")->spec;
+  spec.chat_template = kChatMl;
+  const std::string gguf = model::testing::tempPath("qwen2.gguf");
+  const std::string dir = model::testing::tempPath("qwen2-hf");
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(model::writeRandomLlamaModel(gguf, spec, 1).isOk());
+  ASSERT_TRUE(model::writeRandomHfModel(dir, spec, 1).isOk());
+  std::vector<std::string> rendered;
+  for (const std::string& path : {gguf, dir}) {
+    Result<model::ModelFiles> files = model::ModelFiles::open(path);
+    ASSERT_TRUE(files.isOk()) << files.status().toString();
+    Result<ChatTemplate> t = ChatTemplate::fromModel(*files);
+    ASSERT_TRUE(t.isOk()) << t.status().toString();
+    rendered.push_back(*t->apply(kConversation, kNow));
+  }
+  EXPECT_EQ(rendered[0], rendered[1]);
+  EXPECT_EQ(rendered[0].substr(0, 26), "<|im_start|>system\nYou are");
+
+  // A directory's chat_template.jinja wins over tokenizer_config.json's.
+  {
+    std::ofstream out(dir + "/chat_template.jinja");
+    out << "{{ messages | length }} messages";
+  }
+  Result<model::ModelFiles> files = model::ModelFiles::open(dir);
+  ASSERT_TRUE(files.isOk());
+  EXPECT_EQ(*ChatTemplate::fromModel(*files)->apply(kConversation, kNow), "4 messages");
 }
 
 }  // namespace

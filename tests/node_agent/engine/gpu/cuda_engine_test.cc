@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "model/random_shapes.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/engine.h"
@@ -30,6 +33,13 @@ using testing::sameBits;
 using testing::smallConfig;
 using testing::tinyParams;
 
+Result<std::unique_ptr<ModelRunner>> cudaRunner(const model::GgufFile& file,
+                                                const CudaRunnerConfig& config) {
+  ASSIGN_OR_RETURN(model::LlamaParams params, model::readLlamaParams(file));
+  ASSIGN_OR_RETURN(model::LlamaTensors tensors, model::findLlamaTensors(file, params));
+  return createCudaModelRunner(params, tensors, config);
+}
+
 std::unique_ptr<Engine> cudaEngine(const model::GgufFile& file, uint32_t block_tokens,
                                    uint32_t num_blocks, uint32_t max_batch_tokens = 512,
                                    bool graphs = true) {
@@ -39,7 +49,7 @@ std::unique_ptr<Engine> cudaEngine(const model::GgufFile& file, uint32_t block_t
   config.max_batch_tokens = max_batch_tokens;
   config.max_batch_sequences = 64;
   config.cuda_graphs = graphs;
-  Result<std::unique_ptr<ModelRunner>> runner = createCudaModelRunner(file, config);
+  Result<std::unique_ptr<ModelRunner>> runner = cudaRunner(file, config);
   EXPECT_TRUE(runner.isOk()) << runner.status().toString();
   if (!runner.isOk()) return nullptr;
   EngineConfig engine_config;
@@ -76,19 +86,9 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Shape> {};
 // float32 weights, the CUDA engine rounds weights and activations to bfloat16: the largest of a
 // row's logit differences was 4–6 % of the row's RMS on an H200 (results/gpu/README.md); 10 %
 // leaves room, while a wrong mask, position or head mapping moves logits by whole RMS units.
-TEST_P(CudaVsCpuTest, LogitsAgreeWithTheCpuEngine) {
-  const Shape shape = GetParam();
-  model::LlamaParams params = tinyParams(2, shape.heads, shape.kv_heads, shape.head_dim);
-  params.vocab_size = 1000;
-  params.feed_forward_length = 2 * params.embedding_length + 64;
-  params.context_length = 1024;
-  params.rope_freq_factors.assign(shape.head_dim / 2, 1.0f);
-  for (uint32_t k = shape.head_dim / 4; k < shape.head_dim / 2; ++k)
-    params.rope_freq_factors[k] = 4.0f;
-  auto model = randomModel(params, 42);
-  ASSERT_NE(model, nullptr);
-  std::unique_ptr<Engine> cpu = makeEngine(model->weights, smallConfig(16, 256, 2));
-  std::unique_ptr<Engine> gpu = cudaEngine(model->file, 16, 256, 128);  // 300 tokens: 3 chunks
+void expectCudaMatchesCpu(const testing::RandomModel& model, const model::LlamaParams& params) {
+  std::unique_ptr<Engine> cpu = makeEngine(model.weights, smallConfig(16, 256, 2));
+  std::unique_ptr<Engine> gpu = cudaEngine(model.file, 16, 256, 128);  // 300 tokens: 3 chunks
   ASSERT_NE(cpu, nullptr);
   ASSERT_NE(gpu, nullptr);
   double worst_ratio = 0;
@@ -115,12 +115,60 @@ TEST_P(CudaVsCpuTest, LogitsAgreeWithTheCpuEngine) {
   std::printf("[ worst |cuda - cpu| / rms(cpu logits) = %.4f ]\n", worst_ratio);
 }
 
+TEST_P(CudaVsCpuTest, LogitsAgreeWithTheCpuEngine) {
+  const Shape shape = GetParam();
+  model::LlamaParams params = tinyParams(2, shape.heads, shape.kv_heads, shape.head_dim);
+  params.vocab_size = 1000;
+  params.feed_forward_length = 2 * params.embedding_length + 64;
+  params.context_length = 1024;
+  params.rope_freq_factors.assign(shape.head_dim / 2, 1.0f);
+  for (uint32_t k = shape.head_dim / 4; k < shape.head_dim / 2; ++k)
+    params.rope_freq_factors[k] = 4.0f;
+  auto model = randomModel(params, 42);
+  ASSERT_NE(model, nullptr);
+  expectCudaMatchesCpu(*model, params);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaVsCpuTest,
                          ::testing::Values(Shape{64, 4, 2}, Shape{128, 4, 1}, Shape{8, 4, 2}),
                          [](const auto& param_info) {
                            return "HeadDim" + std::to_string(param_info.param.head_dim) + "Group" +
                                   std::to_string(param_info.param.heads /
                                                  param_info.param.kv_heads);
+                         });
+
+// The other architectures (model/random_shapes.h) on CUDA compute what the CPU engine computes,
+// whose logits equal llama.cpp's (architecture_test): qwen2's q/k/v biases, qwen3's q/k norms,
+// NeoX RoPE, heads narrower or wider than width / heads. "+hd128" widens the heads to 128 so the
+// tensor-core attention runs with a query width (512) other than the model's (64).
+class CudaArchitectureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaArchitectureTest, LogitsAgreeWithTheCpuEngine) {
+  std::string name = GetParam();
+  const bool wide = name.ends_with("+hd128");
+  if (wide) name.resize(name.size() - 6);
+  const model::RandomModelShape* shape = model::findRandomModelShape(name);
+  ASSERT_NE(shape, nullptr) << name;
+  model::LlamaParams params = shape->spec.params;
+  params.context_length = 1024;
+  if (wide) {
+    params.head_dim = 128;
+    params.rope_dimension_count = 128;
+  }
+  auto model = randomModel(params, 7, model::GgmlType::kF32, shape->spec.tied_output);
+  ASSERT_NE(model, nullptr);
+  expectCudaMatchesCpu(*model, params);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaArchitectureTest,
+                         ::testing::Values("test-qwen2", "test-qwen3", "test-mistral",
+                                           "test-llama3", "test-qwen3+hd128"),
+                         [](const auto& param_info) {
+                           std::string name;
+                           for (char c : param_info.param) {
+                             if (std::isalnum(static_cast<unsigned char>(c))) name += c;
+                           }
+                           return name;
                          });
 
 class CudaStoriesTest : public ::testing::Test {
@@ -374,11 +422,11 @@ TEST(CudaEngineTest, RefusesWhatCannotRunWithClearErrors) {
   ASSERT_NE(model, nullptr);
   CudaRunnerConfig config;
   config.device = 99;
-  Result<std::unique_ptr<ModelRunner>> missing = createCudaModelRunner(model->file, config);
+  Result<std::unique_ptr<ModelRunner>> missing = cudaRunner(model->file, config);
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().toString();
   config.device = 0;
   config.num_blocks = 4000000000u;
-  Result<std::unique_ptr<ModelRunner>> huge = createCudaModelRunner(model->file, config);
+  Result<std::unique_ptr<ModelRunner>> huge = cudaRunner(model->file, config);
   EXPECT_EQ(huge.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(huge.status().message().find("GiB"), std::string::npos) << huge.status().toString();
   std::unique_ptr<Engine> engine = cudaEngine(model->file, 16, 8);
