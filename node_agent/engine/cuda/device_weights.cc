@@ -93,8 +93,8 @@ uint64_t DeviceWeights::bytesFor(const model::LlamaTensors& t) {
       bytes += aligned(elementsOf({l.attn_q_bias, l.attn_k_bias, l.attn_v_bias}) * 2);
     }
     if (l.attn_q_norm != nullptr) {
-      bytes += aligned(l.attn_q_norm->element_count * 2) +
-               aligned(l.attn_k_norm->element_count * 2);
+      bytes +=
+          aligned(l.attn_q_norm->element_count * 2) + aligned(l.attn_k_norm->element_count * 2);
     }
   }
   return bytes;

@@ -138,7 +138,22 @@ struct Case {
 // gtest prints a failing case by its name rather than its bytes.
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-class DisaggregationTest : public ::testing::TestWithParam<Case> {};
+// Each test's model (a seed of its own), one engine running it alone, and a prefill/decode pair.
+class DisaggregationTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void build(uint64_t seed) {
+    model_ = randomModel(GetParam().params, seed);
+    ASSERT_NE(model_, nullptr);
+    const EngineConfig config = smallConfig(GetParam().block_tokens, 96);
+    single_ = makeEngine(model_->weights, config);
+    ASSERT_NE(single_, nullptr);
+    pair_ = std::make_unique<Disaggregation>(model_->weights, config);
+  }
+
+  std::unique_ptr<testing::RandomModel> model_;
+  std::unique_ptr<Engine> single_;
+  std::unique_ptr<Disaggregation> pair_;
+};
 
 constexpr uint32_t kSteps = 8;
 
@@ -146,12 +161,9 @@ constexpr uint32_t kSteps = 8;
 // ids differ), against the same prompt run on one engine; prompts are not block-aligned.
 TEST_P(DisaggregationTest, DecodeAfterTransferEqualsASingleEngine) {
   const Case& c = GetParam();
-  std::unique_ptr<testing::RandomModel> model = randomModel(c.params, 31);
-  ASSERT_NE(model, nullptr);
-  const EngineConfig config = smallConfig(c.block_tokens, 96);
-  std::unique_ptr<Engine> single = makeEngine(model->weights, config);
-  ASSERT_NE(single, nullptr);
-  Disaggregation pair(model->weights, config);
+  ASSERT_NO_FATAL_FAILURE(build(31));
+  Disaggregation& pair = *pair_;
+  Engine& single = *single_;
   const uint32_t vocab = c.params.vocab_size;
 
   // B is busy with another sequence, so the imported blocks land at other ids than A's.
@@ -162,7 +174,7 @@ TEST_P(DisaggregationTest, DecodeAfterTransferEqualsASingleEngine) {
   for (size_t length : {size_t{2} * c.block_tokens + 3, size_t{11}}) {
     SCOPED_TRACE("prompt of " + std::to_string(length) + " tokens");
     const std::vector<TokenId> prompt = randomTokens(length, vocab, length);
-    const GreedyRun expected = greedyRun(*single, prompt, kSteps);
+    const GreedyRun expected = greedyRun(single, prompt, kSteps);
 
     Result<PrefillResult> prefill = pair.prefill().prefill(prompt, logits);
     ASSERT_TRUE(prefill.isOk()) << prefill.status().toString();
@@ -181,12 +193,9 @@ TEST_P(DisaggregationTest, DecodeAfterTransferEqualsASingleEngine) {
 // second import sharing that head, which B then takes from its own cache instead of the wire.
 TEST_P(DisaggregationTest, PrefixCacheHitsOnEitherSideKeepResultsExact) {
   const Case& c = GetParam();
-  std::unique_ptr<testing::RandomModel> model = randomModel(c.params, 37);
-  ASSERT_NE(model, nullptr);
-  const EngineConfig config = smallConfig(c.block_tokens, 96);
-  std::unique_ptr<Engine> single = makeEngine(model->weights, config);
-  ASSERT_NE(single, nullptr);
-  Disaggregation pair(model->weights, config);
+  ASSERT_NO_FATAL_FAILURE(build(37));
+  Disaggregation& pair = *pair_;
+  Engine& single = *single_;
   const uint32_t vocab = c.params.vocab_size;
   std::vector<float> logits(vocab);
 
@@ -203,7 +212,7 @@ TEST_P(DisaggregationTest, PrefixCacheHitsOnEitherSideKeepResultsExact) {
 
   for (uint64_t seed : {7u, 8u}) {
     const std::vector<TokenId> prompt = withTail(seed);
-    const GreedyRun expected = greedyRun(*single, prompt, kSteps);
+    const GreedyRun expected = greedyRun(single, prompt, kSteps);
     Result<PrefillResult> prefill = pair.prefill().prefill(prompt, logits);
     ASSERT_TRUE(prefill.isOk());
     EXPECT_EQ(prefill->cached_tokens, head_blocks * c.block_tokens);  // the head's full blocks

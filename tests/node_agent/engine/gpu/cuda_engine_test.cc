@@ -242,9 +242,10 @@ TEST_F(CudaStoriesTest, GreedyDecodeFollowsTheGoldensUpToFloat32NearTies) {
           << prompt << ": the bfloat16 run left the goldens at position " << same
           << " where the float32 model is not at a near-tie (" << wanted << " vs " << chosen << ")";
       ASSERT_TRUE(cpu->release(r->id).isOk());
-      std::printf("[ %s: bfloat16 follows the float32 goldens for %zu of %zu tokens; there the "
-                  "float32 logits of the two candidates are %.4f and %.4f ]\n",
-                  prompt, same, all.size(), wanted, chosen);
+      std::printf(
+          "[ %s: bfloat16 follows the float32 goldens for %zu of %zu tokens; there the "
+          "float32 logits of the two candidates are %.4f and %.4f ]\n",
+          prompt, same, all.size(), wanted, chosen);
     }
     const std::vector<TokenId> sampled = greedySampled(*engine, ids, options.max_new_tokens);
     EXPECT_EQ(sampled, result->tokens) << prompt << ": device greedy";
