@@ -27,6 +27,7 @@
 #include "model/llama_params.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/engine.h"
+#include "node_agent/engine/logit_processor.h"
 #include "node_agent/engine/sampler.h"
 #include "node_agent/metrics.h"
 #include "rdma/factory.h"
@@ -63,6 +64,16 @@ Reply jsonReply(unsigned status, std::string body) { return {status, std::move(b
 Reply errorReply(unsigned status, std::string_view message) {
   return {status, http::errorBody(message)};
 }
+// An error the orchestrator acts on: its kind (wire::error_code) and, for a prefill, whether any
+// write it posted may still land.
+Reply errorReply(unsigned status, std::string message, std::string code, bool writes_settled) {
+  return {status,
+          wire::encode(wire::AgentError{std::move(message), std::move(code), writes_settled})};
+}
+// KV room is a condition the orchestrator waits out, not a fault of this node.
+std::string capacityCode(const Status& status) {
+  return status.code() == StatusCode::kResourceExhausted ? wire::error_code::kKvCapacity : "";
+}
 
 // The lines of one decode/generate stream, from the engine thread to the handler writing them.
 // `last` marks the finish line.
@@ -74,16 +85,24 @@ struct Stream {
   std::atomic<bool> cancelled{false};
 };
 
-std::string tokenLine(TokenId token, std::optional<uint32_t> cached = std::nullopt) {
+std::optional<wire::TokenLogprobs> wireLogprobs(const std::optional<engine::TokenLogprobs>& lp) {
+  if (!lp) return std::nullopt;
+  return wire::TokenLogprobs{lp->logprob, {lp->top.begin(), lp->top.end()}};
+}
+std::string tokenLine(const engine::LogitProcessor::PickedToken& picked,
+                      std::optional<uint32_t> cached = std::nullopt) {
   wire::StreamLine line;
-  line.token = token;
+  line.token = picked.token;
   line.cached_tokens = cached;
+  line.logprobs = wireLogprobs(picked.logprobs);
   return wire::encode(line);
 }
-std::string finishLine(std::string_view reason, std::string_view message = {}) {
+std::string finishLine(std::string_view reason, std::string_view message = {},
+                       std::string_view code = {}) {
   wire::StreamLine line;
   line.finish = reason;
   line.message = message;
+  line.code = code;
   return wire::encode(line);
 }
 
@@ -92,6 +111,21 @@ engine::SamplingParams samplingOf(const wire::Sampling& s) {
   params.temperature = s.temperature;
   params.top_p = s.top_p;
   params.seed = s.seed;
+  return params;
+}
+
+// The request's logit processors (engine/logit_processor.h); `stop_tokens` are what min_tokens
+// masks.
+engine::LogitParams logitParamsOf(const wire::Sampling& s,
+                                  const std::vector<int32_t>& stop_tokens) {
+  engine::LogitParams params;
+  params.repetition_penalty = s.repetition_penalty;
+  params.presence_penalty = s.presence_penalty;
+  params.frequency_penalty = s.frequency_penalty;
+  for (const wire::LogitBias& b : s.logit_bias) params.logit_bias.emplace_back(b.token, b.bias);
+  params.min_tokens = s.min_tokens;
+  params.stop_tokens.assign(stop_tokens.begin(), stop_tokens.end());
+  params.logprobs = s.logprobs;
   return params;
 }
 
@@ -143,6 +177,7 @@ class NodeAgentImpl final : public NodeAgent {
     std::shared_ptr<Stream> stream;
     engine::SamplingParams sampling;
     engine::SamplingRng rng{0};
+    engine::LogitProcessor logits;  // penalties, logit_bias, min_tokens, logprobs
     TokenId next = 0;
     uint32_t remaining = 0;
     std::vector<TokenId> stop;
@@ -157,6 +192,7 @@ class NodeAgentImpl final : public NodeAgent {
     Status error;
     Clock::time_point first_post;
     bool posted = false;
+    bool write_failed = false;  // a posted batch failed: its bytes may still land on the target
     wire::PrefillResponse response;
     std::shared_ptr<ReplyChannel> reply;
     AgentMetrics::Peer metrics;  // the target's transfer counters
@@ -209,15 +245,18 @@ class NodeAgentImpl final : public NodeAgent {
                                            const engine::LayerDoneCallback& on_layer,
                                            const std::atomic<bool>* also_stop = nullptr);
   void activateLease(Lease& lease);
-  void endLease(uint64_t lease_id, std::string_view why);
+  // `writer_done`: no write into the lease's blocks can land any more, so they are free at once
+  // even with layers missing (else they are held until the writer's op timeout).
+  void endLease(uint64_t lease_id, std::string_view why, bool writer_done = false);
   void freeLease(std::unordered_map<uint64_t, Lease>::iterator it);
-  void release(uint64_t lease_id);
+  void release(uint64_t lease_id, bool writer_done);
   void cancel(uint64_t request_id);
   void onCompletion(const rdma::Completion& completion);
   void onImmediate(const rdma::ImmediateEvent& event);
   void expireLeases();
   void decodeStep();
-  void finish(size_t index, std::string_view reason, std::string_view message = {});
+  void finish(size_t index, std::string_view reason, std::string_view message = {},
+              std::string_view code = {});
   bool emit(Stream& stream, std::string line, bool last);
   Collected collect(bool snapshot);
   bool idle() const { return leases_.empty() && active_.empty() && pending_.empty(); }
@@ -602,9 +641,10 @@ void NodeAgentImpl::cancelStream(const std::shared_ptr<Stream>& stream) {
 Task<void> NodeAgentImpl::handleRelease(const http::Request& request,
                                         http::ResponseWriter& writer) {
   Reply reply;
-  if (auto message = decodeOr400<wire::IdRequest>(request, reply)) {
-    auto work = [this, id = message->id](std::shared_ptr<ReplyChannel> ch) {
-      release(id);
+  if (auto message = decodeOr400<wire::ReleaseRequest>(request, reply)) {
+    auto work = [this, id = message->id,
+                 writer_done = message->writer_done](std::shared_ptr<ReplyChannel> ch) {
+      release(id, writer_done);
       ch->try_send(boost::system::error_code{}, jsonReply(200, "{}"));
     };  // named: see handleReserve
     reply = co_await onEngine(std::move(work));
@@ -789,7 +829,11 @@ void NodeAgentImpl::engineLoop() {
 // Once per loop turn (a decode step, or at most every 20 ms when idle): a few atomic stores.
 void NodeAgentImpl::publishGauges() {
   const engine::KvBlockManager& blocks = engine_->blocks();
-  metrics_.setKvBlocks(blocks.usedBlocks(), blocks.evictableBlocks(), blocks.freeBlocks());
+  uint32_t leased = 0;
+  for (const auto& [id, lease] : leases_) leased += lease.blocks;
+  leased = std::min(leased, blocks.usedBlocks());
+  metrics_.setKvBlocks(blocks.usedBlocks() - leased, leased, blocks.evictableBlocks(),
+                       blocks.freeBlocks());
   metrics_.active_leases.Set(static_cast<double>(leases_.size()));
   metrics_.decoding_sequences.Set(static_cast<double>(active_.size()));
 }
@@ -807,7 +851,7 @@ Reply NodeAgentImpl::reserve(const wire::ReserveRequest& request) {
   if (!reservation.isOk()) {
     const Status& s = reservation.status();
     unsigned status = s.code() == StatusCode::kResourceExhausted ? 503 : 400;
-    return errorReply(status, "reserve: " + s.message());
+    return errorReply(status, "reserve: " + s.message(), capacityCode(s), false);
   }
   auto view = engine_->sequence(reservation->id);
   if (slot_leases_.size() >= kSlotCount / 2) {
@@ -850,26 +894,33 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
                             std::shared_ptr<ReplyChannel> reply) {
   queued_prefill_tokens_ -= request.tokens.size();
   --queued_prefill_requests_;
-  auto send = [&](Reply r) { reply->try_send(boost::system::error_code{}, std::move(r)); };
-  if (cancelled_.erase(request.request_id)) return send(errorReply(409, "cancelled"));
+  // Refusals before anything was posted: no write of this prefill can land on the target.
+  auto send = [&](unsigned status, std::string message) {
+    reply->try_send(boost::system::error_code{}, errorReply(status, std::move(message), "", true));
+  };
+  if (cancelled_.erase(request.request_id)) return send(409, "cancelled");
   const wire::TransferTarget& target = request.target;
   const engine::KvGeometry& geometry = engine_->kvGeometry();
   const uint64_t prompt_blocks =
       (request.tokens.size() + geometry.block_tokens - 1) / geometry.block_tokens;
   if (target.block_ids.size() != prompt_blocks || target.cached_blocks > prompt_blocks ||
       target.regions.size() != 2 * uint64_t{geometry.layers}) {
-    return send(errorReply(
-        400, "prefill: the target holds " + std::to_string(target.block_ids.size()) +
-                 " blocks and " + std::to_string(target.regions.size()) +
-                 " regions; the prompt needs " + std::to_string(prompt_blocks) +
-                 " blocks and this model " + std::to_string(2 * geometry.layers) + " regions"));
+    return send(400, "prefill: the target holds " + std::to_string(target.block_ids.size()) +
+                         " blocks and " + std::to_string(target.regions.size()) +
+                         " regions; the prompt needs " + std::to_string(prompt_blocks) +
+                         " blocks and this model " + std::to_string(2 * geometry.layers) +
+                         " regions");
   }
   engine::SamplingParams sampling = samplingOf(request.sampling);
   if (Status s = engine::validateSamplingParams(sampling); !s.isOk()) {
-    return send(errorReply(400, "prefill: " + s.message()));
+    return send(400, "prefill: " + s.message());
+  }
+  engine::LogitParams logit_params = logitParamsOf(request.sampling, request.stop_tokens);
+  if (Status s = engine::validateLogitParams(logit_params, engine_->vocabSize()); !s.isOk()) {
+    return send(400, "prefill: " + s.message());
   }
   if (Status s = checkRngDraws(request.rng_draws); !s.isOk()) {
-    return send(errorReply(400, "prefill: " + s.message()));
+    return send(400, "prefill: " + s.message());
   }
   rdma::PeerId peer = 0;
   const AgentMetrics::Peer peer_metrics = peerMetrics(target.node_id);
@@ -877,8 +928,8 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
     auto connected = peerFor(target.transport_blob);
     if (!connected.isOk()) {
       peer_metrics.errors->Increment();
-      return send(errorReply(502, "transfer to node " + std::to_string(target.node_id) +
-                                      " failed: " + connected.status().toString()));
+      return send(502, "transfer to node " + std::to_string(target.node_id) +
+                           " failed: " + connected.status().toString());
     }
     peer = *connected;
   }
@@ -945,7 +996,12 @@ void NodeAgentImpl::prefill(const wire::PrefillRequest& request,
     metrics_.prefill_cached_tokens.Increment(result->cached_tokens);
     engine::SamplingRng rng(sampling.seed);
     rng.discard(request.rng_draws);  // a resumed answer goes on where it stopped
-    pending.response.first_token = sampler_->sample(logits_, sampling, rng);
+    engine::LogitProcessor processor(std::move(logit_params), tokens,
+                                     request.sampling.answer_tokens);
+    const engine::LogitProcessor::PickedToken first =
+        processor.pick(logits_, *sampler_, engine::drawFor(sampling, rng));
+    pending.response.first_token = first.token;
+    pending.response.logprobs = wireLogprobs(first.logprobs);
     pending.response.rng_draws = rng.draws();
     pending.response.cached_tokens = result->cached_tokens;
     pending.response.prefill_ms = msSince(start);
@@ -976,10 +1032,13 @@ void NodeAgentImpl::finishPrefill(uint64_t key) {
     unsigned status = transfer || p.error.code() == StatusCode::kUnavailable ? 502 : 400;
     if (p.error.code() == StatusCode::kResourceExhausted) status = 503;
     if (stopped) status = 409;
+    // Every batch posted has completed by now (outstanding is 0); one that failed may still have
+    // bytes on their way to the target.
     reply = errorReply(status,
                        (transfer ? "transfer to node " + std::to_string(p.target_node) + " failed: "
                                  : std::string("prefill: ")) +
-                           p.error.toString());
+                           p.error.toString(),
+                       p.posted ? "" : capacityCode(p.error), !p.write_failed);
   } else {
     p.response.transfer_ms = p.posted ? msSince(p.first_post) : 0;
     if (p.posted) metrics_.transfer_seconds.Observe(p.response.transfer_ms / 1000);
@@ -994,6 +1053,7 @@ void NodeAgentImpl::onCompletion(const rdma::Completion& completion) {
   if (it == pending_.end()) return;
   PendingPrefill& p = it->second;
   if (!completion.status.isOk() && p.error.isOk()) p.error = completion.status;
+  if (!completion.status.isOk()) p.write_failed = true;
   if (p.outstanding > 0) --p.outstanding;
   if (p.outstanding == 0 && p.computed) finishPrefill(completion.cookie);
 }
@@ -1064,8 +1124,23 @@ void NodeAgentImpl::activateLease(Lease& lease) {
   active.next = lease.decode.first_token;
   active.remaining = lease.decode.max_new_tokens;
   active.stop = tokensOf(lease.decode.stop_tokens);
+  engine::LogitParams logit_params = logitParamsOf(lease.decode.sampling, lease.decode.stop_tokens);
+  Status valid_logits = engine::validateLogitParams(logit_params, engine_->vocabSize());
+  if (valid_logits.isOk()) {
+    // The sequence holds the prompt; the prefill agent picked the answer's first token.
+    auto view = engine_->sequence(lease.seq);
+    active.logits = engine::LogitProcessor(std::move(logit_params),
+                                           view.isOk() ? view->tokens : std::span<const TokenId>(),
+                                           lease.decode.sampling.answer_tokens);
+    active.logits.accept(lease.decode.first_token);
+  }
   slot_leases_.erase(lease.slot);
   leases_.erase(lease_id);
+  if (!valid_logits.isOk()) {
+    emit(*active.stream, finishLine("error", valid_logits.message()), true);
+    engine_->release(active.seq).ignoreError();
+    return;
+  }
   if (Status v = engine::validateSamplingParams(active.sampling); !v.isOk()) {
     emit(*active.stream, finishLine("error", v.message()), true);
     engine_->release(active.seq).ignoreError();
@@ -1080,14 +1155,14 @@ void NodeAgentImpl::activateLease(Lease& lease) {
 }
 
 // Ends a lease that will not decode: frees its blocks and tells a waiting stream why.
-void NodeAgentImpl::endLease(uint64_t lease_id, std::string_view why) {
+void NodeAgentImpl::endLease(uint64_t lease_id, std::string_view why, bool writer_done) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   Lease& lease = it->second;
-  if (lease.quarantined) return;
+  if (lease.quarantined && !writer_done) return;
   if (lease.stream) emit(*lease.stream, finishLine("error", why), true);
   lease.stream.reset();
-  if (lease.landed_count < lease.expected_layers) {
+  if (lease.landed_count < lease.expected_layers && !writer_done) {
     lease.quarantined = true;
     lease.deadline = Clock::now() + milliseconds(config_.transport.op_timeout_ms + 1000);
     return;
@@ -1101,7 +1176,9 @@ void NodeAgentImpl::freeLease(std::unordered_map<uint64_t, Lease>::iterator it) 
   leases_.erase(it);
 }
 
-void NodeAgentImpl::release(uint64_t lease_id) { endLease(lease_id, "released"); }
+void NodeAgentImpl::release(uint64_t lease_id, bool writer_done) {
+  endLease(lease_id, "released", writer_done);
+}
 
 void NodeAgentImpl::cancel(uint64_t request_id) {
   // Any prefill of it that was computing when the cancel came has stopped or ended by now (this
@@ -1186,6 +1263,11 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
     emit(*stream, finishLine("error", s.message()), true);
     return;
   }
+  engine::LogitParams logit_params = logitParamsOf(request.sampling, request.stop_tokens);
+  if (Status s = engine::validateLogitParams(logit_params, engine_->vocabSize()); !s.isOk()) {
+    emit(*stream, finishLine("error", s.message()), true);
+    return;
+  }
   if (Status s = checkRngDraws(request.rng_draws); !s.isOk()) {
     emit(*stream, finishLine("error", s.message()), true);
     return;
@@ -1196,7 +1278,8 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
   if (!result.isOk()) {
     const bool stopped = result.status().code() == StatusCode::kCancelled;
     emit(*stream,
-         finishLine("error", stopped ? "cancelled" : "prefill: " + result.status().toString()),
+         finishLine("error", stopped ? "cancelled" : "prefill: " + result.status().toString(),
+                    capacityCode(result.status())),
          true);
     return;
   }
@@ -1213,16 +1296,21 @@ void NodeAgentImpl::generate(const wire::GenerateRequest& request, std::shared_p
   active.rng = engine::SamplingRng(sampling.seed);
   active.rng.discard(request.rng_draws);  // a resumed answer goes on where it stopped
   active.stop = tokensOf(request.stop_tokens);
-  TokenId first = sampler_->sample(logits_, sampling, active.rng);
+  active.logits =
+      engine::LogitProcessor(std::move(logit_params), tokens, request.sampling.answer_tokens);
+  const engine::LogitProcessor::PickedToken first =
+      active.logits.pick(logits_, *sampler_, engine::drawFor(sampling, active.rng));
   active_.push_back(std::move(active));
   Active& a = active_.back();
-  bool stop = std::find(a.stop.begin(), a.stop.end(), first) != a.stop.end();
-  if (stop) return finish(active_.size() - 1, "stop");
+  // A stop token is sent too (it counts as an answer token, as the prefill agent's first token
+  // does), then ends the answer.
+  bool stop = std::find(a.stop.begin(), a.stop.end(), first.token) != a.stop.end();
   if (!emit(*a.stream, tokenLine(first, result->cached_tokens), false)) {
     return finish(active_.size() - 1, "error", "cancelled");
   }
+  if (stop) return finish(active_.size() - 1, "stop");
   if (request.max_new_tokens <= 1) return finish(active_.size() - 1, "length");
-  a.next = first;
+  a.next = first.token;
   a.remaining = request.max_new_tokens - 1;
 }
 
@@ -1231,9 +1319,10 @@ bool NodeAgentImpl::emit(Stream& stream, std::string line, bool last) {
   return stream.lines.try_send(boost::system::error_code{}, std::move(line), last);
 }
 
-void NodeAgentImpl::finish(size_t index, std::string_view reason, std::string_view message) {
+void NodeAgentImpl::finish(size_t index, std::string_view reason, std::string_view message,
+                           std::string_view code) {
   Active& a = active_[index];
-  if (!a.stream->cancelled) emit(*a.stream, finishLine(reason, message), true);
+  if (!a.stream->cancelled) emit(*a.stream, finishLine(reason, message, code), true);
   engine_->release(a.seq).ignoreError();
   active_.erase(active_.begin() + static_cast<ptrdiff_t>(index));
 }
@@ -1269,21 +1358,25 @@ void NodeAgentImpl::decodeStep() {
   if (!s.isOk()) {
     // Out of KV blocks: the newest sequence of the step gives way so the others go on.
     spdlog::warn("node agent: decode step of {} sequences failed: {}", n, s.toString());
-    finish(n - 1, "error", "decode: " + s.toString());
+    finish(n - 1, "error", "decode: " + s.toString(), capacityCode(s));
     return;
   }
   std::vector<size_t> done;
   for (size_t i = 0; i < n; ++i) {
     Active& a = active_[i];
-    std::span<const float> row(logits_.data() + i * vocab, vocab);
-    TokenId token = sampler_->sample(row, a.sampling, a.rng);
+    std::span<float> row(logits_.data() + i * vocab, vocab);
+    const engine::LogitProcessor::PickedToken picked =
+        a.logits.pick(row, *sampler_, engine::drawFor(a.sampling, a.rng));
+    const TokenId token = picked.token;
     if (std::find(a.stop.begin(), a.stop.end(), token) != a.stop.end()) {
+      // Sent, then the answer ends: a stop token counts as an answer token on every path.
+      if (!emit(*a.stream, tokenLine(picked), false)) a.stream->cancelled = true;
       done.push_back(i);
       a.remaining = 0;
       a.next = -1;  // marks a stop
       continue;
     }
-    if (!emit(*a.stream, tokenLine(token), false)) {
+    if (!emit(*a.stream, tokenLine(picked), false)) {
       a.stream->cancelled = true;
       done.push_back(i);
       continue;
@@ -1313,6 +1406,7 @@ NodeAgentImpl::Collected NodeAgentImpl::collect(bool snapshot) {
   c.load.queued_prefill_requests = queued_prefill_requests_;
   c.load.active_decode_seqs = static_cast<uint32_t>(active_.size());
   c.load.free_kv_blocks = blocks.availableBlocks();
+  c.load.cached_kv_blocks = blocks.evictableBlocks();
   c.load.total_kv_blocks = blocks.numBlocks();
   c.load.active_leases = static_cast<uint32_t>(leases_.size());
   for (const auto& [id, lease] : leases_) c.load.leased_blocks += lease.blocks;
