@@ -52,6 +52,13 @@ class RequestAttempts {
     uint32_t resumed_tokens = 0;  // answer tokens at the end of `tokens`
   };
   Result<AttemptInput> nextInput() const;
+  // The request's sampling for this attempt: a resumed prompt ends with answer tokens, which the
+  // penalties and min_tokens count as the answer's.
+  wire::Sampling attemptSampling() const {
+    wire::Sampling sampling = request_.sampling;
+    sampling.answer_tokens = input_.resumed_tokens;
+    return sampling;
+  }
   // The prefill node's cached prefix for this attempt; usage reports the first prompt's.
   void noteCachedTokens(uint32_t tokens);
   // Ends the request as the client left it.
@@ -116,10 +123,6 @@ Task<RequestOutcome> RequestAttempts::run() {
       break;
     }
     input_ = std::move(input).value();
-    if (input_.resumed_tokens > 0) {
-      const bool here = co_await answer_->keepAliveWhileResuming();
-      if (!here) co_return clientLeft();
-    }
     scheduler::ClusterView view = ctx_.registry.view();
     for (NodeId id : excluded) view.mutableNodes()[id].alive = false;
     scheduler::Request request;
@@ -140,6 +143,12 @@ Task<RequestOutcome> RequestAttempts::run() {
         co_return outcome_;
       }
       break;  // every pair left was tried
+    }
+    // Only once there is somewhere to go on: a stream with nowhere to resume gets its error
+    // event, not a promise first.
+    if (input_.resumed_tokens > 0) {
+      const bool here = co_await answer_->keepAliveWhileResuming();
+      if (!here) co_return clientLeft();
     }
     const bool same_node = decision->colocated || decision->prefill == decision->decode;
     if (attempt > 1) ctx_.metrics.retries.Increment();
@@ -211,9 +220,9 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runColocated(NodeId node,
   wire::GenerateRequest generate;
   generate.request_id = request_.id;
   generate.tokens = input_.tokens;
-  generate.sampling = request_.sampling;
+  generate.sampling = attemptSampling();
   generate.max_new_tokens = input_.max_new_tokens;
-  generate.stop_tokens = ctx_.model.stop_tokens;
+  generate.stop_tokens = request_.stop_tokens;
   generate.rng_draws = input_.rng_draws;
   NodeRegistry::WorkTicket work = ctx_.registry.startPrefill(node, prefill_tokens);
   // Named, not built in the co_await expression (common/coroutine_rules.h, rules 2 and 4).
@@ -248,7 +257,8 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   wire::PrefillRequest prefill_request;
   prefill_request.request_id = request_.id;
   prefill_request.tokens = input_.tokens;
-  prefill_request.sampling = request_.sampling;
+  prefill_request.sampling = attemptSampling();
+  prefill_request.stop_tokens = request_.stop_tokens;
   prefill_request.rng_draws = input_.rng_draws;
   prefill_request.target.node_id = decode;
   prefill_request.target.transport_blob = ctx_.registry.node(decode)->registration.transport_blob;
@@ -280,7 +290,7 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   if (first->transfer_bytes > 0) {
     ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kTransfer, first->transfer_ms / 1000);
   }
-  const bool more = co_await answer_->token(first->first_token);
+  const bool more = co_await answer_->token(first->first_token, first->logprobs);
   if (!more) {
     ctx_.agents.release(decode, lease_id);  // nothing to decode
     if (!answer_->answer().badToken().empty()) {
@@ -294,10 +304,10 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   decode_request.request_id = request_.id;
   decode_request.lease_id = lease_id;
   decode_request.first_token = first->first_token;
-  decode_request.sampling = request_.sampling;
+  decode_request.sampling = attemptSampling();
   decode_request.rng_draws = first->rng_draws;
   decode_request.max_new_tokens = input_.max_new_tokens - 1;
-  decode_request.stop_tokens = ctx_.model.stop_tokens;
+  decode_request.stop_tokens = request_.stop_tokens;
   NodeRegistry::WorkTicket decoding = ctx_.registry.startDecode(decode);
   bool saw_token = false;
   const std::function<void()> nothing = [] {};
@@ -317,7 +327,7 @@ Task<bool> RequestAttempts::onStreamLine(bool& saw_token, const wire::StreamLine
   if (!line.token) co_return true;
   if (!saw_token) first_token();
   saw_token = true;
-  const bool more = co_await answer_->token(*line.token);
+  const bool more = co_await answer_->token(*line.token, line.logprobs);
   co_return more;
 }
 
@@ -336,13 +346,36 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::afterStream(
   co_return std::nullopt;
 }
 
+// The token ids a request names (stop_token_ids, logit_bias) must be in the vocabulary.
+std::optional<openai::ApiError> checkTokenIds(const openai::ApiRequest& api,
+                                              const model::Vocabulary& vocabulary) {
+  const size_t size = vocabulary.tokens.size();
+  const auto outside = [size](int32_t token) {
+    return token < 0 || static_cast<size_t>(token) >= size;
+  };
+  for (size_t i = 0; i < api.stop_token_ids.size(); ++i) {
+    if (!outside(api.stop_token_ids[i])) continue;
+    const std::string param = "stop_token_ids[" + std::to_string(i) + "]";
+    return openai::invalidRequest(
+        "Invalid value for '" + param + "': " + std::to_string(api.stop_token_ids[i]) +
+            " is not a token of this model's vocabulary of " + std::to_string(size) + ".",
+        param);
+  }
+  for (const auto& [token, bias] : api.logit_bias) {
+    if (!outside(token)) continue;
+    return openai::invalidRequest("Invalid key in 'logit_bias': " + std::to_string(token) +
+                                      " is not a token of this model's vocabulary of " +
+                                      std::to_string(size) + ".",
+                                  "logit_bias");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel& model,
-                                                               const NodeRegistry& registry,
-                                                               openai::ApiRequest api, uint64_t id,
-                                                               uint64_t seed, int64_t created,
-                                                               Clock::time_point arrived) {
+std::variant<PreparedRequest, openai::ApiError> prepareRequest(
+    const ServedModel& model, const NodeRegistry& registry, openai::ApiRequest api, uint64_t id,
+    uint64_t seed, int64_t created, Clock::time_point arrived, bool clamp_max_tokens) {
   if (api.model != model.name) {
     openai::ApiError error = openai::modelNotFound(api.model);
     error.message += " This server serves `" + model.name + "`.";
@@ -384,15 +417,48 @@ std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel
   PreparedRequest out;
   out.context_tokens = context;
   const uint32_t room = context - static_cast<uint32_t>(prompt);
+  if (api.max_tokens && *api.max_tokens > room && !api.max_tokens_field.empty() &&
+      !clamp_max_tokens) {
+    const std::string& field = api.max_tokens_field;
+    return openai::ApiError{
+        400, "invalid_request_error",
+        "'" + field + "' is too large: " + std::to_string(*api.max_tokens) +
+            ". This model's maximum context length is " + std::to_string(context) +
+            " tokens and your request has " + std::to_string(prompt) + " input tokens (" +
+            std::to_string(*api.max_tokens) + " > " + std::to_string(context) + " - " +
+            std::to_string(prompt) + "). Ask for at most " + std::to_string(room) + ".",
+        field, "context_length_exceeded"};
+  }
   out.max_tokens = api.max_tokens ? std::min(*api.max_tokens, room) : room;
+  if (api.min_tokens > out.max_tokens) {
+    return openai::invalidRequest("'min_tokens' (" + std::to_string(api.min_tokens) +
+                                      ") must be at most max_tokens (" +
+                                      std::to_string(out.max_tokens) + ").",
+                                  "min_tokens");
+  }
+  if (std::optional<openai::ApiError> error = checkTokenIds(api, tokenizer.vocabulary())) {
+    return std::move(*error);
+  }
   Result<std::vector<uint64_t>> hashes =
       model::blockHashes(model.hash_seed, *tokens, model.identity.block_tokens);
   if (!hashes.isOk()) return openai::apiErrorFromStatus(hashes.status());
   out.block_hashes = std::move(hashes).value();
   out.tokens = std::move(tokens).value();
+  if (!api.ignore_eos) out.stop_tokens = model.stop_tokens;
+  for (int32_t token : api.stop_token_ids) {
+    if (std::find(out.stop_tokens.begin(), out.stop_tokens.end(), token) == out.stop_tokens.end()) {
+      out.stop_tokens.push_back(token);
+    }
+  }
   out.sampling.temperature = api.temperature;
   out.sampling.top_p = api.top_p;
   out.sampling.seed = api.seed.value_or(seed);
+  out.sampling.repetition_penalty = api.repetition_penalty;
+  out.sampling.presence_penalty = api.presence_penalty;
+  out.sampling.frequency_penalty = api.frequency_penalty;
+  for (const auto& [token, bias] : api.logit_bias) out.sampling.logit_bias.push_back({token, bias});
+  out.sampling.min_tokens = api.min_tokens;
+  out.sampling.logprobs = api.logprobs;
   out.id = id;
   out.openai_id = openai::requestId(api.endpoint, id);
   out.created = created;

@@ -54,18 +54,22 @@ struct PreparedRequest {
   std::vector<model::TokenId> tokens;
   std::vector<uint64_t> block_hashes;
   uint32_t context_tokens = 0;  // min(model context, smallest max_sequence_tokens of live nodes)
-  uint32_t max_tokens = 0;      // effective: min(requested, context - prompt)
+  uint32_t max_tokens = 0;      // effective: the requested or default budget, within the context
+  // The tokens that end the answer: the model's end-of-sequence tokens (unless ignore_eos) and
+  // the request's stop_token_ids.
+  std::vector<model::TokenId> stop_tokens;
   wire::Sampling sampling;
   Clock::time_point arrived;
 };
 
-// Validates what the parser cannot (the model name, the context) and tokenizes. `seed` is used
-// when the request carries none. Errors are the API errors the client gets.
-std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel& model,
-                                                               const NodeRegistry& registry,
-                                                               openai::ApiRequest api, uint64_t id,
-                                                               uint64_t seed, int64_t created,
-                                                               Clock::time_point arrived);
+// Validates what the parser cannot (the model name, the context, token ids against the
+// vocabulary) and tokenizes. `seed` is used when the request carries none. A max_tokens past the
+// context left after the prompt is a 400 naming the limit, or cut to it when `clamp_max_tokens`
+// (config requests.clamp_max_tokens); defaults are always cut. Errors are the API errors the
+// client gets.
+std::variant<PreparedRequest, openai::ApiError> prepareRequest(
+    const ServedModel& model, const NodeRegistry& registry, openai::ApiRequest api, uint64_t id,
+    uint64_t seed, int64_t created, Clock::time_point arrived, bool clamp_max_tokens = false);
 
 // What happened, for the log line and the tests.
 struct RequestOutcome {

@@ -228,7 +228,7 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   }
   const uint64_t id = next_request_id_++;
   auto prepared = prepareRequest(model_, registry_, std::move(std::get<openai::ApiRequest>(parsed)),
-                                 id, rng_(), unixSeconds(), arrived);
+                                 id, rng_(), unixSeconds(), arrived, config_.clamp_max_tokens);
   if (const auto* error = std::get_if<openai::ApiError>(&prepared)) {
     spdlog::debug("{}: refused with {}: {}", path, error->http_status, error->message);
     metrics_.countRequest(path, error->http_status);

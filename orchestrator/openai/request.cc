@@ -389,6 +389,7 @@ std::optional<ApiError> RequestReader::readMaxTokens(ApiRequest& out) const {
                               param);
       }
       out.max_tokens = static_cast<uint32_t>(*i);
+      out.max_tokens_field = param;
     } else if (const uint64_t* u = value->if_uint64()) {
       return invalidRequest("Invalid value for '" + param + "': " + std::to_string(*u) +
                                 " is too large (at most " + std::to_string(UINT32_MAX) + ").",

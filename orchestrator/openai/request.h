@@ -41,6 +41,7 @@ struct ApiRequest {
   // Completions: 16 when the body has none (OpenAI's default). Chat: nullopt means "until the
   // context ends"; `max_completion_tokens` wins over the older `max_tokens` when both are given.
   std::optional<uint32_t> max_tokens;
+  std::string max_tokens_field;  // the field that set max_tokens; "" for the default
   float temperature = 1.0f;       // [0, 2]; 0 means greedy
   float top_p = 1.0f;             // (0, 1]
   std::optional<uint64_t> seed;   // a negative JSON seed keeps its two's-complement bit pattern

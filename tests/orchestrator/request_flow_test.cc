@@ -88,18 +88,28 @@ class RequestFlowTest : public ::testing::Test {
     return registered.isOk() ? registered->id : 0;
   }
 
-  // A completions request for the prompt below; `extra` adds JSON fields.
-  PreparedRequest request(bool stream, const std::string& extra = "") {
-    const std::string body = R"({"model":"stories260K","prompt":"Once upon a time","max_tokens":6,)"
-                             R"("temperature":0.8,"seed":5,"stream":)" +
-                             std::string(stream ? "true" : "false") + extra + "}";
+  // A completions request for the prompt below, prepared; `extra` adds JSON fields.
+  std::variant<PreparedRequest, openai::ApiError> prepare(const std::string& body_fields,
+                                                          bool clamp = false) {
+    const std::string body =
+        R"({"model":"stories260K","prompt":"Once upon a time",)" + body_fields + "}";
     openai::ParseResult parsed = openai::parseRequest(openai::Endpoint::kCompletions, body);
     EXPECT_TRUE(std::holds_alternative<openai::ApiRequest>(parsed)) << body;
-    auto prepared =
-        prepareRequest(*model_, registry_, std::get<openai::ApiRequest>(std::move(parsed)),
-                       kRequestId, 1, 1700000000, Clock::now());
+    return prepareRequest(*model_, registry_, std::get<openai::ApiRequest>(std::move(parsed)),
+                          kRequestId, 1, 1700000000, Clock::now(), clamp);
+  }
+  PreparedRequest request(bool stream, const std::string& extra = "") {
+    auto prepared = prepare(R"("max_tokens":6,"temperature":0.8,"seed":5,"stream":)" +
+                            std::string(stream ? "true" : "false") + extra);
     EXPECT_TRUE(std::holds_alternative<PreparedRequest>(prepared));
     return std::get<PreparedRequest>(std::move(prepared));
+  }
+  openai::ApiError refusal(const std::string& body_fields) {
+    auto prepared = prepare(body_fields);
+    EXPECT_TRUE(std::holds_alternative<openai::ApiError>(prepared)) << body_fields;
+    return std::holds_alternative<openai::ApiError>(prepared)
+               ? std::get<openai::ApiError>(std::move(prepared))
+               : openai::ApiError{};
   }
 
   // Runs the request through the flow, its answer going to a client on a loopback socket.
@@ -403,6 +413,99 @@ TEST_F(RequestFlowTest, WithNoAttemptLeftABegunStreamEndsWithAnErrorEvent) {
   EXPECT_EQ(answered.outcome.http_status, 502);  // tokens had been produced
   EXPECT_NE(answered.outcome.error.find("connection reset"), std::string::npos)
       << answered.outcome.error;
+}
+
+TEST_F(RequestFlowTest, AMaxTokensPastTheContextIs400NamingTheLimitUnlessClamped) {
+  const uint32_t context = model_->params.context_length;
+  const uint32_t room = context - static_cast<uint32_t>(prompt_.size());
+  const openai::ApiError error = refusal(R"("max_tokens":1000000000)");
+  EXPECT_EQ(error.http_status, 400);
+  EXPECT_EQ(error.param, "max_tokens");
+  EXPECT_EQ(error.code, "context_length_exceeded");
+  EXPECT_NE(error.message.find("maximum context length is " + std::to_string(context)),
+            std::string::npos)
+      << error.message;
+  EXPECT_NE(error.message.find("Ask for at most " + std::to_string(room)), std::string::npos)
+      << error.message;
+  // Exactly what is left is fine; requests.clamp_max_tokens cuts a larger one to it.
+  auto fits = prepare(R"("max_tokens":)" + std::to_string(room));
+  ASSERT_TRUE(std::holds_alternative<PreparedRequest>(fits));
+  auto clamped = prepare(R"("max_tokens":1000000000)", true);
+  ASSERT_TRUE(std::holds_alternative<PreparedRequest>(clamped));
+  EXPECT_EQ(std::get<PreparedRequest>(clamped).max_tokens, room);
+}
+
+TEST_F(RequestFlowTest, TokenIdsOutsideTheVocabularyAndAnImpossibleMinTokensAre400) {
+  const size_t vocabulary = model_->tokenizer->vocabulary().tokens.size();
+  EXPECT_EQ(refusal(R"("stop_token_ids":[3,)" + std::to_string(vocabulary) + "]").param,
+            "stop_token_ids[1]");
+  EXPECT_EQ(refusal(R"("logit_bias":{")" + std::to_string(vocabulary) + R"(":1})").param,
+            "logit_bias");
+  const openai::ApiError error = refusal(R"("max_tokens":4,"min_tokens":5)");
+  EXPECT_EQ(error.param, "min_tokens");
+  EXPECT_NE(error.message.find("at most max_tokens (4)"), std::string::npos) << error.message;
+}
+
+TEST_F(RequestFlowTest, TheSamplingExtensionsTravelToTheAgentsAndAResumedAnswerCountsItsTokens) {
+  const NodeId prefill = add("prefill"), first = add("decode"), second = add("decode");
+  const PreparedRequest prepared =
+      request(true, R"(,"ignore_eos":true,"stop_token_ids":[13],"min_tokens":2,)"
+                    R"("repetition_penalty":1.2,"frequency_penalty":0.5,"logit_bias":{"7":-3},)"
+                    R"("logprobs":2)");
+  // ignore_eos drops the model's end-of-sequence tokens; stop_token_ids add theirs.
+  EXPECT_EQ(prepared.stop_tokens, std::vector<model::TokenId>{13});
+  const auto carries = [](uint32_t answer_tokens) {
+    return AllOf(Field(&wire::Sampling::repetition_penalty, 1.2f),
+                 Field(&wire::Sampling::frequency_penalty, 0.5f),
+                 Field(&wire::Sampling::logit_bias, ElementsAreArray({wire::LogitBias{7, -3.0f}})),
+                 Field(&wire::Sampling::min_tokens, 2u), Field(&wire::Sampling::logprobs, 2u),
+                 Field(&wire::Sampling::answer_tokens, answer_tokens));
+  };
+  InSequence order;
+  EXPECT_CALL(agents_, reserve(first, _)).WillOnce(answerWith(lease(11)));
+  EXPECT_CALL(
+      agents_,
+      prefill(prefill, AllOf(Field(&wire::PrefillRequest::sampling, carries(0)),
+                             Field(&wire::PrefillRequest::stop_tokens, ElementsAreArray({13})))))
+      .WillOnce(answerWith(firstToken(0, 1)));
+  EXPECT_CALL(agents_,
+              decode(first,
+                     AllOf(Field(&wire::DecodeRequest::sampling, carries(0)),
+                           Field(&wire::DecodeRequest::stop_tokens, ElementsAreArray({13}))),
+                     _))
+      .WillOnce(playStream(tokenLines(answerTokens(1, 3), ""), unavailable("connection reset")));
+  EXPECT_CALL(agents_, release(first, 11u));
+  EXPECT_CALL(agents_, reserve(second, _)).WillOnce(answerWith(lease(22)));
+  EXPECT_CALL(agents_, prefill(prefill, Field(&wire::PrefillRequest::sampling, carries(3))))
+      .WillOnce(answerWith(firstToken(3, 4)));
+  EXPECT_CALL(agents_, decode(second, Field(&wire::DecodeRequest::sampling, carries(3)), _))
+      .WillOnce(playStream(tokenLines(answerTokens(4, 6), "length")));
+
+  Answered answered = answer(prepared);
+  EXPECT_EQ(answered.status, 200u);
+  EXPECT_EQ(answered.outcome.resumes, 1u);
+}
+
+TEST_F(RequestFlowTest, AStreamWithNowhereToResumeGetsItsErrorWithUsageAndNoPromise) {
+  const NodeId prefill = add("prefill"), decode = add("decode");
+  InSequence order;
+  EXPECT_CALL(agents_, reserve(decode, _)).WillOnce(answerWith(lease(11)));
+  EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(0, 1)));
+  EXPECT_CALL(agents_, decode(decode, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(1, 3), ""), unavailable("connection reset")));
+  EXPECT_CALL(agents_, release(decode, 11u));
+  // The only decode node is excluded now: no pair is left to resume on.
+
+  Answered answered = answer(request(true));
+  EXPECT_EQ(answered.status, 200u);
+  EXPECT_EQ(answered.body.find("resuming"), std::string::npos) << answered.body;
+  const size_t at = answered.body.find("data: {\"error\"");
+  ASSERT_NE(at, std::string::npos) << answered.body;
+  const json::value event =
+      json::parse(answered.body.substr(at + 6, answered.body.find("\n\n", at) - at - 6));
+  EXPECT_EQ(event.at("usage").at("completion_tokens"), 3);
+  EXPECT_TRUE(answered.body.ends_with("data: [DONE]\n\n"));
+  EXPECT_EQ(answered.outcome.http_status, 502);
 }
 
 }  // namespace
