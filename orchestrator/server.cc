@@ -16,6 +16,7 @@
 
 #include "common/control_wire.h"
 #include "common/coroutine_rules.h"
+#include "model/gguf.h"
 #include "orchestrator/admission.h"
 #include "orchestrator/agent_client.h"
 #include "orchestrator/metrics.h"
@@ -38,6 +39,31 @@ using http::Verb;
 namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// GET /v1/models/{id}.
+constexpr std::string_view kModelsPrefix = "/v1/models/";
+// kvferry_requests_total's endpoint label for a path no route serves (bounded cardinality).
+constexpr std::string_view kOtherEndpoint = "other";
+
+// %XX escapes of a URL path segment decoded; a malformed escape stays as it is.
+std::string percentDecoded(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto hex = [](char c) {
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                    : -1;
+    };
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
 
 int64_t unixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -87,7 +113,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
                 [this](Task<void> call) { spawnBestEffort(std::move(call)); }),
         admission_(io, config_.max_inflight, config_.max_queue,
                    std::chrono::milliseconds(config_.queue_timeout_ms)),
-        http_(io, http::ServerOptions{}),
+        http_(io, httpOptions()),
         expiry_timer_(io),
         rng_(seed),
         next_request_id_(rng_()),
@@ -130,7 +156,11 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
 
   Task<void> completion(std::shared_ptr<Impl> self, openai::Endpoint endpoint,
                         const Request& request, ResponseWriter& writer);
+  // The HTTP server's own errors (unknown URL, method, body too large) in OpenAI's shape, and
+  // counted in kvferry_requests_total.
+  http::ServerOptions httpOptions();
   Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> model(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> nodes(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> metricsPage(std::shared_ptr<Impl> self, ResponseWriter& writer);
@@ -182,6 +212,10 @@ void OrchestratorServer::Impl::addRoutes() {
   http_.route(Verb::get, "/v1/models", [this, self](const Request&, ResponseWriter& writer) {
     return models(self(), writer);
   });
+  http_.routePrefix(Verb::get, std::string(kModelsPrefix),
+                    [this, self](const Request& request, ResponseWriter& writer) {
+                      return model(self(), request, writer);
+                    });
   http_.route(Verb::get, "/health", [this, self](const Request&, ResponseWriter& writer) {
     return health(self(), writer);
   });
@@ -298,10 +332,38 @@ void OrchestratorServer::Impl::logOutcome(const PreparedRequest& request,
       formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
 }
 
+http::ServerOptions OrchestratorServer::Impl::httpOptions() {
+  http::ServerOptions options;
+  options.error_body = [](unsigned status, std::string_view message) {
+    return openai::errorJson(openai::httpError(static_cast<int>(status), std::string(message)));
+  };
+  options.on_error = [this](std::string_view route, unsigned status) {
+    metrics_.countRequest(route.empty() ? kOtherEndpoint : route, static_cast<int>(status));
+  };
+  return options;
+}
+
 Task<void> OrchestratorServer::Impl::models(std::shared_ptr<Impl> self, ResponseWriter& writer) {
   (void)self;
   std::vector<openai::ModelInfo> models{{model_.name, created_, "kvferry"}};
   co_await writer.sendJson(HttpStatus::ok, openai::modelsResponse(models));
+}
+
+Task<void> OrchestratorServer::Impl::model(std::shared_ptr<Impl> self, const Request& request,
+                                           ResponseWriter& writer) {
+  (void)self;
+  // The id is the rest of the path (it may hold '/', as "org/model" ids do), percent-decoded.
+  std::string_view target = request.target();
+  target = target.substr(0, target.find('?'));
+  const std::string id = percentDecoded(target.substr(kModelsPrefix.size()));
+  // Answers built into locals, not temporaries of the co_await (common/coroutine_rules.h).
+  if (id != model_.name) {
+    const openai::ApiError error = openai::modelNotFound(model::printable(id));
+    co_await sendApiError(writer, error);
+    co_return;
+  }
+  std::string body = openai::modelResponse({model_.name, created_, "kvferry"});
+  co_await writer.sendJson(HttpStatus::ok, std::move(body));
 }
 
 Task<void> OrchestratorServer::Impl::health(std::shared_ptr<Impl> self, ResponseWriter& writer) {

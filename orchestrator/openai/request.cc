@@ -840,6 +840,31 @@ ApiError modelNotFound(std::string_view model) {
           "model", "model_not_found"};
 }
 
+ApiError httpError(int http_status, std::string message) {
+  ApiError error{http_status,
+                 http_status >= 500 ? "server_error" : "invalid_request_error",
+                 std::move(message),
+                 {},
+                 {}};
+  switch (http_status) {
+    case 400:
+      error.code = "invalid_request";
+      break;
+    case 404:
+      error.code = "unknown_url";
+      break;
+    case 405:
+      error.code = "method_not_allowed";
+      break;
+    case 413:
+      error.code = "request_too_large";
+      break;
+    default:
+      break;
+  }
+  return error;
+}
+
 ApiError apiErrorFromStatus(const Status& status) {
   switch (status.code()) {
     case StatusCode::kInvalidArgument:

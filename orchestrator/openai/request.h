@@ -41,7 +41,7 @@ struct ApiRequest {
   // Completions: 16 when the body has none (OpenAI's default). Chat: nullopt means "until the
   // context ends"; `max_completion_tokens` wins over the older `max_tokens` when both are given.
   std::optional<uint32_t> max_tokens;
-  std::string max_tokens_field;  // the field that set max_tokens; "" for the default
+  std::string max_tokens_field;   // the field that set max_tokens; "" for the default
   float temperature = 1.0f;       // [0, 2]; 0 means greedy
   float top_p = 1.0f;             // (0, 1]
   std::optional<uint64_t> seed;   // a negative JSON seed keeps its two's-complement bit pattern
@@ -90,6 +90,10 @@ ApiError invalidRequest(std::string message, std::string param = {});
 // 404 as OpenAI answers an unknown model: type invalid_request_error, param "model", code
 // "model_not_found", "The model `x` does not exist or you do not have access to it."
 ApiError modelNotFound(std::string_view model);
+// An error the HTTP layer answers before any handler runs, in OpenAI's shape:
+// 404 "Invalid URL" (code unknown_url), 405 (method_not_allowed), 413 (request_too_large), 400
+// malformed HTTP (invalid_request); invalid_request_error, or server_error for a 5xx.
+ApiError httpError(int http_status, std::string message);
 // A kvferry Status from the serving path as an API error: INVALID_ARGUMENT 400
 // invalid_request_error, NOT_FOUND 404 invalid_request_error, RESOURCE_EXHAUSTED 429
 // rate_limit_error, UNAVAILABLE 503 server_error, DEADLINE_EXCEEDED 504 server_error, anything

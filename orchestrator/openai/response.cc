@@ -16,6 +16,11 @@ bool isChat(Endpoint endpoint) { return endpoint == Endpoint::kChatCompletions; 
 
 json::string_view view(std::string_view text) { return {text.data(), text.size()}; }
 
+json::object modelObject(const ModelInfo& info) {
+  return {
+      {"id", info.id}, {"object", "model"}, {"created", info.created}, {"owned_by", info.owned_by}};
+}
+
 json::object usageObject(const Usage& usage) {
   json::object out;
   out["prompt_tokens"] = usage.prompt_tokens;
@@ -185,18 +190,13 @@ std::string streamErrorEvent(const ApiError& error, const Usage* usage) {
 
 std::string modelsResponse(std::span<const ModelInfo> models) {
   json::array data;
-  for (const ModelInfo& info : models) {
-    json::object model;
-    model["id"] = info.id;
-    model["object"] = "model";
-    model["created"] = info.created;
-    model["owned_by"] = info.owned_by;
-    data.push_back(std::move(model));
-  }
+  for (const ModelInfo& info : models) data.push_back(modelObject(info));
   json::object out;
   out["object"] = "list";
   out["data"] = std::move(data);
   return json::serialize(out);
 }
+
+std::string modelResponse(const ModelInfo& model) { return json::serialize(modelObject(model)); }
 
 }  // namespace kvferry::openai

@@ -97,5 +97,7 @@ struct ModelInfo {
   std::string owned_by = "kvferry";
 };
 std::string modelsResponse(std::span<const ModelInfo> models);
+// GET /v1/models/{id}: {"id","object":"model","created","owned_by"}.
+std::string modelResponse(const ModelInfo& model);
 
 }  // namespace kvferry::openai

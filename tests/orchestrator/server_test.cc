@@ -796,6 +796,82 @@ TEST_F(ServerTest, AClientThatLeavesDuringThePrefillCancelsItAndFreesTheLease) {
   EXPECT_EQ(decode.reserves, 1);
 }
 
+TEST_F(ServerTest, ModelsByIdAsTheOfficialClientRetrievesThem) {
+  start();
+  auto r = call(Verb::get, "/v1/models/stories260K");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const json::value model = parse(r.body);
+  EXPECT_EQ(model.at("id").as_string(), "stories260K");
+  EXPECT_EQ(model.at("object").as_string(), "model");
+  EXPECT_EQ(model.at("owned_by").as_string(), "kvferry");
+  EXPECT_TRUE(model.at("created").is_int64());
+  EXPECT_EQ(call(Verb::get, "/v1/models/stories%32%360K").status, 200u);  // percent-encoded
+  r = call(Verb::get, "/v1/models/org/gpt-4");
+  EXPECT_EQ(r.status, 404u);
+  const json::value error = parse(r.body).at("error");
+  EXPECT_EQ(error.at("code").as_string(), "model_not_found");
+  EXPECT_EQ(error.at("param").as_string(), "model");
+  EXPECT_NE(error.at("message").as_string().find("`org/gpt-4`"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
+  start();
+  const auto expectShape = [&](const http::Response& r, unsigned status, std::string_view code) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const json::value error = parse(r.body).at("error");
+    EXPECT_EQ(error.at("type").as_string(), "invalid_request_error") << r.body;
+    EXPECT_EQ(error.at("code").as_string(), code) << r.body;
+    EXPECT_TRUE(error.at("param").is_null()) << r.body;
+    EXPECT_FALSE(error.at("message").as_string().empty());
+  };
+  expectShape(call(Verb::get, "/v1/completions"), 405, "method_not_allowed");
+  expectShape(call(Verb::post, "/v1/embeddings", "{}"), 404, "unknown_url");
+  // A body over the limit, announced: the answer comes before the body is sent.
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint_);
+  asio::write(socket, asio::buffer(std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                               "Content-Length: 9000000\r\n\r\n")));
+  std::string raw;
+  char chunk[4096];
+  boost::system::error_code ec;
+  while (!ec) raw.append(chunk, socket.read_some(asio::buffer(chunk), ec));
+  ASSERT_TRUE(raw.starts_with("HTTP/1.1 413")) << raw;
+  http::Response too_large;
+  too_large.status = 413;
+  too_large.body = raw.substr(raw.find("\r\n\r\n") + 4);
+  expectShape(too_large, 413, "request_too_large");
+  const std::string metrics = call(Verb::get, "/metrics").body;
+  for (std::string_view series :
+       {R"(kvferry_requests_total{endpoint="/v1/completions",status="405"} 1)",
+        R"(kvferry_requests_total{endpoint="other",status="404"} 1)",
+        R"(kvferry_requests_total{endpoint="/v1/chat/completions",status="413"} 1)"}) {
+    EXPECT_NE(metrics.find(series), std::string::npos) << series;
+  }
+}
+
+TEST_F(ServerTest, AStreamToAnHttp10ClientIsUnchunkedAndClosed) {
+  start();
+  addAgent("both");
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint_);
+  const std::string body =
+      R"({"model":"stories260K","prompt":"Once","max_tokens":3,"stream":true})";
+  asio::write(socket, asio::buffer("POST /v1/completions HTTP/1.0\r\nContent-Type: "
+                                   "application/json\r\nContent-Length: " +
+                                   std::to_string(body.size()) + "\r\n\r\n" + body));
+  std::string response;
+  char chunk[4096];
+  boost::system::error_code ec;
+  while (!ec) response.append(chunk, socket.read_some(asio::buffer(chunk), ec));
+  EXPECT_EQ(ec, asio::error::eof);
+  ASSERT_TRUE(response.starts_with("HTTP/1.0 200 OK")) << response;
+  EXPECT_EQ(response.find("Transfer-Encoding"), std::string::npos) << response;
+  EXPECT_NE(response.find("\r\n\r\ndata: {"), std::string::npos) << response;
+  EXPECT_TRUE(response.ends_with("data: [DONE]\n\n")) << response;
+}
+
 TEST_F(ServerTest, NoDecodeNodeIs503SayingWhichRoleIsMissing) {
   start();
   addAgent("prefill");

@@ -457,6 +457,16 @@ TEST(ApiErrorTest, ModelNotFoundAsOpenAiAnswers) {
   EXPECT_EQ(error.message, "The model `gpt-9` does not exist or you do not have access to it.");
 }
 
+TEST(ApiErrorTest, HttpLayerErrorsAsOpenAiShapesThem) {
+  EXPECT_EQ(httpError(404, "Invalid URL (GET /x)").code, "unknown_url");
+  EXPECT_EQ(httpError(405, "m").code, "method_not_allowed");
+  EXPECT_EQ(httpError(413, "m").code, "request_too_large");
+  EXPECT_EQ(httpError(413, "m").type, "invalid_request_error");
+  EXPECT_EQ(httpError(413, "m").http_status, 413);
+  EXPECT_EQ(httpError(500, "m").type, "server_error");
+  EXPECT_TRUE(httpError(404, "m").param.empty());
+}
+
 TEST(ApiErrorTest, StatusMapping) {
   EXPECT_EQ(apiErrorFromStatus(invalidArgument("x")).http_status, 400);
   EXPECT_EQ(apiErrorFromStatus(notFound("x")).http_status, 404);
