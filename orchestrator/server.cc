@@ -112,13 +112,21 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
         agents_(agent_pool_, registry_, std::chrono::milliseconds(config_.agent_timeout_ms),
                 [this](Task<void> call) { spawnBestEffort(std::move(call)); }),
         admission_(io, config_.max_inflight, config_.max_queue,
-                   std::chrono::milliseconds(config_.queue_timeout_ms)),
+                   [this] { return registry_.decodeKvRoom(); }),
         http_(io, httpOptions()),
         expiry_timer_(io),
         rng_(seed),
         next_request_id_(rng_()),
         created_(unixSeconds()),
-        flow_{config_, model_, registry_, *policy_, agents_, metrics_} {}
+        flow_{config_,
+              model_,
+              registry_,
+              *policy_,
+              agents_,
+              metrics_,
+              [this](uint64_t kv_blocks, Clock::time_point deadline) {
+                return admission_.waitForRoom(kv_blocks, deadline);
+              }} {}
 
   void addRoutes();
   Status listen() { return http_.listen(config_.listen_address); }
@@ -271,8 +279,11 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   }
   const PreparedRequest& ready = std::get<PreparedRequest>(prepared);
 
+  // It waits for a slot and for a decode node with room for its prompt, until its deadline.
   const Clock::time_point queued_at = Clock::now();
-  Admission::Outcome admitted = co_await admission_.acquire();
+  const uint64_t kv_blocks = kvBlocksToStart(ready.tokens.size(), model_.identity.block_tokens);
+  const Clock::time_point deadline = arrived + std::chrono::milliseconds(config_.queue_timeout_ms);
+  Admission::Outcome admitted = co_await admission_.acquire(kv_blocks, deadline);
   if (!admitted.slot) {
     std::string message;
     switch (admitted.refusal) {
@@ -285,7 +296,8 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
       case Admission::Refusal::kQueueTimeout:
         metrics_.countRejection(OrchestratorMetrics::Rejection::kQueueTimeout);
         message = "The request waited " + std::to_string(config_.queue_timeout_ms) +
-                  " ms for a slot and gave up. Retry after " +
+                  " ms for a slot and for KV room for its " + std::to_string(ready.tokens.size()) +
+                  " prompt tokens, and gave up. Retry after " +
                   std::to_string(config_.retry_after_s) + " s.";
         break;
       case Admission::Refusal::kClosed:
@@ -311,6 +323,8 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   metrics_.observePhase(OrchestratorMetrics::Phase::kQueue,
                         std::chrono::duration<double>(Clock::now() - queued_at).count());
   RequestOutcome outcome = co_await runRequest(flow_, ready, writer);
+  admitted.slot.release();
+  admission_.capacityChanged();  // its KV is back
   metrics_.countRequest(path, outcome.http_status);
   logOutcome(ready, outcome);
 }
@@ -376,10 +390,11 @@ Task<void> OrchestratorServer::Impl::health(std::shared_ptr<Impl> self, Response
     missing = "the orchestrator is shutting down";
   } else if (prefill == 0 && decode == 0) {
     missing = "no live node can prefill or decode";
-  } else if (prefill == 0) {
-    missing = "no live node can prefill";
   } else if (decode == 0) {
     missing = "no live node can decode";
+  } else if (prefill == 0) {
+    // Served, colocated: a decode node prefills its own requests.
+    body["message"] = "no live node can prefill: the decode nodes serve whole requests";
   }
   body["status"] = missing.empty() ? "ok" : "unavailable";
   body["model"] = model_.name;
@@ -415,6 +430,13 @@ Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseW
     n["leased_blocks"] = node.load.leased_blocks;
     n["free_kv_blocks"] = node.load.free_kv_blocks;
     n["total_kv_blocks"] = node.load.total_kv_blocks;
+    const KvBlockStates states = kvBlockStates(node);
+    n["kv_blocks"] = json::object{{"in_use", states.in_use},
+                                  {"leased", states.leased},
+                                  {"cached", states.cached},
+                                  {"free", states.free},
+                                  {"total", states.total}};
+    n["available_kv_blocks"] = node.availableKvBlocks();
     n["max_sequence_tokens"] = node.registration.max_sequence_tokens;
     n["cached_blocks"] = registry_.cachedBlocks(node.id);
     n["inflight_prefill_requests"] = node.local_prefill_requests;
@@ -452,6 +474,7 @@ Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
     co_return;
   }
   const NodeRecord& node = *registry_.node(registered->id);
+  admission_.capacityChanged();  // a node with room
   if (registered->replaced) {
     spdlog::info("node {} replaces node {} at the same address", registered->id,
                  *registered->replaced);
@@ -480,6 +503,7 @@ Task<void> OrchestratorServer::Impl::heartbeat(std::shared_ptr<Impl> self, const
     co_await writer.sendJson(HttpStatus::not_found, http::errorBody(answer.status().message()));
     co_return;
   }
+  admission_.capacityChanged();  // the node's KV room, as it reports it now
   if (body->draining && !was_draining) {
     spdlog::info("{} is draining", nodeText(*registry_.node(body->node_id)));
   }

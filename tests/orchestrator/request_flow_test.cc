@@ -51,6 +51,7 @@ struct Answered {
   RequestOutcome outcome;
   unsigned status = 0;
   std::string body;
+  std::string retry_after;
 };
 
 class RequestFlowTest : public ::testing::Test {
@@ -136,6 +137,9 @@ class RequestFlowTest : public ::testing::Test {
     EXPECT_FALSE(ec) << ec.message();
     answered.status = response.result_int();
     answered.body = response.body();
+    if (auto it = response.find(beast::http::field::retry_after); it != response.end()) {
+      answered.retry_after = std::string(it->value());
+    }
     return answered;
   }
 
@@ -210,7 +214,29 @@ class RequestFlowTest : public ::testing::Test {
   NodeRegistry registry_{model_->identity, 60s, 1e9};
   std::unique_ptr<scheduler::Policy> policy_ = roundRobin();
   StrictMock<testing::MockAgentClient> agents_;
-  FlowContext ctx_{config_, *model_, registry_, *policy_, agents_, metrics_};
+  // Waiting for KV room: counted; a heartbeat from every node (their room is back) unless
+  // room_times_out_, then what the admission queue answers.
+  Task<Admission::Refusal> waitForRoom() {
+    ++room_waits_;
+    if (!room_times_out_) {
+      for (const NodeRecord& node : registry_.nodes()) {
+        wire::HeartbeatRequest heartbeat;
+        heartbeat.node_id = node.id;
+        heartbeat.load = node.load;
+        EXPECT_TRUE(registry_.heartbeat(heartbeat, Clock::now()).isOk());
+      }
+    }
+    co_return room_times_out_ ? Admission::Refusal::kQueueTimeout : Admission::Refusal::kNone;
+  }
+  int room_waits_ = 0;
+  bool room_times_out_ = false;
+  FlowContext ctx_{config_,
+                   *model_,
+                   registry_,
+                   *policy_,
+                   agents_,
+                   metrics_,
+                   [this](uint64_t, Clock::time_point) { return waitForRoom(); }};
   const std::vector<int32_t> prompt_ = encode("Once upon a time", true);
   const std::vector<int32_t> answer_ = encode("there was a little girl named Lily", false);
 };
@@ -246,7 +272,8 @@ TEST_F(RequestFlowTest, APrefillWhoseTransferFailedBlamesTheDecodeNodeAndRelease
   EXPECT_CALL(agents_, prefill(prefill, _))
       .WillOnce(failWith<wire::PrefillResponse>(
           AgentFailure::kPeerFailed, unavailable("prefill answered HTTP 502: transfer failed")));
-  EXPECT_CALL(agents_, release(first, 11u));  // no cancel: the prefill answered
+  // No cancel: the prefill answered; a failed write may still land, so not fenced.
+  EXPECT_CALL(agents_, release(first, 11u, false));
   EXPECT_CALL(agents_, reserve(second, _)).WillOnce(answerWith(lease(22)));
   EXPECT_CALL(agents_, prefill(prefill, Field(&wire::PrefillRequest::target,
                                               Field(&wire::TransferTarget::node_id, second))))
@@ -271,7 +298,7 @@ TEST_F(RequestFlowTest, APrefillThatNeverAnsweredIsCancelledAndItsNodeExcluded) 
       .WillOnce(failWith<wire::PrefillResponse>(AgentFailure::kNoAnswer,
                                                 deadlineExceeded("prefill timed out")));
   EXPECT_CALL(agents_, cancel(first, kRequestId));  // it may still be computing
-  EXPECT_CALL(agents_, release(decode, 11u));
+  EXPECT_CALL(agents_, release(decode, 11u, false));
   EXPECT_CALL(agents_, reserve(decode, _)).WillOnce(answerWith(lease(22)));
   EXPECT_CALL(agents_, prefill(second, _)).WillOnce(answerWith(firstToken(0, 1)));
   EXPECT_CALL(agents_, decode(decode, Field(&wire::DecodeRequest::lease_id, 22u), _))
@@ -292,7 +319,7 @@ TEST_F(RequestFlowTest, ADecodeThatBreaksMidStreamResumesOnAnotherPairFromTheAns
       .WillOnce(answerWith(firstToken(0, 1)));
   EXPECT_CALL(agents_, decode(first, _, _))
       .WillOnce(playStream(tokenLines(answerTokens(1, 3), ""), unavailable("connection reset")));
-  EXPECT_CALL(agents_, release(first, 11u));
+  EXPECT_CALL(agents_, release(first, 11u, true));
   // The next pair gets the prompt and the three tokens so far, skips the three random draws
   // they used, and has the budget that is left.
   EXPECT_CALL(agents_, reserve(second, Field(&wire::ReserveRequest::tokens,
@@ -354,7 +381,7 @@ TEST_F(RequestFlowTest, ATokenOutsideTheVocabularyFailsTheAttemptAndTheAnswerGoe
   EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(0, 1)));
   std::vector<wire::StreamLine> bad = tokenLines({answer_[1], 1 << 30, answer_[2]}, "stop");
   EXPECT_CALL(agents_, decode(first, _, _)).WillOnce(playStream(bad));
-  EXPECT_CALL(agents_, release(first, 11u));
+  EXPECT_CALL(agents_, release(first, 11u, true));
   EXPECT_CALL(agents_, reserve(second, Field(&wire::ReserveRequest::tokens,
                                              ElementsAreArray(resumedPrompt(2)))))
       .WillOnce(answerWith(lease(22)));
@@ -397,12 +424,12 @@ TEST_F(RequestFlowTest, WithNoAttemptLeftABegunStreamEndsWithAnErrorEvent) {
   EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(0, 1)));
   EXPECT_CALL(agents_, decode(first, _, _))
       .WillOnce(playStream(tokenLines(answerTokens(1, 2), "error")));
-  EXPECT_CALL(agents_, release(first, 11u));
+  EXPECT_CALL(agents_, release(first, 11u, true));
   EXPECT_CALL(agents_, reserve(second, _)).WillOnce(answerWith(lease(22)));
   EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(2, 3)));
   EXPECT_CALL(agents_, decode(second, _, _))
       .WillOnce(playStream(tokenLines({}, ""), unavailable("connection reset")));
-  EXPECT_CALL(agents_, release(second, 22u));
+  EXPECT_CALL(agents_, release(second, 22u, true));
 
   Answered answered = answer(request(true));
   EXPECT_EQ(answered.status, 200u);  // the stream had begun
@@ -474,7 +501,7 @@ TEST_F(RequestFlowTest, TheSamplingExtensionsTravelToTheAgentsAndAResumedAnswerC
                            Field(&wire::DecodeRequest::stop_tokens, ElementsAreArray({13}))),
                      _))
       .WillOnce(playStream(tokenLines(answerTokens(1, 3), ""), unavailable("connection reset")));
-  EXPECT_CALL(agents_, release(first, 11u));
+  EXPECT_CALL(agents_, release(first, 11u, true));
   EXPECT_CALL(agents_, reserve(second, _)).WillOnce(answerWith(lease(22)));
   EXPECT_CALL(agents_, prefill(prefill, Field(&wire::PrefillRequest::sampling, carries(3))))
       .WillOnce(answerWith(firstToken(3, 4)));
@@ -493,7 +520,7 @@ TEST_F(RequestFlowTest, AStreamWithNowhereToResumeGetsItsErrorWithUsageAndNoProm
   EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(0, 1)));
   EXPECT_CALL(agents_, decode(decode, _, _))
       .WillOnce(playStream(tokenLines(answerTokens(1, 3), ""), unavailable("connection reset")));
-  EXPECT_CALL(agents_, release(decode, 11u));
+  EXPECT_CALL(agents_, release(decode, 11u, true));
   // The only decode node is excluded now: no pair is left to resume on.
 
   Answered answered = answer(request(true));
@@ -506,6 +533,86 @@ TEST_F(RequestFlowTest, AStreamWithNowhereToResumeGetsItsErrorWithUsageAndNoProm
   EXPECT_EQ(event.at("usage").at("completion_tokens"), 3);
   EXPECT_TRUE(answered.body.ends_with("data: [DONE]\n\n"));
   EXPECT_EQ(answered.outcome.http_status, 502);
+}
+
+TEST_F(RequestFlowTest, ANodeWithoutKvRoomIsNotBlamedTheRequestWaitsForRoomAndGoesOn) {
+  const NodeId prefill = add("prefill"), decode = add("decode");
+  InSequence order;
+  EXPECT_CALL(agents_, reserve(decode, _))
+      .WillOnce(failWith<wire::ReserveResponse>(AgentFailure::kNoCapacity,
+                                                unavailable("reserve: need 108 new KV blocks")));
+  // Room came back (a heartbeat): the same node again, not excluded.
+  EXPECT_CALL(agents_, reserve(decode, _)).WillOnce(answerWith(lease(11)));
+  EXPECT_CALL(agents_, prefill(prefill, _)).WillOnce(answerWith(firstToken(0, 1)));
+  EXPECT_CALL(agents_, decode(decode, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(1, 3), "stop")));
+
+  Answered answered = answer(request(true));
+  EXPECT_EQ(answered.status, 200u);
+  EXPECT_EQ(streamedText(answered.body), textOf(3));
+  EXPECT_EQ(room_waits_, 1);
+  EXPECT_EQ(answered.outcome.attempts, 2u);
+}
+
+TEST_F(RequestFlowTest, AnotherNodeWithRoomIsTriedAtOnce) {
+  const NodeId first = add("both"), second = add("both");
+  InSequence order;
+  EXPECT_CALL(agents_, generate(first, _, _))
+      .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
+  EXPECT_CALL(agents_, cancel(first, kRequestId));
+  EXPECT_CALL(agents_, generate(second, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(0, 2), "stop")));
+
+  Answered answered = answer(request(false));
+  EXPECT_EQ(answered.status, 200u);
+  EXPECT_EQ(room_waits_, 0);
+  EXPECT_EQ(answered.outcome.decode, second);
+}
+
+TEST_F(RequestFlowTest, NoRoomWithinTheDeadlineIs429WithRetryAfter) {
+  config_.retry_after_s = 4;
+  room_times_out_ = true;
+  const NodeId node = add("both");
+  EXPECT_CALL(agents_, generate(node, _, _))
+      .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
+  EXPECT_CALL(agents_, cancel(node, kRequestId));
+
+  Answered answered = answer(request(true));
+  EXPECT_EQ(answered.status, 429u);
+  EXPECT_EQ(answered.retry_after, "4");
+  const json::value error = json::parse(answered.body).at("error");
+  EXPECT_EQ(error.at("type"), "rate_limit_error");
+  EXPECT_NE(std::string(error.at("message").as_string()).find("KV room"), std::string::npos);
+  EXPECT_EQ(answered.outcome.http_status, 429);
+}
+
+TEST_F(RequestFlowTest, WithoutAPrefillNodeADecodeNodeServesTheWholeRequest) {
+  const NodeId decode = add("decode");
+  EXPECT_CALL(agents_, generate(decode, Field(&wire::GenerateRequest::tokens, prompt_), _))
+      .WillOnce(playStream(tokenLines(answerTokens(0, 3), "stop")));
+
+  Answered answered = answer(request(true));
+  EXPECT_EQ(answered.status, 200u);
+  EXPECT_EQ(streamedText(answered.body), textOf(3));
+  EXPECT_EQ(answered.outcome.prefill, decode);
+  EXPECT_EQ(metrics_.colocated_fallbacks.Value(), 1);
+}
+
+TEST_F(RequestFlowTest, APrefillThatFailedBeforeWritingReleasesItsReservationFenced) {
+  const NodeId first = add("prefill"), second = add("prefill"), decode = add("decode");
+  InSequence order;
+  EXPECT_CALL(agents_, reserve(decode, _)).WillOnce(answerWith(lease(11)));
+  // A refusal that says no write of it can still land: the blocks are free at once.
+  EXPECT_CALL(agents_, prefill(first, _))
+      .WillOnce(failWith<wire::PrefillResponse>(
+          AgentFailure::kRefused, unavailable("prefill answered HTTP 400: bad"), true));
+  EXPECT_CALL(agents_, release(decode, 11u, true));
+  EXPECT_CALL(agents_, reserve(decode, _)).WillOnce(answerWith(lease(22)));
+  EXPECT_CALL(agents_, prefill(second, _)).WillOnce(answerWith(firstToken(0, 1)));
+  EXPECT_CALL(agents_, decode(decode, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(1, 2), "stop")));
+
+  EXPECT_EQ(answer(request(true)).status, 200u);
 }
 
 }  // namespace
