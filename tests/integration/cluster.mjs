@@ -59,7 +59,8 @@ class Proc {
   }
 }
 
-// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks }
+// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks,
+//   kvBlocksFor: { role: blocks } (a role's own KV capacity, else kvBlocks, else 256) }
 export class Cluster {
   constructor(options = {}) {
     this.options = options;
@@ -98,7 +99,8 @@ export class Cluster {
       name,
       [path.join(BIN, 'node_agent', 'node_agent'), '--model', MODEL, '--role', role,
         '--orchestrator', `127.0.0.1:${this.port}`, '--control-address', '127.0.0.1:0',
-        '--name', name, '--kv-blocks', String(this.options.kvBlocks ?? 256)],
+        '--name', name,
+        '--kv-blocks', String(this.options.kvBlocksFor?.[role] ?? this.options.kvBlocks ?? 256)],
       this.dir,
     );
     agent.role = role;
