@@ -67,7 +67,8 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
       generated_tokens(counter(registry, "kvferry_generated_tokens_total",
                                "Tokens generated for clients (streamed or returned).")),
       queued_requests(gauge(registry, "kvferry_admission_queued_requests",
-                            "Requests waiting for an admission slot.")),
+                            "Requests waiting for an admission slot or for KV room (admitted "
+                            "requests waiting for room included).")),
       inflight_requests(gauge(registry, "kvferry_admission_inflight_requests",
                               "Requests holding an admission slot (being served).")),
       requests_(prometheus::BuildCounter()
