@@ -2,18 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <string>
 
+#include "common/format.h"
+
 namespace kvferry::engine {
 namespace {
-
-std::string shortFloat(float value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%g", static_cast<double>(value));
-  return text;
-}
 
 Status checkToken(model::TokenId token, uint32_t vocab_size, std::string_view what) {
   if (token >= 0 && static_cast<uint32_t>(token) < vocab_size) return Status::ok();
@@ -25,19 +20,19 @@ Status checkToken(model::TokenId token, uint32_t vocab_size, std::string_view wh
 
 Status validateLogitParams(const LogitParams& params, uint32_t vocab_size) {
   if (!(params.repetition_penalty > 0.0f && params.repetition_penalty <= 2.0f)) {
-    return invalidArgument("repetition_penalty " + shortFloat(params.repetition_penalty) +
+    return invalidArgument("repetition_penalty " + shortNumber(params.repetition_penalty) +
                            " must be in (0, 2]");
   }
   for (float penalty : {params.presence_penalty, params.frequency_penalty}) {
     if (!(penalty >= -2.0f && penalty <= 2.0f)) {
       return invalidArgument("presence and frequency penalties must be in [-2, 2], got " +
-                             shortFloat(penalty));
+                             shortNumber(penalty));
     }
   }
   for (const auto& [token, bias] : params.logit_bias) {
     RETURN_IF_ERROR(checkToken(token, vocab_size, "logit_bias"));
     if (!(bias >= -100.0f && bias <= 100.0f)) {
-      return invalidArgument("logit_bias " + shortFloat(bias) + " must be in [-100, 100]");
+      return invalidArgument("logit_bias " + shortNumber(bias) + " must be in [-100, 100]");
     }
   }
   for (model::TokenId token : params.stop_tokens) {

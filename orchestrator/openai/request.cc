@@ -7,7 +7,6 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <new>
 #include <span>
@@ -15,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/format.h"
 #include "model/tokenizer.h"
 
 namespace kvferry::openai {
@@ -66,10 +66,13 @@ std::optional<double> numberOf(const json::value& value) {
 
 std::string formatNumber(const json::value& value) { return json::serialize(value); }
 
-std::string shortNumber(double value) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%g", value);
-  return text;
+// At most `limit` entries (`count` given) in `param`, a list of `what`.
+std::optional<ApiError> atMost(const std::string& param, size_t limit, size_t count,
+                               std::string_view what) {
+  if (count <= limit) return std::nullopt;
+  return invalidRequest("Invalid value for '" + param + "': at most " + std::to_string(limit) +
+                            " " + std::string(what) + ", got " + std::to_string(count) + ".",
+                        param);
 }
 
 // Where a JSON text that failed to parse went wrong, for the error message.
@@ -455,11 +458,8 @@ std::optional<ApiError> RequestReader::readStop(ApiRequest& out) const {
   }
   const json::array* items = value->if_array();
   if (items == nullptr) return wrongType("stop", "a string or an array of strings", *value);
-  if (items->size() > kMaxStopStrings) {
-    return invalidRequest("Invalid value for 'stop': at most " + std::to_string(kMaxStopStrings) +
-                              " stop sequences are allowed, got " + std::to_string(items->size()) +
-                              ".",
-                          "stop");
+  if (auto error = atMost("stop", kMaxStopStrings, items->size(), "stop sequences are allowed")) {
+    return error;
   }
   for (size_t i = 0; i < items->size(); ++i) {
     const json::string* text = (*items)[i].if_string();
@@ -515,12 +515,7 @@ std::optional<ApiError> RequestReader::readPenalties(ApiRequest& out) const {
   if (value == nullptr) return std::nullopt;
   const json::object* bias = value->if_object();
   if (bias == nullptr) return wrongType("logit_bias", "an object", *value);
-  if (bias->size() > kMaxLogitBias) {
-    return invalidRequest("Invalid value for 'logit_bias': at most " +
-                              std::to_string(kMaxLogitBias) + " tokens, got " +
-                              std::to_string(bias->size()) + ".",
-                          "logit_bias");
-  }
+  if (auto error = atMost("logit_bias", kMaxLogitBias, bias->size(), "tokens")) return error;
   for (const json::key_value_pair& entry : *bias) {
     const std::string key(entry.key());
     const std::string param = "logit_bias." + model::printable(key);
@@ -574,11 +569,8 @@ std::optional<ApiError> RequestReader::readExtensions(ApiRequest& out) const {
   if (value == nullptr) return std::nullopt;
   const json::array* ids = value->if_array();
   if (ids == nullptr) return wrongType("stop_token_ids", "an array of integers", *value);
-  if (ids->size() > kMaxStopTokenIds) {
-    return invalidRequest("Invalid value for 'stop_token_ids': at most " +
-                              std::to_string(kMaxStopTokenIds) + " tokens, got " +
-                              std::to_string(ids->size()) + ".",
-                          "stop_token_ids");
+  if (auto error = atMost("stop_token_ids", kMaxStopTokenIds, ids->size(), "tokens")) {
+    return error;
   }
   for (size_t i = 0; i < ids->size(); ++i) {
     const std::string param = "stop_token_ids[" + std::to_string(i) + "]";

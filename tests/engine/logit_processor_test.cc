@@ -68,15 +68,16 @@ TEST(LogitProcessorTest, MinTokensMasksTheStopTokensUntilTheAnswerIsLongEnough) 
   params.stop_tokens = {0};
   LogitProcessor processor(params, std::vector<TokenId>{1}, 0);
   Sampler sampler(3);
-  const std::vector<float> eos_first = {5.0f, 1.0f, 2.0f};
-  std::vector<float> logits = eos_first;
-  EXPECT_EQ(processor.pick(logits, sampler, TokenDraw{}).token, 2);
+  std::vector<float> logits;
+  const auto greedy = [&] {  // from a row where the stop token is the most likely
+    logits = {5.0f, 1.0f, 2.0f};
+    return processor.pick(logits, sampler, TokenDraw{}).token;
+  };
+  EXPECT_EQ(greedy(), 2);
   EXPECT_EQ(logits[0], -kInf);
-  logits = eos_first;
-  EXPECT_EQ(processor.pick(logits, sampler, TokenDraw{}).token, 2);
-  logits = eos_first;
+  EXPECT_EQ(greedy(), 2);
   EXPECT_FALSE(processor.changesLogits());  // two answer tokens: the mask is off
-  EXPECT_EQ(processor.pick(logits, sampler, TokenDraw{}).token, 0);
+  EXPECT_EQ(greedy(), 0);
   // A resumed answer's tokens count.
   LogitProcessor resumed(params, std::vector<TokenId>{1, 2, 2}, 2);
   EXPECT_FALSE(resumed.changesLogits());

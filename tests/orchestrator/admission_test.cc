@@ -36,27 +36,30 @@ class AdmissionTest : public ::testing::Test {
     Refusal refusal = Refusal::kNone;
     Admission::Slot slot;
   };
-  std::shared_ptr<Ticket> acquire(uint64_t blocks, std::chrono::milliseconds within = 10s) {
+  // acquire() (or, `keeping_slot`, waitForRoom()) for `blocks`, run until it waits or ends.
+  std::shared_ptr<Ticket> admit(uint64_t blocks, std::chrono::milliseconds within,
+                                bool keeping_slot) {
     auto ticket = std::make_shared<Ticket>();
-    asio::co_spawn(io_, take(ticket, blocks, Clock::now() + within), asio::detached);
+    asio::co_spawn(io_, take(ticket, blocks, Clock::now() + within, keeping_slot), asio::detached);
     settle();
     return ticket;
   }
-  Task<void> take(std::shared_ptr<Ticket> ticket, uint64_t blocks, Clock::time_point deadline) {
-    Admission::Outcome outcome = co_await admission_.acquire(blocks, deadline);
-    ticket->refusal = outcome.refusal;
-    ticket->slot = std::move(outcome.slot);
+  Task<void> take(std::shared_ptr<Ticket> ticket, uint64_t blocks, Clock::time_point deadline,
+                  bool keeping_slot) {
+    if (keeping_slot) {
+      ticket->refusal = co_await admission_.waitForRoom(blocks, deadline);
+    } else {
+      Admission::Outcome outcome = co_await admission_.acquire(blocks, deadline);
+      ticket->refusal = outcome.refusal;
+      ticket->slot = std::move(outcome.slot);
+    }
     ticket->done = true;
+  }
+  std::shared_ptr<Ticket> acquire(uint64_t blocks, std::chrono::milliseconds within = 10s) {
+    return admit(blocks, within, false);
   }
   std::shared_ptr<Ticket> waitForRoom(uint64_t blocks, std::chrono::milliseconds within = 10s) {
-    auto ticket = std::make_shared<Ticket>();
-    asio::co_spawn(io_, roomWait(ticket, blocks, Clock::now() + within), asio::detached);
-    settle();
-    return ticket;
-  }
-  Task<void> roomWait(std::shared_ptr<Ticket> ticket, uint64_t blocks, Clock::time_point deadline) {
-    ticket->refusal = co_await admission_.waitForRoom(blocks, deadline);
-    ticket->done = true;
+    return admit(blocks, within, true);
   }
   // Runs what is ready (timers that are due included).
   void settle() {
