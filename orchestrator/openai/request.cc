@@ -205,6 +205,10 @@ class RequestReader {
   // A number field within [low, high] into `out` (unchanged when absent).
   std::optional<ApiError> readNumber(std::string_view key, double low, double high,
                                      float& out) const;
+  // A number field within (0, high] into `out` (unchanged when absent); `note` ends the
+  // message's parenthesis.
+  std::optional<ApiError> readPositive(std::string_view key, double high, std::string_view note,
+                                       float& out) const;
 
   Endpoint endpoint_;
   const json::object& body_;
@@ -222,6 +226,24 @@ std::optional<ApiError> RequestReader::read(ApiRequest& out) const {
   }
   if (std::optional<ApiError> error = refuseUnsupported()) return error;
   return checkNoOps();
+}
+
+std::optional<ApiError> RequestReader::readPositive(std::string_view key, double high,
+                                                    std::string_view note, float& out) const {
+  const json::value* value = field(key);
+  if (value == nullptr) return std::nullopt;
+  const std::string param(key);
+  const std::optional<double> number = numberOf(*value);
+  if (!number) return wrongType(param, "a number", *value);
+  if (!(*number > 0.0 && *number <= high)) {
+    const std::string bound = shortNumber(high);
+    return invalidRequest("Invalid value for '" + param + "': " + formatNumber(*value) +
+                              " is not in (0, " + bound + "] (greater than 0, at most " + bound +
+                              std::string(note) + ").",
+                          param);
+  }
+  out = static_cast<float>(*number);
+  return std::nullopt;
 }
 
 std::optional<ApiError> RequestReader::readBool(std::string_view key, bool& out) const {
@@ -416,16 +438,7 @@ std::optional<ApiError> RequestReader::readSampling(ApiRequest& out) const {
     }
     out.temperature = static_cast<float>(*t);
   }
-  if (const json::value* value = field("top_p")) {
-    const std::optional<double> p = numberOf(*value);
-    if (!p) return wrongType("top_p", "a number", *value);
-    if (!(*p > 0.0 && *p <= 1.0)) {
-      return invalidRequest("Invalid value for 'top_p': " + formatNumber(*value) +
-                                " is not in (0, 1] (greater than 0, at most 1).",
-                            "top_p");
-    }
-    out.top_p = static_cast<float>(*p);
-  }
+  if (std::optional<ApiError> error = readPositive("top_p", 1.0, "", out.top_p)) return error;
   if (const json::value* value = field("seed")) {
     if (const int64_t* i = value->if_int64()) {
       out.seed = static_cast<uint64_t>(*i);  // two's complement bit pattern
@@ -501,15 +514,9 @@ std::optional<ApiError> RequestReader::readPenalties(ApiRequest& out) const {
                              std::pair{"frequency_penalty", &out.frequency_penalty}}) {
     if (std::optional<ApiError> error = readNumber(key, -2.0, 2.0, *target)) return error;
   }
-  if (const json::value* value = field("repetition_penalty")) {
-    const std::optional<double> penalty = numberOf(*value);
-    if (!penalty) return wrongType("repetition_penalty", "a number", *value);
-    if (!(*penalty > 0.0 && *penalty <= 2.0)) {
-      return invalidRequest("Invalid value for 'repetition_penalty': " + formatNumber(*value) +
-                                " is not in (0, 2] (greater than 0, at most 2; 1 is off).",
-                            "repetition_penalty");
-    }
-    out.repetition_penalty = static_cast<float>(*penalty);
+  if (std::optional<ApiError> error =
+          readPositive("repetition_penalty", 2.0, "; 1 is off", out.repetition_penalty)) {
+    return error;
   }
   const json::value* value = field("logit_bias");
   if (value == nullptr) return std::nullopt;
