@@ -218,9 +218,11 @@ Task<RequestOutcome> RequestAttempts::run() {
       co_return outcome_;
     }
     if (answer_->clientLeft()) co_return clientLeft();  // nobody to resume or retry for
-    if (failure->no_room) {
+    const NodeRecord* refusing = ctx_.registry.node(failure->blame);
+    if (failure->no_room && refusing != nullptr &&
+        refusing->load.total_kv_blocks >= kvBlocksToStart()) {
       // Not the node's fault: nothing fits it until it reports again. The next turn tries a
-      // node with room, or waits for one.
+      // node with room, or waits for one. (A node that could never hold it has failed.)
       spdlog::info("request {}: node {} has no KV room for it now ({})", request_.openai_id,
                    failure->blame, failure->error.message());
       ctx_.registry.noteKvFull(failure->blame);

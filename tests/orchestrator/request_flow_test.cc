@@ -569,6 +569,22 @@ TEST_F(RequestFlowTest, AnotherNodeWithRoomIsTriedAtOnce) {
   EXPECT_EQ(answered.outcome.decode, second);
 }
 
+TEST_F(RequestFlowTest, ANodeThatCouldNeverHoldThePromptHasFailedNotRunOutOfRoom) {
+  config_.max_attempts = 2;
+  const NodeId node = add("both");
+  wire::HeartbeatRequest heartbeat;  // a pool smaller than the prompt
+  heartbeat.node_id = node;
+  heartbeat.load.total_kv_blocks = heartbeat.load.free_kv_blocks = 0;
+  ASSERT_TRUE(registry_.heartbeat(heartbeat, Clock::now()).isOk());
+  EXPECT_CALL(agents_, generate(node, _, _))
+      .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
+  EXPECT_CALL(agents_, cancel(node, kRequestId));
+
+  Answered answered = answer(request(false));
+  EXPECT_EQ(answered.status, 503u);  // tried once, not retried in a loop
+  EXPECT_EQ(room_waits_, 0);
+}
+
 TEST_F(RequestFlowTest, NoRoomWithinTheDeadlineIs429WithRetryAfter) {
   config_.retry_after_s = 4;
   room_times_out_ = true;
