@@ -342,8 +342,12 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runColocated(NodeId node,
   AgentResult<StreamEnd> ended = co_await ctx_.agents.generate(node, generate, on_line);
   AttemptResult result = co_await afterStream(node, ended);
   answer_->unwatchClient();
-  // The agent may still be computing the prompt (a timeout).
-  if (result) ctx_.agents.cancel(node, request_.id);
+  // Without an answer the agent may still be computing the prompt (a timeout): stop it. Not after
+  // a stream the agent ended itself: a cancel then finds nothing to stop, and the agent would
+  // refuse this request's next attempt on it (a node without KV room is tried again).
+  if (result && !ended.isOk() && ended.failure() == AgentFailure::kNoAnswer) {
+    ctx_.agents.cancel(node, request_.id);
+  }
   co_return result;
 }
 

@@ -353,7 +353,6 @@ TEST_F(RequestFlowTest, AColocatedAnswerThatBreaksResumesWithGenerateOnTheOtherN
   InSequence order;
   EXPECT_CALL(agents_, generate(first, Field(&wire::GenerateRequest::max_new_tokens, 6u), _))
       .WillOnce(playStream(tokenLines(answerTokens(0, 2), "error")));
-  EXPECT_CALL(agents_, cancel(first, kRequestId));
   EXPECT_CALL(
       agents_,
       generate(second,
@@ -372,6 +371,19 @@ TEST_F(RequestFlowTest, AColocatedAnswerThatBreaksResumesWithGenerateOnTheOtherN
   EXPECT_EQ(body.at("usage").at("completion_tokens"), 6);
   EXPECT_EQ(answered.outcome.resumes, 1u);
   EXPECT_EQ(answered.outcome.decode, second);
+}
+
+TEST_F(RequestFlowTest, AColocatedStreamThatBrokeOffIsCancelledOnItsNode) {
+  const NodeId first = add("both"), second = add("both");
+  InSequence order;
+  // No answer to the end: the agent may still be computing, so it is told to stop.
+  EXPECT_CALL(agents_, generate(first, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(0, 2), ""), unavailable("connection reset")));
+  EXPECT_CALL(agents_, cancel(first, kRequestId));
+  EXPECT_CALL(agents_, generate(second, _, _))
+      .WillOnce(playStream(tokenLines(answerTokens(2, 4), "stop")));
+
+  EXPECT_EQ(answer(request(false)).status, 200u);
 }
 
 TEST_F(RequestFlowTest, ATokenOutsideTheVocabularyFailsTheAttemptAndTheAnswerGoesOnWithoutIt) {
@@ -559,7 +571,6 @@ TEST_F(RequestFlowTest, AnotherNodeWithRoomIsTriedAtOnce) {
   InSequence order;
   EXPECT_CALL(agents_, generate(first, _, _))
       .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
-  EXPECT_CALL(agents_, cancel(first, kRequestId));
   EXPECT_CALL(agents_, generate(second, _, _))
       .WillOnce(playStream(tokenLines(answerTokens(0, 2), "stop")));
 
@@ -578,7 +589,6 @@ TEST_F(RequestFlowTest, ANodeThatCouldNeverHoldThePromptHasFailedNotRunOutOfRoom
   ASSERT_TRUE(registry_.heartbeat(heartbeat, Clock::now()).isOk());
   EXPECT_CALL(agents_, generate(node, _, _))
       .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
-  EXPECT_CALL(agents_, cancel(node, kRequestId));
 
   Answered answered = answer(request(false));
   EXPECT_EQ(answered.status, 503u);  // tried once, not retried in a loop
@@ -591,7 +601,6 @@ TEST_F(RequestFlowTest, NoRoomWithinTheDeadlineIs429WithRetryAfter) {
   const NodeId node = add("both");
   EXPECT_CALL(agents_, generate(node, _, _))
       .WillOnce(playStream(tokenLines({}, "error", wire::error_code::kKvCapacity)));
-  EXPECT_CALL(agents_, cancel(node, kRequestId));
 
   Answered answered = answer(request(true));
   EXPECT_EQ(answered.status, 429u);
