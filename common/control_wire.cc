@@ -52,6 +52,24 @@ class Reader {
     }
   }
 
+  // An optional array of [a, b] pairs into out's elements' `first` and `second` members.
+  template <typename T, typename A, typename B>
+  void pairList(std::string_view key, std::vector<T>& out, A T::*first, B T::*second) {
+    const json::value* v = object_.if_contains(key);
+    if (v == nullptr || v->is_null()) return;
+    const json::array* array = v->if_array();
+    if (array == nullptr) return fail(key, "must be an array");
+    out.clear();
+    out.reserve(array->size());
+    for (const json::value& item : *array) {
+      const json::array* pair = item.if_array();
+      if (pair == nullptr || pair->size() != 2) return fail(key, "must hold [a, b] pairs");
+      T value{};
+      if (!read(key, (*pair)[0], value.*first) || !read(key, (*pair)[1], value.*second)) return;
+      out.push_back(value);
+    }
+  }
+
   // A nested object, read by `fn(Reader&)`.
   template <typename Fn>
   bool object(std::string_view key, Fn fn, bool required = true) {
@@ -156,7 +174,8 @@ json::value toJson(const Load& l) {
           {"free_kv_blocks", l.free_kv_blocks},
           {"total_kv_blocks", l.total_kv_blocks},
           {"active_leases", l.active_leases},
-          {"leased_blocks", l.leased_blocks}};
+          {"leased_blocks", l.leased_blocks},
+          {"cached_kv_blocks", l.cached_kv_blocks}};
 }
 void read(Reader& r, Load& l) {
   r.get("queued_prefill_tokens", l.queued_prefill_tokens);
@@ -166,6 +185,7 @@ void read(Reader& r, Load& l) {
   r.get("total_kv_blocks", l.total_kv_blocks);
   r.get("active_leases", l.active_leases);
   r.get("leased_blocks", l.leased_blocks);
+  r.get("cached_kv_blocks", l.cached_kv_blocks, false);
 }
 
 json::value toJson(const KvEventBatchWire& b) {
@@ -178,12 +198,42 @@ void read(Reader& r, KvEventBatchWire& b) {
 }
 
 json::value toJson(const Sampling& s) {
-  return {{"temperature", s.temperature}, {"top_p", s.top_p}, {"seed", s.seed}};
+  json::object o{{"temperature", s.temperature}, {"top_p", s.top_p}, {"seed", s.seed}};
+  // The logit processors travel only when they do something.
+  if (s.repetition_penalty != 1) o["repetition_penalty"] = s.repetition_penalty;
+  if (s.presence_penalty != 0) o["presence_penalty"] = s.presence_penalty;
+  if (s.frequency_penalty != 0) o["frequency_penalty"] = s.frequency_penalty;
+  if (!s.logit_bias.empty()) {
+    json::array bias;
+    for (const LogitBias& b : s.logit_bias) bias.push_back(json::array{b.token, b.bias});
+    o["logit_bias"] = std::move(bias);
+  }
+  if (s.min_tokens != 0) o["min_tokens"] = s.min_tokens;
+  if (s.answer_tokens != 0) o["answer_tokens"] = s.answer_tokens;
+  if (s.logprobs) o["logprobs"] = *s.logprobs;
+  return o;
 }
 void read(Reader& r, Sampling& s) {
   r.get("temperature", s.temperature);
   r.get("top_p", s.top_p);
   r.get("seed", s.seed);
+  r.get("repetition_penalty", s.repetition_penalty, false);
+  r.get("presence_penalty", s.presence_penalty, false);
+  r.get("frequency_penalty", s.frequency_penalty, false);
+  r.pairList("logit_bias", s.logit_bias, &LogitBias::token, &LogitBias::bias);
+  r.get("min_tokens", s.min_tokens, false);
+  r.get("answer_tokens", s.answer_tokens, false);
+  r.getOptional("logprobs", s.logprobs);
+}
+
+json::value toJson(const TokenLogprobs& l) {
+  json::array top;
+  for (const auto& [token, logprob] : l.top) top.push_back(json::array{token, logprob});
+  return {{"logprob", l.logprob}, {"top", std::move(top)}};
+}
+void read(Reader& r, TokenLogprobs& l) {
+  r.get("logprob", l.logprob);
+  r.pairList("top", l.top, &std::pair<int32_t, float>::first, &std::pair<int32_t, float>::second);
 }
 
 json::value toJson(const TransferTarget& t) {
@@ -257,6 +307,7 @@ void read(Reader& r, PrefillRequest& m) {
   r.object("sampling", [&](Reader& in) { read(in, m.sampling); });
   r.object("target", [&](Reader& in) { read(in, m.target); });
   r.get("rng_draws", m.rng_draws, false);
+  r.getList("stop_tokens", m.stop_tokens, false);
 }
 void read(Reader& r, PrefillResponse& m) {
   r.get("first_token", m.first_token);
@@ -265,6 +316,8 @@ void read(Reader& r, PrefillResponse& m) {
   r.get("prefill_ms", m.prefill_ms);
   r.get("transfer_ms", m.transfer_ms);
   r.get("transfer_bytes", m.transfer_bytes);
+  r.object(
+      "logprobs", [&](Reader& in) { read(in, m.logprobs.emplace()); }, false);
 }
 void read(Reader& r, DecodeRequest& m) {
   r.get("request_id", m.request_id);
@@ -286,10 +339,24 @@ void read(Reader& r, GenerateRequest& m) {
 void read(Reader& r, StreamLine& m) {
   r.getOptional("token", m.token);
   r.getOptional("cached_tokens", m.cached_tokens);
+  r.object(
+      "logprobs", [&](Reader& in) { read(in, m.logprobs.emplace()); }, false);
   r.get("finish", m.finish, false);
   r.get("message", m.message, false);
+  r.get("code", m.code, false);
 }
 void read(Reader& r, IdRequest& m) { r.get("id", m.id); }
+void read(Reader& r, ReleaseRequest& m) {
+  r.get("id", m.id);
+  r.get("writer_done", m.writer_done, false);
+}
+void read(Reader& r, AgentError& m) {
+  r.object("error", [&](Reader& in) {
+    in.get("message", m.message);
+    in.get("code", m.code, false);
+    in.get("writes_settled", m.writes_settled, false);
+  });
+}
 
 }  // namespace
 
@@ -339,16 +406,20 @@ json::value toJson(const ReserveResponse& m) {
           {"regions", arrayOf(m.regions)}};
 }
 json::value toJson(const PrefillRequest& m) {
-  return {{"request_id", m.request_id},
-          {"tokens", arrayOf(m.tokens)},
-          {"sampling", toJson(m.sampling)},
-          {"target", toJson(m.target)},
-          {"rng_draws", m.rng_draws}};
+  json::object o{{"request_id", m.request_id},
+                 {"tokens", arrayOf(m.tokens)},
+                 {"sampling", toJson(m.sampling)},
+                 {"target", toJson(m.target)},
+                 {"rng_draws", m.rng_draws}};
+  if (!m.stop_tokens.empty()) o["stop_tokens"] = arrayOf(m.stop_tokens);
+  return o;
 }
 json::value toJson(const PrefillResponse& m) {
-  return {{"first_token", m.first_token}, {"cached_tokens", m.cached_tokens},
-          {"rng_draws", m.rng_draws},     {"prefill_ms", m.prefill_ms},
-          {"transfer_ms", m.transfer_ms}, {"transfer_bytes", m.transfer_bytes}};
+  json::object o{{"first_token", m.first_token}, {"cached_tokens", m.cached_tokens},
+                 {"rng_draws", m.rng_draws},     {"prefill_ms", m.prefill_ms},
+                 {"transfer_ms", m.transfer_ms}, {"transfer_bytes", m.transfer_bytes}};
+  if (m.logprobs) o["logprobs"] = toJson(*m.logprobs);
+  return o;
 }
 json::value toJson(const DecodeRequest& m) {
   return {{"request_id", m.request_id},
@@ -371,11 +442,22 @@ json::value toJson(const StreamLine& m) {
   json::object o;
   if (m.token) o["token"] = *m.token;
   if (m.cached_tokens) o["cached_tokens"] = *m.cached_tokens;
+  if (m.logprobs) o["logprobs"] = toJson(*m.logprobs);
   if (!m.finish.empty()) o["finish"] = m.finish;
   if (!m.message.empty()) o["message"] = m.message;
+  if (!m.code.empty()) o["code"] = m.code;
   return o;
 }
 json::value toJson(const IdRequest& m) { return {{"id", m.id}}; }
+json::value toJson(const ReleaseRequest& m) {
+  return {{"id", m.id}, {"writer_done", m.writer_done}};
+}
+json::value toJson(const AgentError& m) {
+  json::object error{{"message", m.message}};
+  if (!m.code.empty()) error["code"] = m.code;
+  if (m.writes_settled) error["writes_settled"] = true;
+  return {{"error", std::move(error)}};
+}
 
 template <typename T>
 std::string encode(const T& message) {
@@ -413,6 +495,8 @@ KVF_WIRE_MESSAGE(DecodeRequest)
 KVF_WIRE_MESSAGE(GenerateRequest)
 KVF_WIRE_MESSAGE(StreamLine)
 KVF_WIRE_MESSAGE(IdRequest)
+KVF_WIRE_MESSAGE(ReleaseRequest)
+KVF_WIRE_MESSAGE(AgentError)
 #undef KVF_WIRE_MESSAGE
 
 namespace {

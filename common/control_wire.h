@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -79,14 +80,19 @@ struct RegisterResponse {
   uint32_t heartbeat_timeout_ms = 0;
 };
 
+// KV blocks are in one of four states (docs/control_plane.md, "KV blocks"): free, cached (a
+// prefix kept for later prompts, evictable: free_kv_blocks counts it as available), leased (held
+// by reservations not yet decoding) and in use (sequences prefilling or decoding). in use =
+// total − free_kv_blocks − leased.
 struct Load {
   uint64_t queued_prefill_tokens = 0;
   uint32_t queued_prefill_requests = 0;
   uint32_t active_decode_seqs = 0;
-  uint32_t free_kv_blocks = 0;  // free or evictable
+  uint32_t free_kv_blocks = 0;  // available: free or cached (evictable)
   uint32_t total_kv_blocks = 0;
   uint32_t active_leases = 0;
-  uint32_t leased_blocks = 0;  // blocks held by reservations not yet decoding
+  uint32_t leased_blocks = 0;     // blocks held by reservations not yet decoding
+  uint32_t cached_kv_blocks = 0;  // of free_kv_blocks, those that hold a cached prefix
 };
 
 struct KvEventBatchWire {
@@ -114,10 +120,37 @@ struct LeaveRequest {
 
 // ---- orchestrator → agent ----
 
+struct LogitBias {
+  int32_t token = 0;
+  float bias = 0;  // added to the token's logit
+  bool operator==(const LogitBias&) const = default;
+};
+
 struct Sampling {
   float temperature = 0;
   float top_p = 1;
   uint64_t seed = 0;
+  // The logit processors (node_agent/engine/logit_processor.h), applied on the host to each
+  // logits row before the pick; the defaults leave the logits alone, and only non-default values
+  // travel (older agents read none of them).
+  float repetition_penalty = 1;  // (0, 2]: on tokens of the prompt and the answer
+  float presence_penalty = 0;    // [-2, 2]: on tokens of the answer
+  float frequency_penalty = 0;   // [-2, 2]: on tokens of the answer, per occurrence
+  std::vector<LogitBias> logit_bias;
+  uint32_t min_tokens = 0;  // the request's stop tokens are masked until the answer has this many
+  // Tokens at the end of the prompt that are the answer's (a resumed answer): penalties and
+  // min_tokens count them as answer tokens.
+  uint32_t answer_tokens = 0;
+  // Report each token's log-probability and that of this many most likely tokens.
+  std::optional<uint32_t> logprobs;
+};
+
+// A token's log-probability under the model (the raw logits' log-softmax, before the logit
+// processors and temperature), and the most likely tokens', most likely first.
+struct TokenLogprobs {
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+  bool operator==(const TokenLogprobs&) const = default;
 };
 
 // Random draws one sampled token uses: none when greedy (temperature 0), else exactly one. A
@@ -158,6 +191,8 @@ struct PrefillRequest {
   // Draws of the seed's stream to skip before sampling: an answer resumed after some tokens
   // (they end `tokens`) goes on where it stopped. Optional on the wire (0).
   uint64_t rng_draws = 0;
+  // The tokens that end the answer: masked while sampling.min_tokens is not reached. Optional.
+  std::vector<int32_t> stop_tokens;
 };
 
 struct PrefillResponse {
@@ -167,6 +202,7 @@ struct PrefillResponse {
   double prefill_ms = 0;   // compute
   double transfer_ms = 0;  // from the first layer's post to the last completion
   uint64_t transfer_bytes = 0;
+  std::optional<TokenLogprobs> logprobs;  // the first token's, when sampling.logprobs asked
 };
 
 struct DecodeRequest {
@@ -188,16 +224,40 @@ struct GenerateRequest {  // role both: prefill and decode here, no transfer
   uint64_t rng_draws = 0;  // as PrefillRequest::rng_draws
 };
 
+// What kind of error an agent answers, in AgentError::code and StreamLine::code.
+namespace error_code {
+// The KV pool has no room for the request now: not the node's fault; wait and retry.
+inline constexpr char kKvCapacity[] = "kv_capacity";
+}  // namespace error_code
+
 // One line of a decode / generate stream (NDJSON): a token, or the end.
 struct StreamLine {
   std::optional<int32_t> token;
   std::optional<uint32_t> cached_tokens;  // on the first line of a generate stream
+  std::optional<TokenLogprobs> logprobs;  // the token's, when sampling.logprobs asked
   std::string finish;                     // "" | "stop" | "length" | "error"
   std::string message;                    // the error, when finish == "error"
+  std::string code;                       // the error's kind (error_code), when there is one
 };
 
-struct IdRequest {  // release (lease_id) / cancel (request_id)
+// An agent's error body: {"error":{"message":…,"code":…,"writes_settled":…}}.
+struct AgentError {
+  std::string message;
+  std::string code;  // error_code::…, or empty
+  // A prefill's: no KV write it posted can still land on the target (it posted none, or each
+  // completed), so the target's reservation may be freed at once.
+  bool writes_settled = false;
+};
+
+struct IdRequest {  // cancel (request_id)
   uint64_t id = 0;
+};
+
+struct ReleaseRequest {  // release
+  uint64_t id = 0;       // the lease
+  // No write into the lease's blocks can land any more (its prefill answered and said its
+  // writes settled): the blocks are free at once, even with layers missing. Optional (false).
+  bool writer_done = false;
 };
 
 // ---- encoding ----
@@ -215,6 +275,8 @@ boost::json::value toJson(const DecodeRequest&);
 boost::json::value toJson(const GenerateRequest&);
 boost::json::value toJson(const StreamLine&);
 boost::json::value toJson(const IdRequest&);
+boost::json::value toJson(const ReleaseRequest&);
+boost::json::value toJson(const AgentError&);
 
 template <typename T>
 std::string encode(const T& message);

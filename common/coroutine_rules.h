@@ -12,6 +12,9 @@
 //    call. GCC 12 destroys such a temporary's captures twice. Name it first:
 //      const std::function<void()> on_first = [&] { ... };
 //      co_await streamTokens(node, on_first);
+//    The same holds for a braced temporary with members to destroy, even one consumed by an
+//    inner call (`co_await w.send(encode(Error{"msg", code}))`, `f({name, 1})`): it crashed with
+//    "munmap_chunk(): invalid pointer". Build the value into a local first.
 //
 // 3. No default arguments that build a temporary bound to a reference parameter of a
 //    coroutine (`const Headers& headers = {}`): GCC 12 destroys that temporary before the

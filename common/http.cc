@@ -99,8 +99,11 @@ Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view conte
   response.set(bhttp::field::content_type, content_type);
   response.set(bhttp::field::cache_control, "no-cache");
   for (const auto& [name, value] : headers) response.set(name, value);
+  // HTTP/1.0 has no chunked encoding: the body is the bytes until the connection closes.
+  chunked_ = version_ >= 11;
+  if (!chunked_) keep_alive_ = false;
   response.keep_alive(keep_alive_);
-  response.chunked(true);
+  response.chunked(chunked_);
   bhttp::response_serializer<bhttp::empty_body> serializer{response};
   stream_.expires_after(timeout_);
   auto [ec, bytes] = co_await bhttp::async_write_header(stream_, serializer, kNoThrow);
@@ -113,9 +116,18 @@ Task<bool> ResponseWriter::writeChunk(std::string_view data) {
   if (state_ != State::kStreaming || failed_) co_return false;
   if (data.empty()) co_return true;  // an empty chunk would end the body
   stream_.expires_after(timeout_);
-  auto [ec, bytes] = co_await asio::async_write(
-      stream_, bhttp::make_chunk(asio::const_buffer(data.data(), data.size())), kNoThrow);
-  (void)bytes;
+  const asio::const_buffer buffer(data.data(), data.size());
+  boost::system::error_code ec;
+  if (chunked_) {
+    auto [chunk_ec, bytes] =
+        co_await asio::async_write(stream_, bhttp::make_chunk(buffer), kNoThrow);
+    (void)bytes;
+    ec = chunk_ec;
+  } else {
+    auto [raw_ec, bytes] = co_await asio::async_write(stream_, buffer, kNoThrow);
+    (void)bytes;
+    ec = raw_ec;
+  }
   if (ec) failed_ = true;
   co_return !ec;
 }
@@ -123,6 +135,7 @@ Task<bool> ResponseWriter::writeChunk(std::string_view data) {
 Task<bool> ResponseWriter::endStream() {
   if (state_ != State::kStreaming || failed_) co_return false;
   state_ = State::kDone;
+  if (!chunked_) co_return true;  // the connection's close ends the body
   stream_.expires_after(timeout_);
   auto [ec, bytes] = co_await asio::async_write(stream_, bhttp::make_chunk_last(), kNoThrow);
   (void)bytes;
@@ -187,8 +200,48 @@ Server::Server(asio::io_context& io, ServerOptions options)
 Server::~Server() { stop(); }
 
 void Server::route(Verb verb, std::string path, Handler handler) {
-  paths_.insert(path);
   routes_[{verb, std::move(path)}] = std::move(handler);
+}
+
+void Server::routePrefix(Verb verb, std::string prefix, Handler handler) {
+  prefix_routes_[{verb, std::move(prefix)}] = std::move(handler);
+}
+
+const Handler* Server::find(Verb verb, const std::string& path, std::string& route) const {
+  if (auto it = routes_.find({verb, path}); it != routes_.end()) {
+    route = path;
+    return &it->second;
+  }
+  for (const auto& [key, handler] : prefix_routes_) {
+    if (key.first == verb && path.size() > key.second.size() && path.starts_with(key.second)) {
+      route = key.second;
+      return &handler;
+    }
+  }
+  return nullptr;
+}
+
+std::string Server::allowed(const std::string& path) const {
+  std::set<std::string> verbs;
+  for (const auto& [key, handler] : routes_) {
+    if (key.second == path) verbs.insert(std::string(bhttp::to_string(key.first)));
+  }
+  for (const auto& [key, handler] : prefix_routes_) {
+    if (path.size() > key.second.size() && path.starts_with(key.second)) {
+      verbs.insert(std::string(bhttp::to_string(key.first)));
+    }
+  }
+  std::string out;
+  for (const std::string& verb : verbs) out += (out.empty() ? "" : ", ") + verb;
+  return out;
+}
+
+Task<void> Server::answerError(ResponseWriter& writer, HttpStatus status, std::string_view route,
+                               std::string message, ResponseWriter::Headers headers) {
+  const unsigned code = static_cast<unsigned>(status);
+  if (options_.on_error) options_.on_error(route, code);
+  std::string body = options_.error_body ? options_.error_body(code, message) : errorBody(message);
+  co_await writer.send(status, "application/json", std::move(body), std::move(headers));
 }
 
 Status Server::listen(std::string_view address) {
@@ -243,36 +296,46 @@ Task<void> Server::session(tcp::socket socket) {
     (void)bytes;
     if (ec) {
       if (ec == bhttp::error::body_limit) {
-        ResponseWriter writer(stream, 11, false, options_.write_timeout);
-        co_await writer.sendJson(HttpStatus::payload_too_large,
-                                 errorBody("request body exceeds " +
-                                           std::to_string(options_.max_body_bytes) + " bytes"));
+        const auto& header = parser.get();
+        ResponseWriter writer(stream, header.version(), false, options_.write_timeout);
+        std::string path(pathOf(header.target()));
+        std::string route;
+        if (find(header.method(), path, route) == nullptr) route.clear();
+        co_await answerError(writer, HttpStatus::payload_too_large, route,
+                             "The request body is larger than the " +
+                                 std::to_string(options_.max_body_bytes) +
+                                 " bytes this server accepts.");
       } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                  ec != beast::error::timeout && ec != asio::error::operation_aborted &&
                  ec != asio::error::connection_reset && buffer.size() > 0) {
         ResponseWriter writer(stream, 11, false, options_.write_timeout);
-        co_await writer.sendJson(HttpStatus::bad_request,
-                                 errorBody("malformed HTTP request: " + ec.message()));
+        co_await answerError(writer, HttpStatus::bad_request, "",
+                             "malformed HTTP request: " + ec.message());
       }
       break;
     }
     Request request = parser.release();
     ResponseWriter writer(stream, request.version(), request.keep_alive(), options_.write_timeout);
     std::string path(pathOf(request.target()));
-    auto it = routes_.find({request.method(), path});
-    if (it != routes_.end()) {
-      co_await it->second(request, writer);
+    std::string route;
+    if (const Handler* handler = find(request.method(), path, route)) {
+      co_await (*handler)(request, writer);
       co_await writer.stopWatch();
       if (!writer.responded()) {
-        co_await writer.sendJson(HttpStatus::internal_server_error,
-                                 errorBody("the handler produced no response"));
+        co_await answerError(writer, HttpStatus::internal_server_error, route,
+                             "the handler produced no response");
       }
-    } else if (paths_.contains(path)) {
-      co_await writer.sendJson(
-          HttpStatus::method_not_allowed,
-          errorBody(std::string(request.method_string()) + " is not allowed on " + path));
+    } else if (std::string allow = allowed(path); !allow.empty()) {
+      ResponseWriter::Headers headers;  // named (common/coroutine_rules.h)
+      headers.emplace_back("Allow", allow);
+      co_await answerError(writer, HttpStatus::method_not_allowed, path,
+                           std::string(request.method_string()) + " is not allowed on " + path +
+                               " (allowed: " + allow + ").",
+                           std::move(headers));
     } else {
-      co_await writer.sendJson(HttpStatus::not_found, errorBody("no route for " + path));
+      co_await answerError(writer, HttpStatus::not_found, "",
+                           "Invalid URL (" + std::string(request.method_string()) + " " + path +
+                               "): no route for " + path + ".");
     }
     if (!writer.keepAlive()) break;
   }

@@ -59,7 +59,8 @@ std::string endpointText(const tcp::endpoint& endpoint);
 
 // The response side of one request. A handler calls send() once, or beginStream(), any number
 // of writeChunk() and endStream(). Each returns false when the client is gone (the handler then
-// stops its work). A handler that returns without responding gets a 500.
+// stops its work). A handler that returns without responding gets a 500. A stream to an HTTP/1.0
+// client, which knows no chunked encoding, goes unchunked and ends by closing the connection.
 class ResponseWriter {
  public:
   ResponseWriter(beast::tcp_stream& stream, unsigned version, bool keep_alive,
@@ -109,6 +110,7 @@ class ResponseWriter {
   bool keep_alive_;
   std::chrono::milliseconds timeout_;
   State state_ = State::kNone;
+  bool chunked_ = true;  // the stream's encoding; HTTP/1.0 streams are raw until the close
   bool failed_ = false;
   std::shared_ptr<Watch> watch_;
 };
@@ -121,11 +123,18 @@ struct ServerOptions {
   std::chrono::milliseconds read_timeout{30000};   // one request, header to last byte
   std::chrono::milliseconds write_timeout{30000};  // one response write
   std::string server_name = "kvferry";
+  // The JSON body of an error the server answers itself (404, 405, 413, 400 for malformed HTTP,
+  // 500 for a handler that did not answer); null: errorBody(message).
+  std::function<std::string(unsigned status, std::string_view message)> error_body;
+  // Told of each of those answers, on the io thread: the route it was for (a routed path, or ""
+  // for a path no route serves) and the status. For request metrics; may be null.
+  std::function<void(std::string_view route, unsigned status)> on_error;
 };
 
-// Owner: the io_context's thread. Routes are exact paths (the query string is ignored for
-// matching); an unknown path is 404, a known path with another method 405, both as JSON
-// {"error":{"message":...}} bodies.
+// Owner: the io_context's thread. Routes are exact paths or, with routePrefix, every path under
+// a prefix (the query string is ignored for matching; exact routes win). An unknown path is 404,
+// a known path with another method 405 (with Allow), both as JSON bodies (ServerOptions::
+// error_body; {"error":{"message":...}} by default).
 class Server {
  public:
   Server(asio::io_context& io, ServerOptions options);
@@ -134,6 +143,9 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void route(Verb verb, std::string path, Handler handler);
+  // Every path that starts with `prefix` (and is longer), for handlers that read a resource id
+  // from the rest of the path.
+  void routePrefix(Verb verb, std::string prefix, Handler handler);
   // Binds and listens ("127.0.0.1:0" picks a free port; port() tells which).
   Status listen(std::string_view address);
   uint16_t port() const { return port_; }
@@ -145,13 +157,20 @@ class Server {
  private:
   Task<void> acceptLoop();
   Task<void> session(tcp::socket socket);
+  // The handler for `verb` on `path` (nullptr when none), and the route's name for on_error.
+  const Handler* find(Verb verb, const std::string& path, std::string& route) const;
+  // The methods some route serves `path` with ("GET, POST"); "" when none.
+  std::string allowed(const std::string& path) const;
+  // Answers an error the server itself found, and tells on_error.
+  Task<void> answerError(ResponseWriter& writer, HttpStatus status, std::string_view route,
+                         std::string message, ResponseWriter::Headers headers = {});
 
   asio::io_context& io_;
   const ServerOptions options_;
   tcp::acceptor acceptor_;
   uint16_t port_ = 0;
   std::map<std::pair<Verb, std::string>, Handler> routes_;
-  std::set<std::string> paths_;
+  std::map<std::pair<Verb, std::string>, Handler> prefix_routes_;
   std::set<beast::tcp_stream*> sessions_;
   bool stopped_ = false;
 };

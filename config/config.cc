@@ -409,6 +409,7 @@ void readRequests(MapReader& reader, OrchestratorConfig& config) {
   reader.uint32("lease_ms", config.lease_ms, 100, 3600000);
   reader.uint32("agent_timeout_ms", config.agent_timeout_ms, 100, 3600000);
   reader.uint32("max_attempts", config.max_attempts, 1, 16);
+  reader.scalar("clamp_max_tokens", config.clamp_max_tokens, parseBool);
 }
 
 void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {

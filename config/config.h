@@ -148,9 +148,11 @@ struct OrchestratorConfig {
   uint32_t queue_timeout_ms = 30000;  // a waiting request gives up (429) after this, 1..3600000
   uint32_t retry_after_s = 1;         // the Retry-After of a 429, 0..3600
   // `requests:`
-  uint32_t lease_ms = 30000;                // a decode reservation lasts this long, 100..3600000
-  uint32_t agent_timeout_ms = 60000;        // one call to an agent, 100..3600000
-  uint32_t max_attempts = 3;                // pairs tried per request (resumptions too), 1..16
+  uint32_t lease_ms = 30000;          // a decode reservation lasts this long, 100..3600000
+  uint32_t agent_timeout_ms = 60000;  // one call to an agent, 100..3600000
+  uint32_t max_attempts = 3;          // pairs tried per request (resumptions too), 1..16
+  // A max_tokens past the context left after the prompt is cut to it instead of being a 400.
+  bool clamp_max_tokens = false;
   double link_bandwidth_bytes_per_s = 1e9;  // the scheduler's default prefill→decode link
 };
 

@@ -163,6 +163,10 @@ void NodeAgentImpl::engineTurn() {
   receiver_.expire(now);
   sender_.retryRefused(now);
   metrics_.active_leases.Set(static_cast<double>(receiver_.leaseCount()));
+  const engine::KvBlockManager& blocks = engine_->blocks();
+  const uint32_t leased = std::min(receiver_.leasedBlocks(), blocks.usedBlocks());
+  metrics_.setKvBlocks(blocks.usedBlocks() - leased, leased, blocks.evictableBlocks(),
+                       blocks.freeBlocks());
 }
 
 void NodeAgentImpl::transferLoop() {

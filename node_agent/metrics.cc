@@ -63,10 +63,12 @@ AgentMetrics::AgentMetrics(prometheus::Registry& registry, std::string_view role
                                      "post or completion error).")),
       kv_blocks_(prometheus::BuildGauge()
                      .Name("kvferry_agent_kv_blocks")
-                     .Help("KV pool blocks by state: used (held by sequences and leases), "
-                           "cached (unused, reusable prefix, evictable), free (empty).")
+                     .Help("KV pool blocks by state: in_use (sequences prefilling or "
+                           "decoding), leased (reservations not decoding yet), cached (unused, "
+                           "reusable prefix, evictable), free (empty). They sum to the pool.")
                      .Register(registry)),
-      kv_used_(kv_blocks_.Add({{"state", "used"}})),
+      kv_in_use_(kv_blocks_.Add({{"state", "in_use"}})),
+      kv_leased_(kv_blocks_.Add({{"state", "leased"}})),
       kv_cached_(kv_blocks_.Add({{"state", "cached"}})),
       kv_free_(kv_blocks_.Add({{"state", "free"}})) {
   prometheus::BuildGauge()

@@ -43,10 +43,12 @@ class AgentMetrics {
     requests_[static_cast<size_t>(kind)][static_cast<size_t>(outcome)]->Increment();
   }
 
-  // KV blocks: used (held by sequences and leases), cached (unused, holding a reusable prefix:
-  // evictable), free (empty). They sum to the pool's size.
-  void setKvBlocks(uint32_t used, uint32_t cached, uint32_t free) {
-    kv_used_.Set(used);
+  // KV blocks in their four states (wire::Load, docs/control_plane.md): in use (sequences
+  // prefilling or decoding), leased (reservations not decoding yet), cached (unused, holding a
+  // reusable prefix: evictable), free (empty). They sum to the pool's size.
+  void setKvBlocks(uint32_t in_use, uint32_t leased, uint32_t cached, uint32_t free) {
+    kv_in_use_.Set(in_use);
+    kv_leased_.Set(leased);
     kv_cached_.Set(cached);
     kv_free_.Set(free);
   }
@@ -73,7 +75,8 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>& transfer_batches_;
   prometheus::Family<prometheus::Counter>& transfer_errors_;
   prometheus::Family<prometheus::Gauge>& kv_blocks_;
-  prometheus::Gauge& kv_used_;
+  prometheus::Gauge& kv_in_use_;
+  prometheus::Gauge& kv_leased_;
   prometheus::Gauge& kv_cached_;
   prometheus::Gauge& kv_free_;
   std::array<std::array<prometheus::Counter*, 4>, 6> requests_{};

@@ -3,44 +3,36 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <boost/json/parse.hpp>
-#include <boost/json/value.hpp>
 
 #include "common/coroutine_rules.h"
 
 namespace kvferry::orchestrator {
 namespace {
 
-namespace json = boost::json;
-
 // Best-effort calls (release, cancel) give up sooner than ordinary agent calls.
 constexpr std::chrono::milliseconds kBestEffortTimeout{5000};
 
 bool isSuccess(unsigned status) { return status >= 200 && status < 300; }
 
-// The message of an agent's {"error":{"message":...}} body, else the start of the body.
-std::string agentErrorMessage(const http::Response& response) {
-  boost::system::error_code ec;
-  json::value body = json::parse(response.body, ec);
-  if (!ec && body.is_object()) {
-    if (const json::value* error = body.as_object().if_contains("error");
-        error != nullptr && error->is_object()) {
-      if (const json::value* message = error->as_object().if_contains("message");
-          message != nullptr && message->is_string()) {
-        return std::string(message->as_string());
-      }
-    }
+// A non-2xx answer, as the failure of `call` on `node`: its kind from the agent's error body
+// (wire::AgentError) and status.
+template <typename T>
+AgentResult<T> refusal(std::string_view call, std::string_view node,
+                       const http::Response& response) {
+  Result<wire::AgentError> body = wire::decode<wire::AgentError>(response.body);
+  std::string message = body.isOk()             ? body->message
+                        : response.body.empty() ? std::string("(empty body)")
+                                                : response.body.substr(0, 200);
+  AgentFailure failure =
+      response.status == 502 ? AgentFailure::kPeerFailed : AgentFailure::kRefused;
+  if (body.isOk() && body->code == wire::error_code::kKvCapacity) {
+    failure = AgentFailure::kNoCapacity;
   }
-  if (response.body.empty()) return "(empty body)";
-  return response.body.substr(0, 200);
-}
-
-// A non-2xx answer, as the failure of `call` on `node`.
-std::pair<AgentFailure, Status> refusal(std::string_view call, std::string_view node,
-                                        const http::Response& response) {
-  return {response.status == 502 ? AgentFailure::kPeerFailed : AgentFailure::kRefused,
-          unavailable(std::string(call) + " on " + std::string(node) + " answered HTTP " +
-                      std::to_string(response.status) + ": " + agentErrorMessage(response))};
+  return AgentResult<T>(
+      failure,
+      unavailable(std::string(call) + " on " + std::string(node) + " answered HTTP " +
+                  std::to_string(response.status) + ": " + message),
+      body.isOk() && body->writes_settled);
 }
 
 }  // namespace
@@ -69,6 +61,7 @@ http::Task<bool> TokenStreamReader::line(const wire::StreamLine& line) {
   if (!line.finish.empty()) {
     finish_ = line.finish;
     message_ = line.message;
+    code_ = line.code;
   }
   co_return true;
 }
@@ -83,9 +76,10 @@ AgentResult<StreamEnd> TokenStreamReader::end(const Status& connection,
             internalError(call_ + " stream of " + node_ + " has a malformed line: " + malformed_)};
   }
   if (finish_ == "error") {
-    return {AgentFailure::kRefused,
-            unavailable(call_ + " on " + node_ +
-                        " failed: " + (message_.empty() ? std::string("(no message)") : message_))};
+    return {
+        code_ == wire::error_code::kKvCapacity ? AgentFailure::kNoCapacity : AgentFailure::kRefused,
+        unavailable(call_ + " on " + node_ +
+                    " failed: " + (message_.empty() ? std::string("(no message)") : message_))};
   }
   if (finish_.empty()) {
     return {AgentFailure::kRefused,
@@ -118,8 +112,9 @@ http::Task<AgentResult<StreamEnd>> HttpAgentClient::generate(NodeId node,
   return stream("generate", node, wire::route::kGenerate, wire::encode(request), on_line);
 }
 
-void HttpAgentClient::release(NodeId node, uint64_t lease_id) {
-  bestEffort(node, wire::route::kRelease, wire::encode(wire::IdRequest{lease_id}));
+void HttpAgentClient::release(NodeId node, uint64_t lease_id, bool writer_done) {
+  bestEffort(node, wire::route::kRelease,
+             wire::encode(wire::ReleaseRequest{lease_id, writer_done}));
 }
 
 void HttpAgentClient::cancel(NodeId node, uint64_t request_id) {
@@ -140,10 +135,7 @@ http::Task<AgentResult<Answer>> HttpAgentClient::call(std::string name, NodeId n
     co_return AgentResult<Answer>(AgentFailure::kNoAnswer,
                                   answer.status().withContext(name + " on " + label(node)));
   }
-  if (!isSuccess(answer->status)) {
-    auto [failure, error] = refusal(name, label(node), *answer);
-    co_return AgentResult<Answer>(failure, std::move(error));
-  }
+  if (!isSuccess(answer->status)) co_return refusal<Answer>(name, label(node), *answer);
   Result<Answer> decoded = wire::decode<Answer>(answer->body);
   if (!decoded.isOk()) {
     co_return AgentResult<Answer>(AgentFailure::kRefused,
@@ -173,8 +165,8 @@ http::Task<AgentResult<StreamEnd>> HttpAgentClient::stream(std::string name, Nod
                          AgentFailure::kNoAnswer);
   }
   if (!isSuccess(streamed->status)) {
-    auto [failure, error] = refusal(name, label(node), *streamed);
-    co_return reader.end(error, failure);
+    const AgentResult<StreamEnd> refused = refusal<StreamEnd>(name, label(node), *streamed);
+    co_return reader.end(refused.status(), refused.failure());
   }
   co_return reader.end(Status::ok(), AgentFailure::kNoAnswer);
 }

@@ -27,6 +27,8 @@ enum class AgentFailure : uint8_t {
   kRefused,     // the agent answered with an error, or with an answer that does not decode
   kPeerFailed,  // the agent answered that a node it had to reach failed (HTTP 502; a prefill
                 // whose KV could not be written to the decode node)
+  kNoCapacity,  // the agent has no KV room for the request now (code kv_capacity): not its
+                // fault; the request may wait for room
 };
 
 // A call's answer, or its failure: a Result<T> that also says which kind of failure it is.
@@ -34,11 +36,15 @@ template <typename T>
 class AgentResult {
  public:
   AgentResult(T answer) : result_(std::move(answer)) {}  // NOLINT: implicit, as Result's
-  AgentResult(AgentFailure failure, Status error) : result_(std::move(error)), failure_(failure) {}
+  AgentResult(AgentFailure failure, Status error, bool writes_settled = false)
+      : result_(std::move(error)), failure_(failure), writes_settled_(writes_settled) {}
 
   bool isOk() const { return result_.isOk(); }
   const Status& status() const { return result_.status(); }
   AgentFailure failure() const { return failure_; }  // when !isOk()
+  // A prefill's: the agent answered, and no KV write it posted can still land on the target
+  // (true for every answer that succeeded). Its reservation may be freed at once.
+  bool writesSettled() const { return isOk() || writes_settled_; }
   T& operator*() { return *result_; }
   const T& operator*() const { return *result_; }
   T* operator->() { return result_.operator->(); }
@@ -47,6 +53,7 @@ class AgentResult {
  private:
   Result<T> result_;
   AgentFailure failure_ = AgentFailure::kNoAnswer;
+  bool writes_settled_ = false;
 };
 
 // Called for each line of a token stream, in order; false stops reading (the agent sees the
@@ -81,9 +88,10 @@ class AgentClient {
                                                       const wire::GenerateRequest& request,
                                                       const StreamLineHandler& on_line) = 0;
   // Best effort, in the background; the answers are only logged. release: POST /agent/release,
-  // ends a lease that will not be decoded (idempotent). cancel: POST /agent/cancel, stops the
-  // request's prefill (a queued one never runs) or stream on that node.
-  virtual void release(NodeId node, uint64_t lease_id) = 0;
+  // ends a lease that will not be decoded (idempotent); `writer_done` when its prefill answered
+  // with its writes settled, so the blocks are free at once. cancel: POST /agent/cancel, stops
+  // the request's prefill (a queued one never runs) or stream on that node.
+  virtual void release(NodeId node, uint64_t lease_id, bool writer_done) = 0;
   virtual void cancel(NodeId node, uint64_t request_id) = 0;
 };
 
@@ -111,6 +119,7 @@ class TokenStreamReader {
   bool stopped_ = false;
   std::string finish_;
   std::string message_;
+  std::string code_;  // the finish line's error kind
   std::string malformed_;
 };
 
@@ -133,7 +142,7 @@ class HttpAgentClient final : public AgentClient {
                                             const StreamLineHandler& on_line) override;
   http::Task<AgentResult<StreamEnd>> generate(NodeId node, const wire::GenerateRequest& request,
                                               const StreamLineHandler& on_line) override;
-  void release(NodeId node, uint64_t lease_id) override;
+  void release(NodeId node, uint64_t lease_id, bool writer_done) override;
   void cancel(NodeId node, uint64_t request_id) override;
 
  private:

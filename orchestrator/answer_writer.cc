@@ -21,7 +21,10 @@ openai::AnswerSpec answerSpec(const PreparedRequest& request, const ServedModel&
   spec.prompt_tokens = static_cast<uint32_t>(request.tokens.size());
   spec.max_tokens = request.max_tokens;
   spec.stop = request.api.stop;
-  spec.stop_tokens = model.stop_tokens;
+  spec.stop_tokens = request.stop_tokens;
+  spec.min_tokens = request.api.min_tokens;
+  spec.skip_special_tokens = request.api.skip_special_tokens;
+  spec.logprobs = request.api.logprobs;
   return spec;
 }
 
@@ -34,9 +37,12 @@ AnswerWriter::AnswerWriter(http::ResponseWriter& writer, const PreparedRequest& 
       metrics_(metrics),
       answer_(answerSpec(request, model), *model.tokenizer, request.tokens) {}
 
-http::Task<bool> AnswerWriter::token(model::TokenId id) {
+http::Task<bool> AnswerWriter::token(model::TokenId id,
+                                     std::optional<wire::TokenLogprobs> logprobs) {
   if (!answer_.wantsMore() || client_gone_) co_return false;
-  std::string events = answer_.token(id);
+  std::optional<openai::GeneratedLogprobs> view;
+  if (logprobs) view = openai::GeneratedLogprobs{logprobs->logprob, logprobs->top};
+  std::string events = answer_.token(id, view ? &*view : nullptr);
   if (!answer_.badToken().empty()) co_return false;  // not counted
   const Clock::time_point now = Clock::now();
   if (last_token_at_) {

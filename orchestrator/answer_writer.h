@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/control_wire.h"
 #include "common/http.h"
 #include "model/token_id.h"
 #include "orchestrator/metrics.h"
@@ -27,7 +28,9 @@ class AnswerWriter {
   // One generated token. True: more are wanted. False: the answer is complete (a stop token or
   // string, or the token budget: answer().endReason() says which), the client is gone, or the
   // token is not in the vocabulary (answer().badToken()).
-  http::Task<bool> token(model::TokenId id);
+  // `logprobs`: the agent's, for a request that asked for them. Taken by value
+  // (common/coroutine_rules.h, rule 3).
+  http::Task<bool> token(model::TokenId id, std::optional<wire::TokenLogprobs> logprobs = {});
   // Completes the answer (openai::AnswerRenderer::finish) and writes it.
   http::Task<void> finish(std::string_view agent_reason);
   // Ends the answer with an error: the HTTP error when nothing was written yet, else an SSE

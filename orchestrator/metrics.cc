@@ -59,12 +59,16 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
       resumes(counter(registry, "kvferry_request_resumes_total",
                       "Attempts that went on with an answer another pair had begun: the prompt "
                       "plus the tokens already produced.")),
+      colocated_fallbacks(counter(registry, "kvferry_colocated_fallbacks_total",
+                                  "Attempts served whole (prefill and decode) on one decode "
+                                  "node because no node that can prefill was alive.")),
       prompt_tokens(counter(registry, "kvferry_prompt_tokens_total",
                             "Prompt tokens of the requests scheduled on the cluster.")),
       generated_tokens(counter(registry, "kvferry_generated_tokens_total",
                                "Tokens generated for clients (streamed or returned).")),
       queued_requests(gauge(registry, "kvferry_admission_queued_requests",
-                            "Requests waiting for an admission slot.")),
+                            "Requests waiting for an admission slot or for KV room (admitted "
+                            "requests waiting for room included).")),
       inflight_requests(gauge(registry, "kvferry_admission_inflight_requests",
                               "Requests holding an admission slot (being served).")),
       requests_(prometheus::BuildCounter()
@@ -79,8 +83,10 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
                    .Register(registry)),
       node_kv_blocks_(prometheus::BuildGauge()
                           .Name("kvferry_node_kv_blocks")
-                          .Help("KV blocks an alive node reported in its last heartbeat: used, "
-                                "or free (free or evictable).")
+                          .Help("KV blocks of an alive node by state, from its last heartbeat: "
+                                "in_use (sequences prefilling or decoding), leased (reservations "
+                                "not decoding yet), cached (a reusable prefix, evictable), free. "
+                                "They sum to the node's KV capacity.")
                           .Register(registry)),
       predicted_cached_tokens_(counter(registry, "kvferry_predicted_cached_tokens_total",
                                        "Prompt tokens the policy predicted the prefill node "
@@ -145,21 +151,22 @@ void OrchestratorMetrics::syncNodes(const NodeRegistry& registry) {
     if (series.up != nullptr) series.up->Set(node.liveness == NodeLiveness::kAlive ? 1 : 0);
 
     if (node.liveness != NodeLiveness::kAlive) {
-      if (series.kv_used != nullptr) node_kv_blocks_.Remove(std::exchange(series.kv_used, nullptr));
-      if (series.kv_free != nullptr) node_kv_blocks_.Remove(std::exchange(series.kv_free, nullptr));
+      for (prometheus::Gauge*& gauge : series.kv) {
+        if (gauge != nullptr) node_kv_blocks_.Remove(std::exchange(gauge, nullptr));
+      }
       continue;
     }
-    if (series.kv_used == nullptr) {
+    if (series.kv[0] == nullptr) {
       const std::string& name = node.registration.name;
-      series.kv_used = &node_kv_blocks_.Add({{"node", id}, {"name", name}, {"state", "used"}});
-      series.kv_free = &node_kv_blocks_.Add({{"node", id}, {"name", name}, {"state", "free"}});
+      for (size_t i = 0; i < kKvStates.size(); ++i) {
+        series.kv[i] =
+            &node_kv_blocks_.Add({{"node", id}, {"name", name}, {"state", kKvStates[i]}});
+      }
     }
-    // Before its first heartbeat a node has reported only its capacity.
-    const uint32_t total =
-        node.load.total_kv_blocks > 0 ? node.load.total_kv_blocks : node.registration.kv_blocks;
-    const uint32_t free = node.load.total_kv_blocks > 0 ? node.load.free_kv_blocks : total;
-    series.kv_used->Set(total > free ? total - free : 0);
-    series.kv_free->Set(free);
+    const KvBlockStates states = kvBlockStates(node);
+    const std::array<uint64_t, kKvStates.size()> values = {states.in_use, states.leased,
+                                                           states.cached, states.free};
+    for (size_t i = 0; i < kKvStates.size(); ++i) series.kv[i]->Set(static_cast<double>(values[i]));
   }
 }
 

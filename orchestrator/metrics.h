@@ -57,16 +57,19 @@ class OrchestratorMetrics {
   prometheus::Histogram& routing_decision_seconds;  // one Policy::choose call
   prometheus::Counter& retries;                     // attempts after a failed one
   prometheus::Counter& resumes;                     // of those, ones that went on mid-answer
-  prometheus::Counter& prompt_tokens;               // of every request scheduled
-  prometheus::Counter& generated_tokens;            // sent to clients
-  prometheus::Gauge& queued_requests;               // waiting for admission
-  prometheus::Gauge& inflight_requests;             // holding an admission slot
+  prometheus::Counter& colocated_fallbacks;  // attempts served whole on a decode node: no prefill
+                                             // node was alive
+  prometheus::Counter& prompt_tokens;        // of every request scheduled
+  prometheus::Counter& generated_tokens;     // sent to clients
+  prometheus::Gauge& queued_requests;        // waiting for admission
+  prometheus::Gauge& inflight_requests;      // holding an admission slot
 
  private:
+  // kvferry_node_kv_blocks' states, as wire::Load defines them; they sum to the node's total.
+  static constexpr std::array<const char*, 4> kKvStates = {"in_use", "leased", "cached", "free"};
   struct NodeSeries {
     prometheus::Gauge* up = nullptr;
-    prometheus::Gauge* kv_used = nullptr;
-    prometheus::Gauge* kv_free = nullptr;
+    std::array<prometheus::Gauge*, kKvStates.size()> kv{};
   };
 
   prometheus::Family<prometheus::Counter>& requests_;

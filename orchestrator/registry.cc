@@ -145,6 +145,10 @@ Result<wire::HeartbeatResponse> NodeRegistry::heartbeat(const wire::HeartbeatReq
   node->prefill_model = request.prefill_model;
   node->draining = request.draining;
   node->last_heartbeat = now;
+  // The report shows the KV the orchestrator's requests took and gave back so far.
+  node->kv_taken_since_report = 0;
+  node->kv_returned_since_report = 0;
+  node->kv_full_until_report = false;
   if (request.kv_snapshot) {
     index_.resync(node->id, request.kv_snapshot->sequence, request.kv_snapshot->stored);
   }
@@ -197,6 +201,68 @@ void NodeRegistry::WorkTicket::end() {
   phase_ = Phase::kNone;
 }
 
+KvBlockStates kvBlockStates(const NodeRecord& node) {
+  KvBlockStates states;
+  if (node.load.total_kv_blocks == 0) {  // no heartbeat yet: its capacity, all free
+    states.total = states.free = node.registration.kv_blocks;
+    return states;
+  }
+  const wire::Load& load = node.load;
+  states.total = load.total_kv_blocks;
+  states.cached = std::min(load.cached_kv_blocks, load.free_kv_blocks);
+  states.free = load.free_kv_blocks - states.cached;
+  const uint64_t held = states.total - std::min(load.free_kv_blocks, load.total_kv_blocks);
+  states.leased = std::min<uint64_t>(load.leased_blocks, held);
+  states.in_use = held - states.leased;
+  return states;
+}
+
+uint64_t NodeRecord::availableKvBlocks() const {
+  if (kv_full_until_report) return 0;
+  const uint64_t reported = uint64_t{load.free_kv_blocks} + kv_returned_since_report;
+  const uint64_t available =
+      reported > kv_taken_since_report ? reported - kv_taken_since_report : 0;
+  return std::min<uint64_t>(available, load.total_kv_blocks);
+}
+
+NodeRegistry::KvHold& NodeRegistry::KvHold::operator=(KvHold&& other) noexcept {
+  if (this != &other) {
+    end();
+    registry_ = std::exchange(other.registry_, nullptr);
+    node_ = other.node_;
+    blocks_ = std::exchange(other.blocks_, 0);
+  }
+  return *this;
+}
+
+void NodeRegistry::KvHold::end() {
+  if (registry_ == nullptr) return;
+  if (node_ < registry_->nodes_.size())
+    registry_->nodes_[node_].kv_returned_since_report += blocks_;
+  registry_ = nullptr;
+  blocks_ = 0;
+}
+
+NodeRegistry::KvHold NodeRegistry::holdKv(NodeId id, uint64_t blocks) {
+  if (id >= nodes_.size()) return KvHold();
+  nodes_[id].kv_taken_since_report += blocks;
+  return KvHold(this, id, blocks);
+}
+
+void NodeRegistry::noteKvFull(NodeId id) {
+  if (id < nodes_.size()) nodes_[id].kv_full_until_report = true;
+}
+
+std::vector<NodeRegistry::KvRoom> NodeRegistry::decodeKvRoom() const {
+  std::vector<KvRoom> out;
+  for (const NodeRecord& node : nodes_) {
+    if (node.schedulable() && scheduler::canDecode(node.role)) {
+      out.push_back({node.availableKvBlocks(), node.load.total_kv_blocks});
+    }
+  }
+  return out;
+}
+
 NodeRegistry::WorkTicket NodeRegistry::startPrefill(NodeId id, uint64_t tokens) {
   countPrefill(id, tokens);
   return WorkTicket(this, id, WorkTicket::Phase::kPrefill, tokens);
@@ -246,7 +312,7 @@ scheduler::ClusterView NodeRegistry::view() const {
     s.queued_prefill_s =
         s.queued_prefill_tokens == 0 ? 0 : s.prefill_model.seconds(s.queued_prefill_tokens);
     s.active_decode_seqs = std::max(node.load.active_decode_seqs, node.local_decode_seqs);
-    s.free_kv_blocks = node.load.free_kv_blocks;
+    s.free_kv_blocks = node.availableKvBlocks();
     s.total_kv_blocks = node.load.total_kv_blocks;
   }
   return scheduler::ClusterView(std::move(states), identity_.block_tokens, transferBlockBytes(),

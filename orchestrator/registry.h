@@ -68,9 +68,29 @@ struct NodeRecord {
   uint64_t local_prefill_tokens = 0;
   uint32_t local_prefill_requests = 0;
   uint32_t local_decode_seqs = 0;
+  // KV blocks the orchestrator's own requests took (reservations, colocated prompts) and gave
+  // back since the node's last heartbeat, which does not show them yet; and whether the node
+  // refused a request for want of KV room since then (its estimate is 0 until it reports again).
+  uint64_t kv_taken_since_report = 0;
+  uint64_t kv_returned_since_report = 0;
+  bool kv_full_until_report = false;
 
   bool schedulable() const { return liveness == NodeLiveness::kAlive && !draining; }
+  // KV blocks the node can hand out now, as far as the orchestrator can tell: its last report
+  // (free and cached blocks) less what was taken since, plus what was given back, within 0..total.
+  uint64_t availableKvBlocks() const;
 };
+
+// A node's KV blocks in the four states of wire::Load, from its last heartbeat (before the
+// first one: all free). They sum to `total`. /v1/nodes and kvferry_node_kv_blocks show these.
+struct KvBlockStates {
+  uint64_t in_use = 0;  // sequences prefilling or decoding
+  uint64_t leased = 0;  // reservations not decoding yet
+  uint64_t cached = 0;  // unused, holding a reusable prefix (evictable)
+  uint64_t free = 0;    // empty
+  uint64_t total = 0;
+};
+KvBlockStates kvBlockStates(const NodeRecord& node);
 
 class NodeRegistry {
  public:
@@ -135,6 +155,40 @@ class NodeRegistry {
   };
   [[nodiscard]] WorkTicket startPrefill(NodeId id, uint64_t tokens);
   [[nodiscard]] WorkTicket startDecode(NodeId id);
+
+  // KV blocks a request holds on a node (a reservation, a colocated sequence), counted against
+  // the node's last report until its next heartbeat shows them (NodeRecord::availableKvBlocks).
+  // Move-only; it must not outlive its registry. Owner: the registry's thread.
+  class KvHold {
+   public:
+    KvHold() = default;  // holds nothing
+    KvHold(KvHold&& other) noexcept { *this = std::move(other); }
+    KvHold& operator=(KvHold&& other) noexcept;
+    KvHold(const KvHold&) = delete;
+    KvHold& operator=(const KvHold&) = delete;
+    ~KvHold() { end(); }
+    // The blocks are given back (the destructor does it too).
+    void end();
+
+   private:
+    friend class NodeRegistry;
+    KvHold(NodeRegistry* registry, NodeId node, uint64_t blocks)
+        : registry_(registry), node_(node), blocks_(blocks) {}
+
+    NodeRegistry* registry_ = nullptr;
+    NodeId node_ = 0;
+    uint64_t blocks_ = 0;
+  };
+  [[nodiscard]] KvHold holdKv(NodeId id, uint64_t blocks);
+  // The node refused a request for want of KV room: nothing fits it until it reports again.
+  void noteKvFull(NodeId id);
+
+  // Each schedulable decode-capable node's KV room: what it can hand out now and its capacity.
+  struct KvRoom {
+    uint64_t available = 0;
+    uint64_t total = 0;
+  };
+  std::vector<KvRoom> decodeKvRoom() const;
 
   // The scheduler's snapshot: one NodeState per id ever registered; alive only for alive,
   // non-draining nodes. Refers to this registry's prefix index: use it before the next change.

@@ -38,6 +38,8 @@ class RequestAttempts {
   struct Failure {
     Status error;
     NodeId blame = 0;  // excluded from this request's later attempts
+    // The node had no KV room (kv_capacity): it is not excluded; the request waits for room.
+    bool no_room = false;
   };
   using AttemptResult = std::optional<Failure>;  // nullopt: answered, or the client is gone
 
@@ -52,10 +54,29 @@ class RequestAttempts {
     uint32_t resumed_tokens = 0;  // answer tokens at the end of `tokens`
   };
   Result<AttemptInput> nextInput() const;
+  // The request's sampling for this attempt: a resumed prompt ends with answer tokens, which the
+  // penalties and min_tokens count as the answer's.
+  wire::Sampling attemptSampling() const {
+    wire::Sampling sampling = request_.sampling;
+    sampling.answer_tokens = input_.resumed_tokens;
+    return sampling;
+  }
   // The prefill node's cached prefix for this attempt; usage reports the first prompt's.
   void noteCachedTokens(uint32_t tokens);
   // Ends the request as the client left it.
   RequestOutcome clientLeft();
+  // KV blocks the attempt's decode node must have free to start: its prompt and one token.
+  uint64_t kvBlocksToStart() const {
+    return orchestrator::kvBlocksToStart(input_.tokens.size(),
+                                         ctx_.registry.identity().block_tokens);
+  }
+  // When some decode-capable node of `view` has room to start the attempt, takes the decode role
+  // from those that have not (a prefill-and-decode node may still prefill). False when none has.
+  bool keepDecodeNodesWithRoom(scheduler::ClusterView& view) const;
+  // Waits (keeping the admission slot) until a decode node may have room for the attempt, at
+  // most queue_timeout_ms from the request's arrival (from now when resuming a begun answer). An
+  // outcome when the request ends here (out of time, or the server shuts down).
+  Task<std::optional<RequestOutcome>> waitForRoom();
 
   Task<AttemptResult> runColocated(NodeId node, uint64_t prefill_tokens);
   Task<AttemptResult> runSplit(NodeId prefill, NodeId decode, uint64_t prefill_tokens);
@@ -109,27 +130,40 @@ Task<RequestOutcome> RequestAttempts::run() {
   std::set<NodeId> excluded;
   std::optional<Failure> last;
   answer_.emplace(writer_, request_, ctx_.model, ctx_.metrics);
-  for (uint32_t attempt = 1; attempt <= ctx_.config.max_attempts; ++attempt) {
+  // Attempts that failed count against max_attempts; a node without KV room does not (the
+  // request waits for room, up to its deadline).
+  uint32_t failed = 0;
+  for (uint32_t attempt = 1; failed < ctx_.config.max_attempts; ++attempt) {
     Result<AttemptInput> input = nextInput();
     if (!input.isOk()) {
       last = Failure{input.status().withContext("resuming the answer"), 0};
       break;
     }
     input_ = std::move(input).value();
-    if (input_.resumed_tokens > 0) {
-      const bool here = co_await answer_->keepAliveWhileResuming();
-      if (!here) co_return clientLeft();
-    }
     scheduler::ClusterView view = ctx_.registry.view();
     for (NodeId id : excluded) view.mutableNodes()[id].alive = false;
+    if (!keepDecodeNodesWithRoom(view)) {
+      std::optional<RequestOutcome> ended = co_await waitForRoom();
+      if (ended) co_return std::move(*ended);
+      --attempt;  // nothing was tried
+      continue;
+    }
     scheduler::Request request;
     request.id = request_.id;
     request.input_tokens = static_cast<uint32_t>(input_.tokens.size());
     request.output_tokens = input_.max_new_tokens;
     request.block_hashes = input_.block_hashes;
     const Clock::time_point choosing = Clock::now();
-    Result<scheduler::Decision> decision = ctx_.policy.choose(request, view);
+    // Every policy needs a prefill node; without one, the decode nodes serve whole requests.
+    const bool fallback = !scheduler::anyPrefillNode(view);
+    Result<scheduler::Decision> decision =
+        fallback ? scheduler::chooseColocated(request, view) : ctx_.policy.choose(request, view);
     ctx_.metrics.routing_decision_seconds.Observe(secondsBetween(choosing, Clock::now()));
+    if (fallback && decision.isOk()) {
+      ctx_.metrics.colocated_fallbacks.Increment();
+      spdlog::info("request {}: no live node can prefill; serving it whole on node {}",
+                   request_.openai_id, decision->decode);
+    }
     if (!decision.isOk()) {
       if (!last) {
         ctx_.metrics.countRejection(OrchestratorMetrics::Rejection::kNoNodes);
@@ -140,6 +174,12 @@ Task<RequestOutcome> RequestAttempts::run() {
         co_return outcome_;
       }
       break;  // every pair left was tried
+    }
+    // Only once there is somewhere to go on: a stream with nowhere to resume gets its error
+    // event, not a promise first.
+    if (input_.resumed_tokens > 0) {
+      const bool here = co_await answer_->keepAliveWhileResuming();
+      if (!here) co_return clientLeft();
     }
     const bool same_node = decision->colocated || decision->prefill == decision->decode;
     if (attempt > 1) ctx_.metrics.retries.Increment();
@@ -178,8 +218,19 @@ Task<RequestOutcome> RequestAttempts::run() {
       co_return outcome_;
     }
     if (answer_->clientLeft()) co_return clientLeft();  // nobody to resume or retry for
-    spdlog::warn("request {}: attempt {} of {} failed after {} answer tokens: {}",
-                 request_.openai_id, attempt, ctx_.config.max_attempts,
+    const NodeRecord* refusing = ctx_.registry.node(failure->blame);
+    if (failure->no_room && refusing != nullptr &&
+        refusing->load.total_kv_blocks >= kvBlocksToStart()) {
+      // Not the node's fault: nothing fits it until it reports again. The next turn tries a
+      // node with room, or waits for one. (A node that could never hold it has failed.)
+      spdlog::info("request {}: node {} has no KV room for it now ({})", request_.openai_id,
+                   failure->blame, failure->error.message());
+      ctx_.registry.noteKvFull(failure->blame);
+      continue;
+    }
+    ++failed;
+    spdlog::warn("request {}: attempt {} ({} of {} failed) failed after {} answer tokens: {}",
+                 request_.openai_id, attempt, failed, ctx_.config.max_attempts,
                  answer_->answer().completionTokens(), failure->error.message());
     excluded.insert(failure->blame);
     last = std::move(failure);
@@ -197,6 +248,66 @@ Task<RequestOutcome> RequestAttempts::run() {
   co_return outcome_;
 }
 
+bool RequestAttempts::keepDecodeNodesWithRoom(scheduler::ClusterView& view) const {
+  const uint64_t need = kvBlocksToStart();
+  std::vector<scheduler::NodeState>& nodes = view.mutableNodes();
+  const auto decodes = [](const scheduler::NodeState& n) {
+    return n.alive && scheduler::canDecode(n.role);
+  };
+  const auto has_room = [need](const scheduler::NodeState& n) { return n.free_kv_blocks >= need; };
+  const auto could_hold = [need](const scheduler::NodeState& n) {
+    return n.total_kv_blocks >= need;
+  };
+  // No decode node, or none that could ever hold it: the policy says what is missing.
+  if (std::none_of(nodes.begin(), nodes.end(),
+                   [&](const auto& n) { return decodes(n) && could_hold(n); })) {
+    return true;
+  }
+  if (std::none_of(nodes.begin(), nodes.end(),
+                   [&](const auto& n) { return decodes(n) && has_room(n); })) {
+    return false;
+  }
+  for (scheduler::NodeState& node : nodes) {
+    if (!decodes(node) || has_room(node)) continue;
+    if (scheduler::canPrefill(node.role)) {
+      node.role = scheduler::NodeRole::kPrefill;
+    } else {
+      node.alive = false;
+    }
+  }
+  return true;
+}
+
+Task<std::optional<RequestOutcome>> RequestAttempts::waitForRoom() {
+  const auto timeout = std::chrono::milliseconds(ctx_.config.queue_timeout_ms);
+  const bool begun = answer_->answer().completionTokens() > 0;
+  const Clock::time_point deadline = (begun ? Clock::now() : request_.arrived) + timeout;
+  const Admission::Refusal refusal = co_await ctx_.wait_for_room(kvBlocksToStart(), deadline);
+  if (refusal == Admission::Refusal::kNone) co_return std::nullopt;
+  const bool closed = refusal == Admission::Refusal::kClosed;
+  ctx_.metrics.countRejection(closed ? OrchestratorMetrics::Rejection::kShuttingDown
+                                     : OrchestratorMetrics::Rejection::kQueueTimeout);
+  outcome_.error = closed ? "the orchestrator is shutting down"
+                          : "no decode node had KV room for the request's " +
+                                std::to_string(input_.tokens.size()) + " tokens within " +
+                                std::to_string(ctx_.config.queue_timeout_ms) + " ms. Retry after " +
+                                std::to_string(ctx_.config.retry_after_s) + " s.";
+  if (answer_->begun()) {
+    outcome_.http_status = 502;  // the stream had begun: it ends with the error event
+    const openai::ApiError error = serverError(503, outcome_.error);
+    co_await answer_->fail(error);
+    co_return outcome_;
+  }
+  outcome_.http_status = closed ? 503 : 429;
+  const openai::ApiError error =
+      closed ? serverError(503, outcome_.error)
+             : openai::ApiError{429, "rate_limit_error", outcome_.error, {}, "rate_limit_exceeded"};
+  http::ResponseWriter::Headers headers;
+  if (!closed) headers.emplace_back("Retry-After", std::to_string(ctx_.config.retry_after_s));
+  co_await sendApiError(writer_, error, std::move(headers));
+  co_return outcome_;
+}
+
 std::string RequestAttempts::noPairMessage(const Status& policy_error) const {
   size_t alive = 0;
   for (const NodeRecord& node : ctx_.registry.nodes()) alive += node.schedulable() ? 1 : 0;
@@ -211,11 +322,12 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runColocated(NodeId node,
   wire::GenerateRequest generate;
   generate.request_id = request_.id;
   generate.tokens = input_.tokens;
-  generate.sampling = request_.sampling;
+  generate.sampling = attemptSampling();
   generate.max_new_tokens = input_.max_new_tokens;
-  generate.stop_tokens = ctx_.model.stop_tokens;
+  generate.stop_tokens = request_.stop_tokens;
   generate.rng_draws = input_.rng_draws;
   NodeRegistry::WorkTicket work = ctx_.registry.startPrefill(node, prefill_tokens);
+  NodeRegistry::KvHold kv = ctx_.registry.holdKv(node, kvBlocksToStart());
   // Named, not built in the co_await expression (common/coroutine_rules.h, rules 2 and 4).
   bool saw_token = false;
   const std::function<void()> first_token = [&] {
@@ -230,8 +342,12 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runColocated(NodeId node,
   AgentResult<StreamEnd> ended = co_await ctx_.agents.generate(node, generate, on_line);
   AttemptResult result = co_await afterStream(node, ended);
   answer_->unwatchClient();
-  // The agent may still be computing the prompt (a timeout).
-  if (result) ctx_.agents.cancel(node, request_.id);
+  // Without an answer the agent may still be computing the prompt (a timeout): stop it. Not after
+  // a stream the agent ended itself: a cancel then finds nothing to stop, and the agent would
+  // refuse this request's next attempt on it (a node without KV room is tried again).
+  if (result && !ended.isOk() && ended.failure() == AgentFailure::kNoAnswer) {
+    ctx_.agents.cancel(node, request_.id);
+  }
   co_return result;
 }
 
@@ -242,13 +358,17 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   reserve.tokens = input_.tokens;
   reserve.lease_ms = ctx_.config.lease_ms;
   AgentResult<wire::ReserveResponse> lease = co_await ctx_.agents.reserve(decode, reserve);
-  if (!lease.isOk()) co_return Failure{lease.status(), decode};
+  if (!lease.isOk()) {
+    co_return Failure{lease.status(), decode, lease.failure() == AgentFailure::kNoCapacity};
+  }
   const uint64_t lease_id = lease->lease_id;
+  NodeRegistry::KvHold kv = ctx_.registry.holdKv(decode, lease->block_ids.size());
 
   wire::PrefillRequest prefill_request;
   prefill_request.request_id = request_.id;
   prefill_request.tokens = input_.tokens;
-  prefill_request.sampling = request_.sampling;
+  prefill_request.sampling = attemptSampling();
+  prefill_request.stop_tokens = request_.stop_tokens;
   prefill_request.rng_draws = input_.rng_draws;
   prefill_request.target.node_id = decode;
   prefill_request.target.transport_blob = ctx_.registry.node(decode)->registration.transport_blob;
@@ -257,20 +377,24 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   prefill_request.target.cached_blocks = lease->cached_blocks;
   prefill_request.target.regions = lease->regions;
   NodeRegistry::WorkTicket prefilling = ctx_.registry.startPrefill(prefill, prefill_tokens);
-  // A client that leaves during the prefill: cancel it (a queued prefill never runs) and free
-  // the reservation now.
-  answer_->watchClient([this, prefill, decode, lease_id] {
-    ctx_.agents.cancel(prefill, request_.id);
-    ctx_.agents.release(decode, lease_id);
-  });
+  // A client that leaves during the prefill: cancel it (a queued prefill never runs; one
+  // computing stops before its next chunk). Its answer then says whether its writes settled.
+  answer_->watchClient([this, prefill] { ctx_.agents.cancel(prefill, request_.id); });
   AgentResult<wire::PrefillResponse> first = co_await ctx_.agents.prefill(prefill, prefill_request);
   answer_->unwatchClient();
   prefilling.end();
-  if (answer_->clientGone()) co_return std::nullopt;  // cancelled and released above
+  // The reservation goes unless it is decoded; once the prefill answered with its writes settled
+  // no late write can land in its blocks (the writer is fenced), so the decode node frees them at
+  // once instead of holding them for the writer's op timeout.
+  const bool writer_done = first.writesSettled();
+  if (answer_->clientGone()) {
+    ctx_.agents.release(decode, lease_id, writer_done);
+    co_return std::nullopt;
+  }
   if (!first.isOk()) {
-    // Without an answer it may still be computing: stop it. The reservation goes either way.
+    // Without an answer it may still be computing: stop it.
     if (first.failure() == AgentFailure::kNoAnswer) ctx_.agents.cancel(prefill, request_.id);
-    ctx_.agents.release(decode, lease_id);
+    ctx_.agents.release(decode, lease_id, writer_done);
     // The decode node is to blame when the prefill could not write the KV to it.
     co_return Failure{first.status(),
                       first.failure() == AgentFailure::kPeerFailed ? decode : prefill};
@@ -280,9 +404,9 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   if (first->transfer_bytes > 0) {
     ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kTransfer, first->transfer_ms / 1000);
   }
-  const bool more = co_await answer_->token(first->first_token);
+  const bool more = co_await answer_->token(first->first_token, first->logprobs);
   if (!more) {
-    ctx_.agents.release(decode, lease_id);  // nothing to decode
+    ctx_.agents.release(decode, lease_id, true);  // nothing to decode
     if (!answer_->answer().badToken().empty()) {
       co_return Failure{internalError(answer_->answer().badToken()), prefill};
     }
@@ -294,10 +418,10 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   decode_request.request_id = request_.id;
   decode_request.lease_id = lease_id;
   decode_request.first_token = first->first_token;
-  decode_request.sampling = request_.sampling;
+  decode_request.sampling = attemptSampling();
   decode_request.rng_draws = first->rng_draws;
   decode_request.max_new_tokens = input_.max_new_tokens - 1;
-  decode_request.stop_tokens = ctx_.model.stop_tokens;
+  decode_request.stop_tokens = request_.stop_tokens;
   NodeRegistry::WorkTicket decoding = ctx_.registry.startDecode(decode);
   bool saw_token = false;
   const std::function<void()> nothing = [] {};
@@ -307,7 +431,7 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   AgentResult<StreamEnd> ended = co_await ctx_.agents.decode(decode, decode_request, on_line);
   AttemptResult result = co_await afterStream(decode, ended);
   // A decode that ended normally ended the lease; otherwise make sure it ends (idempotent).
-  if (result || answer_->clientGone()) ctx_.agents.release(decode, lease_id);
+  if (result || answer_->clientGone()) ctx_.agents.release(decode, lease_id, true);
   co_return result;
 }
 
@@ -317,7 +441,7 @@ Task<bool> RequestAttempts::onStreamLine(bool& saw_token, const wire::StreamLine
   if (!line.token) co_return true;
   if (!saw_token) first_token();
   saw_token = true;
-  const bool more = co_await answer_->token(*line.token);
+  const bool more = co_await answer_->token(*line.token, line.logprobs);
   co_return more;
 }
 
@@ -326,7 +450,9 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::afterStream(
   if (!answer_->answer().badToken().empty()) {
     co_return Failure{internalError(answer_->answer().badToken()), node};
   }
-  if (!ended.isOk()) co_return Failure{ended.status(), node};
+  if (!ended.isOk()) {
+    co_return Failure{ended.status(), node, ended.failure() == AgentFailure::kNoCapacity};
+  }
   if (ended->stopped) {
     // The answer is complete (or its client left).
     if (!answer_->clientGone()) co_await answer_->finish("");
@@ -336,13 +462,36 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::afterStream(
   co_return std::nullopt;
 }
 
+// The token ids a request names (stop_token_ids, logit_bias) must be in the vocabulary.
+std::optional<openai::ApiError> checkTokenIds(const openai::ApiRequest& api,
+                                              const model::Vocabulary& vocabulary) {
+  const size_t size = vocabulary.tokens.size();
+  const auto outside = [size](int32_t token) {
+    return token < 0 || static_cast<size_t>(token) >= size;
+  };
+  for (size_t i = 0; i < api.stop_token_ids.size(); ++i) {
+    if (!outside(api.stop_token_ids[i])) continue;
+    const std::string param = "stop_token_ids[" + std::to_string(i) + "]";
+    return openai::invalidRequest(
+        "Invalid value for '" + param + "': " + std::to_string(api.stop_token_ids[i]) +
+            " is not a token of this model's vocabulary of " + std::to_string(size) + ".",
+        param);
+  }
+  for (const auto& [token, bias] : api.logit_bias) {
+    if (!outside(token)) continue;
+    return openai::invalidRequest("Invalid key in 'logit_bias': " + std::to_string(token) +
+                                      " is not a token of this model's vocabulary of " +
+                                      std::to_string(size) + ".",
+                                  "logit_bias");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel& model,
-                                                               const NodeRegistry& registry,
-                                                               openai::ApiRequest api, uint64_t id,
-                                                               uint64_t seed, int64_t created,
-                                                               Clock::time_point arrived) {
+std::variant<PreparedRequest, openai::ApiError> prepareRequest(
+    const ServedModel& model, const NodeRegistry& registry, openai::ApiRequest api, uint64_t id,
+    uint64_t seed, int64_t created, Clock::time_point arrived, bool clamp_max_tokens) {
   if (api.model != model.name) {
     openai::ApiError error = openai::modelNotFound(api.model);
     error.message += " This server serves `" + model.name + "`.";
@@ -386,15 +535,48 @@ std::variant<PreparedRequest, openai::ApiError> prepareRequest(const ServedModel
   PreparedRequest out;
   out.context_tokens = context;
   const uint32_t room = context - static_cast<uint32_t>(prompt);
+  if (api.max_tokens && *api.max_tokens > room && !api.max_tokens_field.empty() &&
+      !clamp_max_tokens) {
+    const std::string& field = api.max_tokens_field;
+    return openai::ApiError{
+        400, "invalid_request_error",
+        "'" + field + "' is too large: " + std::to_string(*api.max_tokens) +
+            ". This model's maximum context length is " + std::to_string(context) +
+            " tokens and your request has " + std::to_string(prompt) + " input tokens (" +
+            std::to_string(*api.max_tokens) + " > " + std::to_string(context) + " - " +
+            std::to_string(prompt) + "). Ask for at most " + std::to_string(room) + ".",
+        field, "context_length_exceeded"};
+  }
   out.max_tokens = api.max_tokens ? std::min(*api.max_tokens, room) : room;
+  if (api.min_tokens > out.max_tokens) {
+    return openai::invalidRequest("'min_tokens' (" + std::to_string(api.min_tokens) +
+                                      ") must be at most max_tokens (" +
+                                      std::to_string(out.max_tokens) + ").",
+                                  "min_tokens");
+  }
+  if (std::optional<openai::ApiError> error = checkTokenIds(api, tokenizer.vocabulary())) {
+    return std::move(*error);
+  }
   Result<std::vector<uint64_t>> hashes =
       model::blockHashes(model.hash_seed, *tokens, model.identity.block_tokens);
   if (!hashes.isOk()) return openai::apiErrorFromStatus(hashes.status());
   out.block_hashes = std::move(hashes).value();
   out.tokens = std::move(tokens).value();
+  if (!api.ignore_eos) out.stop_tokens = model.stop_tokens;
+  for (int32_t token : api.stop_token_ids) {
+    if (std::find(out.stop_tokens.begin(), out.stop_tokens.end(), token) == out.stop_tokens.end()) {
+      out.stop_tokens.push_back(token);
+    }
+  }
   out.sampling.temperature = api.temperature;
   out.sampling.top_p = api.top_p;
   out.sampling.seed = api.seed.value_or(seed);
+  out.sampling.repetition_penalty = api.repetition_penalty;
+  out.sampling.presence_penalty = api.presence_penalty;
+  out.sampling.frequency_penalty = api.frequency_penalty;
+  for (const auto& [token, bias] : api.logit_bias) out.sampling.logit_bias.push_back({token, bias});
+  out.sampling.min_tokens = api.min_tokens;
+  out.sampling.logprobs = api.logprobs;
   out.id = id;
   out.openai_id = openai::requestId(api.endpoint, id);
   out.created = created;

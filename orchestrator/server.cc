@@ -16,6 +16,7 @@
 
 #include "common/control_wire.h"
 #include "common/coroutine_rules.h"
+#include "model/gguf.h"
 #include "orchestrator/admission.h"
 #include "orchestrator/agent_client.h"
 #include "orchestrator/metrics.h"
@@ -38,6 +39,31 @@ using http::Verb;
 namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// GET /v1/models/{id}.
+constexpr std::string_view kModelsPrefix = "/v1/models/";
+// kvferry_requests_total's endpoint label for a path no route serves (bounded cardinality).
+constexpr std::string_view kOtherEndpoint = "other";
+
+// %XX escapes of a URL path segment decoded; a malformed escape stays as it is.
+std::string percentDecoded(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto hex = [](char c) {
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                    : -1;
+    };
+    if (text[i] == '%' && i + 2 < text.size() && hex(text[i + 1]) >= 0 && hex(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex(text[i + 1]) * 16 + hex(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
 
 int64_t unixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -86,13 +112,21 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
         agents_(agent_pool_, registry_, std::chrono::milliseconds(config_.agent_timeout_ms),
                 [this](Task<void> call) { spawnBestEffort(std::move(call)); }),
         admission_(io, config_.max_inflight, config_.max_queue,
-                   std::chrono::milliseconds(config_.queue_timeout_ms)),
-        http_(io, http::ServerOptions{}),
+                   [this] { return registry_.decodeKvRoom(); }),
+        http_(io, httpOptions()),
         expiry_timer_(io),
         rng_(seed),
         next_request_id_(rng_()),
         created_(unixSeconds()),
-        flow_{config_, model_, registry_, *policy_, agents_, metrics_} {}
+        flow_{config_,
+              model_,
+              registry_,
+              *policy_,
+              agents_,
+              metrics_,
+              [this](uint64_t kv_blocks, Clock::time_point deadline) {
+                return admission_.waitForRoom(kv_blocks, deadline);
+              }} {}
 
   void addRoutes();
   Status listen() { return http_.listen(config_.listen_address); }
@@ -130,7 +164,11 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
 
   Task<void> completion(std::shared_ptr<Impl> self, openai::Endpoint endpoint,
                         const Request& request, ResponseWriter& writer);
+  // The HTTP server's own errors (unknown URL, method, body too large) in OpenAI's shape, and
+  // counted in kvferry_requests_total.
+  http::ServerOptions httpOptions();
   Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
+  Task<void> model(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> nodes(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> metricsPage(std::shared_ptr<Impl> self, ResponseWriter& writer);
@@ -182,6 +220,10 @@ void OrchestratorServer::Impl::addRoutes() {
   http_.route(Verb::get, "/v1/models", [this, self](const Request&, ResponseWriter& writer) {
     return models(self(), writer);
   });
+  http_.routePrefix(Verb::get, std::string(kModelsPrefix),
+                    [this, self](const Request& request, ResponseWriter& writer) {
+                      return model(self(), request, writer);
+                    });
   http_.route(Verb::get, "/health", [this, self](const Request&, ResponseWriter& writer) {
     return health(self(), writer);
   });
@@ -228,7 +270,7 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   }
   const uint64_t id = next_request_id_++;
   auto prepared = prepareRequest(model_, registry_, std::move(std::get<openai::ApiRequest>(parsed)),
-                                 id, rng_(), unixSeconds(), arrived);
+                                 id, rng_(), unixSeconds(), arrived, config_.clamp_max_tokens);
   if (const auto* error = std::get_if<openai::ApiError>(&prepared)) {
     spdlog::debug("{}: refused with {}: {}", path, error->http_status, error->message);
     metrics_.countRequest(path, error->http_status);
@@ -237,8 +279,11 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   }
   const PreparedRequest& ready = std::get<PreparedRequest>(prepared);
 
+  // It waits for a slot and for a decode node with room for its prompt, until its deadline.
   const Clock::time_point queued_at = Clock::now();
-  Admission::Outcome admitted = co_await admission_.acquire();
+  const uint64_t kv_blocks = kvBlocksToStart(ready.tokens.size(), model_.identity.block_tokens);
+  const Clock::time_point deadline = arrived + std::chrono::milliseconds(config_.queue_timeout_ms);
+  Admission::Outcome admitted = co_await admission_.acquire(kv_blocks, deadline);
   if (!admitted.slot) {
     std::string message;
     switch (admitted.refusal) {
@@ -251,7 +296,8 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
       case Admission::Refusal::kQueueTimeout:
         metrics_.countRejection(OrchestratorMetrics::Rejection::kQueueTimeout);
         message = "The request waited " + std::to_string(config_.queue_timeout_ms) +
-                  " ms for a slot and gave up. Retry after " +
+                  " ms for a slot and for KV room for its " + std::to_string(ready.tokens.size()) +
+                  " prompt tokens, and gave up. Retry after " +
                   std::to_string(config_.retry_after_s) + " s.";
         break;
       case Admission::Refusal::kClosed:
@@ -277,6 +323,8 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
   metrics_.observePhase(OrchestratorMetrics::Phase::kQueue,
                         std::chrono::duration<double>(Clock::now() - queued_at).count());
   RequestOutcome outcome = co_await runRequest(flow_, ready, writer);
+  admitted.slot.release();
+  admission_.capacityChanged();  // its KV is back
   metrics_.countRequest(path, outcome.http_status);
   logOutcome(ready, outcome);
 }
@@ -298,10 +346,38 @@ void OrchestratorServer::Impl::logOutcome(const PreparedRequest& request,
       formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
 }
 
+http::ServerOptions OrchestratorServer::Impl::httpOptions() {
+  http::ServerOptions options;
+  options.error_body = [](unsigned status, std::string_view message) {
+    return openai::errorJson(openai::httpError(static_cast<int>(status), std::string(message)));
+  };
+  options.on_error = [this](std::string_view route, unsigned status) {
+    metrics_.countRequest(route.empty() ? kOtherEndpoint : route, static_cast<int>(status));
+  };
+  return options;
+}
+
 Task<void> OrchestratorServer::Impl::models(std::shared_ptr<Impl> self, ResponseWriter& writer) {
   (void)self;
   std::vector<openai::ModelInfo> models{{model_.name, created_, "kvferry"}};
   co_await writer.sendJson(HttpStatus::ok, openai::modelsResponse(models));
+}
+
+Task<void> OrchestratorServer::Impl::model(std::shared_ptr<Impl> self, const Request& request,
+                                           ResponseWriter& writer) {
+  (void)self;
+  // The id is the rest of the path (it may hold '/', as "org/model" ids do), percent-decoded.
+  std::string_view target = request.target();
+  target = target.substr(0, target.find('?'));
+  const std::string id = percentDecoded(target.substr(kModelsPrefix.size()));
+  // Answers built into locals, not temporaries of the co_await (common/coroutine_rules.h).
+  if (id != model_.name) {
+    const openai::ApiError error = openai::modelNotFound(model::printable(id));
+    co_await sendApiError(writer, error);
+    co_return;
+  }
+  std::string body = openai::modelResponse({model_.name, created_, "kvferry"});
+  co_await writer.sendJson(HttpStatus::ok, std::move(body));
 }
 
 Task<void> OrchestratorServer::Impl::health(std::shared_ptr<Impl> self, ResponseWriter& writer) {
@@ -314,10 +390,11 @@ Task<void> OrchestratorServer::Impl::health(std::shared_ptr<Impl> self, Response
     missing = "the orchestrator is shutting down";
   } else if (prefill == 0 && decode == 0) {
     missing = "no live node can prefill or decode";
-  } else if (prefill == 0) {
-    missing = "no live node can prefill";
   } else if (decode == 0) {
     missing = "no live node can decode";
+  } else if (prefill == 0) {
+    // Served, colocated: a decode node prefills its own requests.
+    body["message"] = "no live node can prefill: the decode nodes serve whole requests";
   }
   body["status"] = missing.empty() ? "ok" : "unavailable";
   body["model"] = model_.name;
@@ -355,6 +432,13 @@ Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseW
     n["leased_blocks"] = node.load.leased_blocks;
     n["free_kv_blocks"] = node.load.free_kv_blocks;
     n["total_kv_blocks"] = node.load.total_kv_blocks;
+    const KvBlockStates states = kvBlockStates(node);
+    n["kv_blocks"] = json::object{{"in_use", states.in_use},
+                                  {"leased", states.leased},
+                                  {"cached", states.cached},
+                                  {"free", states.free},
+                                  {"total", states.total}};
+    n["available_kv_blocks"] = node.availableKvBlocks();
     n["max_sequence_tokens"] = node.registration.max_sequence_tokens;
     n["cached_blocks"] = registry_.cachedBlocks(node.id);
     n["inflight_prefill_requests"] = node.local_prefill_requests;
@@ -392,6 +476,7 @@ Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
     co_return;
   }
   const NodeRecord& node = *registry_.node(registered->id);
+  admission_.capacityChanged();  // a node with room
   if (registered->replaced) {
     spdlog::info("node {} replaces node {} at the same address", registered->id,
                  *registered->replaced);
@@ -420,6 +505,7 @@ Task<void> OrchestratorServer::Impl::heartbeat(std::shared_ptr<Impl> self, const
     co_await writer.sendJson(HttpStatus::not_found, http::errorBody(answer.status().message()));
     co_return;
   }
+  admission_.capacityChanged();  // the node's KV room, as it reports it now
   if (body->draining && !was_draining) {
     spdlog::info("{} is draining", nodeText(*registry_.node(body->node_id)));
   }

@@ -6,6 +6,8 @@
 #
 #   scripts/bench_e2e.sh [BUILD_DIR] [-- extra benchmark_client flags]
 #
+# BUILD_DIR defaults to build/release (the release preset: -O3), configured here if needed; the
+# three binaries are brought up to date there before every run, so the numbers are the tree's.
 # Defaults: stories260K, random dataset 256 input / 64 output tokens, 200 prompts at 20 req/s.
 # Writes bench-results/e2e-{aggregated,disaggregated}.json (vLLM bench-serve field names) and
 # prints a side-by-side table.
@@ -26,8 +28,13 @@ cleanup() {
 }
 # (pids is reset by stop_all below; cleanup covers whatever is running when the script ends.)
 trap cleanup EXIT
+if [ "$build" = "$repo/build/release" ] && [ ! -f "$build/build.ninja" ]; then
+  (cd "$repo" && cmake --preset release >/dev/null)
+fi
+echo "bench_e2e: building orchestrator, node_agent and benchmark_client in $build" >&2
+cmake --build "$build" --target orchestrator node_agent benchmark_client >/dev/null
 for bin in orchestrator/orchestrator node_agent/node_agent bench/benchmark_client/benchmark_client; do
-  [ -x "$build/$bin" ] || { echo "bench_e2e: $build/$bin is missing: build first" >&2; exit 1; }
+  [ -x "$build/$bin" ] || { echo "bench_e2e: $build/$bin is missing" >&2; exit 1; }
 done
 mkdir -p "$out"
 

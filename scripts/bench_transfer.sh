@@ -18,7 +18,8 @@
 # Environment: DURATION (seconds per measurement, default 3; verbs 2), CONNECTIONS (default 2),
 # QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (verbs: pairs per size, default 5),
 # POOL_BYTES (verbs: each side's KV pool the blocks are scattered over, default 64M),
-# BUILD_DIR (default build/release, built here with the release preset if missing).
+# BUILD_DIR (default build/release: configured with the release preset if needed, and
+# transfer_bench brought up to date there before every run).
 set -euo pipefail
 
 transport="${1:-}"
@@ -42,11 +43,11 @@ build="${BUILD_DIR:-build/release}"
 for tool in iperf3 jq; do
   command -v "$tool" >/dev/null || { echo "bench_transfer.sh: $tool missing: run scripts/install_deps.sh" >&2; exit 1; }
 done
-if [ ! -x "$build/bench/transfer_bench" ]; then
-  echo "== building transfer_bench (release preset)"
+echo "== building transfer_bench in $build"
+if [ "$build" = build/release ] && [ ! -f "$build/build.ninja" ]; then
   cmake --preset release >/dev/null
-  cmake --build "$build" --target transfer_bench >/dev/null
 fi
+cmake --build "$build" --target transfer_bench >/dev/null
 bench="$build/bench/transfer_bench"
 mkdir -p bench-results
 

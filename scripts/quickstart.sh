@@ -140,8 +140,13 @@ for role in prefill decode; do
   start "${role}0" "$agent" --model "$model" --role "$role" --name "${role}0" \
     --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0
 done
-wait_for "/health (one prefill and one decode agent registered)" 60 \
-  curl -sf "http://127.0.0.1:$port/health"
+# /health turns 200 once a decode agent is up (it serves whole requests alone); wait for both.
+both_registered() {
+  local body
+  body="$(curl -sf "http://127.0.0.1:$port/health")" || return 1
+  [[ $body == *'"prefill_nodes":'[1-9]* && $body == *'"decode_nodes":'[1-9]* ]]
+}
+wait_for "/health (one prefill and one decode agent registered)" 60 both_registered
 say "cluster ready: orchestrator + prefill0 + decode0"
 
 request='{"model":"stories260K","max_tokens":200,"temperature":0,

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "model/token_id.h"
@@ -36,6 +38,16 @@ struct AnswerSpec {
   uint32_t max_tokens = 0;                  // the answer ends with "length" at this many tokens
   std::vector<std::string> stop;            // stop strings
   std::vector<model::TokenId> stop_tokens;  // end the answer with "stop" and add no text
+  uint32_t min_tokens = 0;  // stop strings are not looked for before the answer has this many
+  bool skip_special_tokens = true;   // false: control tokens render as their names
+  std::optional<uint32_t> logprobs;  // report logprobs with this many alternatives
+};
+
+// A generated token's log-probability and its most likely alternatives' (most likely first), as
+// the agents report them.
+struct GeneratedLogprobs {
+  float logprob = 0;
+  std::span<const std::pair<model::TokenId, float>> top;
 };
 
 class AnswerRenderer {
@@ -51,7 +63,9 @@ class AnswerRenderer {
   // stop token or string, the budget: endReason()). Ignored (not counted, "") once the answer
   // ended or while badToken() is set; a token outside the vocabulary sets badToken() and is not
   // counted, so another attempt can go on from the tokens before it.
-  std::string token(model::TokenId id);
+  // `logprobs`: the token's, when spec().logprobs asked for them (null otherwise, or from an agent
+  // that sent none: the token then has no logprobs entry).
+  std::string token(model::TokenId id, const GeneratedLogprobs* logprobs = nullptr);
   // Whether the answer wants more tokens: it has not ended and no bad token came.
   bool wantsMore() const { return end_reason_.empty() && bad_token_.empty(); }
 
@@ -81,17 +95,25 @@ class AnswerRenderer {
 
  private:
   Usage usage() const { return {spec_.prompt_tokens, completionTokens(), cached_tokens_}; }
-  // Streamed: the role chunk before the first text (chat), then `text` as a chunk if any.
+  // Streamed: the role chunk before the first text (chat), then `text` as a chunk if any, with
+  // the logprobs not sent yet.
   std::string events(std::string_view text);
+  // A token's logprobs entry; `text_offset` counts the answer's characters before it.
+  TokenLogprob logprobEntry(model::TokenId id, const GeneratedLogprobs& logprobs) const;
+  // A token's text as logprobs show it, and its bytes.
+  std::pair<std::string, std::string> tokenText(model::TokenId id) const;
   // choices[0].token_ids added to a completion body (the return_token_ids extension).
   std::string withTokenIds(std::string body) const;
 
   const AnswerSpec spec_;
+  const model::Tokenizer& tokenizer_;
   StreamContext context_;
   IncrementalDetokenizer detokenizer_;
   StopMatcher stops_;
   std::vector<model::TokenId> token_ids_;
-  std::string text_;  // non-streamed answers
+  std::string text_;         // non-streamed answers
+  Logprobs logprobs_;        // streamed: not sent yet; non-streamed: every token's
+  uint32_t text_chars_ = 0;  // characters the detokenizer has produced (text_offset)
   uint32_t cached_tokens_ = 0;
   std::string end_reason_;
   std::string finish_reason_;

@@ -69,8 +69,11 @@ std::string sanitizeUtf8(std::string_view text) {
 }
 
 IncrementalDetokenizer::IncrementalDetokenizer(const model::Tokenizer& tokenizer,
-                                               std::span<const model::TokenId> prompt)
-    : tokenizer_(tokenizer), drop_space_(tokenizer.vocabulary().add_space_prefix) {
+                                               std::span<const model::TokenId> prompt,
+                                               bool skip_special_tokens)
+    : tokenizer_(tokenizer),
+      skip_special_tokens_(skip_special_tokens),
+      drop_space_(tokenizer.vocabulary().add_space_prefix) {
   const model::Vocabulary& vocab = tokenizer.vocabulary();
   for (model::TokenId id : prompt) {
     if (id >= 0 && static_cast<size_t>(id) < vocab.types.size() && isTextBearing(vocab.types[id])) {
@@ -82,9 +85,16 @@ IncrementalDetokenizer::IncrementalDetokenizer(const model::Tokenizer& tokenizer
 
 Result<std::string> IncrementalDetokenizer::feed(model::TokenId id) {
   ASSIGN_OR_RETURN(std::string piece, tokenizer_.piece(id));
-  if (!isTextBearing(tokenizer_.vocabulary().types[id])) return std::string();
-  if (drop_space_ && !piece.empty() && piece.front() == ' ') piece.erase(0, 1);
-  drop_space_ = false;
+  const model::TokenType type = tokenizer_.vocabulary().types[id];
+  if (type == model::TokenType::kControl && !skip_special_tokens_) {
+    // Its name, as the vocabulary writes it; it is not text, so the dummy-prefix rule ignores it.
+    piece = tokenizer_.vocabulary().tokens[id];
+  } else if (!isTextBearing(type)) {
+    return std::string();
+  } else {
+    if (drop_space_ && !piece.empty() && piece.front() == ' ') piece.erase(0, 1);
+    drop_space_ = false;
+  }
   if (piece.empty()) return std::string();
   pending_ += piece;
   std::string out;

@@ -39,7 +39,8 @@ std::string sanitizeUtf8(std::string_view text);
 //    its leading space ("Once upon a time" + "▁there" → " there"). Only when the prompt has no
 //    text at all (e.g. BOS alone for an empty completions prompt) is that space dropped, as
 //    decode() of the whole sequence would.
-//  - Control and unknown tokens (BOS, EOS, chat markers) add no text.
+//  - Control and unknown tokens (BOS, EOS, chat markers) add no text, unless constructed with
+//    skip_special_tokens false: then a control token adds its name ("</s>", "<|im_end|>").
 //  - Bytes that do not yet form a complete UTF-8 character (byte-fallback tokens split a
 //    character over several tokens) are held back until they do; bytes that can no longer
 //    become valid are replaced by U+FFFD at once. So every returned string is valid UTF-8 and
@@ -47,7 +48,8 @@ std::string sanitizeUtf8(std::string_view text);
 class IncrementalDetokenizer {
  public:
   // `tokenizer` must outlive this object. `prompt` is only inspected here, not kept.
-  IncrementalDetokenizer(const model::Tokenizer& tokenizer, std::span<const model::TokenId> prompt);
+  IncrementalDetokenizer(const model::Tokenizer& tokenizer, std::span<const model::TokenId> prompt,
+                         bool skip_special_tokens = true);
 
   // The newly completed text (possibly empty). INVALID_ARGUMENT for an id outside the
   // vocabulary (the state is unchanged then).
@@ -62,6 +64,7 @@ class IncrementalDetokenizer {
 
  private:
   const model::Tokenizer& tokenizer_;
+  const bool skip_special_tokens_;
   bool drop_space_;      // the next text-bearing token loses a leading space (see above)
   std::string pending_;  // an incomplete UTF-8 sequence (a valid prefix of one character)
 };

@@ -2,6 +2,7 @@
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <utility>
@@ -14,6 +15,11 @@ namespace json = boost::json;
 bool isChat(Endpoint endpoint) { return endpoint == Endpoint::kChatCompletions; }
 
 json::string_view view(std::string_view text) { return {text.data(), text.size()}; }
+
+json::object modelObject(const ModelInfo& info) {
+  return {
+      {"id", info.id}, {"object", "model"}, {"created", info.created}, {"owned_by", info.owned_by}};
+}
 
 json::object usageObject(const Usage& usage) {
   json::object out;
@@ -43,10 +49,52 @@ json::value finishValue(std::string_view finish_reason) {
 
 std::string event(const json::object& chunk) { return "data: " + json::serialize(chunk) + "\n\n"; }
 
+json::array bytesOf(std::string_view bytes) {
+  json::array out;
+  for (char c : bytes) out.push_back(static_cast<uint8_t>(c));
+  return out;
+}
+
+json::value logprobsValue(Endpoint endpoint, const Logprobs* logprobs) {
+  if (logprobs == nullptr) return nullptr;
+  if (isChat(endpoint)) {
+    json::array content;
+    for (const TokenLogprob& entry : *logprobs) {
+      json::object item;
+      item["token"] = entry.token;
+      item["logprob"] = entry.logprob;
+      item["bytes"] = bytesOf(entry.bytes);
+      json::array top;
+      for (const TokenLogprob& alternative : entry.top) {
+        top.push_back(json::object{{"token", alternative.token},
+                                   {"logprob", alternative.logprob},
+                                   {"bytes", bytesOf(alternative.bytes)}});
+      }
+      item["top_logprobs"] = std::move(top);
+      content.push_back(std::move(item));
+    }
+    return json::object{{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json::array tokens, token_logprobs, top_logprobs, text_offset;
+  for (const TokenLogprob& entry : *logprobs) {
+    tokens.push_back(json::string(entry.token));
+    token_logprobs.push_back(entry.logprob);
+    json::object top;
+    for (const TokenLogprob& alternative : entry.top) top[alternative.token] = alternative.logprob;
+    top_logprobs.push_back(std::move(top));
+    text_offset.push_back(entry.text_offset);
+  }
+  return json::object{{"tokens", std::move(tokens)},
+                      {"token_logprobs", std::move(token_logprobs)},
+                      {"top_logprobs", std::move(top_logprobs)},
+                      {"text_offset", std::move(text_offset)}};
+}
+
 // `choices` of an answer with one choice: `choice` (index and content set) completed with the
 // fields every choice ends with.
-json::array onlyChoice(json::object choice, std::string_view finish_reason) {
-  choice["logprobs"] = nullptr;
+json::array onlyChoice(json::object choice, std::string_view finish_reason,
+                       json::value logprobs = nullptr) {
+  choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finishValue(finish_reason);
   json::array choices;
   choices.push_back(std::move(choice));
@@ -55,7 +103,7 @@ json::array onlyChoice(json::object choice, std::string_view finish_reason) {
 
 // One streamed chunk with a single choice. `delta` is the chat delta; `text` the completions text.
 std::string streamChunk(const StreamContext& ctx, json::object delta, std::string_view text,
-                        std::string_view finish_reason) {
+                        std::string_view finish_reason, const Logprobs* logprobs) {
   const bool chat = isChat(ctx.endpoint);
   json::object chunk = header(ctx.id, chat ? "chat.completion.chunk" : "text_completion",
                               ctx.created, ctx.model, ctx.system_fingerprint);
@@ -66,7 +114,8 @@ std::string streamChunk(const StreamContext& ctx, json::object delta, std::strin
   } else {
     choice["text"] = view(text);
   }
-  chunk["choices"] = onlyChoice(std::move(choice), finish_reason);
+  chunk["choices"] =
+      onlyChoice(std::move(choice), finish_reason, logprobsValue(ctx.endpoint, logprobs));
   if (ctx.include_usage) chunk["usage"] = nullptr;
   return event(chunk);
 }
@@ -83,7 +132,7 @@ std::string requestId(Endpoint endpoint, uint64_t value) {
 std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t created,
                                std::string_view model, std::string_view text,
                                std::string_view finish_reason, const Usage& usage,
-                               std::string_view system_fingerprint) {
+                               std::string_view system_fingerprint, const Logprobs* logprobs) {
   const bool chat = isChat(endpoint);
   json::object out =
       header(id, chat ? "chat.completion" : "text_completion", created, model, system_fingerprint);
@@ -97,7 +146,7 @@ std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t c
   } else {
     choice["text"] = view(text);
   }
-  out["choices"] = onlyChoice(std::move(choice), finish_reason);
+  out["choices"] = onlyChoice(std::move(choice), finish_reason, logprobsValue(endpoint, logprobs));
   out["usage"] = usageObject(usage);
   return json::serialize(out);
 }
@@ -106,17 +155,19 @@ std::string streamRoleChunk(const StreamContext& ctx) {
   json::object delta;
   delta["role"] = "assistant";
   delta["content"] = "";
-  return streamChunk(ctx, std::move(delta), "", "");
+  return streamChunk(ctx, std::move(delta), "", "", nullptr);
 }
 
-std::string streamTextChunk(const StreamContext& ctx, std::string_view text) {
+std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
+                            const Logprobs* logprobs) {
   json::object delta;
   delta["content"] = view(text);
-  return streamChunk(ctx, std::move(delta), text, "");
+  return streamChunk(ctx, std::move(delta), text, "", logprobs);
 }
 
-std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason) {
-  return streamChunk(ctx, json::object(), "", finish_reason);
+std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason,
+                              const Logprobs* logprobs) {
+  return streamChunk(ctx, json::object(), "", finish_reason, logprobs);
 }
 
 std::string streamUsageChunk(const StreamContext& ctx, const Usage& usage) {
@@ -130,22 +181,22 @@ std::string streamUsageChunk(const StreamContext& ctx, const Usage& usage) {
 
 std::string_view sseDone() { return "data: [DONE]\n\n"; }
 
-std::string streamErrorEvent(const ApiError& error) { return "data: " + errorJson(error) + "\n\n"; }
+std::string streamErrorEvent(const ApiError& error, const Usage* usage) {
+  if (usage == nullptr) return "data: " + errorJson(error) + "\n\n";
+  json::value event = json::parse(errorJson(error));
+  event.as_object()["usage"] = usageObject(*usage);
+  return "data: " + json::serialize(event) + "\n\n";
+}
 
 std::string modelsResponse(std::span<const ModelInfo> models) {
   json::array data;
-  for (const ModelInfo& info : models) {
-    json::object model;
-    model["id"] = info.id;
-    model["object"] = "model";
-    model["created"] = info.created;
-    model["owned_by"] = info.owned_by;
-    data.push_back(std::move(model));
-  }
+  for (const ModelInfo& info : models) data.push_back(modelObject(info));
   json::object out;
   out["object"] = "list";
   out["data"] = std::move(data);
   return json::serialize(out);
 }
+
+std::string modelResponse(const ModelInfo& model) { return json::serialize(modelObject(model)); }
 
 }  // namespace kvferry::openai

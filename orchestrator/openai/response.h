@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "orchestrator/openai/request.h"
 
@@ -27,6 +28,19 @@ struct Usage {
 // "chatcmpl-%016x" for chat, "cmpl-%016x" for completions.
 std::string requestId(Endpoint endpoint, uint64_t value);
 
+// One answer token's log-probability as the API reports it (the request asked for logprobs).
+struct TokenLogprob {
+  std::string token;  // its text (valid UTF-8; a control token's name, such as "</s>")
+  std::string bytes;  // its raw bytes (chat: "bytes" as a list of integers)
+  float logprob = 0;
+  uint32_t text_offset = 0;       // completions: characters of the answer's text before it
+  std::vector<TokenLogprob> top;  // the most likely tokens at that step (no nested `top`)
+};
+// The "logprobs" of a choice: chat {"content":[{"token","logprob","bytes","top_logprobs"}…]};
+// completions {"tokens","token_logprobs","top_logprobs":[{text: logprob}…],"text_offset"}.
+// A null pointer is JSON null (no logprobs asked for).
+using Logprobs = std::vector<TokenLogprob>;
+
 // A whole non-streamed response. `finish_reason` is "stop" or "length".
 //  chat: {"id","object":"chat.completion","created","model","system_fingerprint",
 //         "choices":[{"index":0,"message":{"role":"assistant","content":text},
@@ -38,7 +52,8 @@ std::string requestId(Endpoint endpoint, uint64_t value);
 std::string completionResponse(Endpoint endpoint, std::string_view id, int64_t created,
                                std::string_view model, std::string_view text,
                                std::string_view finish_reason, const Usage& usage,
-                               std::string_view system_fingerprint = kSystemFingerprint);
+                               std::string_view system_fingerprint = kSystemFingerprint,
+                               const Logprobs* logprobs = nullptr);
 
 // What every chunk of one streamed response repeats.
 struct StreamContext {
@@ -59,16 +74,21 @@ struct StreamContext {
 // [streamUsageChunk when include_usage], sseDone().
 // Chat only, first: delta {"role":"assistant","content":""}.
 std::string streamRoleChunk(const StreamContext& ctx);
-// Chat: delta {"content":text}; completions: "text":text. finish_reason null.
-std::string streamTextChunk(const StreamContext& ctx, std::string_view text);
-// Chat: delta {}; completions: "text":"". With finish_reason ("stop" / "length").
-std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason);
+// Chat: delta {"content":text}; completions: "text":text. finish_reason null. `logprobs`: those
+// of the tokens whose text this chunk carries.
+std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
+                            const Logprobs* logprobs = nullptr);
+// Chat: delta {}; completions: "text":"". With finish_reason ("stop" / "length"), and the
+// logprobs of tokens no earlier chunk carried.
+std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason,
+                              const Logprobs* logprobs = nullptr);
 // "choices":[] and the usage object; send it only when ctx.include_usage.
 std::string streamUsageChunk(const StreamContext& ctx, const Usage& usage);
 // "data: [DONE]\n\n".
 std::string_view sseDone();
-// An error in the middle of a stream, as OpenAI and vLLM send it: "data: {errorJson}\n\n".
-std::string streamErrorEvent(const ApiError& error);
+// An error in the middle of a stream, as OpenAI and vLLM send it: "data: {errorJson}\n\n";
+// with `usage`, the event also carries "usage" (what the answer used before it broke).
+std::string streamErrorEvent(const ApiError& error, const Usage* usage = nullptr);
 
 // GET /v1/models: {"object":"list","data":[{"id","object":"model","created","owned_by"}]}.
 struct ModelInfo {
@@ -77,5 +97,7 @@ struct ModelInfo {
   std::string owned_by = "kvferry";
 };
 std::string modelsResponse(std::span<const ModelInfo> models);
+// GET /v1/models/{id}: {"id","object":"model","created","owned_by"}.
+std::string modelResponse(const ModelInfo& model);
 
 }  // namespace kvferry::openai

@@ -308,6 +308,20 @@ PairEstimate estimatePair(const Request& request, const ClusterView& view, NodeI
   return e;
 }
 
+Result<Decision> chooseColocated(const Request& request, const ClusterView& view) {
+  std::vector<NodeId> decode = liveNodes(view, canDecode);
+  if (decode.empty()) return failedPrecondition("no live node can decode");
+  const uint64_t blocks = request.decodeBlocks(view.blockTokens());
+  std::vector<NodeId> fitting;
+  for (NodeId id : decode) {
+    if (view.node(id).free_kv_blocks >= blocks) fitting.push_back(id);
+  }
+  const NodeId node = leastLoadedDecode(view, fitting.empty() ? decode : fitting);
+  return decisionFor(request, view, node, node);
+}
+
+bool anyPrefillNode(const ClusterView& view) { return !liveNodes(view, canPrefill).empty(); }
+
 std::span<const std::string_view> policyNames() { return kPolicyNames; }
 
 Result<std::unique_ptr<Policy>> makePolicy(std::string_view name,

@@ -52,6 +52,15 @@ class Policy {
   virtual Result<Decision> choose(const Request& request, const ClusterView& view) = 0;
 };
 
+// The fallback when no live node can prefill (every policy needs one): the whole request on one
+// decode-capable node, colocated, which decode agents serve too. Among those that fit the
+// sequence (Request::decodeBlocks), else among all, the one with the fewest decoding sequences,
+// then the most free blocks, then the lowest id. FAILED_PRECONDITION when no live node can
+// decode.
+Result<Decision> chooseColocated(const Request& request, const ClusterView& view);
+// Whether some live node can prefill (when not, chooseColocated is the only way to serve).
+bool anyPrefillNode(const ClusterView& view);
+
 // The policies makePolicy knows, in the order routesim reports them.
 std::span<const std::string_view> policyNames();
 

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json/serialize.hpp>
+
 namespace kvferry::wire {
 namespace {
 
@@ -28,7 +30,9 @@ TEST(ControlWire, RoundTripsEveryField) {
   PrefillRequest p;
   p.request_id = 42;
   p.tokens = {1, 2, 3};
-  p.sampling = {0.5f, 0.9f, 77};
+  p.sampling.temperature = 0.5f;
+  p.sampling.top_p = 0.9f;
+  p.sampling.seed = 77;
   p.target = {2, "QUJD", 5, {10, 11}, 1, {1, 2, 3, 4}};
   auto p2 = decode<PrefillRequest>(encode(p));
   ASSERT_TRUE(p2.isOk()) << p2.status().toString();
@@ -67,6 +71,75 @@ TEST(ControlWire, RoundTripsEveryField) {
   ASSERT_TRUE(end.isOk());
   EXPECT_FALSE(end->token.has_value());
   EXPECT_EQ(end->message, "boom");
+}
+
+TEST(ControlWire, LogitProcessorsLogprobsAndErrorsRoundTrip) {
+  GenerateRequest g;
+  g.sampling.temperature = 0.7f;
+  g.sampling.repetition_penalty = 1.25f;
+  g.sampling.presence_penalty = -0.5f;
+  g.sampling.frequency_penalty = 1.5f;
+  g.sampling.logit_bias = {{3, -100.0f}, {9, 2.5f}};
+  g.sampling.min_tokens = 4;
+  g.sampling.answer_tokens = 2;
+  g.sampling.logprobs = 3;
+  auto g2 = decode<GenerateRequest>(encode(g));
+  ASSERT_TRUE(g2.isOk()) << g2.status().toString();
+  EXPECT_FLOAT_EQ(g2->sampling.repetition_penalty, 1.25f);
+  EXPECT_FLOAT_EQ(g2->sampling.presence_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(g2->sampling.frequency_penalty, 1.5f);
+  EXPECT_EQ(g2->sampling.logit_bias, g.sampling.logit_bias);
+  EXPECT_EQ(g2->sampling.min_tokens, 4u);
+  EXPECT_EQ(g2->sampling.answer_tokens, 2u);
+  EXPECT_EQ(g2->sampling.logprobs, 3u);
+  // Defaults do not travel, so an older agent sees the body it always saw.
+  EXPECT_EQ(boost::json::serialize(toJson(DecodeRequest{}).at("sampling")),
+            R"({"temperature":0E0,"top_p":1E0,"seed":0})");
+
+  PrefillRequest p;
+  p.stop_tokens = {2, 7};
+  auto p2 = decode<PrefillRequest>(encode(p));
+  ASSERT_TRUE(p2.isOk()) << p2.status().toString();
+  EXPECT_EQ(p2->stop_tokens, p.stop_tokens);
+
+  PrefillResponse first;
+  first.logprobs = TokenLogprobs{-0.25f, {{5, -0.25f}, {8, -2.0f}}};
+  auto first2 = decode<PrefillResponse>(encode(first));
+  ASSERT_TRUE(first2.isOk()) << first2.status().toString();
+  EXPECT_EQ(first2->logprobs, first.logprobs);
+  EXPECT_FALSE(decode<PrefillResponse>(encode(PrefillResponse{}))->logprobs.has_value());
+
+  StreamLine line;
+  line.token = 5;
+  line.logprobs = TokenLogprobs{-1.0f, {}};
+  auto l2 = decode<StreamLine>(encode(line));
+  ASSERT_TRUE(l2.isOk());
+  EXPECT_EQ(l2->logprobs, line.logprobs);
+  auto full = decode<StreamLine>(R"({"finish":"error","message":"no room","code":"kv_capacity"})");
+  ASSERT_TRUE(full.isOk());
+  EXPECT_EQ(full->code, error_code::kKvCapacity);
+
+  AgentError error{"reserve: no room", error_code::kKvCapacity, true};
+  const std::string body = encode(error);
+  EXPECT_EQ(
+      body,
+      R"({"error":{"message":"reserve: no room","code":"kv_capacity","writes_settled":true}})");
+  auto error2 = decode<AgentError>(body);
+  ASSERT_TRUE(error2.isOk());
+  EXPECT_EQ(error2->code, error_code::kKvCapacity);
+  EXPECT_TRUE(error2->writes_settled);
+  // The plain error body every agent sends is an AgentError without a code.
+  auto plain = decode<AgentError>(R"({"error":{"message":"bad"}})");
+  ASSERT_TRUE(plain.isOk());
+  EXPECT_EQ(plain->message, "bad");
+  EXPECT_TRUE(plain->code.empty());
+  EXPECT_FALSE(plain->writes_settled);
+
+  auto release = decode<ReleaseRequest>(encode(ReleaseRequest{9, true}));
+  ASSERT_TRUE(release.isOk());
+  EXPECT_EQ(release->id, 9u);
+  EXPECT_TRUE(release->writer_done);
+  EXPECT_FALSE(decode<ReleaseRequest>(R"({"id":9})")->writer_done);
 }
 
 TEST(ControlWire, NamesTheBadField) {

@@ -17,6 +17,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
+ServerOptions withBodyLimit(uint64_t bytes) {
+  ServerOptions options;
+  options.max_body_bytes = bytes;
+  return options;
+}
+
 class HttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -94,7 +100,7 @@ class HttpTest : public ::testing::Test {
 
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
-  Server server_{io_, ServerOptions{.max_body_bytes = 1024}};
+  Server server_{io_, withBodyLimit(1024)};
   ClientPool pool_{io_};
   tcp::endpoint endpoint_;
   std::thread thread_;
@@ -119,12 +125,97 @@ TEST_F(HttpTest, RoutesAndDefaultErrors) {
   r = run(pool_.request(endpoint_, Verb::post, "/hello", "", 2s));
   ASSERT_TRUE(r.isOk());
   EXPECT_EQ(r->status, 405u);
+  EXPECT_NE(r->body.find("POST is not allowed on /hello (allowed: GET)"), std::string::npos)
+      << r->body;
   r = run(pool_.request(endpoint_, Verb::get, "/silent", "", 2s));
   ASSERT_TRUE(r.isOk());
   EXPECT_EQ(r->status, 500u);
   r = run(pool_.request(endpoint_, Verb::post, "/echo", std::string(2000, 'x'), 2s));
   ASSERT_TRUE(r.isOk());
   EXPECT_EQ(r->status, 413u);
+}
+
+// Sends `request` on a fresh connection and reads until the server closes it.
+std::string rawExchange(const tcp::endpoint& endpoint, const std::string& request) {
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(endpoint);
+  asio::write(socket, asio::buffer(request));
+  std::string response;
+  char chunk[4096];
+  boost::system::error_code ec;
+  for (;;) {
+    const size_t n = socket.read_some(asio::buffer(chunk), ec);
+    response.append(chunk, n);
+    if (ec) break;
+  }
+  EXPECT_EQ(ec, asio::error::eof) << ec.message();  // the server closed the connection
+  return response;
+}
+
+TEST_F(HttpTest, AStreamToAnHttp10ClientIsUnchunkedAndEndsWithTheClose) {
+  const std::string response =
+      rawExchange(endpoint_, "GET /lines?n=3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  ASSERT_TRUE(response.starts_with("HTTP/1.0 200 OK\r\n")) << response;
+  const size_t body = response.find("\r\n\r\n");
+  ASSERT_NE(body, std::string::npos);
+  const std::string header = response.substr(0, body);
+  EXPECT_EQ(header.find("Transfer-Encoding"), std::string::npos) << header;
+  EXPECT_EQ(header.find("keep-alive"), std::string::npos) << header;
+  EXPECT_EQ(response.substr(body + 4), "line 0\nline 1\nline 2\n");
+  // HTTP/1.1 keeps the chunked encoding.
+  const std::string chunked =
+      rawExchange(endpoint_, "GET /lines?n=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(chunked.find("Transfer-Encoding: chunked"), std::string::npos) << chunked;
+}
+
+TEST(HttpServerTest, PrefixRoutesErrorBodiesAndTheirCount) {
+  asio::io_context io;
+  std::vector<std::pair<std::string, unsigned>> errors;
+  ServerOptions options = withBodyLimit(16);
+  options.error_body = [](unsigned status, std::string_view message) {
+    return "{\"status\":" + std::to_string(status) + ",\"message\":\"" + std::string(message) +
+           "\"}";
+  };
+  options.on_error = [&errors](std::string_view route, unsigned status) {
+    errors.emplace_back(route, status);
+  };
+  Server server(io, options);
+  server.route(Verb::get, "/items", [](const Request&, ResponseWriter& w) -> Task<void> {
+    co_await w.send(HttpStatus::ok, "text/plain", "all");
+  });
+  server.routePrefix(Verb::get, "/items/", [](const Request& r, ResponseWriter& w) -> Task<void> {
+    co_await w.send(HttpStatus::ok, "text/plain", std::string(r.target().substr(7)));
+  });
+  server.route(Verb::post, "/upload", [](const Request&, ResponseWriter& w) -> Task<void> {
+    co_await w.send(HttpStatus::ok, "text/plain", "ok");
+  });
+  ASSERT_TRUE(server.listen("127.0.0.1:0").isOk());
+  server.start();
+  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), server.port());
+  std::thread thread([&io] { io.run(); });
+  const auto get = [&](const std::string& request) { return rawExchange(endpoint, request); };
+
+  EXPECT_TRUE(get("GET /items HTTP/1.0\r\n\r\n").ends_with("all"));
+  EXPECT_TRUE(get("GET /items/a/b HTTP/1.0\r\n\r\n").ends_with("a/b"));  // the rest, '/' too
+  std::string r = get("DELETE /items/a HTTP/1.0\r\n\r\n");
+  EXPECT_TRUE(r.starts_with("HTTP/1.0 405")) << r;
+  EXPECT_NE(r.find("Allow: GET"), std::string::npos) << r;
+  EXPECT_NE(r.find(R"({"status":405,"message":"DELETE is not allowed on /items/a)"),
+            std::string::npos)
+      << r;
+  r = get("GET /other HTTP/1.0\r\n\r\n");
+  EXPECT_TRUE(r.starts_with("HTTP/1.0 404")) << r;
+  EXPECT_NE(r.find("Invalid URL (GET /other)"), std::string::npos) << r;
+  r = get("POST /upload HTTP/1.0\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'x'));
+  EXPECT_TRUE(r.starts_with("HTTP/1.0 413")) << r;
+  EXPECT_NE(r.find(R"({"status":413)"), std::string::npos) << r;
+
+  asio::post(io, [&server] { server.stop(); });
+  thread.join();
+  // Each error the server answered itself, with the route it was for ("" for none).
+  EXPECT_EQ(errors, (std::vector<std::pair<std::string, unsigned>>{
+                        {"/items/a", 405}, {"", 404}, {"/upload", 413}}));
 }
 
 TEST_F(HttpTest, ManySequentialRequestsShareConnections) {

@@ -59,8 +59,9 @@ class Proc {
   }
 }
 
-// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks, model: the
-// model path for every process (default KVFERRY_MODEL) }
+// options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks,
+//   kvBlocksFor: { role: blocks } (a role's own KV capacity, else kvBlocks, else 256), model: the
+//   model path for every process (default KVFERRY_MODEL) }
 export class Cluster {
   constructor(options = {}) {
     this.options = options;
@@ -101,7 +102,8 @@ export class Cluster {
       name,
       [path.join(BIN, 'node_agent', 'node_agent'), '--model', model, '--role', role,
         '--orchestrator', `127.0.0.1:${this.port}`, '--control-address', '127.0.0.1:0',
-        '--name', name, '--kv-blocks', String(this.options.kvBlocks ?? 256)],
+        '--name', name,
+        '--kv-blocks', String(this.options.kvBlocksFor?.[role] ?? this.options.kvBlocks ?? 256)],
       this.dir,
     );
     agent.role = role;

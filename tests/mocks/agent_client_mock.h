@@ -26,7 +26,7 @@ class MockAgentClient : public AgentClient {
   MOCK_METHOD(http::Task<AgentResult<StreamEnd>>, generate,
               (NodeId node, const wire::GenerateRequest& request, const StreamLineHandler& on_line),
               (override));
-  MOCK_METHOD(void, release, (NodeId node, uint64_t lease_id), (override));
+  MOCK_METHOD(void, release, (NodeId node, uint64_t lease_id, bool writer_done), (override));
   MOCK_METHOD(void, cancel, (NodeId node, uint64_t request_id), (override));
 };
 
@@ -40,21 +40,28 @@ template <typename T>
 auto answerWith(T answer) {
   return [result = AgentResult<T>(std::move(answer))](auto&&...) { return answerNow(result); };
 }
+// `writes_settled`: a prefill's answer saying none of its writes can still land.
 template <typename T>
-auto failWith(AgentFailure failure, Status error) {
-  return
-      [result = AgentResult<T>(failure, std::move(error))](auto&&...) { return answerNow(result); };
+auto failWith(AgentFailure failure, Status error, bool writes_settled = false) {
+  return [result = AgentResult<T>(failure, std::move(error), writes_settled)](auto&&...) {
+    return answerNow(result);
+  };
 }
 
-// Stream lines: a token each, then (when `finish` is not empty) the finish line.
+// Stream lines: a token each, then (when `finish` is not empty) the finish line, with `code`
+// when it is an error of that kind (wire::error_code).
 inline std::vector<wire::StreamLine> tokenLines(const std::vector<int32_t>& tokens,
-                                                std::string finish) {
+                                                std::string finish, std::string code = "") {
   std::vector<wire::StreamLine> lines;
   for (int32_t token : tokens) {
     wire::StreamLine& line = lines.emplace_back();
     line.token = token;
   }
-  if (!finish.empty()) lines.emplace_back().finish = std::move(finish);
+  if (!finish.empty()) {
+    wire::StreamLine& end = lines.emplace_back();
+    end.finish = std::move(finish);
+    end.code = std::move(code);
+  }
   return lines;
 }
 

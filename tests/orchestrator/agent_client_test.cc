@@ -86,6 +86,12 @@ TEST(TokenStreamReaderTest, AnErrorFinishOrNoFinishIsUnavailable) {
             "decode stream of node 3 (127.0.0.1:9003) ended without a finish");
 }
 
+TEST(TokenStreamReaderTest, AnErrorOfKvCapacityIsNoCapacityNotTheNodesFault) {
+  Fed fed = run({R"({"finish":"error","message":"prefill: no room","code":"kv_capacity"})"});
+  ASSERT_FALSE(fed.result.isOk());
+  EXPECT_EQ(fed.result.failure(), AgentFailure::kNoCapacity);
+}
+
 TEST(TokenStreamReaderTest, AMalformedLineStopsReadingAndFails) {
   Fed fed = run({R"({"token":5})", R"({"token":"five"})", R"({"token":6})"});
   ASSERT_FALSE(fed.result.isOk());

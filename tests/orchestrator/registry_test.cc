@@ -311,6 +311,54 @@ TEST_F(RegistryTest, AWorkTicketCountsUntilItGoesAndFollowsAPrefillIntoItsDecode
   EXPECT_EQ(registry_.view().node(id).active_decode_seqs, 0u);
 }
 
+TEST_F(RegistryTest, KvRoomCountsWhatRequestsTookAndGaveBackSinceTheLastReport) {
+  const NodeId decode = add("decode", 9000);
+  add("prefill", 9001);  // not a decode node: no room of its own
+  ASSERT_EQ(registry_.decodeKvRoom().size(), 1u);
+  EXPECT_EQ(registry_.decodeKvRoom()[0].available, 100u);  // the registered capacity
+  wire::HeartbeatRequest hb;
+  hb.node_id = decode;
+  hb.load.total_kv_blocks = 100;
+  hb.load.free_kv_blocks = 60;
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  {
+    NodeRegistry::KvHold hold = registry_.holdKv(decode, 25);
+    EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 35u);
+    EXPECT_EQ(registry_.view().node(decode).free_kv_blocks, 35u);
+    // A report taken with the hold in place shows it; the count starts again from there.
+    hb.load.free_kv_blocks = 35;
+    ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+    EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 35u);
+  }
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 60u);  // given back
+  // A node that refused for want of room fits nothing until it reports again.
+  registry_.noteKvFull(decode);
+  EXPECT_EQ(registry_.decodeKvRoom()[0].available, 0u);
+  EXPECT_EQ(registry_.decodeKvRoom()[0].total, 100u);
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  EXPECT_EQ(registry_.decodeKvRoom()[0].available, 35u);
+}
+
+TEST_F(RegistryTest, KvBlockStatesAreOneDefinitionThatSumsToTheTotal) {
+  const NodeId id = add("decode", 9000);
+  KvBlockStates states = kvBlockStates(*registry_.node(id));
+  EXPECT_EQ(states.free, 100u);
+  EXPECT_EQ(states.total, 100u);
+  wire::HeartbeatRequest hb;
+  hb.node_id = id;
+  hb.load.total_kv_blocks = 100;
+  hb.load.free_kv_blocks = 50;    // free or cached
+  hb.load.cached_kv_blocks = 20;  // of those, cached
+  hb.load.leased_blocks = 10;
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  states = kvBlockStates(*registry_.node(id));
+  EXPECT_EQ(states.free, 30u);
+  EXPECT_EQ(states.cached, 20u);
+  EXPECT_EQ(states.leased, 10u);
+  EXPECT_EQ(states.in_use, 40u);
+  EXPECT_EQ(states.free + states.cached + states.leased + states.in_use, states.total);
+}
+
 TEST(ClusterIdentityTest, Hex64) {
   EXPECT_EQ(model::hex64(0), "0000000000000000");
   EXPECT_EQ(model::hex64(0xdeadbeef), "00000000deadbeef");

@@ -53,7 +53,9 @@ class FakeAgent {
                   [this](const Request& r, ResponseWriter& w) { return prefill(r, w); });
     server_.route(Verb::post, wire::route::kDecode,
                   [this](const Request& r, ResponseWriter& w) { return decode(r, w); });
-    server_.route(Verb::post, wire::route::kRelease, [this](const Request&, ResponseWriter& w) {
+    server_.route(Verb::post, wire::route::kRelease, [this](const Request& r, ResponseWriter& w) {
+      auto release = wire::decode<wire::ReleaseRequest>(r.body());
+      last_release_writer_done = release.isOk() && release->writer_done;
       ++releases;
       return ok(w);
     });
@@ -71,7 +73,8 @@ class FakeAgent {
   void stop() { server_.stop(); }
 
   std::atomic<bool> refuse_reserve{false};
-  std::atomic<bool> hold{false};  // streams wait while set
+  std::atomic<bool> no_room{false};  // reserve answers kv_capacity
+  std::atomic<bool> hold{false};     // streams wait while set
   std::atomic<uint32_t> cached_tokens{0};
   std::atomic<int> generates{0}, reserves{0}, prefills{0}, decodes{0}, releases{0}, cancels{0};
   std::atomic<int> streams_open{0};
@@ -81,6 +84,7 @@ class FakeAgent {
   std::atomic<int> fail_after{-1};   // >= 0: finish with "error" after this many tokens
   std::atomic<int> pause_after{-1};  // >= 0: after this many tokens, wait until released
   std::atomic<bool> released{false};
+  std::atomic<bool> last_release_writer_done{false};
   std::string last_prefill_blob;  // written on the io thread, read after the request completed
   // What the last prefill / generate call carried: answer tokens at the end of its prompt (a
   // resumed answer) and random draws to skip.
@@ -175,6 +179,13 @@ class FakeAgent {
         co_await fail(w, HttpStatus::service_unavailable, "KV pool full");
         co_return;
       }
+    }
+    if (no_room) {
+      // Built into a local (common/coroutine_rules.h).
+      std::string body = wire::encode(wire::AgentError{
+          "reserve: need 9 new KV blocks, 2 are available", wire::error_code::kKvCapacity, false});
+      co_await w.send(HttpStatus::service_unavailable, "application/json", std::move(body));
+      co_return;
     }
     wire::ReserveResponse lease;
     lease.lease_id = 1000 + reserves;
@@ -445,6 +456,12 @@ TEST_F(ServerTest, HealthTurnsOkWhenAPrefillAndADecodeNodeAreLive) {
   r = post(wire::route::kLeave, R"({"node_id":1})");
   EXPECT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(call(Verb::get, "/health").status, 503u);
+  // Decode nodes alone serve whole requests: healthy, and saying so.
+  addAgent("decode");
+  r = post(wire::route::kLeave, R"({"node_id":0})");
+  r = call(Verb::get, "/health");
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_NE(r.body.find("the decode nodes serve whole requests"), std::string::npos) << r.body;
 }
 
 TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
@@ -592,6 +609,31 @@ TEST_F(ServerTest, RefusedReservationRetriesOnAnotherDecodeNode) {
   auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
   EXPECT_EQ(r.status, 503u) << r.body;
   EXPECT_NE(errorMessage(r).find("KV pool full"), std::string::npos) << r.body;
+}
+
+// Issue #18: a request that finds no KV room waits for it instead of failing with 503.
+TEST_F(ServerTest, ARequestWithoutKvRoomWaitsUntilANodeReportsRoom) {
+  start();
+  addAgent("prefill");
+  FakeAgent& decode = addAgent("decode");
+  decode.no_room = true;
+  auto waiting =
+      postLater("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":3})");
+  for (int i = 0; i < 400 && decode.reserves == 0; ++i) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(decode.reserves, 1);  // refused once; waiting now, not retrying in a loop
+  EXPECT_NE(call(Verb::get, "/metrics").body.find("kvferry_admission_queued_requests 1"),
+            std::string::npos);
+  decode.no_room = false;
+  wire::HeartbeatRequest hb;  // the node reports room
+  hb.node_id = 1;
+  hb.load.free_kv_blocks = 1000;
+  hb.load.total_kv_blocks = 1000;
+  EXPECT_EQ(post(wire::route::kHeartbeat, wire::encode(hb)).status, 200u);
+  http::Response done = waiting.get();
+  EXPECT_EQ(done.status, 200u) << done.body;
+  EXPECT_EQ(decode.reserves, 2);
+  EXPECT_EQ(decode.decodes, 1);
 }
 
 TEST_F(ServerTest, AdmissionRefusesBeyondInflightAndQueue) {
@@ -784,16 +826,95 @@ TEST_F(ServerTest, AClientThatLeavesDuringThePrefillCancelsItAndFreesTheLease) {
   for (int i = 0; i < 200 && prefill.prefills == 0; ++i) std::this_thread::sleep_for(5ms);
   ASSERT_EQ(prefill.prefills, 1);
   socket.close();  // the client leaves while the prefill runs
-  // Noticed long before the prefill answers: the prefill is cancelled, the lease released.
-  for (int i = 0; i < 200 && (prefill.cancels == 0 || decode.releases == 0); ++i) {
-    std::this_thread::sleep_for(5ms);
-  }
+  // Noticed long before the prefill answers: the prefill is cancelled at once.
+  for (int i = 0; i < 200 && prefill.cancels == 0; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(prefill.cancels, 1);
+  // The lease goes once the prefill answered (nothing it wrote can land later), marked so, so
+  // the decode node frees its blocks at once instead of after the writer's timeout.
+  EXPECT_EQ(decode.releases, 0);
+  for (int i = 0; i < 600 && decode.releases == 0; ++i) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(decode.releases, 1);
-  std::this_thread::sleep_for(1700ms);  // the prefill answers; nothing is decoded or retried
+  EXPECT_TRUE(decode.last_release_writer_done);
+  std::this_thread::sleep_for(100ms);  // nothing is decoded or retried
   EXPECT_EQ(decode.decodes, 0);
   EXPECT_EQ(prefill.prefills, 1);
   EXPECT_EQ(decode.reserves, 1);
+}
+
+TEST_F(ServerTest, ModelsByIdAsTheOfficialClientRetrievesThem) {
+  start();
+  auto r = call(Verb::get, "/v1/models/stories260K");
+  ASSERT_EQ(r.status, 200u) << r.body;
+  const json::value model = parse(r.body);
+  EXPECT_EQ(model.at("id").as_string(), "stories260K");
+  EXPECT_EQ(model.at("object").as_string(), "model");
+  EXPECT_EQ(model.at("owned_by").as_string(), "kvferry");
+  EXPECT_TRUE(model.at("created").is_int64());
+  EXPECT_EQ(call(Verb::get, "/v1/models/stories%32%360K").status, 200u);  // percent-encoded
+  r = call(Verb::get, "/v1/models/org/gpt-4");
+  EXPECT_EQ(r.status, 404u);
+  const json::value error = parse(r.body).at("error");
+  EXPECT_EQ(error.at("code").as_string(), "model_not_found");
+  EXPECT_EQ(error.at("param").as_string(), "model");
+  EXPECT_NE(error.at("message").as_string().find("`org/gpt-4`"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
+  start();
+  const auto expectShape = [&](const http::Response& r, unsigned status, std::string_view code) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const json::value error = parse(r.body).at("error");
+    EXPECT_EQ(error.at("type").as_string(), "invalid_request_error") << r.body;
+    EXPECT_EQ(error.at("code").as_string(), code) << r.body;
+    EXPECT_TRUE(error.at("param").is_null()) << r.body;
+    EXPECT_FALSE(error.at("message").as_string().empty());
+  };
+  expectShape(call(Verb::get, "/v1/completions"), 405, "method_not_allowed");
+  expectShape(call(Verb::post, "/v1/embeddings", "{}"), 404, "unknown_url");
+  // A body over the limit, announced: the answer comes before the body is sent.
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint_);
+  asio::write(socket, asio::buffer(std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                               "Content-Length: 9000000\r\n\r\n")));
+  std::string raw;
+  char chunk[4096];
+  boost::system::error_code ec;
+  while (!ec) raw.append(chunk, socket.read_some(asio::buffer(chunk), ec));
+  ASSERT_TRUE(raw.starts_with("HTTP/1.1 413")) << raw;
+  http::Response too_large;
+  too_large.status = 413;
+  too_large.body = raw.substr(raw.find("\r\n\r\n") + 4);
+  expectShape(too_large, 413, "request_too_large");
+  const std::string metrics = call(Verb::get, "/metrics").body;
+  for (std::string_view series :
+       {R"(kvferry_requests_total{endpoint="/v1/completions",status="405"} 1)",
+        R"(kvferry_requests_total{endpoint="other",status="404"} 1)",
+        R"(kvferry_requests_total{endpoint="/v1/chat/completions",status="413"} 1)"}) {
+    EXPECT_NE(metrics.find(series), std::string::npos) << series;
+  }
+}
+
+TEST_F(ServerTest, AStreamToAnHttp10ClientIsUnchunkedAndClosed) {
+  start();
+  addAgent("both");
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint_);
+  const std::string body =
+      R"({"model":"stories260K","prompt":"Once","max_tokens":3,"stream":true})";
+  asio::write(socket, asio::buffer("POST /v1/completions HTTP/1.0\r\nContent-Type: "
+                                   "application/json\r\nContent-Length: " +
+                                   std::to_string(body.size()) + "\r\n\r\n" + body));
+  std::string response;
+  char chunk[4096];
+  boost::system::error_code ec;
+  while (!ec) response.append(chunk, socket.read_some(asio::buffer(chunk), ec));
+  EXPECT_EQ(ec, asio::error::eof);
+  ASSERT_TRUE(response.starts_with("HTTP/1.0 200 OK")) << response;
+  EXPECT_EQ(response.find("Transfer-Encoding"), std::string::npos) << response;
+  EXPECT_NE(response.find("\r\n\r\ndata: {"), std::string::npos) << response;
+  EXPECT_TRUE(response.ends_with("data: [DONE]\n\n")) << response;
 }
 
 TEST_F(ServerTest, NoDecodeNodeIs503SayingWhichRoleIsMissing) {

@@ -177,13 +177,117 @@ TEST_F(AnswerRendererTest, AStreamThatEndsWithoutTokensStillOpensAndCarriesUsage
   EXPECT_TRUE(all[3].is_null());
 }
 
-TEST_F(AnswerRendererTest, AFailureIsAnErrorEventThenDone) {
+TEST_F(AnswerRendererTest, AFailureIsAnErrorEventWithTheUsageSoFarThenDone) {
   AnswerRenderer out = renderer(spec(true));
+  out.token(answer_[0]);
+  out.token(answer_[1]);
   const std::vector<json::value> all =
       events(out.failure(ApiError{502, "server_error", "no attempt finished", {}, {}}));
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].at("error").at("message"), "no attempt finished");
+  EXPECT_EQ(all[0].at("usage").at("completion_tokens"), 2);
+  EXPECT_EQ(all[0].at("usage").at("prompt_tokens"), prompt_.size());
   EXPECT_TRUE(all[1].is_null());
+}
+
+// Logprobs as the agents report them: the token's (-0.5) and `top`.
+GeneratedLogprobs logprobsOf(const std::vector<std::pair<TokenId, float>>& top) {
+  return GeneratedLogprobs{-0.5f, top};
+}
+
+TEST_F(AnswerRendererTest, ChatLogprobsListEveryTokenWithItsTextBytesAndAlternatives) {
+  AnswerSpec s = spec(false);
+  s.logprobs = 1;  // one alternative each, though the agent sent two
+  AnswerRenderer out = renderer(s);
+  const std::vector<std::pair<TokenId, float>> top = {{answer_[0], -0.5f}, {1, -3.0f}};
+  for (TokenId id : answer_) {
+    const GeneratedLogprobs lp = logprobsOf(top);
+    out.token(id, &lp);
+  }
+  json::error_code ec;
+  const json::value body = json::parse(out.finish("length"), ec);
+  ASSERT_FALSE(ec);
+  const json::array& content = body.at("choices").at(0).at("logprobs").at("content").as_array();
+  ASSERT_EQ(content.size(), answer_.size());
+  EXPECT_EQ(content[0].at("token"), " there");
+  EXPECT_EQ(content[0].at("logprob").to_number<double>(), -0.5);
+  EXPECT_EQ(content[0].at("bytes").as_array().size(), 6u);
+  EXPECT_EQ(content[0].at("bytes").at(0), 32);  // the space
+  ASSERT_EQ(content[0].at("top_logprobs").as_array().size(), 1u);
+  EXPECT_EQ(content[0].at("top_logprobs").at(0).at("token"), " there");
+}
+
+TEST_F(AnswerRendererTest, CompletionLogprobsHaveTokensOffsetsAndTopMaps) {
+  AnswerSpec s = spec(true);
+  s.endpoint = Endpoint::kCompletions;
+  s.logprobs = 2;
+  s.stop_tokens = {2};
+  AnswerRenderer out = renderer(s);
+  std::string stream;
+  const std::vector<std::pair<TokenId, float>> top = {{answer_[0], -0.5f}, {2, -1.0f}};
+  for (TokenId id : {answer_[0], answer_[1], TokenId{2}}) {
+    const GeneratedLogprobs lp = logprobsOf(top);
+    stream += out.token(id, &lp);
+  }
+  stream += out.finish("");
+  std::vector<std::string> tokens;
+  std::vector<int64_t> offsets;
+  for (const json::value& event : events(stream)) {
+    if (event.is_null()) continue;
+    const json::value& logprobs = event.at("choices").at(0).at("logprobs");
+    if (logprobs.is_null()) continue;
+    for (const json::value& t : logprobs.at("tokens").as_array()) {
+      tokens.emplace_back(t.as_string());
+    }
+    for (const json::value& o : logprobs.at("text_offset").as_array()) {
+      offsets.push_back(o.as_int64());
+    }
+    EXPECT_EQ(logprobs.at("top_logprobs").at(0).as_object().size(), 2u);
+  }
+  // The stop token is listed by its name, in the finish chunk (it has no text of its own).
+  EXPECT_EQ(tokens, (std::vector<std::string>{" there", " was", "</s>"}));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 6, 10}));
+}
+
+TEST_F(AnswerRendererTest, WithoutLogprobsAskedForChoicesSayNull) {
+  AnswerRenderer out = renderer(spec(false));
+  const GeneratedLogprobs lp = logprobsOf({});
+  out.token(answer_[0], &lp);
+  const json::value body = json::parse(out.finish("length"));
+  EXPECT_TRUE(body.at("choices").at(0).at("logprobs").is_null());
+}
+
+TEST_F(AnswerRendererTest, MinTokensKeepsStopStringsFromEndingTheAnswerEarly) {
+  AnswerSpec s = spec(true);
+  s.stop = {" was"};
+  s.min_tokens = 3;
+  AnswerRenderer out = renderer(s);
+  std::string stream;
+  for (TokenId id : answer_) {
+    if (!out.wantsMore()) break;
+    stream += out.token(id);
+  }
+  stream += out.finish("length");
+  // " was" came as the second token, before min_tokens: the answer went on.
+  EXPECT_EQ(content(events(stream)), " there was a little girl");
+}
+
+TEST_F(AnswerRendererTest, SpecialTokensRenderAsTheirNamesWhenNotSkipped) {
+  AnswerSpec s = spec(false);
+  s.skip_special_tokens = false;
+  AnswerRenderer out = renderer(s);
+  out.token(answer_[0]);
+  out.token(1);  // <s>, a control token
+  out.token(answer_[1]);
+  const json::value body = json::parse(out.finish("length"));
+  EXPECT_EQ(body.at("choices").at(0).at("message").at("content"), " there<s> was");
+
+  AnswerRenderer skipped = renderer(spec(false));
+  skipped.token(answer_[0]);
+  skipped.token(1);
+  skipped.token(answer_[1]);
+  EXPECT_EQ(json::parse(skipped.finish("length")).at("choices").at(0).at("message").at("content"),
+            " there was");
 }
 
 }  // namespace

@@ -101,16 +101,107 @@ TEST(ParseRequestTest, EverySupportedFieldIsRead) {
   EXPECT_TRUE(r.include_usage);
 }
 
-TEST(ParseRequestTest, NullMeansAbsentAndUnknownFieldsAreIgnored) {
+TEST(ParseRequestTest, NullMeansAbsent) {
   const ApiRequest r = parseOk(
       kCompletions, completion(R"("max_tokens":null,"temperature":null,"top_p":null,"seed":null,)"
                                R"("stop":null,"n":null,"stream":null,"stream_options":null,)"
                                R"("logprobs":null,"echo":null,"best_of":null,"suffix":null,)"
-                               R"("future_field":{"x":[1,2]},"metadata":{"k":"v"})"));
+                               R"("ignore_eos":null,"min_tokens":null,"logit_bias":null)"));
   EXPECT_EQ(r.max_tokens, 16u);
   EXPECT_EQ(r.temperature, 1.0f);
   EXPECT_FALSE(r.seed.has_value());
   EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.logprobs.has_value());
+}
+
+TEST(ParseRequestTest, UnknownFieldsAreRefusedByName) {
+  for (std::string_view field : {R"("future_field":{"x":[1,2]})", R"("future_field":null)"}) {
+    const ApiError error = parseError(kCompletions, completion(field));
+    EXPECT_EQ(error.param, "future_field");
+    EXPECT_EQ(error.code, "unknown_parameter");
+    EXPECT_NE(error.message.find("Unrecognized request argument supplied: 'future_field'"),
+              std::string::npos)
+        << error.message;
+  }
+  // A field of the other endpoint is unknown here.
+  expectError(kCompletions, completion(R"("messages":[])"), "messages", "Unrecognized");
+  expectError(kChat, chat(R"("prompt":"x")"), "prompt", "Unrecognized");
+}
+
+TEST(ParseRequestTest, DocumentedNoOpsAreAcceptedInTheirNeutralValueOnly) {
+  parseOk(kChat, chat(R"("user":"u1","parallel_tool_calls":true,"store":false,)"
+                      R"("metadata":{"k":"v"},"service_tier":"auto","top_k":-1,"min_p":0)"));
+  parseOk(kCompletions, completion(R"("user":"u1","top_k":0,"min_p":0.0)"));
+  expectError(kChat, chat(R"("store":true)"), "store", "not supported");
+  expectError(kChat, chat(R"("service_tier":"flex")"), "service_tier", "not supported");
+  expectError(kChat, chat(R"("top_k":40)"), "top_k", "not supported");
+  expectError(kChat, chat(R"("min_p":0.05)"), "min_p", "not supported");
+  expectError(kChat, chat(R"("user":7)"), "user", "expected a string");
+}
+
+TEST(ParseRequestTest, SamplingExtensions) {
+  const ApiRequest r = parseOk(
+      kCompletions,
+      completion(
+          R"("ignore_eos":true,"min_tokens":3,"stop_token_ids":[7,2],)"
+          R"("skip_special_tokens":false,"repetition_penalty":1.3,)"
+          R"("presence_penalty":0.5,"frequency_penalty":-1,"logit_bias":{"5":-100,"3":2.5})"));
+  EXPECT_TRUE(r.ignore_eos);
+  EXPECT_EQ(r.min_tokens, 3u);
+  EXPECT_EQ(r.stop_token_ids, (std::vector<int32_t>{7, 2}));
+  EXPECT_FALSE(r.skip_special_tokens);
+  EXPECT_FLOAT_EQ(r.repetition_penalty, 1.3f);
+  EXPECT_FLOAT_EQ(r.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(r.frequency_penalty, -1.0f);
+  using Bias = std::vector<std::pair<int32_t, float>>;
+  EXPECT_EQ(r.logit_bias, (Bias{{3, 2.5f}, {5, -100.0f}}));  // ascending token ids
+
+  const ApiRequest defaults = parseOk(kChat, chat());
+  EXPECT_FALSE(defaults.ignore_eos);
+  EXPECT_EQ(defaults.min_tokens, 0u);
+  EXPECT_TRUE(defaults.stop_token_ids.empty());
+  EXPECT_TRUE(defaults.skip_special_tokens);
+  EXPECT_EQ(defaults.repetition_penalty, 1.0f);
+  EXPECT_TRUE(defaults.logit_bias.empty());
+
+  expectError(kChat, chat(R"("ignore_eos":1)"), "ignore_eos", "expected a boolean");
+  expectError(kChat, chat(R"("min_tokens":-1)"), "min_tokens", "between 0 and");
+  expectError(kChat, chat(R"("min_tokens":1.5)"), "min_tokens", "expected an integer");
+  expectError(kChat, chat(R"("stop_token_ids":3)"), "stop_token_ids", "expected an array");
+  expectError(kChat, chat(R"("stop_token_ids":[1,"2"])"), "stop_token_ids[1]",
+              "expected an integer");
+  expectError(kChat, chat(R"("stop_token_ids":[-4])"), "stop_token_ids[0]", "not a token id");
+  expectError(kChat, chat(R"("repetition_penalty":0)"), "repetition_penalty", "not in (0, 2]");
+  expectError(kChat, chat(R"("repetition_penalty":2.5)"), "repetition_penalty", "not in (0, 2]");
+  expectError(kChat, chat(R"("frequency_penalty":3)"), "frequency_penalty", "not between -2 and 2");
+  expectError(kChat, chat(R"("presence_penalty":-2.5)"), "presence_penalty",
+              "not between -2 and 2");
+  expectError(kChat, chat(R"("logit_bias":{"x1":2})"), "logit_bias", "'x1' is not a token id");
+  expectError(kChat, chat(R"("logit_bias":{"12":101})"), "logit_bias.12",
+              "not between -100 and 100");
+  expectError(kChat, chat(R"("logit_bias":{"12":"up"})"), "logit_bias.12", "expected a number");
+  expectError(kChat, chat(R"("logit_bias":[1])"), "logit_bias", "expected an object");
+}
+
+TEST(ParseRequestTest, Logprobs) {
+  EXPECT_FALSE(parseOk(kChat, chat(R"("logprobs":false)")).logprobs.has_value());
+  EXPECT_EQ(parseOk(kChat, chat(R"("logprobs":true)")).logprobs, 0u);
+  EXPECT_EQ(parseOk(kChat, chat(R"("logprobs":true,"top_logprobs":5)")).logprobs, 5u);
+  EXPECT_EQ(parseOk(kChat, chat(R"("logprobs":true,"top_logprobs":20)")).logprobs, 20u);
+  EXPECT_FALSE(parseOk(kChat, chat(R"("top_logprobs":0)")).logprobs.has_value());
+  expectError(kChat, chat(R"("top_logprobs":3)"), "top_logprobs", "requires 'logprobs'");
+  expectError(kChat, chat(R"("logprobs":true,"top_logprobs":21)"), "top_logprobs",
+              "not between 0 and 20");
+  expectError(kChat, chat(R"("logprobs":2)"), "logprobs", "expected a boolean");
+
+  // Completions: logprobs is the count.
+  EXPECT_EQ(parseOk(kCompletions, completion(R"("logprobs":0)")).logprobs, 0u);
+  EXPECT_EQ(parseOk(kCompletions, completion(R"("logprobs":3)")).logprobs, 3u);
+  expectError(kCompletions, completion(R"("logprobs":true)"), "logprobs", "expected an integer");
+  expectError(kCompletions, completion(R"("logprobs":-1)"), "logprobs", "not between 0 and 20");
+  // Completions have no top_logprobs.
+  expectError(kCompletions, completion(R"("logprobs":1,"top_logprobs":1)"), "top_logprobs",
+              "Unrecognized");
 }
 
 TEST(ParseRequestTest, BodyMustBeValidUtf8) {
@@ -131,6 +222,24 @@ TEST(ParseRequestTest, MalformedJsonNamesTheProblemAndOffset) {
   expectError(kChat, R"({"model":"m"} {})", "", "byte offset");
   // Nesting deeper than the parser's limit is an error, not a crash.
   expectError(kChat, std::string(100000, '['), "", "not valid JSON");
+  // The field the parser stopped in.
+  expectError(kChat, R"({"model":"m","messages":[{"role":"user","content":tru}]})", "",
+              "(in 'messages[0].content')");
+}
+
+TEST(ParseRequestTest, ALoneSurrogateNamesItsField) {
+  ApiError error =
+      parseError(kChat, R"({"model":"m","messages":[{"role":"user","content":"a\ud800b"}]})");
+  EXPECT_EQ(error.param, "messages[0].content");
+  EXPECT_NE(error.message.find("'messages[0].content' holds a lone UTF-16 surrogate (\\ud800"),
+            std::string::npos)
+      << error.message;
+  expectError(kCompletions, R"({"model":"m","prompt":"\udc00"})", "prompt", "lone UTF-16");
+  expectError(kCompletions, R"({"model":"m","stop":["ok","\ud83d\u0041"],"prompt":"x"})", "stop[1]",
+              "lone UTF-16");
+  // A proper pair is a character.
+  EXPECT_EQ(parseOk(kCompletions, R"({"model":"m","prompt":"\ud83d\ude00"})").prompt,
+            "\xf0\x9f\x98\x80");
 }
 
 TEST(ParseRequestTest, TopLevelMustBeAnObject) {
@@ -239,8 +348,9 @@ TEST(ParseRequestTest, MaxTokens) {
   expectError(kChat, chat(R"("max_tokens":true)"), "max_tokens", "but got a boolean");
   expectError(kChat, chat(R"("max_tokens":4294967296)"), "max_tokens", "too large");
   expectError(kChat, chat(R"("max_tokens":18446744073709551615)"), "max_tokens", "too large");
-  // Completions' max_tokens is not renamed.
-  EXPECT_EQ(parseOk(kCompletions, completion(R"("max_completion_tokens":0)")).max_tokens, 16u);
+  // Completions' max_tokens is not renamed: the new name is not theirs.
+  expectError(kCompletions, completion(R"("max_completion_tokens":5)"), "max_completion_tokens",
+              "Unrecognized");
 }
 
 TEST(ParseRequestTest, Temperature) {
@@ -309,9 +419,6 @@ TEST(ParseRequestTest, StreamAndStreamOptions) {
 }
 
 TEST(ParseRequestTest, UnsupportedFeaturesAreRefused) {
-  expectError(kChat, chat(R"("logprobs":true)"), "logprobs", "not supported");
-  expectError(kCompletions, completion(R"("logprobs":2)"), "logprobs", "not supported");
-  expectError(kChat, chat(R"("top_logprobs":3)"), "top_logprobs", "not supported");
   expectError(kCompletions, completion(R"("echo":true)"), "echo", "not supported");
   parseOk(kCompletions, completion(R"("echo":false,"best_of":1,"suffix":"")"));
   expectError(kCompletions, completion(R"("best_of":3)"), "best_of", "not supported");
@@ -326,10 +433,6 @@ TEST(ParseRequestTest, UnsupportedFeaturesAreRefused) {
   expectError(kChat, chat(R"("response_format":{"type":"json_schema","json_schema":{}})"),
               "response_format.type", "not supported");
   expectError(kChat, chat(R"("response_format":"json")"), "response_format", "expected an object");
-  expectError(kChat, chat(R"("logit_bias":{"50256":-100})"), "logit_bias", "not supported");
-  expectError(kChat, chat(R"("frequency_penalty":0.5)"), "frequency_penalty", "not supported");
-  expectError(kChat, chat(R"("presence_penalty":-2.5)"), "presence_penalty",
-              "not between -2 and 2");
 }
 
 TEST(ApiErrorTest, ErrorJsonHasOpenAiShape) {
@@ -352,6 +455,16 @@ TEST(ApiErrorTest, ModelNotFoundAsOpenAiAnswers) {
   EXPECT_EQ(error.param, "model");
   EXPECT_EQ(error.code, "model_not_found");
   EXPECT_EQ(error.message, "The model `gpt-9` does not exist or you do not have access to it.");
+}
+
+TEST(ApiErrorTest, HttpLayerErrorsAsOpenAiShapesThem) {
+  EXPECT_EQ(httpError(404, "Invalid URL (GET /x)").code, "unknown_url");
+  EXPECT_EQ(httpError(405, "m").code, "method_not_allowed");
+  EXPECT_EQ(httpError(413, "m").code, "request_too_large");
+  EXPECT_EQ(httpError(413, "m").type, "invalid_request_error");
+  EXPECT_EQ(httpError(413, "m").http_status, 413);
+  EXPECT_EQ(httpError(500, "m").type, "server_error");
+  EXPECT_TRUE(httpError(404, "m").param.empty());
 }
 
 TEST(ApiErrorTest, StatusMapping) {

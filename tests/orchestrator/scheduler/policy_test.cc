@@ -78,6 +78,26 @@ TEST_F(PolicyTest, FailsWithoutLiveNodes) {
   }
 }
 
+TEST_F(PolicyTest, WithoutAPrefillNodeTheRequestRunsColocatedOnADecodeNodeWithRoom) {
+  nodes_[0].alive = nodes_[1].alive = false;
+  EXPECT_FALSE(anyPrefillNode(view()));
+  // Node 2 decodes fewer sequences but has no room for the sequence: node 3 it is.
+  nodes_[2].free_kv_blocks = 2;
+  nodes_[3].active_decode_seqs = 5;
+  Result<Decision> decision = chooseColocated(request(kPromptA), view());
+  ASSERT_TRUE(decision.isOk()) << decision.status().toString();
+  EXPECT_EQ(decision->prefill, 3u);
+  EXPECT_EQ(decision->decode, 3u);
+  EXPECT_TRUE(decision->colocated);
+  // With room nowhere, the least loaded still takes it (its reservation decides).
+  nodes_[3].free_kv_blocks = 1;
+  EXPECT_EQ(chooseColocated(request(kPromptA), view())->decode, 2u);
+  nodes_[2].alive = nodes_[3].alive = false;
+  EXPECT_FALSE(chooseColocated(request(kPromptA), view()).isOk());
+  nodes_[0].alive = true;
+  EXPECT_TRUE(anyPrefillNode(view()));
+}
+
 TEST_F(PolicyTest, RoundRobinRotatesEachSideAndSkipsDeadNodes) {
   auto policy = make("round_robin");
   Decision first = choose(*policy, request(kPromptA));
