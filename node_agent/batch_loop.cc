@@ -17,7 +17,8 @@ BatchLoop::BatchLoop(engine::Engine& engine, PrefillRunner& prefills, AgentMetri
     : engine_(engine),
       prefills_(prefills),
       metrics_(metrics),
-      max_batch_sequences_(max_batch_sequences) {}
+      max_batch_sequences_(max_batch_sequences),
+      sampler_(engine.vocabSize()) {}
 
 void BatchLoop::run(boost::asio::io_context& work, const std::atomic<bool>& stop,
                     const std::function<void()>& each_turn) {
@@ -35,28 +36,31 @@ void BatchLoop::run(boost::asio::io_context& work, const std::atomic<bool>& stop
   }
 }
 
-// Once per loop turn (a decode step, or at most every 20 ms when idle): a few atomic stores.
+// Once per loop turn (a decode step, or at most every 20 ms when idle). The KV block states are
+// the agent's to publish: it knows the leases.
 void BatchLoop::publishGauges() {
-  const engine::KvBlockManager& blocks = engine_.blocks();
-  metrics_.setKvBlocks(blocks.usedBlocks(), blocks.evictableBlocks(), blocks.freeBlocks());
   metrics_.decoding_sequences.Set(static_cast<double>(decoding_.size()));
 }
 
 void BatchLoop::generate(const wire::GenerateRequest& request, std::shared_ptr<Stream> stream,
                          const StopFlag* stop) {
   const engine::SamplingParams sampling = samplingOf(request.sampling);
-  if (Status s = prefills_.check(sampling, request.rng_draws); !s.isOk()) {
+  engine::LogitParams logit_params = logitParamsOf(request.sampling, request.stop_tokens);
+  if (Status s = prefills_.check(sampling, logit_params, request.rng_draws); !s.isOk()) {
     stream->emit(finishLine("error", s.message()), true);
     return;
   }
   const std::vector<model::TokenId> tokens = tokensOf(request.tokens);
-  auto prefilled =
-      prefills_.run(tokens, sampling, request.rng_draws, nullptr, stop, &stream->cancelled);
+  engine::LogitProcessor processor(std::move(logit_params), tokens,
+                                   request.sampling.answer_tokens);
+  auto prefilled = prefills_.run(tokens, sampling, processor, request.rng_draws, nullptr, stop,
+                                 &stream->cancelled);
   if (!prefilled.isOk()) {
-    const bool stopped = prefilled.status().code() == StatusCode::kCancelled;
-    stream->emit(
-        finishLine("error", stopped ? "cancelled" : "prefill: " + prefilled.status().toString()),
-        true);
+    const Status& s = prefilled.status();
+    const bool stopped = s.code() == StatusCode::kCancelled;
+    stream->emit(finishLine("error", stopped ? "cancelled" : "prefill: " + s.toString(),
+                            capacityCode(s)),
+                 true);
     return;
   }
   Decoding d;
@@ -65,15 +69,18 @@ void BatchLoop::generate(const wire::GenerateRequest& request, std::shared_ptr<S
   d.stream = std::move(stream);
   d.sampling = sampling;
   d.rng = prefilled->rng;
+  d.logits = std::move(processor);
   d.stop = tokensOf(request.stop_tokens);
-  const model::TokenId first = prefilled->first_token;
+  const model::TokenId first = prefilled->first.token;
   decoding_.push_back(std::move(d));
   Decoding& a = decoding_.back();
+  // A stop token is sent too (it counts as an answer token, as the prefill agent's first token
+  // does), then ends the answer.
+  if (!a.stream->emit(tokenLine(prefilled->first, prefilled->cached_tokens), false)) {
+    return finish(decoding_.size() - 1, "error", "cancelled");
+  }
   if (std::find(a.stop.begin(), a.stop.end(), first) != a.stop.end()) {
     return finish(decoding_.size() - 1, "stop");
-  }
-  if (!a.stream->emit(tokenLine(first, prefilled->cached_tokens), false)) {
-    return finish(decoding_.size() - 1, "error", "cancelled");
   }
   if (request.max_new_tokens <= 1) return finish(decoding_.size() - 1, "length");
   a.next = first;
@@ -92,11 +99,20 @@ void BatchLoop::admitImported(engine::SequenceId seq, const wire::DecodeRequest&
   d.next = decode.first_token;
   d.remaining = decode.max_new_tokens;
   d.stop = tokensOf(decode.stop_tokens);
-  if (Status v = engine::validateSamplingParams(d.sampling); !v.isOk()) {
-    d.stream->emit(finishLine("error", v.message()), true);
+  engine::LogitParams logit_params = logitParamsOf(decode.sampling, decode.stop_tokens);
+  Status valid = engine::validateSamplingParams(d.sampling);
+  if (valid.isOk()) valid = engine::validateLogitParams(logit_params, engine_.vocabSize());
+  if (!valid.isOk()) {
+    d.stream->emit(finishLine("error", valid.message()), true);
     engine_.release(d.seq).ignoreError();
     return;
   }
+  // The sequence holds the prompt; the prefill agent picked the answer's first token.
+  auto view = engine_.sequence(seq);
+  d.logits = engine::LogitProcessor(std::move(logit_params),
+                                    view.isOk() ? view->tokens : std::span<const model::TokenId>(),
+                                    decode.sampling.answer_tokens);
+  d.logits.accept(decode.first_token);
   if (d.remaining == 0) {
     d.stream->emit(finishLine("length"), true);
     engine_.release(d.seq).ignoreError();
@@ -118,9 +134,10 @@ bool BatchLoop::cancel(uint64_t request_id) {
   return found;
 }
 
-void BatchLoop::finish(size_t index, std::string_view reason, std::string_view message) {
+void BatchLoop::finish(size_t index, std::string_view reason, std::string_view message,
+                       std::string_view code) {
   Decoding& d = decoding_[index];
-  if (!d.stream->cancelled) d.stream->emit(finishLine(reason, message), true);
+  if (!d.stream->cancelled) d.stream->emit(finishLine(reason, message, code), true);
   engine_.release(d.seq).ignoreError();
   decoding_.erase(decoding_.begin() + static_cast<ptrdiff_t>(index));
 }
@@ -146,35 +163,52 @@ void BatchLoop::decodeStep() {
     step_tokens_.push_back(decoding_[i].next);
   }
   // Each sequence's draw comes from its own stream; the engine picks the token (on a CUDA
-  // runner, on the device: the logits never reach the host). A failed step has used one draw of
-  // each stream; it fails only when the cache is full, and then the newest sequence ends.
+  // runner, on the device: the logits never reach the host) unless a sequence's processors need
+  // its logits here. A failed step has used one draw of each stream; it fails only when the
+  // cache is full, and then the newest sequence ends.
   step_draws_.clear();
+  bool on_host = false;
   for (size_t i = 0; i < n; ++i) {
     step_draws_.push_back(engine::drawFor(decoding_[i].sampling, decoding_[i].rng));
+    on_host = on_host || decoding_[i].logits.active();
   }
   step_next_.resize(n);
+  const size_t vocab = engine_.vocabSize();
+  if (on_host) step_logits_.resize(n * vocab);
   const Clock::time_point step_start = Clock::now();
-  Status s = engine_.decode(step_ids_, step_tokens_, step_draws_, step_next_);
+  Status s = on_host ? engine_.decode(step_ids_, step_tokens_,
+                                      std::span<float>(step_logits_.data(), n * vocab))
+                     : engine_.decode(step_ids_, step_tokens_, step_draws_, step_next_);
   metrics_.decode_step_seconds.Observe(
       std::chrono::duration<double>(Clock::now() - step_start).count());
   metrics_.decode_batch_sequences.Observe(static_cast<double>(n));
   if (!s.isOk()) {
     // Out of KV blocks: the newest sequence of the step gives way so the others go on.
     spdlog::warn("node agent: decode step of {} sequences failed: {}", n, s.toString());
-    finish(n - 1, "error", "decode: " + s.toString());
+    finish(n - 1, "error", "decode: " + s.toString(), capacityCode(s));
     return;
   }
   step_done_.clear();
   for (size_t i = 0; i < n; ++i) {
     Decoding& d = decoding_[i];
-    const model::TokenId token = step_next_[i];
+    engine::LogitProcessor::PickedToken picked;
+    if (on_host) {
+      picked = d.logits.pick(std::span<float>(step_logits_.data() + i * vocab, vocab), sampler_,
+                             step_draws_[i]);
+    } else {
+      picked.token = step_next_[i];
+      d.logits.accept(picked.token);
+    }
+    const model::TokenId token = picked.token;
     if (std::find(d.stop.begin(), d.stop.end(), token) != d.stop.end()) {
+      // Sent, then the answer ends: a stop token counts as an answer token on every path.
+      if (!d.stream->emit(tokenLine(picked), false)) d.stream->cancelled = true;
       step_done_.push_back(i);
       d.remaining = 0;
       d.next = -1;  // marks a stop
       continue;
     }
-    if (!d.stream->emit(tokenLine(token), false)) {
+    if (!d.stream->emit(tokenLine(picked), false)) {
       d.stream->cancelled = true;
       step_done_.push_back(i);
       continue;
@@ -202,6 +236,7 @@ void BatchLoop::report(bool snapshot, NodeReport& out) {
   const engine::KvBlockManager& blocks = engine_.blocks();
   out.load.active_decode_seqs = static_cast<uint32_t>(decoding_.size());
   out.load.free_kv_blocks = blocks.availableBlocks();
+  out.load.cached_kv_blocks = blocks.evictableBlocks();
   out.load.total_kv_blocks = blocks.numBlocks();
   events_.clear();
   out.overflowed = engine_.drainKvEvents(events_);

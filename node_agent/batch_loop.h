@@ -3,6 +3,9 @@
 // /agent/generate (prefilled here) or as an imported lease whose KV has landed (admitImported,
 // which the KV receiver's callback calls); each turn runs the work other threads posted, then
 // one batched decode step over at most max_batch_sequences sequences, rotating when more decode.
+// The runner picks each step's tokens where the logits are (on the device, for CUDA), unless a
+// sequence of the step has logit processors or logprobs (engine/logit_processor.h): that step's
+// logits come to the host and every token of it is picked here.
 //
 // Thread: the engine thread owns it; run() is that thread's body.
 #pragma once
@@ -18,6 +21,7 @@
 #include "common/control_wire.h"
 #include "node_agent/channels.h"
 #include "node_agent/engine/engine.h"
+#include "node_agent/engine/logit_processor.h"
 #include "node_agent/engine/sampler.h"
 #include "node_agent/engine_work.h"
 #include "node_agent/metrics.h"
@@ -59,6 +63,7 @@ class BatchLoop {
     std::shared_ptr<Stream> stream;
     engine::SamplingParams sampling;
     engine::SamplingRng rng{0};
+    engine::LogitProcessor logits;  // penalties, logit_bias, min_tokens, logprobs
     model::TokenId next = 0;  // fed at the next step; -1 after a stop token
     uint32_t remaining = 0;   // tokens the stream may still add
     std::vector<model::TokenId> stop;
@@ -66,7 +71,8 @@ class BatchLoop {
 
   void decodeStep();
   // Sends the finish line (unless the reader left), releases the sequence, drops it.
-  void finish(size_t index, std::string_view reason, std::string_view message = {});
+  void finish(size_t index, std::string_view reason, std::string_view message = {},
+              std::string_view code = {});
   void publishGauges();
 
   engine::Engine& engine_;
@@ -77,6 +83,8 @@ class BatchLoop {
   // Reused by every step, so a step allocates nothing once they have grown.
   std::vector<engine::TokenDraw> step_draws_;
   std::vector<model::TokenId> step_next_;
+  std::vector<float> step_logits_;  // a step picked on the host: ids.size() × vocab
+  engine::Sampler sampler_;
   std::vector<engine::SequenceId> step_ids_;
   std::vector<model::TokenId> step_tokens_;
   std::vector<size_t> step_done_;

@@ -14,7 +14,9 @@
 
 #include "common/control_wire.h"
 #include "common/http.h"
+#include "common/status.h"
 #include "model/token_id.h"
+#include "node_agent/engine/logit_processor.h"
 
 namespace kvferry::agent {
 
@@ -29,6 +31,17 @@ using ReplyChannel =
 inline Reply jsonReply(unsigned status, std::string body) { return {status, std::move(body)}; }
 inline Reply errorReply(unsigned status, std::string_view message) {
   return {status, http::errorBody(message)};
+}
+// An error the orchestrator acts on: its kind (wire::error_code) and, for a prefill, whether any
+// write it posted may still land on the target.
+inline Reply errorReply(unsigned status, std::string message, std::string code,
+                        bool writes_settled) {
+  return {status,
+          wire::encode(wire::AgentError{std::move(message), std::move(code), writes_settled})};
+}
+// KV room is a condition the orchestrator waits out, not a fault of this node.
+inline std::string capacityCode(const Status& status) {
+  return status.code() == StatusCode::kResourceExhausted ? wire::error_code::kKvCapacity : "";
 }
 inline void sendReply(ReplyChannel& channel, Reply reply) {
   channel.try_send(boost::system::error_code{}, std::move(reply));
@@ -57,16 +70,25 @@ struct Stream {
 // predicate between prefill chunks. The other atomic that crosses threads outside a post.
 using StopFlag = std::atomic<bool>;
 
-inline std::string tokenLine(model::TokenId token, std::optional<uint32_t> cached = std::nullopt) {
+inline std::optional<wire::TokenLogprobs> wireLogprobs(
+    const std::optional<engine::TokenLogprobs>& logprobs) {
+  if (!logprobs) return std::nullopt;
+  return wire::TokenLogprobs{logprobs->logprob, {logprobs->top.begin(), logprobs->top.end()}};
+}
+inline std::string tokenLine(const engine::LogitProcessor::PickedToken& picked,
+                             std::optional<uint32_t> cached = std::nullopt) {
   wire::StreamLine line;
-  line.token = token;
+  line.token = picked.token;
   line.cached_tokens = cached;
+  line.logprobs = wireLogprobs(picked.logprobs);
   return wire::encode(line);
 }
-inline std::string finishLine(std::string_view reason, std::string_view message = {}) {
+inline std::string finishLine(std::string_view reason, std::string_view message = {},
+                              std::string_view code = {}) {
   wire::StreamLine line;
   line.finish = reason;
   line.message = message;
+  line.code = code;
   return wire::encode(line);
 }
 

@@ -203,33 +203,32 @@ void ControlApi::cancelStream(const std::shared_ptr<Stream>& stream) {
 
 ControlApi::Task ControlApi::handleRelease(const http::Request& request,
                                            http::ResponseWriter& writer) {
-  return idCall(request, writer, AgentMetrics::Kind::kRelease);
+  constexpr AgentMetrics::Kind kind = AgentMetrics::Kind::kRelease;
+  std::optional<wire::ReleaseRequest> message =
+      co_await accept<wire::ReleaseRequest>(request, writer, kind, kAnyAgent);
+  if (!message) co_return;
+  auto work = [this, id = message->id,
+               writer_done = message->writer_done](std::shared_ptr<ReplyChannel> ch) {
+    work_.release(id, writer_done);
+    agent::sendReply(*ch, jsonReply(200, "{}"));
+  };  // named: see handleReserve
+  const Reply reply = co_await onEngine(std::move(work));
+  co_await answer(writer, kind, reply);
 }
 
 ControlApi::Task ControlApi::handleCancel(const http::Request& request,
                                           http::ResponseWriter& writer) {
-  return idCall(request, writer, AgentMetrics::Kind::kCancel);
-}
-
-ControlApi::Task ControlApi::idCall(const http::Request& request, http::ResponseWriter& writer,
-                                    AgentMetrics::Kind kind) {
+  constexpr AgentMetrics::Kind kind = AgentMetrics::Kind::kCancel;
   std::optional<wire::IdRequest> message =
       co_await accept<wire::IdRequest>(request, writer, kind, kAnyAgent);
   if (!message) co_return;
   const uint64_t id = message->id;
-  const bool cancel = kind == AgentMetrics::Kind::kCancel;
-  if (cancel) {
-    // A prefill of it that is computing now holds the engine thread: its stop flag reaches it
-    // before its next chunk; the cancel below ends the rest once the engine thread gets to it.
-    auto [first, end] = stops_.equal_range(id);
-    for (auto it = first; it != end; ++it) it->second->store(true);
-  }
-  auto work = [this, id, cancel](std::shared_ptr<ReplyChannel> ch) {
-    if (cancel) {
-      work_.cancel(id);
-    } else {
-      work_.release(id);
-    }
+  // A prefill of it that is computing now holds the engine thread: its stop flag reaches it
+  // before its next chunk; the cancel below ends the rest once the engine thread gets to it.
+  auto [first, end] = stops_.equal_range(id);
+  for (auto it = first; it != end; ++it) it->second->store(true);
+  auto work = [this, id](std::shared_ptr<ReplyChannel> ch) {
+    work_.cancel(id);
     agent::sendReply(*ch, jsonReply(200, "{}"));
   };  // named: see handleReserve
   const Reply reply = co_await onEngine(std::move(work));

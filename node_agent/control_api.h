@@ -64,7 +64,6 @@ class ControlApi {
   Task handleCancel(const http::Request& request, http::ResponseWriter& writer);
   // /agent/release and /agent/cancel (`kind` says which): the id, then the call on the engine
   // thread; a cancel first raises the request's stop flags.
-  Task idCall(const http::Request& request, http::ResponseWriter& writer, AgentMetrics::Kind kind);
   Task handleHealth(const http::Request& request, http::ResponseWriter& writer);
   Task handleMetrics(const http::Request& request, http::ResponseWriter& writer);
   Task writeStream(std::shared_ptr<Stream> stream, http::ResponseWriter& writer,

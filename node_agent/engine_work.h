@@ -63,8 +63,8 @@ class EngineWork {
   // /agent/generate: prefill and decode here.
   virtual void generate(wire::GenerateRequest request, std::shared_ptr<Stream> stream,
                         std::shared_ptr<const StopFlag> stop) = 0;
-  // /agent/release: ends a lease (idempotent).
-  virtual void release(uint64_t lease_id) = 0;
+  // /agent/release: ends a lease (idempotent); `writer_done`: no write into it can land any more.
+  virtual void release(uint64_t lease_id, bool writer_done) = 0;
   // /agent/cancel: ends every lease, sequence and waiting prefill of the request; work of it not
   // yet run is refused when it runs.
   virtual void cancel(uint64_t request_id) = 0;

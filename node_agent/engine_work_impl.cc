@@ -10,7 +10,9 @@ Reply EngineWorkImpl::reserve(const wire::ReserveRequest& request) {
 void EngineWorkImpl::prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChannel> reply,
                              std::shared_ptr<const StopFlag> stop) {
   backlog_.remove(request.tokens.size());
-  if (takeCancelled(request.request_id)) return sendReply(*reply, errorReply(409, "cancelled"));
+  if (takeCancelled(request.request_id)) {
+    return sendReply(*reply, errorReply(409, "cancelled", "", /*writes_settled=*/true));
+  }
   sender_.prefill(std::move(request), std::move(reply), std::move(stop));
 }
 
@@ -28,7 +30,9 @@ void EngineWorkImpl::generate(wire::GenerateRequest request, std::shared_ptr<Str
   loop_.generate(request, std::move(stream), stop.get());
 }
 
-void EngineWorkImpl::release(uint64_t lease_id) { receiver_.release(lease_id); }
+void EngineWorkImpl::release(uint64_t lease_id, bool writer_done) {
+  receiver_.release(lease_id, writer_done);
+}
 
 void EngineWorkImpl::cancel(uint64_t request_id) {
   // A prefill of it that was computing when the cancel came has stopped or ended by now (this

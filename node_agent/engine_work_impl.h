@@ -29,7 +29,7 @@ class EngineWorkImpl final : public EngineWork {
   void decode(wire::DecodeRequest request, std::shared_ptr<Stream> stream) override;
   void generate(wire::GenerateRequest request, std::shared_ptr<Stream> stream,
                 std::shared_ptr<const StopFlag> stop) override;
-  void release(uint64_t lease_id) override;
+  void release(uint64_t lease_id, bool writer_done) override;
   void cancel(uint64_t request_id) override;
   bool idle() const override;
   NodeReport report(bool snapshot) override;

@@ -9,32 +9,45 @@ namespace kvferry::agent {
 using Clock = std::chrono::steady_clock;
 
 PrefillRunner::PrefillRunner(engine::Engine& engine, AgentMetrics& metrics)
-    : engine_(engine), metrics_(metrics) {}
+    : engine_(engine), metrics_(metrics), sampler_(engine.vocabSize()) {}
 
-Status PrefillRunner::check(const engine::SamplingParams& sampling, uint64_t rng_draws) const {
+Status PrefillRunner::check(const engine::SamplingParams& sampling,
+                            const engine::LogitParams& logits, uint64_t rng_draws) const {
   RETURN_IF_ERROR(engine::validateSamplingParams(sampling));
+  RETURN_IF_ERROR(engine::validateLogitParams(logits, engine_.vocabSize()));
   return checkRngDraws(rng_draws, engine_.maxSequenceTokens());
 }
 
 Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::TokenId> tokens,
                                                     const engine::SamplingParams& sampling,
+                                                    engine::LogitProcessor& processor,
                                                     uint64_t rng_draws,
                                                     const engine::LayerDoneCallback& on_layer,
                                                     const StopFlag* stop,
                                                     const StopFlag* also_stop) {
   // The first token's draw is the stream's next one (a resumed answer's stream goes on where it
-  // stopped); the engine picks the token where the logits are.
+  // stopped); the engine picks the token where the logits are, unless the processors need them
+  // here.
   engine::SamplingRng rng(sampling.seed);
   rng.discard(rng_draws);
   const engine::TokenDraw draw = engine::drawFor(sampling, rng);
-  model::TokenId first_token = 0;
+  engine::LogitProcessor::PickedToken first;
   const Clock::time_point start = Clock::now();
   auto stop_requested = [stop, also_stop] {
     return (stop != nullptr && stop->load(std::memory_order_relaxed)) ||
            (also_stop != nullptr && also_stop->load(std::memory_order_relaxed));
   };
-  ASSIGN_OR_RETURN(engine::PrefillResult result,
-                   engine_.prefill(tokens, draw, first_token, on_layer, stop_requested));
+  const bool on_host = processor.active();
+  if (on_host) logits_.resize(engine_.vocabSize());
+  Result<engine::PrefillResult> prefilled =
+      on_host ? engine_.prefill(tokens, logits_, on_layer, stop_requested)
+              : engine_.prefill(tokens, draw, first.token, on_layer, stop_requested);
+  ASSIGN_OR_RETURN(engine::PrefillResult result, std::move(prefilled));
+  if (on_host) {
+    first = processor.pick(logits_, sampler_, draw);
+  } else {
+    processor.accept(first.token);
+  }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const uint64_t computed = tokens.size() - result.cached_tokens;
   noteTime(computed, seconds);
@@ -46,7 +59,7 @@ Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::Token
   out.seq = result.id;
   out.cached_tokens = result.cached_tokens;
   out.rng = std::move(rng);
-  out.first_token = first_token;
+  out.first = std::move(first);
   out.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   return out;
 }

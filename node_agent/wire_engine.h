@@ -10,6 +10,7 @@
 #include "common/control_wire.h"
 #include "common/status.h"
 #include "model/token_id.h"
+#include "node_agent/engine/logit_processor.h"
 #include "node_agent/engine/sampler.h"
 
 namespace kvferry::agent {
@@ -19,6 +20,21 @@ inline engine::SamplingParams samplingOf(const wire::Sampling& s) {
   params.temperature = s.temperature;
   params.top_p = s.top_p;
   params.seed = s.seed;
+  return params;
+}
+
+// The request's logit processors (engine/logit_processor.h); `stop_tokens` are what min_tokens
+// masks.
+inline engine::LogitParams logitParamsOf(const wire::Sampling& s,
+                                         const std::vector<int32_t>& stop_tokens) {
+  engine::LogitParams params;
+  params.repetition_penalty = s.repetition_penalty;
+  params.presence_penalty = s.presence_penalty;
+  params.frequency_penalty = s.frequency_penalty;
+  for (const wire::LogitBias& b : s.logit_bias) params.logit_bias.emplace_back(b.token, b.bias);
+  params.min_tokens = s.min_tokens;
+  params.stop_tokens.assign(stop_tokens.begin(), stop_tokens.end());
+  params.logprobs = s.logprobs;
   return params;
 }
 

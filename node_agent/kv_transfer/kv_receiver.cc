@@ -20,7 +20,7 @@ Reply KvReceiver::reserve(const wire::ReserveRequest& request) {
   if (!reservation.isOk()) {
     const Status& s = reservation.status();
     const unsigned status = s.code() == StatusCode::kResourceExhausted ? 503 : 400;
-    return errorReply(status, "reserve: " + s.message());
+    return errorReply(status, "reserve: " + s.message(), capacityCode(s), false);
   }
   auto view = engine_.sequence(reservation->id);
   if (slot_leases_.size() >= kSlotCount / 2) {
@@ -111,14 +111,14 @@ void KvReceiver::handOn(Lease& lease) {
   on_landed_(std::move(landed));
 }
 
-void KvReceiver::endLease(uint64_t lease_id, std::string_view why) {
+void KvReceiver::endLease(uint64_t lease_id, std::string_view why, bool writer_done) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   Lease& lease = it->second;
-  if (lease.quarantined) return;
+  if (lease.quarantined && !writer_done) return;
   if (lease.stream) lease.stream->emit(finishLine("error", why), true);
   lease.stream.reset();
-  if (lease.landed_count < lease.expected_layers) {
+  if (lease.landed_count < lease.expected_layers && !writer_done) {
     lease.quarantined = true;
     lease.deadline = Clock::now() + quarantine_;
     return;

@@ -6,7 +6,9 @@
 //
 // A lease that ends (release, cancel, expiry) while some layers are still missing is
 // QUARANTINED: its blocks stay held until the missing immediates arrive or `quarantine` (the
-// writer's op timeout + 1 s) has passed, so no later sequence receives a late write. An
+// writer's op timeout + 1 s) has passed, so no later sequence receives a late write — unless the
+// release says the writer is done (its prefill answered that every write it posted settled):
+// then the blocks are free at once, so one failed prefill does not hold them for seconds. An
 // immediate for a slot with no lease (a write that arrived after its quarantine) is dropped.
 //
 // Thread: the engine thread owns it; the agent posts each polled immediate to onImmediate().
@@ -44,13 +46,17 @@ class KvReceiver {
              std::chrono::milliseconds quarantine, OnLanded on_landed);
 
   // /agent/reserve: blocks for the prompt (its cached prefix taken from the prefix cache), a
-  // slot, a deadline. 503 when the pool or the slots are full, 400 for a bad prompt.
+  // slot, a deadline. 503 when the pool (code kv_capacity) or the slots are full, 400 for a bad
+  // prompt.
   Reply reserve(const wire::ReserveRequest& request);
   // /agent/decode: attaches the stream; the lease is handed on once every layer has landed. An
   // unknown, ended or already attached lease gets an error line.
   void decode(const wire::DecodeRequest& request, std::shared_ptr<Stream> stream);
-  // /agent/release: ends the lease (idempotent).
-  void release(uint64_t lease_id) { endLease(lease_id, "released"); }
+  // /agent/release: ends the lease (idempotent); `writer_done`: no write into it can land any
+  // more, so its blocks are free at once, quarantined or not.
+  void release(uint64_t lease_id, bool writer_done) {
+    endLease(lease_id, "released", writer_done);
+  }
   // Ends every lease of the request; true when there was one.
   bool cancel(uint64_t request_id);
 
@@ -82,7 +88,7 @@ class KvReceiver {
 
   void handOn(Lease& lease);
   // Ends a lease that will not decode: tells a waiting stream why, frees or quarantines it.
-  void endLease(uint64_t lease_id, std::string_view why);
+  void endLease(uint64_t lease_id, std::string_view why, bool writer_done = false);
   void freeLease(LeaseMap::iterator it);
 
   engine::Engine& engine_;

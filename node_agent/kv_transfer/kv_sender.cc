@@ -16,6 +16,11 @@ std::string transferFailed(uint32_t node_id, const Status& status) {
   return "transfer to node " + std::to_string(node_id) + " failed: " + status.toString();
 }
 
+// A refusal before anything was posted: no write of this prefill can land on the target.
+Reply refusal(unsigned status, std::string message) {
+  return errorReply(status, std::move(message), "", true);
+}
+
 }  // namespace
 
 KvSender::KvSender(engine::Engine& engine, PrefillRunner& prefills, rdma::Transport& transport,
@@ -47,20 +52,22 @@ void KvSender::prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChanne
       target.regions.size() != 2 * uint64_t{geometry.layers}) {
     return sendReply(
         *reply,
-        errorReply(400, "prefill: the target holds " + std::to_string(target.block_ids.size()) +
-                            " blocks and " + std::to_string(target.regions.size()) +
-                            " regions; the prompt needs " + std::to_string(prompt_blocks) +
-                            " blocks and this model " + std::to_string(2 * geometry.layers) +
-                            " regions"));
+        refusal(400, "prefill: the target holds " + std::to_string(target.block_ids.size()) +
+                         " blocks and " + std::to_string(target.regions.size()) +
+                         " regions; the prompt needs " + std::to_string(prompt_blocks) +
+                         " blocks and this model " + std::to_string(2 * geometry.layers) +
+                         " regions"));
   }
   const engine::SamplingParams sampling = samplingOf(request.sampling);
-  if (Status s = prefills_.check(sampling, request.rng_draws); !s.isOk()) {
-    return sendReply(*reply, errorReply(400, "prefill: " + s.message()));
+  engine::LogitParams logits = logitParamsOf(request.sampling, request.stop_tokens);
+  if (Status s = prefills_.check(sampling, logits, request.rng_draws); !s.isOk()) {
+    return sendReply(*reply, refusal(400, "prefill: " + s.message()));
   }
   const bool sends = target.cached_blocks < prompt_blocks;
   const uint64_t key = next_key_++;
   Pending& p = pending_[key];
   p.sampling = sampling;
+  p.logits = std::move(logits);
   p.reply = std::move(reply);
   p.stop = std::move(stop);
   p.metrics = peerMetrics(target.node_id);
@@ -77,8 +84,8 @@ void KvSender::prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChanne
     Result<std::vector<uint8_t>> bytes = wire::base64Decode(blob);
     if (!bytes.isOk()) {
       p.metrics.errors->Increment();
-      return answerWaiting(
-          key, errorReply(502, transferFailed(p.request.target.node_id, bytes.status())));
+      return answerWaiting(key,
+                           refusal(502, transferFailed(p.request.target.node_id, bytes.status())));
     }
     peer = peers_.emplace(blob, Peer{}).first;
     // The connect runs on the connector's threads; its result comes back to this thread.
@@ -102,7 +109,7 @@ void KvSender::onConnected(const std::string& blob, Result<rdma::PeerId> result)
       if (it == pending_.end()) continue;
       it->second.metrics.errors->Increment();
       answerWaiting(
-          key, errorReply(502, transferFailed(it->second.request.target.node_id, result.status())));
+          key, refusal(502, transferFailed(it->second.request.target.node_id, result.status())));
     }
     return;
   }
@@ -133,7 +140,7 @@ bool KvSender::cancel(uint64_t request_id) {
   for (uint64_t key : waiting) {
     Peer& peer = peers_.at(pending_.at(key).request.target.transport_blob);
     std::erase(peer.waiting, key);
-    answerWaiting(key, errorReply(409, "prefill: cancelled while connecting to its target"));
+    answerWaiting(key, refusal(409, "prefill: cancelled while connecting to its target"));
   }
   return found;
 }
@@ -142,15 +149,17 @@ void KvSender::compute(uint64_t key) {
   Pending& p = pending_.at(key);
   auto on_layer = [this, key, &p](uint32_t layer) { onLayer(key, p, layer); };
   const std::vector<model::TokenId> tokens = tokensOf(p.request.tokens);
-  auto prefilled =
-      prefills_.run(tokens, p.sampling, p.request.rng_draws, on_layer, p.stop.get(), nullptr);
+  engine::LogitProcessor processor(std::move(p.logits), tokens, p.request.sampling.answer_tokens);
+  auto prefilled = prefills_.run(tokens, p.sampling, processor, p.request.rng_draws, on_layer,
+                                 p.stop.get(), nullptr);
   p.computed = true;
   if (!prefilled.isOk()) {
     if (p.error.isOk()) p.error = prefilled.status();
     dropRefused(key);  // the engine took the blocks back: nothing more may be read from them
   } else {
     p.seq = prefilled->seq;
-    p.response.first_token = prefilled->first_token;
+    p.response.first_token = prefilled->first.token;
+    p.response.logprobs = wireLogprobs(prefilled->first.logprobs);
     p.response.rng_draws = prefilled->rng.draws();
     p.response.cached_tokens = prefilled->cached_tokens;
     p.response.prefill_ms = prefilled->prefill_ms;
@@ -242,6 +251,7 @@ void KvSender::onCompletion(const rdma::Completion& completion) {
   if (it != pending_.end()) {
     Pending& p = it->second;
     if (!completion.status.isOk() && p.error.isOk()) p.error = completion.status;
+    if (!completion.status.isOk()) p.write_failed = true;
     if (p.outstanding > 0) --p.outstanding;
   }
   retryRefused(Clock::now());  // a completion frees room in the transport's queue
@@ -277,8 +287,12 @@ void KvSender::finish(uint64_t key) {
     unsigned status = transfer || p.error.code() == StatusCode::kUnavailable ? 502 : 400;
     if (p.error.code() == StatusCode::kResourceExhausted) status = 503;
     if (stopped) status = 409;
-    reply = errorReply(status, transfer ? transferFailed(p.request.target.node_id, p.error)
-                                        : "prefill: " + p.error.toString());
+    // Every batch posted has completed by now (outstanding is 0); one that failed may still have
+    // bytes on their way to the target.
+    reply = errorReply(status,
+                       transfer ? transferFailed(p.request.target.node_id, p.error)
+                                : "prefill: " + p.error.toString(),
+                       p.posted ? "" : capacityCode(p.error), !p.write_failed);
   } else {
     p.response.transfer_ms = p.posted ? msSince(p.first_post) : 0;
     if (p.posted) metrics_.transfer_seconds.Observe(p.response.transfer_ms / 1000);

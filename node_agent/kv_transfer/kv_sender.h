@@ -49,7 +49,8 @@ class KvSender {
 
   // /agent/prefill once it is due (a cancelled one is refused before). `reply` gets one Reply:
   // 200 PrefillResponse, 400 bad target or sampling, 409 stopped by a cancel, 502 the transfer
-  // failed, 503 the transport stayed full.
+  // failed, 503 the transport stayed full or no KV room (code kv_capacity). An error says
+  // whether a write it posted may still land on the target (wire::AgentError::writes_settled).
   void prefill(wire::PrefillRequest request, std::shared_ptr<ReplyChannel> reply,
                std::shared_ptr<const StopFlag> stop);
   void onCompletion(const rdma::Completion& completion);
@@ -65,6 +66,7 @@ class KvSender {
   struct Pending {
     wire::PrefillRequest request;
     engine::SamplingParams sampling;
+    engine::LogitParams logits;
     std::shared_ptr<ReplyChannel> reply;
     std::shared_ptr<const StopFlag> stop;
     AgentMetrics::Peer metrics;  // the target's transfer counters
@@ -75,6 +77,7 @@ class KvSender {
     uint32_t outstanding = 0;  // writes posted or refused-and-queued, not completed
     Status error;
     bool posted = false;
+    bool write_failed = false;  // a posted batch failed: its bytes may still land on the target
     Clock::time_point first_post;
     wire::PrefillResponse response;
   };

@@ -164,7 +164,7 @@ TEST_F(KvReceiverTest, AStreamWaitingOnAnExpiredLeaseIsToldWhatLanded) {
 TEST_F(KvReceiverTest, AReleasedLeaseKeepsItsBlocksUntilTheLateWritesLand) {
   const wire::ReserveResponse lease = reserve(1, 10);
   land(lease.slot, 0);
-  receiver_.release(lease.lease_id);
+  receiver_.release(lease.lease_id, /*writer_done=*/false);
   // Quarantined: a prefill agent may still be writing into the blocks.
   EXPECT_EQ(usedBlocks(), 3u);
   EXPECT_EQ(receiver_.leaseCount(), 1u);
@@ -172,7 +172,7 @@ TEST_F(KvReceiverTest, AReleasedLeaseKeepsItsBlocksUntilTheLateWritesLand) {
   auto lines = readStream(*stream, 1s);
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_NE(lines[0].message.find("has ended"), std::string::npos);
-  receiver_.release(lease.lease_id);  // idempotent
+  receiver_.release(lease.lease_id, /*writer_done=*/false);  // idempotent
   land(lease.slot, 1);
   EXPECT_EQ(usedBlocks(), 3u);
   land(lease.slot, 2);  // the last late write: the blocks are free again
@@ -181,10 +181,29 @@ TEST_F(KvReceiverTest, AReleasedLeaseKeepsItsBlocksUntilTheLateWritesLand) {
   EXPECT_TRUE(landed_.empty());
 }
 
+TEST_F(KvReceiverTest, AReleaseWhoseWriterIsDoneFreesTheBlocksAtOnce) {
+  const wire::ReserveResponse lease = reserve(1, 10);
+  land(lease.slot, 0);
+  // The prefill agent says its writes settled: nothing can land late, so no quarantine.
+  receiver_.release(lease.lease_id, /*writer_done=*/true);
+  EXPECT_EQ(usedBlocks(), 0u);
+  EXPECT_EQ(receiver_.leaseCount(), 0u);
+}
+
+TEST_F(KvReceiverTest, AWriterDoneReleaseEndsAQuarantineEarly) {
+  const wire::ReserveResponse lease = reserve(1, 10);
+  land(lease.slot, 0);
+  receiver_.release(lease.lease_id, /*writer_done=*/false);
+  EXPECT_EQ(usedBlocks(), 3u);
+  receiver_.release(lease.lease_id, /*writer_done=*/true);
+  EXPECT_EQ(usedBlocks(), 0u);
+  EXPECT_EQ(receiver_.leaseCount(), 0u);
+}
+
 TEST_F(KvReceiverTest, AQuarantineEndsAfterTheWritersTimeoutAndLaterImmediatesAreDropped) {
   const wire::ReserveResponse lease = reserve(1, 10);
   land(lease.slot, 0);
-  receiver_.release(lease.lease_id);
+  receiver_.release(lease.lease_id, /*writer_done=*/false);
   receiver_.expire(Clock::now() + kQuarantine / 2);
   EXPECT_EQ(usedBlocks(), 3u);
   receiver_.expire(Clock::now() + kQuarantine + 50ms);
