@@ -51,16 +51,15 @@ void BatchLoop::generate(const wire::GenerateRequest& request, std::shared_ptr<S
     return;
   }
   const std::vector<model::TokenId> tokens = tokensOf(request.tokens);
-  engine::LogitProcessor processor(std::move(logit_params), tokens,
-                                   request.sampling.answer_tokens);
+  engine::LogitProcessor processor(std::move(logit_params), tokens, request.sampling.answer_tokens);
   auto prefilled = prefills_.run(tokens, sampling, processor, request.rng_draws, nullptr, stop,
                                  &stream->cancelled);
   if (!prefilled.isOk()) {
     const Status& s = prefilled.status();
     const bool stopped = s.code() == StatusCode::kCancelled;
-    stream->emit(finishLine("error", stopped ? "cancelled" : "prefill: " + s.toString(),
-                            capacityCode(s)),
-                 true);
+    stream->emit(
+        finishLine("error", stopped ? "cancelled" : "prefill: " + s.toString(), capacityCode(s)),
+        true);
     return;
   }
   Decoding d;

@@ -64,8 +64,8 @@ class BatchLoop {
     engine::SamplingParams sampling;
     engine::SamplingRng rng{0};
     engine::LogitProcessor logits;  // penalties, logit_bias, min_tokens, logprobs
-    model::TokenId next = 0;  // fed at the next step; -1 after a stop token
-    uint32_t remaining = 0;   // tokens the stream may still add
+    model::TokenId next = 0;        // fed at the next step; -1 after a stop token
+    uint32_t remaining = 0;         // tokens the stream may still add
     std::vector<model::TokenId> stop;
   };
 

@@ -18,13 +18,10 @@ Status PrefillRunner::check(const engine::SamplingParams& sampling,
   return checkRngDraws(rng_draws, engine_.maxSequenceTokens());
 }
 
-Result<PrefillRunner::Prefilled> PrefillRunner::run(std::span<const model::TokenId> tokens,
-                                                    const engine::SamplingParams& sampling,
-                                                    engine::LogitProcessor& processor,
-                                                    uint64_t rng_draws,
-                                                    const engine::LayerDoneCallback& on_layer,
-                                                    const StopFlag* stop,
-                                                    const StopFlag* also_stop) {
+Result<PrefillRunner::Prefilled> PrefillRunner::run(
+    std::span<const model::TokenId> tokens, const engine::SamplingParams& sampling,
+    engine::LogitProcessor& processor, uint64_t rng_draws,
+    const engine::LayerDoneCallback& on_layer, const StopFlag* stop, const StopFlag* also_stop) {
   // The first token's draw is the stream's next one (a resumed answer's stream goes on where it
   // stopped); the engine picks the token where the logits are, unless the processors need them
   // here.

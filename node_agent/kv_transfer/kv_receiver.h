@@ -54,9 +54,7 @@ class KvReceiver {
   void decode(const wire::DecodeRequest& request, std::shared_ptr<Stream> stream);
   // /agent/release: ends the lease (idempotent); `writer_done`: no write into it can land any
   // more, so its blocks are free at once, quarantined or not.
-  void release(uint64_t lease_id, bool writer_done) {
-    endLease(lease_id, "released", writer_done);
-  }
+  void release(uint64_t lease_id, bool writer_done) { endLease(lease_id, "released", writer_done); }
   // Ends every lease of the request; true when there was one.
   bool cancel(uint64_t request_id);
 

@@ -28,8 +28,8 @@ Result<KvRegions> registerKvPools(engine::Engine& engine, rdma::Transport& trans
 }
 
 wire::KvLayout kvLayoutOf(const engine::KvGeometry& geometry) {
-  return {engine::kvDtypeName(geometry.dtype), geometry.layers, geometry.kv_heads, geometry.head_dim,
-          geometry.blockBytes()};
+  return {engine::kvDtypeName(geometry.dtype), geometry.layers, geometry.kv_heads,
+          geometry.head_dim, geometry.blockBytes()};
 }
 
 }  // namespace kvferry::agent::kv_transfer

@@ -41,9 +41,11 @@ class BatchLoopTest : public ::testing::Test {
 
   std::shared_ptr<Stream> generate(uint64_t id, std::vector<int32_t> prompt, uint32_t max_tokens,
                                    std::vector<int32_t> stop_tokens = {},
-                                   std::shared_ptr<StopFlag> stop = nullptr) {
+                                   std::shared_ptr<StopFlag> stop = nullptr,
+                                   wire::Sampling sampling = {}) {
     wire::GenerateRequest request;
     request.request_id = id;
+    request.sampling = std::move(sampling);
     request.tokens = std::move(prompt);
     request.max_new_tokens = max_tokens;
     request.stop_tokens = std::move(stop_tokens);
@@ -95,6 +97,30 @@ TEST_F(BatchLoopTest, AStopTokenEndsTheStream) {
   EXPECT_EQ(tokensIn(lines), (std::vector<int32_t>{8}));
   ASSERT_FALSE(lines.empty());
   EXPECT_EQ(lines.back().finish, "stop");
+  EXPECT_EQ(sequences(), 0u);
+}
+
+TEST_F(BatchLoopTest, LogitProcessorsOfOneSequenceLeaveItsNeighboursAlone) {
+  // One step carries a sequence whose processors run on the host (a logit bias that makes token
+  // 40 win, logprobs asked) beside one that needs none: each gets its own tokens.
+  start(8, 2ms);
+  wire::Sampling biased;
+  biased.logit_bias = {{40, 5.0f}};
+  biased.logprobs = 2;
+  auto plain = generate(1, {5, 6, 7}, 4);
+  auto forced = generate(2, {5, 6, 7}, 4, {}, nullptr, biased);
+  auto plain_lines = readStream(*plain, 5s);
+  auto forced_lines = readStream(*forced, 5s);
+  ASSERT_FALSE(forced_lines.empty());
+  ASSERT_NE(forced_lines.back().finish, "error") << forced_lines.back().message;
+  EXPECT_EQ(tokensIn(plain_lines), (std::vector<int32_t>{8, 9, 10, 11}));
+  EXPECT_EQ(tokensIn(forced_lines), (std::vector<int32_t>{40, 40, 40, 40}));
+  for (const wire::StreamLine& line : forced_lines) {
+    if (!line.token) continue;
+    ASSERT_TRUE(line.logprobs.has_value());
+    EXPECT_EQ(line.logprobs->top.size(), 2u);
+  }
+  for (const wire::StreamLine& line : plain_lines) EXPECT_FALSE(line.logprobs.has_value());
   EXPECT_EQ(sequences(), 0u);
 }
 
