@@ -412,6 +412,11 @@ void readRequests(MapReader& reader, OrchestratorConfig& config) {
   reader.scalar("clamp_max_tokens", config.clamp_max_tokens, parseBool);
 }
 
+void readAuth(MapReader& reader, OrchestratorConfig& config) {
+  reader.scalar("api_keys_file", config.api_keys_file, parseName);
+  reader.scalar("keyed_health_and_metrics", config.keyed_health_and_metrics, parseBool);
+}
+
 void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
   reader.section("logging", config.logging, readLogging);
   reader.scalar("listen_address", config.listen_address, parseListenAddress);
@@ -420,6 +425,7 @@ void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {
   reader.section("registry", config, readRegistry);
   reader.section("admission", config, readAdmission);
   reader.section("requests", config, readRequests);
+  reader.section("auth", config, readAuth);
 }
 
 void readRouteSimCluster(MapReader& reader, RouteSimConfig& config) {

@@ -154,6 +154,10 @@ struct OrchestratorConfig {
   // A max_tokens past the context left after the prompt is cut to it instead of being a 400.
   bool clamp_max_tokens = false;
   double link_bandwidth_bytes_per_s = 1e9;  // the scheduler's default prefill→decode link
+  // `auth:` the OpenAI API's keys (orchestrator/api_keys.h), besides KVFERRY_API_KEYS; none:
+  // the API is open.
+  std::string api_keys_file;
+  bool keyed_health_and_metrics = false;  // /health and /metrics want a key too
 };
 
 // `routesim.yaml` (bench/routesim): the simulated cluster, its cost models and the SLO.

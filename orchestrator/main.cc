@@ -27,8 +27,8 @@ namespace {
 namespace asio = boost::asio;
 
 constexpr std::string_view kUsage =
-    R"(usage: orchestrator --config FILE [--model PATH] [--listen HOST:PORT] [--policy NAME]
-                    [--port-file FILE] [--log-level LEVEL]
+    R"usage(usage: orchestrator --config FILE [--model PATH] [--listen HOST:PORT] [--policy NAME]
+                    [--api-keys-file FILE] [--port-file FILE] [--log-level LEVEL]
 
 The HTTP front of a kvferry cluster: serves the OpenAI API, keeps the registry of prefill and
 decode node agents, chooses a (prefill, decode) pair per request and streams the answer.
@@ -42,6 +42,10 @@ Flags (each overrides the config file's key):
                       port 0 picks a free port
   --policy NAME       scheduling policy (scheduler.policy): round_robin, least_loaded,
                       sglang_cache_aware, dynamo_kv_cost or kvferry (default)
+  --api-keys-file FILE
+                      the OpenAI API's keys, one per line (auth.api_keys_file); requests
+                      then need 'Authorization: Bearer <key>'. KVFERRY_API_KEYS (keys
+                      separated by commas) adds more. No key at all: the API is open
   --port-file FILE    after listening, write the bound port (decimal and a newline) to FILE,
                       atomically (FILE.tmp, then renamed)
   --log-level LEVEL   trace, debug, info (default), warn, error or off (logging.level)
@@ -57,14 +61,17 @@ Endpoints:
   POST /v1/agents/register|heartbeat|leave      the agents' side (docs/control_plane.md)
 
 Example:
-  orchestrator --config config/examples/orchestrator.yaml --model stories260K.gguf
+  echo "sk-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > keys.txt
+  orchestrator --config config/examples/orchestrator.yaml --model stories260K.gguf \
+    --api-keys-file keys.txt
   curl -s http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $(cat keys.txt)" \
     -d '{"model":"stories260K","prompt":"Once upon a time","max_tokens":32}'
 
 SIGTERM or SIGINT: stop taking requests, let those in flight finish (up to 10 s), exit 0.
 Exit status: 0 after a clean stop, 1 when the server cannot listen, 2 for bad flags, a bad
 config or an unusable model.
-)";
+)usage";
 
 constexpr std::chrono::seconds kDrainGrace{10};
 
@@ -74,6 +81,7 @@ struct Options {
   std::optional<std::string> listen;
   std::optional<std::string> policy;
   std::optional<std::string> port_file;
+  std::optional<std::string> api_keys_file;
   std::optional<std::string> log_level;
 };
 
@@ -95,6 +103,8 @@ Result<Options> parseArgs(int argc, char** argv) {
       o.listen = value;
     } else if (flag == "--policy") {
       o.policy = value;
+    } else if (flag == "--api-keys-file") {
+      o.api_keys_file = value;
     } else if (flag == "--port-file") {
       o.port_file = value;
     } else if (flag == "--log-level") {
@@ -114,6 +124,7 @@ Result<config::OrchestratorConfig> loadConfig(const Options& o) {
   }
   if (o.model) c.model.path = *o.model;
   if (o.policy) c.policy = *o.policy;
+  if (o.api_keys_file) c.api_keys_file = *o.api_keys_file;
   if (o.log_level) {
     Result<LogLevel> level = parseLogLevel(*o.log_level);
     if (!level.isOk()) return level.status().withContext("--log-level");

@@ -11,6 +11,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <random>
 #include <variant>
 
@@ -19,6 +20,7 @@
 #include "model/gguf.h"
 #include "orchestrator/admission.h"
 #include "orchestrator/agent_client.h"
+#include "orchestrator/api_keys.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/openai/request.h"
 #include "orchestrator/openai/response.h"
@@ -100,9 +102,10 @@ std::string formatMs(std::optional<double> ms) {
 class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(asio::io_context& io, config::OrchestratorConfig config, ServedModel model,
-       std::unique_ptr<scheduler::Policy> policy, uint64_t seed)
+       std::unique_ptr<scheduler::Policy> policy, ApiKeys api_keys, uint64_t seed)
       : io_(io),
         config_(std::move(config)),
+        api_keys_(std::move(api_keys)),
         model_(std::move(model)),
         metrics_(metrics_registry_),
         registry_(model_.identity, std::chrono::milliseconds(config_.heartbeat_timeout_ms),
@@ -167,6 +170,11 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   // The HTTP server's own errors (unknown URL, method, body too large) in OpenAI's shape, and
   // counted in kvferry_requests_total.
   http::ServerOptions httpOptions();
+  // `handler` behind the API keys: a request without a valid `Authorization: Bearer` key gets
+  // 401 (counted under `endpoint`) and never reaches it.
+  http::Handler keyed(std::string endpoint, http::Handler handler);
+  Task<void> refuseUnauthorized(std::shared_ptr<Impl> self, std::string endpoint,
+                                ResponseWriter& writer);
   Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> model(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
@@ -186,6 +194,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   // Declaration order is construction order; teardown runs in reverse.
   asio::io_context& io_;
   const config::OrchestratorConfig config_;
+  const ApiKeys api_keys_;
   const ServedModel model_;
   prometheus::Registry metrics_registry_;
   OrchestratorMetrics metrics_;
@@ -209,30 +218,40 @@ void OrchestratorServer::Impl::addRoutes() {
   // Each handler hands its coroutine a reference to this object, so a suspended request keeps
   // the server's state alive.
   auto self = [this] { return shared_from_this(); };
-  http_.route(Verb::post, "/v1/chat/completions",
-              [this, self](const Request& request, ResponseWriter& writer) {
-                return completion(self(), openai::Endpoint::kChatCompletions, request, writer);
-              });
-  http_.route(Verb::post, "/v1/completions",
-              [this, self](const Request& request, ResponseWriter& writer) {
-                return completion(self(), openai::Endpoint::kCompletions, request, writer);
-              });
-  http_.route(Verb::get, "/v1/models", [this, self](const Request&, ResponseWriter& writer) {
-    return models(self(), writer);
-  });
+  const bool key_ops = config_.keyed_health_and_metrics;
+  http_.route(
+      Verb::post, "/v1/chat/completions",
+      keyed("/v1/chat/completions", [this, self](const Request& request, ResponseWriter& writer) {
+        return completion(self(), openai::Endpoint::kChatCompletions, request, writer);
+      }));
+  http_.route(
+      Verb::post, "/v1/completions",
+      keyed("/v1/completions", [this, self](const Request& request, ResponseWriter& writer) {
+        return completion(self(), openai::Endpoint::kCompletions, request, writer);
+      }));
+  http_.route(Verb::get, "/v1/models",
+              keyed("/v1/models", [this, self](const Request&, ResponseWriter& writer) {
+                return models(self(), writer);
+              }));
   http_.routePrefix(Verb::get, std::string(kModelsPrefix),
-                    [this, self](const Request& request, ResponseWriter& writer) {
-                      return model(self(), request, writer);
-                    });
-  http_.route(Verb::get, "/health", [this, self](const Request&, ResponseWriter& writer) {
+                    keyed(std::string(kModelsPrefix),
+                          [this, self](const Request& request, ResponseWriter& writer) {
+                            return model(self(), request, writer);
+                          }));
+  http::Handler health_page = [this, self](const Request&, ResponseWriter& writer) {
     return health(self(), writer);
-  });
-  http_.route(Verb::get, "/v1/nodes", [this, self](const Request&, ResponseWriter& writer) {
-    return nodes(self(), writer);
-  });
-  http_.route(Verb::get, "/metrics", [this, self](const Request&, ResponseWriter& writer) {
+  };
+  http_.route(Verb::get, "/health",
+              key_ops ? keyed("/health", std::move(health_page)) : std::move(health_page));
+  http_.route(Verb::get, "/v1/nodes",
+              keyed("/v1/nodes", [this, self](const Request&, ResponseWriter& writer) {
+                return nodes(self(), writer);
+              }));
+  http::Handler metrics_page = [this, self](const Request&, ResponseWriter& writer) {
     return metricsPage(self(), writer);
-  });
+  };
+  http_.route(Verb::get, "/metrics",
+              key_ops ? keyed("/metrics", std::move(metrics_page)) : std::move(metrics_page));
   http_.route(Verb::post, wire::route::kRegister,
               [this, self](const Request& request, ResponseWriter& writer) {
                 return registerAgent(self(), request, writer);
@@ -245,6 +264,32 @@ void OrchestratorServer::Impl::addRoutes() {
               [this, self](const Request& request, ResponseWriter& writer) {
                 return leave(self(), request, writer);
               });
+}
+
+http::Handler OrchestratorServer::Impl::keyed(std::string endpoint, http::Handler handler) {
+  if (api_keys_.open()) return handler;
+  return [this, endpoint = std::move(endpoint), handler = std::move(handler)](
+             const Request& request, ResponseWriter& writer) {
+    if (api_keys_.accepts(request[boost::beast::http::field::authorization])) {
+      return handler(request, writer);
+    }
+    return refuseUnauthorized(shared_from_this(), endpoint, writer);
+  };
+}
+
+Task<void> OrchestratorServer::Impl::refuseUnauthorized(std::shared_ptr<Impl> self,
+                                                        std::string endpoint,
+                                                        ResponseWriter& writer) {
+  (void)self;
+  openai::ApiError error;
+  error.http_status = 401;
+  error.type = "invalid_request_error";
+  error.code = "invalid_api_key";
+  error.message =
+      "a valid API key is required: send it as 'Authorization: Bearer <key>' (the keys are in "
+      "the orchestrator's auth.api_keys_file or KVFERRY_API_KEYS)";
+  metrics_.countRequest(endpoint, error.http_status);
+  co_await sendApiError(writer, error);
 }
 
 Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
@@ -590,11 +635,21 @@ Task<void> OrchestratorServer::Impl::shutdown(std::shared_ptr<Impl> self,
 Result<std::unique_ptr<OrchestratorServer>> OrchestratorServer::create(
     asio::io_context& io, config::OrchestratorConfig config) {
   ASSIGN_OR_RETURN(ServedModel model, ServedModel::load(config.model));
+  ASSIGN_OR_RETURN(ApiKeys api_keys,
+                   ApiKeys::load(config.api_keys_file, std::getenv("KVFERRY_API_KEYS")));
+  if (api_keys.open()) {
+    spdlog::warn(
+        "orchestrator: no API key configured (auth.api_keys_file, KVFERRY_API_KEYS): "
+        "anyone who reaches {} may use the API",
+        config.listen_address);
+  } else {
+    spdlog::info("orchestrator: the API wants one of {} key(s)", api_keys.size());
+  }
   const uint64_t seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   ASSIGN_OR_RETURN(std::unique_ptr<scheduler::Policy> policy,
                    scheduler::makePolicy(config.policy, config.scheduler, seed));
-  auto impl =
-      std::make_shared<Impl>(io, std::move(config), std::move(model), std::move(policy), seed);
+  auto impl = std::make_shared<Impl>(io, std::move(config), std::move(model), std::move(policy),
+                                     std::move(api_keys), seed);
   impl->addRoutes();
   return std::unique_ptr<OrchestratorServer>(new OrchestratorServer(std::move(impl)));
 }

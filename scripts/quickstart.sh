@@ -2,7 +2,8 @@
 # quickstart.sh — a kvferry cluster on this machine in one command: builds if needed, starts an
 # orchestrator and one prefill + one decode agent on 127.0.0.1 serving the stories260K model over
 # the TCP transport, waits until it is ready, sends one chat request, prints the story and leaves
-# the cluster running.
+# the cluster running. The API wants a key: one is made on the first start ($run/api_key, mode
+# 600) and printed with the usage lines.
 #
 #   scripts/quickstart.sh          start (or report the running cluster)
 #   scripts/quickstart.sh stop     stop it (SIGTERM by PID file, then SIGKILL after 20 s)
@@ -69,9 +70,13 @@ stop_all() {
 
 print_usage_lines() {
   say "endpoint: http://127.0.0.1:$port/v1   (model id: stories260K)"
+  say "API key:  in $run/api_key; clients send it as 'Authorization: Bearer <key>'"
+  say "          (OpenAI clients: export OPENAI_API_KEY=\$(cat $run/api_key))"
   say "stream:   curl -N http://127.0.0.1:$port/v1/chat/completions -H 'content-type: application/json' \\"
+  say "            -H \"Authorization: Bearer \$(cat $run/api_key)\" \\"
   say "            -d '{\"model\":\"stories260K\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}'"
-  say "nodes:    curl http://127.0.0.1:$port/v1/nodes     logs: $run/*.log"
+  say "nodes:    curl -H \"Authorization: Bearer \$(cat $run/api_key)\" http://127.0.0.1:$port/v1/nodes"
+  say "logs:     $run/*.log"
   say "stop:     scripts/quickstart.sh stop"
 }
 
@@ -134,7 +139,14 @@ wait_for() {
   done
 }
 
-start orchestrator "$orchestrator" --model "$model" --listen "127.0.0.1:$port"
+# The API key: made once, kept between starts, readable by this user only.
+if [ ! -s "$run/api_key" ]; then
+  (umask 077 && echo "sk-kvferry-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+    >"$run/api_key")
+fi
+key="$(cat "$run/api_key")"
+start orchestrator "$orchestrator" --model "$model" --listen "127.0.0.1:$port" \
+  --api-keys-file "$run/api_key"
 wait_for "the orchestrator to listen on 127.0.0.1:$port" 30 test -s "$run/orchestrator.port"
 for role in prefill decode; do
   start "${role}0" "$agent" --model "$model" --role "$role" --name "${role}0" \
@@ -152,7 +164,8 @@ say "cluster ready: orchestrator + prefill0 + decode0"
 request='{"model":"stories260K","max_tokens":200,"temperature":0,
   "messages":[{"role":"user","content":"Once upon a time"}]}'
 response="$(curl -sS "http://127.0.0.1:$port/v1/chat/completions" \
-  -H 'content-type: application/json' -d "$request")" || fail "the chat request failed"
+  -H 'content-type: application/json' -H "Authorization: Bearer $key" -d "$request")" ||
+  fail "the chat request failed"
 story="$(jq -er '.choices[0].message.content' <<<"$response")" ||
   fail "unexpected answer: $response"
 echo

@@ -521,6 +521,17 @@ TEST(PipelineConfigTest, AgentAndOrchestratorSections) {
   EXPECT_EQ(orch->scheduler.kvferry_colocate_max_tokens, 0u);
   EXPECT_EQ(orch->max_inflight, 8u);
   EXPECT_EQ(orch->max_queue, 0u);
+  EXPECT_TRUE(orch->api_keys_file.empty());  // no key: the API is open
+
+  orch = parseOrchestratorConfig(
+      "auth:\n  api_keys_file: /etc/kvferry/api_keys\n  keyed_health_and_metrics: true\n",
+      "o.yaml");
+  ASSERT_TRUE(orch.isOk()) << orch.status().toString();
+  EXPECT_EQ(orch->api_keys_file, "/etc/kvferry/api_keys");
+  EXPECT_TRUE(orch->keyed_health_and_metrics);
+  orch = parseOrchestratorConfig("auth:\n  api_key: x\n", "o.yaml");
+  ASSERT_FALSE(orch.isOk());
+  EXPECT_NE(orch.status().message().find("o.yaml:2"), std::string::npos) << orch.status().message();
 }
 
 }  // namespace

@@ -17,6 +17,14 @@ grep -q "endpoint: http://127.0.0.1:$KVFERRY_PORT/v1" <<<"$out" || { echo "FAIL:
 grep -q "scripts/quickstart.sh stop" <<<"$out" || { echo "FAIL: no stop line"; exit 1; }
 pids="$(cat "$KVFERRY_RUN_DIR"/*.pid)"
 curl -sf "http://127.0.0.1:$KVFERRY_PORT/health" >/dev/null || { echo "FAIL: not left running"; exit 1; }
+# The API wants the key quickstart made (mode 600) and printed where it is.
+grep -q "API key:  in $KVFERRY_RUN_DIR/api_key" <<<"$out" || { echo "FAIL: no API key line"; exit 1; }
+[ "$(stat -c %a "$KVFERRY_RUN_DIR/api_key")" = 600 ] || { echo "FAIL: api_key is not mode 600"; exit 1; }
+status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$KVFERRY_PORT/v1/models")"
+[ "$status" = 401 ] || { echo "FAIL: /v1/models without a key answered $status"; exit 1; }
+status="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$KVFERRY_RUN_DIR/api_key")" \
+  "http://127.0.0.1:$KVFERRY_PORT/v1/models")"
+[ "$status" = 200 ] || { echo "FAIL: /v1/models with the key answered $status"; exit 1; }
 # Captured, not piped into grep -q: with pipefail, grep's early exit would SIGPIPE the script.
 again="$("$repo/scripts/quickstart.sh")"
 grep -q "already running" <<<"$again" || { echo "FAIL: second start: $again"; exit 1; }

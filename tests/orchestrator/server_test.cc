@@ -14,6 +14,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
+#include <cstdio>
+#include <fstream>
 #include <future>
 #include <map>
 #include <memory>
@@ -893,6 +895,69 @@ TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
         R"(kvferry_requests_total{endpoint="/v1/chat/completions",status="413"} 1)"}) {
     EXPECT_NE(metrics.find(series), std::string::npos) << series;
   }
+}
+
+// One request on a connection of its own, with `headers` ("Name: value\r\n" each); the status and
+// the body (read until the server closes).
+std::pair<unsigned, std::string> rawRequest(const http::tcp::endpoint& endpoint, std::string method,
+                                            std::string target, std::string headers) {
+  asio::io_context client_io;
+  http::tcp::socket socket(client_io);
+  socket.connect(endpoint);
+  asio::write(socket, asio::buffer(method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + headers +
+                                   "Connection: close\r\nContent-Length: 0\r\n\r\n"));
+  std::string raw;
+  char chunk[4096];
+  boost::system::error_code ec;
+  while (!ec) raw.append(chunk, socket.read_some(asio::buffer(chunk), ec));
+  const size_t body = raw.find("\r\n\r\n");
+  if (raw.size() < 12 || body == std::string::npos) return {0, raw};
+  return {static_cast<unsigned>(std::stoi(raw.substr(9, 3))), raw.substr(body + 4)};
+}
+
+TEST_F(ServerTest, WithApiKeysOnlyAKeyedRequestReachesTheApi) {
+  const std::string key = "sk-kvferry-0123456789abcdef";
+  const std::string path = ::testing::TempDir() + "server_test_api_keys.txt";
+  std::ofstream(path) << "# test keys\n" << key << "\n";
+  config_.api_keys_file = path;
+  start();
+  std::remove(path.c_str());
+  addAgent("both");  // the control plane is not behind the API keys
+  for (const std::string& headers :
+       {std::string(), std::string("Authorization: Bearer sk-kvferry-0123456789abcdeX\r\n"),
+        "Authorization: Basic " + key + "\r\n"}) {
+    auto [status, body] = rawRequest(endpoint_, "GET", "/v1/models", headers);
+    ASSERT_EQ(status, 401u) << body;
+    const json::value error = parse(body).at("error");
+    EXPECT_EQ(error.at("code").as_string(), "invalid_api_key") << body;
+    EXPECT_EQ(error.at("type").as_string(), "invalid_request_error") << body;
+    EXPECT_EQ(body.find(key.substr(0, 12)), std::string::npos) << body;  // no key echoed
+  }
+  const std::string bearer = "Authorization: Bearer " + key + "\r\n";
+  EXPECT_EQ(rawRequest(endpoint_, "GET", "/v1/models", bearer).first, 200u);
+  EXPECT_EQ(rawRequest(endpoint_, "GET", "/v1/models/stories260K", bearer).first, 200u);
+  EXPECT_EQ(rawRequest(endpoint_, "GET", "/v1/nodes", "").first, 401u);
+  EXPECT_EQ(rawRequest(endpoint_, "POST", "/v1/completions", "").first, 401u);
+  EXPECT_EQ(agents_[0]->generates.load(), 0);  // a refused request never reached an agent
+  // Health and metrics stay open unless auth.keyed_health_and_metrics; 401s are counted.
+  EXPECT_EQ(call(Verb::get, "/health").status, 200u);
+  const std::string metrics = call(Verb::get, "/metrics").body;
+  EXPECT_NE(metrics.find(R"(kvferry_requests_total{endpoint="/v1/models",status="401"} 3)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_EQ(metrics.find(key), std::string::npos);
+}
+
+TEST_F(ServerTest, KeyedHealthAndMetricsWantAKeyToo) {
+  config_.api_keys_file = ::testing::TempDir() + "server_test_api_keys_ops.txt";
+  std::ofstream(config_.api_keys_file) << "sk-kvferry-0123456789abcdef\n";
+  config_.keyed_health_and_metrics = true;
+  start();
+  std::remove(config_.api_keys_file.c_str());
+  EXPECT_EQ(call(Verb::get, "/health").status, 401u);
+  EXPECT_EQ(call(Verb::get, "/metrics").status, 401u);
+  const std::string bearer = "Authorization: Bearer sk-kvferry-0123456789abcdef\r\n";
+  EXPECT_EQ(rawRequest(endpoint_, "GET", "/metrics", bearer).first, 200u);
 }
 
 TEST_F(ServerTest, AStreamToAnHttp10ClientIsUnchunkedAndClosed) {
