@@ -51,6 +51,7 @@ bool parse(int argc, char** argv, Args& args) {
   return true;
 }
 
+#if KVFERRY_HAVE_CUDA
 // Tries both paths on one device; returns which worked ("" for none).
 std::string probeDevice(ibv_device* dev, void* gpu_mem, size_t bytes) {
   const std::string name = ibv_get_device_name(dev);
@@ -76,6 +77,8 @@ std::string probeDevice(ibv_device* dev, void* gpu_mem, size_t bytes) {
   }
   return works;
 }
+
+#endif
 
 int run(const Args& args) {
 #if KVFERRY_HAVE_CUDA
