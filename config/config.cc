@@ -28,6 +28,18 @@ constexpr std::array<std::pair<std::string_view, TransportKind>, 4> kTransportKi
     {"cuda_ipc", TransportKind::kCudaIpc},
 }};
 
+constexpr std::array<std::pair<std::string_view, GpuRegistration>, 3> kGpuRegistrations{{
+    {"auto", GpuRegistration::kAuto},
+    {"dmabuf", GpuRegistration::kDmabuf},
+    {"peermem", GpuRegistration::kPeermem},
+}};
+
+constexpr std::array<std::pair<std::string_view, GpuFlush>, 3> kGpuFlushes{{
+    {"auto", GpuFlush::kAuto},
+    {"always", GpuFlush::kAlways},
+    {"never", GpuFlush::kNever},
+}};
+
 bool allDigits(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
     return std::isdigit(static_cast<unsigned char>(c)) != 0;
@@ -237,6 +249,22 @@ Result<uint32_t> parseMtu(std::string_view text) {
 
 Result<std::string> parseName(std::string_view text) { return std::string(text); }
 
+Result<GpuRegistration> parseGpuRegistration(std::string_view text) {
+  for (const auto& [name, mode] : kGpuRegistrations) {
+    if (name == text) return mode;
+  }
+  return invalidArgument("unknown GPU registration '" + std::string(text) +
+                         "' (expected auto, dmabuf or peermem)");
+}
+
+Result<GpuFlush> parseGpuFlush(std::string_view text) {
+  for (const auto& [name, mode] : kGpuFlushes) {
+    if (name == text) return mode;
+  }
+  return invalidArgument("unknown GPU flush mode '" + std::string(text) +
+                         "' (expected auto, always or never)");
+}
+
 void readVerbs(MapReader& reader, VerbsConfig& config) {
   reader.stringList("devices", config.devices);
   reader.uint32("port", config.port, 1, 255);
@@ -249,6 +277,8 @@ void readVerbs(MapReader& reader, VerbsConfig& config) {
   reader.uint32("rnr_retry", config.rnr_retry, 0, 7);
   reader.uint32("recv_depth", config.recv_depth, 16, 65536);
   reader.uint32("max_rd_atomic", config.max_rd_atomic, 1, 255);
+  reader.scalar("gpu_registration", config.gpu_registration, parseGpuRegistration);
+  reader.scalar("gpu_flush", config.gpu_flush, parseGpuFlush);
 }
 
 Result<std::string> parseListenAddress(std::string_view text) {
@@ -529,6 +559,20 @@ std::string_view transportKindName(TransportKind kind) {
     if (k == kind) return text;
   }
   return "tcp";
+}
+
+std::string_view gpuRegistrationName(GpuRegistration mode) {
+  for (const auto& [text, m] : kGpuRegistrations) {
+    if (m == mode) return text;
+  }
+  return "auto";
+}
+
+std::string_view gpuFlushName(GpuFlush mode) {
+  for (const auto& [text, m] : kGpuFlushes) {
+    if (m == mode) return text;
+  }
+  return "auto";
 }
 
 Result<HostPort> parseHostPort(std::string_view text) {

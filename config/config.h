@@ -26,6 +26,17 @@ struct LoggingConfig {
 enum class TransportKind { kTcp, kVerbs, kLoopback, kCudaIpc };
 std::string_view transportKindName(TransportKind kind);
 
+// How the verbs backend registers GPU memory for GPUDirect RDMA: `auto` tries dma-buf
+// (cuMemGetHandleForAddressRange + ibv_reg_dmabuf_mr) and falls back to ibv_reg_mr on the device
+// pointer (needs the nvidia-peermem module); the other two use only that path.
+enum class GpuRegistration { kAuto, kDmabuf, kPeermem };
+std::string_view gpuRegistrationName(GpuRegistration mode);
+// When a write batch ends with a 1-byte RDMA READ per target GPU before its immediate (the
+// Ampere-class flush: the NIC's posted writes are in GPU memory once the read returns): `auto`
+// when the target advertises the region as GPU memory, `always` for every region, `never`.
+enum class GpuFlush { kAuto, kAlways, kNever };
+std::string_view gpuFlushName(GpuFlush mode);
+
 // `transport.verbs:` section: the RDMA device, its addressing and the RC QP parameters.
 struct VerbsConfig {
   // RDMA devices (ibv_devices names) to use, in order of preference; the first one present is
@@ -43,6 +54,8 @@ struct VerbsConfig {
   uint32_t rnr_retry = 7;       // receiver-not-ready retries (7 = infinite); 0..7
   uint32_t recv_depth = 4096;   // receives posted for immediates (shared receive queue); 16..65536
   uint32_t max_rd_atomic = 16;  // outstanding RDMA READs per QP; 1..255 (capped by the device)
+  GpuRegistration gpu_registration = GpuRegistration::kAuto;  // auto | dmabuf | peermem
+  GpuFlush gpu_flush = GpuFlush::kAuto;                       // auto | always | never
 };
 
 // `transport:` section: every knob of the KV transfer engine.

@@ -6,8 +6,8 @@ namespace kvferry::rdma {
 namespace {
 
 constexpr uint32_t kBlobMagic = 0x4246564B;  // "KVFB"
-constexpr uint16_t kBlobVersion = 1;
 constexpr size_t kMaxBackendName = 32;
+constexpr uint8_t kRegionGpuMemory = 1;  // v2 region flags
 
 class Writer {
  public:
@@ -64,15 +64,24 @@ const RemoteRegion* EndpointInfo::findRegion(RegionId id) const {
   return nullptr;
 }
 
-Result<EndpointBlob> encodeEndpoint(const EndpointInfo& info) {
+Result<EndpointBlob> encodeEndpoint(const EndpointInfo& info, uint16_t version) {
   if (info.backend.empty() || info.backend.size() > kMaxBackendName) {
     return invalidArgument("backend name must be 1.." + std::to_string(kMaxBackendName) +
                            " characters");
   }
+  if (version < kOldestEndpointBlobVersion || version > kEndpointBlobVersion) {
+    return invalidArgument("cannot write endpoint blob version " + std::to_string(version));
+  }
+  for (const RemoteRegion& r : info.regions) {
+    if (version < 2 && r.gpu_memory) {
+      return invalidArgument("endpoint blob version 1 cannot describe GPU region " +
+                             std::to_string(r.id));
+    }
+  }
   EndpointBlob blob;
   Writer w(blob);
   w.u32(kBlobMagic);
-  w.u16(kBlobVersion);
+  w.u16(version);
   w.u8(static_cast<uint8_t>(info.backend.size()));
   w.bytes(reinterpret_cast<const uint8_t*>(info.backend.data()), info.backend.size());
   w.u64(info.endpoint_id);
@@ -82,6 +91,10 @@ Result<EndpointBlob> encodeEndpoint(const EndpointInfo& info) {
     w.u64(r.bytes);
     w.u64(r.remote_base);
     w.u32(r.remote_key);
+    if (version >= 2) {
+      w.u8(r.gpu_memory ? kRegionGpuMemory : 0);
+      w.u32(r.flush_domain);
+    }
   }
   w.u32(static_cast<uint32_t>(info.address.size()));
   w.bytes(info.address.data(), info.address.size());
@@ -101,9 +114,10 @@ Result<EndpointInfo> decodeEndpoint(const EndpointBlob& blob) {
   uint16_t version = 0;
   uint8_t name_len = 0;
   if (!r.u32(magic) || magic != kBlobMagic) return bad("not a kvferry endpoint blob");
-  if (!r.u16(version) || version != kBlobVersion) {
+  if (!r.u16(version) || version < kOldestEndpointBlobVersion || version > kEndpointBlobVersion) {
     return bad("version " + std::to_string(version) + " (this build reads " +
-               std::to_string(kBlobVersion) + ")");
+               std::to_string(kOldestEndpointBlobVersion) + ".." +
+               std::to_string(kEndpointBlobVersion) + ")");
   }
   EndpointInfo info;
   std::vector<uint8_t> name;
@@ -113,12 +127,25 @@ Result<EndpointInfo> decodeEndpoint(const EndpointBlob& blob) {
   info.backend.assign(name.begin(), name.end());
   uint32_t n_regions = 0;
   if (!r.u64(info.endpoint_id) || !r.u32(n_regions)) return bad("truncated header");
-  constexpr size_t kRegionBytes = 4 + 8 + 8 + 4;
-  if (n_regions > r.remaining() / kRegionBytes) return bad("region count past the end");
+  const size_t region_bytes = 4 + 8 + 8 + 4 + (version >= 2 ? 1 + 4 : 0);
+  if (n_regions > r.remaining() / region_bytes) return bad("region count past the end");
   info.regions.resize(n_regions);
   for (RemoteRegion& reg : info.regions) {
     if (!r.u32(reg.id) || !r.u64(reg.bytes) || !r.u64(reg.remote_base) || !r.u32(reg.remote_key)) {
       return bad("truncated region table");
+    }
+    if (version >= 2) {
+      uint8_t flags = 0;
+      if (!r.u8(flags) || !r.u32(reg.flush_domain)) return bad("truncated region table");
+      if ((flags & ~kRegionGpuMemory) != 0) {
+        return bad("unknown flags " + std::to_string(flags) + " on region " +
+                   std::to_string(reg.id));
+      }
+      reg.gpu_memory = (flags & kRegionGpuMemory) != 0;
+      if (reg.gpu_memory != (reg.flush_domain != 0)) {
+        return bad("region " + std::to_string(reg.id) +
+                   ": GPU memory needs a flush domain, host memory has none");
+      }
     }
   }
   uint32_t addr_len = 0;

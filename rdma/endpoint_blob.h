@@ -21,7 +21,15 @@ struct EndpointInfo {
   const RemoteRegion* findRegion(RegionId id) const;
 };
 
-Result<EndpointBlob> encodeEndpoint(const EndpointInfo& info);
+// Blob versions: 1 (no memory kind per region) and 2 (adds whether a region is GPU memory and
+// its flush domain). This build writes 2 and reads both; a v1 blob's regions are host memory.
+inline constexpr uint16_t kEndpointBlobVersion = 2;
+inline constexpr uint16_t kOldestEndpointBlobVersion = 1;
+
+// `version` is for talking to (and testing against) older peers: v1 cannot describe GPU
+// memory, so a GPU region in it is INVALID_ARGUMENT rather than silently unflushed.
+Result<EndpointBlob> encodeEndpoint(const EndpointInfo& info,
+                                    uint16_t version = kEndpointBlobVersion);
 // INVALID_ARGUMENT for a truncated, oversized, foreign or corrupted blob.
 Result<EndpointInfo> decodeEndpoint(const EndpointBlob& blob);
 

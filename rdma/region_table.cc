@@ -99,8 +99,12 @@ std::vector<RemoteRegion> RegionTable::describe() const {
   std::vector<RemoteRegion> out;
   out.reserve(entries_.size());
   for (const auto& [id, entry] : entries_) {
-    out.push_back(RemoteRegion{id, entry->bytes, reinterpret_cast<uint64_t>(entry->base),
-                               entry->keys.remote});
+    RemoteRegion r{id, entry->bytes, reinterpret_cast<uint64_t>(entry->base), entry->keys.remote};
+    if (entry->kind.type == MemoryKind::Type::kCuda) {
+      r.gpu_memory = true;
+      r.flush_domain = static_cast<uint32_t>(entry->kind.device) + 1;  // ordinal 0 → domain 1
+    }
+    out.push_back(r);
   }
   return out;
 }

@@ -51,8 +51,11 @@ class RequestTable {
     return slot;
   }
 
-  // Returns an unpublished slot (the batch was refused before anything was sent).
+  // Returns an unpublished slot (the batch was refused before anything was sent). Its payload
+  // is released here: a refusal part-way through checkBatch() leaves the regions of the ops
+  // checked so far pinned, and a pin kept on the free list would stall deregisterRegion().
   Status giveBack(Slot* slot, Status why) {
+    slot->payload.release();
     {
       std::lock_guard lock(mu_);
       free_.push_back(indexOf(*slot));

@@ -29,7 +29,7 @@
 
 namespace kvferry::rdma {
 
-// Where a region's memory lives. Host now; a CUDA device later (registered via dma-buf or
+// Where a region's memory lives: host, or a CUDA device (registered via dma-buf or
 // nvidia-peermem by the verbs backend, or mapped by cuda_ipc).
 struct MemoryKind {
   enum class Type : uint8_t { kHost, kCuda };
@@ -93,6 +93,11 @@ struct RemoteRegion {
   uint64_t bytes = 0;
   uint64_t remote_base = 0;
   uint32_t remote_key = 0;
+  // GPU memory needs the initiator's flush (a READ before the immediate) on some platforms.
+  // flush_domain names the GPU (regions of one GPU share one flush read); 0 for host memory.
+  // Carried since blob v2; a v1 blob reads as host memory.
+  bool gpu_memory = false;
+  uint32_t flush_domain = 0;
 };
 
 // The opaque, bounded bytes that tell a peer how to reach this endpoint and its regions. Only

@@ -11,6 +11,11 @@
 #   gpu-mem-reg    RDMA can register GPU memory: nvidia-peermem loaded, or dma-buf (kernel
 #                  CONFIG_DMA_SHARED_BUFFER, libibverbs ibv_reg_dmabuf_mr, NVIDIA open kernel
 #                  module); SKIP without a GPU
+#   gpu-reg-path   which registration path really works, from kvferry-gpudirect-probe (it
+#                  allocates GPU memory and tries dma-buf and peermem on each RDMA device, as
+#                  the verbs transport does): PASS naming the path(s), FAIL when none works,
+#                  SKIP saying whether the GPU, the RDMA device or the probe binary is missing.
+#                  The probe is $KVFERRY_GPUDIRECT_PROBE, else on PATH, else in build/*/rdma/.
 #   rdma-devices   RDMA devices in /sys/class/infiniband (--device: that one); FAIL without one
 #   ports          their ports ACTIVE and LinkUp
 #   gids           the GID table, like show_gids (device, port, index, GID, IPv4, type, netdev)
@@ -113,6 +118,32 @@ elif [ "$kernel_dmabuf" != no ] && [ "$verbs_dmabuf" = yes ] && [ "$open_module"
   result PASS gpu-mem-reg "dma-buf (ibv_reg_dmabuf_mr)" "$detail"
 else
   result FAIL gpu-mem-reg "RDMA cannot register GPU memory: modprobe nvidia-peermem, or use the open kernel modules + dma-buf" "$detail"
+fi
+
+# --- gpu-reg-path: the probe registers real GPU memory each way
+probe="${KVFERRY_GPUDIRECT_PROBE:-}"
+if [ -z "$probe" ]; then
+  probe="$(command -v kvferry-gpudirect-probe || true)"
+  if [ -z "$probe" ]; then
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    for p in "$here"/build/*/rdma/kvferry-gpudirect-probe; do [ -x "$p" ] && { probe="$p"; break; }; done
+  fi
+fi
+if [ -z "$probe" ] || [ ! -x "$probe" ]; then
+  result SKIP gpu-reg-path "kvferry-gpudirect-probe not found (build it: cmake --build BUILD --target kvferry-gpudirect-probe; or set KVFERRY_GPUDIRECT_PROBE)"
+else
+  probe_args=()
+  [ -z "$device" ] || probe_args+=(--device "$device")
+  probe_rc=0
+  probe_out="$(timeout 120 "$probe" "${probe_args[@]}" 2>&1)" || probe_rc=$?
+  works="$(sed -n 's/^summary: works: //p' <<<"$probe_out")"
+  case "$probe_rc" in
+    0) result PASS gpu-reg-path "GPU memory registers through: $works" "$probe_out" ;;
+    1) result FAIL gpu-reg-path "no registration path works (neither dma-buf nor peermem): see the causes below" "$probe_out" ;;
+    3) result SKIP gpu-reg-path "no GPU: $(sed -n 's/^no GPU: //p' <<<"$probe_out" | head -n 1)" ;;
+    4) result SKIP gpu-reg-path "no RDMA device: $(sed -n 's/^no RDMA device: //p' <<<"$probe_out" | head -n 1)" ;;
+    *) result FAIL gpu-reg-path "$probe exited $probe_rc" "$probe_out" ;;
+  esac
 fi
 
 # --- rdma-devices

@@ -49,32 +49,23 @@ Status VerbsTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
 
   // Prebuild the work requests (the vectors keep their capacity across batches).
   const uint64_t id = requests_.idOf(*slot);
-  const size_t n = ops.size();
-  b.wrs.resize(n);
-  b.sges.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const RemoteRegion* rr = peer->info.findRegion(ops[i].remote_region);  // checked above
-    b.sges[i] = ibv_sge{reinterpret_cast<uint64_t>(b.local.data(i)),
-                        static_cast<uint32_t>(ops[i].length), b.local.localKey(i)};
-    ibv_send_wr& wr = b.wrs[i];
-    wr = ibv_send_wr{};
-    wr.sg_list = &b.sges[i];
-    wr.num_sge = 1;
-    wr.opcode = is_read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
-    wr.wr.rdma.remote_addr = rr->remote_base + ops[i].remote_offset;
-    wr.wr.rdma.rkey = rr->remote_key;
-    // Every WR names its batch: after an error even unsignaled WRs complete (flushed).
-    wr.wr_id = id | kIntermediateSignal;
-    if (!is_read && ops[i].length <= inline_limit_) wr.send_flags |= IBV_SEND_INLINE;
-    // A periodic signal keeps the send queue from filling with unreaped WRs.
-    if ((i + 1) % config_.signal_interval == 0) wr.send_flags |= IBV_SEND_SIGNALED;
-  }
-  ibv_send_wr& last = b.wrs.back();
-  last.send_flags |= IBV_SEND_SIGNALED;
-  last.wr_id = id;
-  if (imm) {
-    last.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-    last.imm_data = htonl(*imm);
+  WrParams params;
+  params.batch_id = id;
+  params.is_read = is_read;
+  params.imm = imm;
+  params.inline_limit = inline_limit_;
+  params.signal_interval = config_.signal_interval;
+  params.flush = config_.verbs.gpu_flush;
+  params.flush_addr = reinterpret_cast<uint64_t>(flush_scratch_);
+  params.flush_lkey = flush_mr_->lkey;
+  buildWorkRequests(ops, peer->info, params, b);
+  const size_t n = b.wrs.size();
+  if (n > sq_depth_) {
+    // Only where the device's max_qp_wr capped the send queue below twice max_batch_ops.
+    return requests_.giveBack(
+        slot, invalidArgument(std::string(what) + " batch needs " + std::to_string(n) +
+                              " work requests (GPU flush reads included); a send queue holds " +
+                              std::to_string(sq_depth_)));
   }
   requests_.publish(slot, cookie, peer_id, std::chrono::milliseconds(config_.op_timeout_ms));
 

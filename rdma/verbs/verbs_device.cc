@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 
+#include "rdma/verbs/gpu_mr.h"
 #include "rdma/verbs/verbs_transport.h"
 #include "rdma/verbs/verbs_transport_impl.h"
 
@@ -113,12 +114,16 @@ Status VerbsTransport::openDevice() {
                            " exceeds the device's max_qp_wr " +
                            std::to_string(device_attr_.max_qp_wr));
   }
-  // Room for one whole batch plus its chain, so any batch fits into an empty send queue.
+  // Room for a whole batch twice over (n writes, up to n flush READs and the fenced immediate),
+  // so any batch fits into an empty send queue.
   sq_depth_ = std::min<uint32_t>(static_cast<uint32_t>(device_attr_.max_qp_wr),
-                                 std::max<uint32_t>(config_.max_batch_ops * 2, 256));
+                                 std::max<uint32_t>(config_.max_batch_ops * 2 + 2, 256));
 
   pd_.reset(ibv_alloc_pd(ctx_.get()));
   if (!pd_) return ioError("ibv_alloc_pd", errno);
+  flush_mr_.reset(
+      ibv_reg_mr(pd_.get(), flush_scratch_, sizeof flush_scratch_, IBV_ACCESS_LOCAL_WRITE));
+  if (!flush_mr_) return ioError("ibv_reg_mr(flush scratch)", errno);
   channel_.reset(ibv_create_comp_channel(ctx_.get()));
   if (!channel_) return ioError("ibv_create_comp_channel", errno);
   const int flags = fcntl(channel_->fd, F_GETFL);
@@ -242,15 +247,25 @@ Status VerbsTransport::start() {
 }
 
 Result<RegionId> VerbsTransport::registerRegion(void* base, size_t bytes, MemoryKind kind) {
-  if (kind.type != MemoryKind::Type::kHost) {
-    // GPU memory (dma-buf or nvidia-peermem) is registered by the CUDA-enabled build.
-    return invalidArgument("this build registers host memory only (CUDA region requested)");
-  }
   if (base == nullptr || bytes == 0) return invalidArgument("cannot register an empty region");
-  verbs::MemoryRegion mr(
-      ibv_reg_mr(pd_.get(), base, bytes,
-                 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ));
-  if (!mr) return ioError("ibv_reg_mr(" + std::to_string(bytes) + " bytes)", errno);
+  constexpr int kAccess = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  verbs::MemoryRegion mr;
+  if (kind.type == MemoryKind::Type::kCuda) {
+    // GPUDirect RDMA: dma-buf and/or nvidia-peermem per transport.verbs.gpu_registration.
+    GpuRegistrationPath path{};
+    Result<verbs::MemoryRegion> gpu_mr =
+        registerGpuRegion(pd_.get(), base, bytes, kAccess, config_.verbs.gpu_registration, path);
+    if (!gpu_mr.isOk()) {
+      return gpu_mr.status().withContext("GPU " + std::to_string(kind.device) + " region of " +
+                                         std::to_string(bytes) + " bytes");
+    }
+    mr = std::move(gpu_mr).value();
+    spdlog::info("verbs transport: GPU {} region of {} bytes registered through {}", kind.device,
+                 bytes, gpuRegistrationPathName(path));
+  } else {
+    mr.reset(ibv_reg_mr(pd_.get(), base, bytes, kAccess));
+    if (!mr) return ioError("ibv_reg_mr(" + std::to_string(bytes) + " bytes)", errno);
+  }
   ASSIGN_OR_RETURN(RegionId id, regions_.add(base, bytes, kind, {mr->lkey, mr->rkey}));
   std::lock_guard lock(mrs_mu_);
   mrs_.emplace(id, std::move(mr));

@@ -37,6 +37,7 @@
 #include "rdma/transport_base.h"
 #include "rdma/verbs/gid_select.h"
 #include "rdma/verbs/verbs_resources.h"
+#include "rdma/verbs/wr_builder.h"
 
 namespace kvferry::rdma::verbs_backend {
 
@@ -46,8 +47,6 @@ using asio::ip::tcp;
 inline constexpr uint32_t kHandshakeMagic = 0x4846564B;  // "KVFH"
 inline constexpr uint32_t kHandshakeVersion = 1;
 inline constexpr uint32_t kMaxQpsPerPeer = 64;
-inline constexpr uint64_t kIntermediateSignal = 1ull
-                                                << 63;  // wr_id flag: bounds the SQ, no batch ends
 inline constexpr int kPollBatch = 32;
 // How long the progress thread keeps polling an idle queue before it sleeps on the channel.
 inline constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
@@ -83,14 +82,6 @@ uint32_t randomPsn();
 // for room. Guarded by `mu` (user threads post, the progress thread completes).
 struct QpState;
 
-// Per-batch state: the prebuilt work requests.
-struct VerbsBatch {
-  BatchPins local;
-  std::vector<ibv_send_wr> wrs;
-  std::vector<ibv_sge> sges;
-  std::vector<uint64_t> signaled_at;  // SQ sequence number of each signaled WR, in post order
-  void release() { local.clear(); }
-};
 using Requests = RequestTable<VerbsBatch>;
 
 struct QpState {
@@ -139,6 +130,7 @@ class VerbsTransport final : public TransportBase {
     peers_.clear();
     inbound_.clear();
     mrs_.clear();
+    flush_mr_.reset();
     srq_.reset();
     recv_cq_.reset();
     pd_.reset();
@@ -152,6 +144,10 @@ class VerbsTransport final : public TransportBase {
   Capabilities capabilities() const override {
     Capabilities caps = TransportBase::capabilities();
     caps.survives_remote_refusal = false;  // a remote access error ends the RC queue pair
+#if KVFERRY_HAVE_CUDA
+    caps.cuda_memory = true;  // dma-buf or nvidia-peermem, see transport.verbs.gpu_registration
+    caps.dmabuf = true;
+#endif
     return caps;
   }
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override;
@@ -209,6 +205,9 @@ class VerbsTransport final : public TransportBase {
 
   std::mutex mrs_mu_;
   std::map<RegionId, verbs::MemoryRegion> mrs_;
+  // Where the GPU flush's 1-byte READs land (never read back; concurrent READs may share it).
+  uint8_t flush_scratch_[64] = {};
+  verbs::MemoryRegion flush_mr_;
 
   std::mutex peers_mu_;
   std::map<PeerId, std::shared_ptr<Peer>> peers_;

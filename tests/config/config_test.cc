@@ -14,7 +14,8 @@ namespace {
 
 auto verbsFields(const VerbsConfig& v) {
   return std::tie(v.devices, v.port, v.gid_index, v.netdev, v.mtu, v.inline_bytes, v.qp_timeout,
-                  v.retry_count, v.rnr_retry, v.recv_depth, v.max_rd_atomic);
+                  v.retry_count, v.rnr_retry, v.recv_depth, v.max_rd_atomic, v.gpu_registration,
+                  v.gpu_flush);
 }
 
 auto fields(const TransportConfig& c) {
@@ -321,6 +322,8 @@ TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {
     rnr_retry: 0
     recv_depth: 16
     max_rd_atomic: 255
+    gpu_registration: peermem
+    gpu_flush: always
 )",
                                                         "t.yaml");
   ASSERT_TRUE(config.isOk()) << config.status().toString();
@@ -332,6 +335,8 @@ TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {
   EXPECT_EQ(v.mtu, 1024u);
   EXPECT_EQ(v.qp_timeout, 20u);
   EXPECT_EQ(v.max_rd_atomic, 255u);
+  EXPECT_EQ(v.gpu_registration, GpuRegistration::kPeermem);
+  EXPECT_EQ(v.gpu_flush, GpuFlush::kAlways);
   EXPECT_EQ(parseNodeAgentConfig("transport:\n  verbs:\n    gid_index: auto\n", "t.yaml")
                 ->transport.verbs.gid_index,
             -1);
@@ -350,6 +355,12 @@ TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {
             "'mlx5_0'");
   EXPECT_EQ(error("transport:\n  verbs:\n    retry_count: 8\n"),
             "t.yaml:3: transport.verbs.retry_count: 8 is out of range (0..7)");
+  EXPECT_EQ(error("transport:\n  verbs:\n    gpu_registration: nvidia-peermem\n"),
+            "t.yaml:3: transport.verbs.gpu_registration: unknown GPU registration "
+            "'nvidia-peermem' (expected auto, dmabuf or peermem)");
+  EXPECT_EQ(error("transport:\n  verbs:\n    gpu_flush: true\n"),
+            "t.yaml:3: transport.verbs.gpu_flush: unknown GPU flush mode 'true' (expected auto, "
+            "always or never)");
   EXPECT_EQ(error("transport:\n  verbs:\n    qpn: 1\n").substr(0, 40),
             "t.yaml:3: transport.verbs.qpn: unknown k");
 }
@@ -382,6 +393,22 @@ TEST(HostPortTest, RejectsEverythingElse) {
         parsed.status().message().rfind("'" + std::string(text) + "' is not \"host:port\"", 0), 0u)
         << parsed.status().message();
   }
+}
+
+TEST(GpuModeTest, NamesRoundTripAndDefaultToAuto) {
+  for (GpuRegistration m :
+       {GpuRegistration::kAuto, GpuRegistration::kDmabuf, GpuRegistration::kPeermem}) {
+    const std::string yaml =
+        "transport:\n  verbs:\n    gpu_registration: " + std::string(gpuRegistrationName(m)) + "\n";
+    EXPECT_EQ(parseNodeAgentConfig(yaml, "t.yaml")->transport.verbs.gpu_registration, m);
+  }
+  for (GpuFlush m : {GpuFlush::kAuto, GpuFlush::kAlways, GpuFlush::kNever}) {
+    const std::string yaml =
+        "transport:\n  verbs:\n    gpu_flush: " + std::string(gpuFlushName(m)) + "\n";
+    EXPECT_EQ(parseNodeAgentConfig(yaml, "t.yaml")->transport.verbs.gpu_flush, m);
+  }
+  EXPECT_EQ(VerbsConfig{}.gpu_registration, GpuRegistration::kAuto);
+  EXPECT_EQ(VerbsConfig{}.gpu_flush, GpuFlush::kAuto);
 }
 
 TEST(TransportKindTest, NamesRoundTrip) {

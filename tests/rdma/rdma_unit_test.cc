@@ -40,6 +40,71 @@ TEST(EndpointBlobTest, RoundTripsAndRejectsEveryTruncation) {
   EXPECT_EQ(decodeEndpoint(lying).status().code(), StatusCode::kInvalidArgument);
 }
 
+// v2 carries each region's memory kind; v1 blobs (older peers) still decode, as host memory.
+TEST(EndpointBlobTest, Version2CarriesGpuRegionsAndVersion1StillReads) {
+  RemoteRegion host{1, 4096, 0x1000, 7};
+  RemoteRegion gpu{2, 1 << 20, 0x7f0000000000, 9, true, 3};
+  EndpointInfo info{"verbs", 77, {host, gpu}, {'x'}};
+  Result<EndpointBlob> v2 = encodeEndpoint(info);
+  ASSERT_TRUE(v2.isOk()) << v2.status().toString();
+  EXPECT_EQ((*v2)[4], kEndpointBlobVersion);
+  Result<EndpointInfo> back = decodeEndpoint(*v2);
+  ASSERT_TRUE(back.isOk()) << back.status().toString();
+  EXPECT_FALSE(back->findRegion(1)->gpu_memory);
+  EXPECT_EQ(back->findRegion(1)->flush_domain, 0u);
+  EXPECT_TRUE(back->findRegion(2)->gpu_memory);
+  EXPECT_EQ(back->findRegion(2)->flush_domain, 3u);
+  EXPECT_EQ(back->findRegion(2)->remote_base, gpu.remote_base);
+  for (size_t n = 0; n < v2->size(); ++n) {
+    EndpointBlob cut(v2->begin(), v2->begin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_EQ(decodeEndpoint(cut).status().code(), StatusCode::kInvalidArgument) << n;
+  }
+  // The first region's flags byte follows id, bytes, base and key: unknown flags and a GPU flag
+  // without a domain are refused.
+  const size_t flags_at = 4 + 2 + 1 + 5 + 8 + 4 + 4 + 8 + 8 + 4;
+  EndpointBlob odd = *v2;
+  odd[flags_at] = 0x80;
+  EXPECT_EQ(decodeEndpoint(odd).status().code(), StatusCode::kInvalidArgument);
+  odd[flags_at] = 1;  // GPU memory, but domain 0
+  EXPECT_EQ(decodeEndpoint(odd).status().code(), StatusCode::kInvalidArgument);
+
+  // An old peer's v1 blob: same header, regions without the kind.
+  EXPECT_EQ(encodeEndpoint(info, 1).status().code(), StatusCode::kInvalidArgument)
+      << "v1 cannot describe a GPU region; dropping its flush would be silent";
+  info.regions = {host};
+  Result<EndpointBlob> v1 = encodeEndpoint(info, 1);
+  ASSERT_TRUE(v1.isOk()) << v1.status().toString();
+  EXPECT_EQ((*v1)[4], 1);
+  EXPECT_EQ(v1->size() + 5, encodeEndpoint(info)->size());
+  Result<EndpointInfo> old = decodeEndpoint(*v1);
+  ASSERT_TRUE(old.isOk()) << old.status().toString();
+  ASSERT_EQ(old->regions.size(), 1u);
+  EXPECT_EQ(old->regions[0].remote_key, 7u);
+  EXPECT_FALSE(old->regions[0].gpu_memory);
+  EXPECT_EQ(old->address, info.address);
+  EndpointBlob future = *v1;
+  future[4] = kEndpointBlobVersion + 1;
+  Result<EndpointInfo> refused = decodeEndpoint(future);
+  EXPECT_NE(refused.status().message().find("this build reads 1..2"), std::string::npos)
+      << refused.status().toString();
+  EXPECT_EQ(encodeEndpoint(info, 0).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(RegionTableTest, DescribesCudaRegionsAsGpuMemoryWithOneFlushDomainPerDevice) {
+  RegionTable table;
+  uint8_t a[64], b[64], c[64];
+  RegionId host = *table.add(a, sizeof a, MemoryKind::host());
+  RegionId gpu0 = *table.add(b, sizeof b, MemoryKind::cuda(0));
+  RegionId gpu1 = *table.add(c, sizeof c, MemoryKind::cuda(1));
+  EndpointInfo info{"verbs", 1, table.describe(), {}};
+  EXPECT_FALSE(info.findRegion(host)->gpu_memory);
+  EXPECT_EQ(info.findRegion(host)->flush_domain, 0u);
+  EXPECT_TRUE(info.findRegion(gpu0)->gpu_memory);
+  EXPECT_TRUE(info.findRegion(gpu1)->gpu_memory);
+  EXPECT_NE(info.findRegion(gpu0)->flush_domain, 0u);
+  EXPECT_NE(info.findRegion(gpu0)->flush_domain, info.findRegion(gpu1)->flush_domain);
+}
+
 TEST(EndpointBlobTest, OversizedRegionTablesAreRefused) {
   EndpointInfo info{"tcp", 1, std::vector<RemoteRegion>(4000), {}};
   EXPECT_EQ(encodeEndpoint(info).status().code(), StatusCode::kResourceExhausted);

@@ -268,6 +268,22 @@ TYPED_TEST(TransportSuite, OutOfRangeOpsAreRefusedAndNeverApplied) {
             StatusCode::kInvalidArgument);
 }
 
+// A batch refused part-way through its checks (good op, then an op into no remote region) has
+// already looked up the good op's local region: the refusal must let go of it, or
+// deregistering that region would wait for a transfer that never started.
+TYPED_TEST(TransportSuite, ARefusedBatchKeepsNoLocalRegionRegistered) {
+  this->makePair(1024, 8);
+  const RegionId local = this->initiator_pool_.region;
+  const RegionId remote = this->target_pool_.region;
+  std::vector<TransferOp> ops{{local, 0, remote, 0, 1024}, {local, 0, remote + 100, 0, 1024}};
+  EXPECT_EQ(this->initiator_->postWrite(this->peer_, ops, 1u, 1).code(), StatusCode::kNotFound);
+  EXPECT_EQ(this->initiator_->postRead(this->peer_, ops, 2).code(), StatusCode::kNotFound);
+  const auto start = std::chrono::steady_clock::now();
+  Status gone = this->initiator_->deregisterRegion(local);
+  EXPECT_TRUE(gone.isOk()) << gone.toString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "waited for a pin of a refused batch";
+}
+
 TYPED_TEST(TransportSuite, TargetRefusesAccessToADeregisteredRegion) {
   constexpr uint64_t kBlockBytes = 1024;
   this->makePair(kBlockBytes, 8);

@@ -1,6 +1,7 @@
 // Verbs-only behaviour on real RDMA devices (the rxe VM's Soft-RoCE pair, see run_rxe.sh).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "rdma/endpoint_blob.h"
@@ -97,6 +98,113 @@ TEST_F(VerbsTest, ChainedUnsignaledPostingSurvivesAFullSendQueue) {
   }
   EXPECT_EQ(got, 32u);
   EXPECT_EQ(target->pollImmediates(imms, 200ms), 0u);
+}
+
+// Writes `batches` batches of 20 random blocks with immediates (and one without), then checks
+// every block, every immediate exactly once, and that reads still work on the same QPs.
+void writeAndCheck(Transport& target, Transport& initiator, std::vector<uint8_t>& tmem,
+                   const KvPool& tpool, std::vector<uint8_t>& imem, const KvPool& ipool,
+                   uint32_t batches) {
+  PeerId peer = *initiator.connect(*target.localBlob());
+  std::mt19937 rng(3);
+  const uint32_t blocks = static_cast<uint32_t>(tpool.num_blocks);
+  std::vector<uint32_t> dst = randomIds(blocks, 20 * batches, rng);
+  std::vector<uint32_t> src = randomIds(blocks, 20 * batches, rng);
+  for (uint32_t b = 0; b < batches; ++b) {
+    std::vector<TransferOp> ops;
+    std::span<const uint32_t> s(src.data() + b * 20, 20), d(dst.data() + b * 20, 20);
+    ASSERT_TRUE(appendBlockOps(ipool, tpool, s, d, ops).isOk());
+    std::optional<uint32_t> imm;
+    if (b + 1 < batches) imm = 1000 + b;  // the last batch carries none
+    Status posted = initiator.postWrite(peer, ops, imm, b);
+    ASSERT_TRUE(posted.isOk()) << posted.toString();
+  }
+  std::vector<Completion> done = drainCompletions(initiator, batches, 120s);
+  ASSERT_EQ(done.size(), batches);
+  for (const Completion& c : done) EXPECT_TRUE(c.status.isOk()) << c.status.toString();
+  for (size_t i = 0; i < dst.size(); ++i) {
+    ASSERT_EQ(blockChecksum(tmem, tpool, dst[i]), blockChecksum(imem, ipool, src[i])) << i;
+  }
+  std::vector<ImmediateEvent> imms(2 * batches);
+  size_t got = 0;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (got < batches - 1 && std::chrono::steady_clock::now() < give_up) {
+    got += target.pollImmediates({imms.data() + got, imms.size() - got}, 100ms);
+  }
+  got += target.pollImmediates({imms.data() + got, imms.size() - got}, 200ms);
+  ASSERT_EQ(got, batches - 1u);
+  std::vector<uint32_t> values;
+  for (size_t i = 0; i < got; ++i) values.push_back(imms[i].imm);
+  std::sort(values.begin(), values.end());
+  for (uint32_t b = 0; b + 1 < batches; ++b) EXPECT_EQ(values[b], 1000 + b);
+  // A read back through the same (flushing) transport.
+  std::vector<TransferOp> back{
+      {ipool.region, 0, tpool.region, tpool.offsetOf(dst[0]), tpool.block_bytes}};
+  ASSERT_TRUE(initiator.postRead(peer, back, 99).isOk());
+  ASSERT_TRUE(waitOne(initiator, 99).isOk());
+  EXPECT_EQ(blockChecksum(imem, ipool, 0), blockChecksum(tmem, tpool, dst[0]));
+}
+
+// gpu_flush: always runs the GPU flush on host memory, so the rxe pair executes it for real: each
+// batch's 1-byte READ and fenced zero-length WRITE_WITH_IMM, in short chains with sparse signals.
+TEST_F(VerbsTest, GpuFlushAlwaysDeliversEveryByteAndImmediate) {
+  auto tc = configFor(true);
+  auto ic = configFor(false);
+  ic.verbs.gpu_flush = config::GpuFlush::kAlways;
+  ic.chain_length = 4;
+  ic.signal_interval = 8;
+  ic.connections_per_peer = 1;
+  auto target = std::move(makeTransport(tc)).value();
+  auto initiator = std::move(makeTransport(ic)).value();
+  constexpr uint64_t kBlock = 2048;
+  std::vector<uint8_t> tmem(kBlock * 512, 0), imem(kBlock * 512);
+  fillRandom(imem, 8);
+  KvPool tpool = registerPool(*target, tmem, kBlock);
+  KvPool ipool = registerPool(*initiator, imem, kBlock);
+  writeAndCheck(*target, *initiator, tmem, tpool, imem, ipool, 12);
+}
+
+// A CUDA-kind region on a host without a GPU: gpu_registration peermem is plain ibv_reg_mr, which
+// takes the host pointer, so the target advertises "GPU memory" and the initiator's gpu_flush:
+// auto flushes it for real. dma-buf cannot work here, and with auto an unregistrable pointer
+// names both causes.
+TEST_F(VerbsTest, CudaKindRegionsAreAdvertisedFlushedAndNameBothCausesWhenTheyCannotRegister) {
+  auto tc = configFor(true);
+  tc.verbs.gpu_registration = config::GpuRegistration::kPeermem;
+  auto target = std::move(makeTransport(tc)).value();
+  auto initiator = std::move(makeTransport(configFor(false))).value();
+  constexpr uint64_t kBlock = 4096;
+  std::vector<uint8_t> tmem(kBlock * 256, 0), imem(kBlock * 256);
+  fillRandom(imem, 9);
+  Result<RegionId> gpu = target->registerRegion(tmem.data(), tmem.size(), MemoryKind::cuda(0));
+  ASSERT_TRUE(gpu.isOk()) << gpu.status().toString();
+  KvPool tpool{*gpu, kBlock, 256};
+  KvPool ipool = registerPool(*initiator, imem, kBlock);
+  EndpointInfo info = *decodeEndpoint(*target->localBlob());
+  ASSERT_TRUE(info.findRegion(*gpu)->gpu_memory);
+  EXPECT_EQ(info.findRegion(*gpu)->flush_domain, 1u);
+  writeAndCheck(*target, *initiator, tmem, tpool, imem, ipool, 6);
+
+  auto dmabuf_cfg = configFor(true);
+  dmabuf_cfg.verbs.gpu_registration = config::GpuRegistration::kDmabuf;
+  auto dmabuf_only = std::move(makeTransport(dmabuf_cfg)).value();
+  Result<RegionId> refused =
+      dmabuf_only->registerRegion(tmem.data(), tmem.size(), MemoryKind::cuda(0));
+  ASSERT_FALSE(refused.isOk());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("dma-buf: "), std::string::npos)
+      << refused.status().toString();
+
+  auto auto_cfg = configFor(true);
+  auto both = std::move(makeTransport(auto_cfg)).value();
+  // Unmapped address space: neither the CUDA driver nor ibv_reg_mr can take it.
+  Result<RegionId> neither =
+      both->registerRegion(reinterpret_cast<void*>(0x10000), 1 << 16, MemoryKind::cuda(0));
+  ASSERT_FALSE(neither.isOk());
+  const std::string& m = neither.status().message();
+  EXPECT_NE(m.find("dma-buf: "), std::string::npos) << m;
+  EXPECT_NE(m.find("peermem (ibv_reg_mr on the device pointer): "), std::string::npos) << m;
+  EXPECT_NE(m.find("GPU 0 region"), std::string::npos) << m;
 }
 
 // A restarted peer is a new endpoint: a connect with the old blob is refused by name, even when
