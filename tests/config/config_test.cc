@@ -135,7 +135,7 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
   ASSERT_FALSE(orchestrator.isOk());
   EXPECT_EQ(orchestrator.status().message(),
             "o.yaml:2: transport: unknown key (allowed: logging, listen_address, model, scheduler, "
-            "registry, admission, requests)");
+            "registry, admission, requests, auth)");
 }
 
 TEST(ConfigErrorTest, WrongTypesNameWhatWasFound) {
