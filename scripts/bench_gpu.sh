@@ -18,6 +18,10 @@
 #              compares logits and greedy tokens, and measures transformers' throughput
 #   bench      per shape: engine_bench --device cuda (prefill 1K/8K, decode batch 1/32/128/256,
 #              each next to its ceiling measured in the same run)
+#   hf-reference  every architecture (test-llama3/qwen2/qwen3/mistral in float32, qwen2.5-0.5b
+#              and qwen3-0.6b in bf16) written as a Hugging Face directory; kvferry-dump-logits
+#              (CPU and CUDA engines) against transformers' AutoModelForCausalLM reading the
+#              same directory (scripts/hf_reference.py): hf-reference-<shape>.json
 #   e2e        with the last shape: scripts/gpu_e2e.sh bench (benchmark_client at 1K/4K/8K and
 #              shared-prefix prompts, prefill + decode agents over cuda_ipc vs one both agent)
 # Every stage writes DIR/<stage>[-<shape>].log and, where it has one, a JSON result.
@@ -26,14 +30,14 @@ set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/bench-results/gpu"
 shapes="llama-3.2-1b llama-3.1-8b"
-stages="build tests transfer reference bench e2e"
+stages="build tests transfer reference hf-reference bench e2e"
 models="${KVFERRY_GPU_MODELS:-/tmp/kvferry-models}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --shapes) shapes="$2"; shift 2 ;;
     --stages) stages="$2"; shift 2 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_gpu.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -131,6 +135,42 @@ for shape in $shapes; do
       --model "$dir/model.gguf" --name "$shape" --json "$out/bench-$shape.json"
   fi
 done
+
+if wants hf-reference; then
+  # Every architecture as a Hugging Face directory, against transformers reading that directory:
+  # the test shapes in float32 (CPU and CUDA engines), two real shapes in bf16 (CUDA engine).
+  hf_reference() {
+    local shape="$1" type="$2" engines="$3" dir="$models/hf-$1" ours=() engine
+    "$build/model/kvferry-make-model" --shape "$shape" --format hf --type "$type" --out "$dir" \
+      --seed 3 >/dev/null || return 1
+    python3 - "$dir/config.json" "$dir/prompts.json" <<'PY' || return 1
+import json, sys
+vocab, state, prompts = json.load(open(sys.argv[1]))["vocab_size"], 99, []
+for length in (3, 16, 40, 77):
+    ids = []
+    while len(ids) < length:
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        ids.append(3 + (state >> 33) % (vocab - 3))
+    prompts.append(ids)
+json.dump(prompts, open(sys.argv[2], "w"))
+PY
+    for engine in $engines; do
+      "$build/bench/kvferry-dump-logits" --model "$dir" --device "$engine" --steps 8 \
+        --prompts "$dir/prompts.json" --out "$dir/$engine.bin" --tokens "$dir/$engine.tokens.json" ||
+        return 1
+      ours+=(--ours "$engine=$dir/$engine.bin,$dir/$engine.tokens.json")
+    done
+    python3 "$root/scripts/hf_reference.py" --dir "$dir" --prompts "$dir/prompts.json" "${ours[@]}" \
+      --json "$out/hf-reference-$shape.json"
+  }
+  for spec in test-llama3:f32:"cpu cuda" test-qwen2:f32:"cpu cuda" test-qwen3:f32:"cpu cuda" \
+    test-mistral:f32:"cpu cuda" qwen2.5-0.5b:bf16:cuda qwen3-0.6b:bf16:cuda; do
+    IFS=: read -r shape type engines <<<"$spec"
+    stage "hf-reference $shape" "$out/hf-reference-$shape.log" hf_reference "$shape" "$type" \
+      "$engines"
+    tail -n 2 "$out/hf-reference-$shape.log"
+  done
+fi
 
 if wants e2e; then
   last="${shapes##* }"
