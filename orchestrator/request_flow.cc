@@ -578,7 +578,6 @@ std::variant<PreparedRequest, openai::ApiError> prepareRequest(
   out.sampling.min_tokens = api.min_tokens;
   out.sampling.logprobs = api.logprobs;
   out.id = id;
-  out.openai_id = openai::requestId(api.endpoint, id);
   out.created = created;
   out.arrived = arrived;
   out.api = std::move(api);

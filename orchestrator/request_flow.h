@@ -56,7 +56,7 @@ namespace kvferry::orchestrator {
 struct PreparedRequest {
   openai::ApiRequest api;
   uint64_t id = 0;        // the control plane's request_id
-  std::string openai_id;  // "chatcmpl-…" / "cmpl-…" (the same number in hex)
+  std::string openai_id;  // "chatcmpl-…" / "cmpl-…", random (the server sets it)
   int64_t created = 0;    // Unix seconds
   std::vector<model::TokenId> tokens;
   std::vector<uint64_t> block_hashes;

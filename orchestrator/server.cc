@@ -205,7 +205,9 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   Admission admission_;
   http::Server http_;
   asio::steady_timer expiry_timer_;
-  std::mt19937_64 rng_;  // request ids and default sampling seeds
+  std::mt19937_64 rng_;           // the control plane's request ids and default sampling seeds
+  std::random_device os_random_;  // the ids clients see
+  uint64_t randomBits() { return (uint64_t{os_random_()} << 32) | os_random_(); }
   uint64_t next_request_id_;
   const int64_t created_;
   FlowContext flow_;
@@ -322,7 +324,8 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
     co_await sendApiError(writer, *error);
     co_return;
   }
-  const PreparedRequest& ready = std::get<PreparedRequest>(prepared);
+  PreparedRequest& ready = std::get<PreparedRequest>(prepared);
+  ready.openai_id = openai::requestId(ready.api.endpoint, randomBits(), randomBits());
 
   // It waits for a slot and for a decode node with room for its prompt, until its deadline.
   const Clock::time_point queued_at = Clock::now();
@@ -384,11 +387,11 @@ void OrchestratorServer::Impl::logOutcome(const PreparedRequest& request,
                                              : "error (" + std::to_string(outcome.http_status) +
                                                    "): " + outcome.error;
   spdlog::info(
-      "request {} {}: nodes {}, attempts {} (resumed {}), prompt {} cached {} output {} tokens, "
-      "ttft {} ms, total {} ms, {}",
-      request.openai_id, openai::endpointPath(request.api.endpoint), nodes, outcome.attempts,
-      outcome.resumes, request.tokens.size(), outcome.cached_tokens, outcome.output_tokens,
-      formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
+      "request {} (id {}) {}: nodes {}, attempts {} (resumed {}), prompt {} cached {} output {} "
+      "tokens, ttft {} ms, total {} ms, {}",
+      request.openai_id, request.id, openai::endpointPath(request.api.endpoint), nodes,
+      outcome.attempts, outcome.resumes, request.tokens.size(), outcome.cached_tokens,
+      outcome.output_tokens, formatMs(outcome.ttft_ms), formatMs(outcome.total_ms), result);
 }
 
 http::ServerOptions OrchestratorServer::Impl::httpOptions() {

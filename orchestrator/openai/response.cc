@@ -122,10 +122,12 @@ std::string streamChunk(const StreamContext& ctx, json::object delta, std::strin
 
 }  // namespace
 
-std::string requestId(Endpoint endpoint, uint64_t value) {
+std::string requestId(Endpoint endpoint, uint64_t high, uint64_t low) {
   constexpr char kHex[] = "0123456789abcdef";
   std::string out = isChat(endpoint) ? "chatcmpl-" : "cmpl-";
-  for (int shift = 60; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 15];
+  for (uint64_t value : {high, low}) {
+    for (int shift = 60; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 15];
+  }
   return out;
 }
 

@@ -25,8 +25,10 @@ struct Usage {
   uint32_t cached_tokens = 0;  // prompt tokens whose KV came from a prefix cache
 };
 
-// "chatcmpl-%016x" for chat, "cmpl-%016x" for completions.
-std::string requestId(Endpoint endpoint, uint64_t value);
+// "chatcmpl-" for chat, "cmpl-" for completions, then the 128 bits in 32 hex digits. The
+// orchestrator draws them from the OS's random source, apart from the control plane's request
+// id, so an id a client sees tells nothing about another request's.
+std::string requestId(Endpoint endpoint, uint64_t high, uint64_t low);
 
 // One answer token's log-probability as the API reports it (the request asked for logprobs).
 struct TokenLogprob {

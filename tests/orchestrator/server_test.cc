@@ -19,6 +19,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,6 +94,7 @@ class FakeAgent {
   std::atomic<int> last_resumed_from{-1};
   std::atomic<uint64_t> last_rng_draws{0};
   std::atomic<uint64_t> last_decode_rng_draws{0};
+  std::atomic<uint64_t> last_request_id{0};  // the control plane's id of the last generate
 
  private:
   static Task<void> ok(ResponseWriter& w) {
@@ -167,6 +169,7 @@ class FakeAgent {
     const size_t from = answered(g->tokens);
     last_resumed_from = static_cast<int>(from);
     last_rng_draws = g->rng_draws;
+    last_request_id = g->request_id;
     co_await stream(w, from, g->max_new_tokens, true);
   }
   Task<void> reserve(const Request& r, ResponseWriter& w) {
@@ -560,6 +563,26 @@ TEST_F(ServerTest, NonStreamedCompletionHasUsageAndStopsAtAStopString) {
   v = parse(r.body);
   EXPECT_EQ(v.at("choices").at(0).at("text").as_string(), " upon a");
   EXPECT_EQ(v.at("choices").at(0).at("finish_reason").as_string(), "stop");
+}
+
+TEST_F(ServerTest, TheIdsClientsSeeAreRandomAndApartFromTheAgentsIds) {
+  start();
+  FakeAgent& agent = addAgent("both");
+  std::set<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto r = post("/v1/completions", R"({"model":"stories260K","prompt":"Once","max_tokens":2})");
+    ASSERT_EQ(r.status, 200u) << r.body;
+    const std::string id(parse(r.body).at("id").as_string());
+    EXPECT_EQ(id.size(), 5u + 32u) << id;
+    EXPECT_TRUE(id.starts_with("cmpl-")) << id;
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 5), std::string::npos) << id;
+    char internal[17];
+    std::snprintf(internal, sizeof internal, "%016llx",
+                  static_cast<unsigned long long>(agent.last_request_id.load()));
+    EXPECT_EQ(id.find(internal), std::string::npos) << id << " shows the agents' id " << internal;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 3u);
 }
 
 TEST_F(ServerTest, SplitPathReservesPrefillsAndDecodes) {

@@ -47,8 +47,8 @@ void expectUsage(const json::value& usage, uint64_t prompt, uint64_t completion,
 }
 
 TEST(ResponseTest, RequestIds) {
-  EXPECT_EQ(requestId(kChat, 0x1234abcd), "chatcmpl-000000001234abcd");
-  EXPECT_EQ(requestId(kCompletions, UINT64_MAX), "cmpl-ffffffffffffffff");
+  EXPECT_EQ(requestId(kChat, 0x1234abcd, 1), "chatcmpl-000000001234abcd0000000000000001");
+  EXPECT_EQ(requestId(kCompletions, UINT64_MAX, 0), "cmpl-ffffffffffffffff0000000000000000");
 }
 
 TEST(ResponseTest, ChatCompletion) {
