@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <future>
 #include <mutex>
@@ -17,7 +18,11 @@
 #include "rdma/dial.h"
 #include "rdma/endpoint_blob.h"
 #include "rdma/tcp/tcp_connection.h"
+#include "rdma/tcp/transport_staging.h"
 #include "rdma/transport_base.h"
+#ifdef KVFERRY_HAVE_CUDA_IPC
+#include "rdma/tcp/cuda_staging_copier.h"
+#endif
 
 namespace kvferry::rdma {
 namespace tcp_backend {
@@ -35,8 +40,9 @@ struct Peer {
 
 class TcpTransport final : public TransportBase, public ConnectionOwner {
  public:
-  explicit TcpTransport(const config::TransportConfig& config)
+  TcpTransport(const config::TransportConfig& config, CopierFactory copier_factory)
       : TransportBase(config),
+        copier_factory_(std::move(copier_factory)),
         requests_(completions_, config.queue_depth),
         acceptor_(io_),
         sweep_timer_(io_),
@@ -79,10 +85,14 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
 
   std::string_view name() const override { return "tcp"; }
 
+  Capabilities capabilities() const override {
+    Capabilities caps = TransportBase::capabilities();
+    caps.cuda_memory = copier_factory_ != nullptr;
+    return caps;
+  }
+
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override {
-    if (kind.type != MemoryKind::Type::kHost) {
-      return invalidArgument("the tcp transport registers host memory only (got a CUDA region)");
-    }
+    if (kind.type == MemoryKind::Type::kCuda) RETURN_IF_ERROR(ensureStaging(kind.device));
     return regions_.add(base, bytes, kind);
   }
 
@@ -95,6 +105,10 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
   const config::TransportConfig& config() const override { return config_; }
   uint64_t endpointId() const override { return endpoint_id_; }
   RegionTable& regions() override { return regions_; }
+  const StagingRings* staging() const override {
+    const TransportStaging* staging = staging_.load(std::memory_order_acquire);
+    return staging != nullptr ? &staging->rings() : nullptr;
+  }
   void deliverImmediate(uint64_t source, uint32_t imm) override { immediates_.push({source, imm}); }
 
   bool completeRequest(uint64_t request_id, Status status) override {
@@ -104,17 +118,18 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
   // Where the payload of op `op_index` of read batch `request_id` goes. The slot keeps it
   // registered; it cannot be recycled under the reader because only failPeer() recycles a slot
   // early, on this thread, after closing the socket the reader reads from.
-  Result<uint8_t*> readDestination(uint64_t request_id, uint32_t op_index,
-                                   uint64_t length) override {
-    uint8_t* dest = nullptr;
+  Result<ReadDestination> readDestination(uint64_t request_id, uint32_t op_index,
+                                          uint64_t length) override {
+    ReadDestination dest;
     requests_.update(request_id, [&](Requests::Slot& slot) -> std::optional<Status> {
       const TcpBatch& b = slot.payload;
       if (b.is_read && op_index < b.headers.size() && b.headers[op_index].length == length) {
-        dest = b.local.data(op_index);
+        dest.data = b.local.data(op_index);
+        dest.device = b.local.kind(op_index).type == MemoryKind::Type::kCuda;
       }
       return std::nullopt;
     });
-    if (dest == nullptr) {
+    if (dest.data == nullptr) {
       return internalError("read response that matches no pending read (request " +
                            std::to_string(request_id) + ", op " + std::to_string(op_index) + ")");
     }
@@ -169,6 +184,8 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
 
   Status post(PeerId peer_id, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
               uint64_t cookie, bool is_read) override;
+  // The staging rings for GPU `device`, made at the first CUDA registration.
+  Status ensureStaging(int device);
   void accept();
   void armSweep();
   void sweepDeadlines();
@@ -178,6 +195,7 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
   Status connectAll(const tcp::endpoint& ep, const std::string& where, uint64_t target_id,
                     std::vector<std::shared_ptr<Connection>>& conns);
 
+  const CopierFactory copier_factory_;  // null: no CUDA, host regions only
   Requests requests_;
 
   // io_ before everything that owns a socket or timer, so those are destroyed first.
@@ -190,10 +208,35 @@ class TcpTransport final : public TransportBase, public ConnectionOwner {
   PeerId next_peer_ = 1;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::thread thread_;
+  // After io_ (destroyed before it): its copier's last completions post into io_, and the
+  // connections its callbacks still own close their sockets on io_.
+  std::mutex staging_mu_;
+  std::unique_ptr<TransportStaging> staging_owner_;
+  std::atomic<const TransportStaging*> staging_{nullptr};
 };
 
 // ---------------------------------------------------------------------------------------------
-// TcpTransport: accepting, connecting, posting, deadlines
+// TcpTransport: staging, accepting, connecting, posting, deadlines
+
+Status TcpTransport::ensureStaging(int device) {
+  if (!copier_factory_) {
+    return invalidArgument(
+        "the tcp transport of this build registers host memory only (built without CUDA)");
+  }
+  std::lock_guard lock(staging_mu_);
+  if (staging_owner_ != nullptr) {
+    if (staging_owner_->device() == device) return Status::ok();
+    return invalidArgument(
+        "the tcp transport stages GPU " + std::to_string(staging_owner_->device()) +
+        " already; one GPU per transport (got a region on GPU " + std::to_string(device) + ")");
+  }
+  ASSIGN_OR_RETURN(staging_owner_, TransportStaging::make(copier_factory_, device, config_,
+                                                          [this](std::function<void()> fn) {
+                                                            asio::post(io_, std::move(fn));
+                                                          }));
+  staging_.store(staging_owner_.get(), std::memory_order_release);
+  return Status::ok();
+}
 
 void TcpTransport::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
@@ -360,6 +403,8 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
   b.responses_left = is_read ? static_cast<uint32_t>(ops.size()) : 0;
   b.headers.resize(ops.size());
   b.gather.clear();
+  b.segments.clear();
+  b.staged = !is_read && b.local.anyCuda();  // payloads leave through the staging ring
   for (size_t i = 0; i < ops.size(); ++i) {
     FrameHeader& h = b.headers[i];
     h = FrameHeader{};
@@ -369,6 +414,12 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
     h.offset = ops[i].remote_offset;
     h.length = ops[i].length;
     h.op_index = static_cast<uint32_t>(i);
+    if (b.staged) {
+      b.segments.push_back(Segment{reinterpret_cast<const uint8_t*>(&h), kHeaderBytes, false});
+      b.segments.push_back(
+          Segment{b.local.data(i), ops[i].length, b.local.kind(i).type == MemoryKind::Type::kCuda});
+      continue;
+    }
     b.gather.emplace_back(&h, kHeaderBytes);
     if (!is_read) b.gather.emplace_back(b.local.data(i), ops[i].length);
   }
@@ -394,7 +445,16 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
 }  // namespace tcp_backend
 
 Result<std::unique_ptr<Transport>> makeTcpTransport(const config::TransportConfig& config) {
-  auto transport = std::make_unique<tcp_backend::TcpTransport>(config);
+#ifdef KVFERRY_HAVE_CUDA_IPC
+  return makeTcpTransport(config, tcp_backend::makeCudaStagingCopier);
+#else
+  return makeTcpTransport(config, nullptr);
+#endif
+}
+
+Result<std::unique_ptr<Transport>> makeTcpTransport(const config::TransportConfig& config,
+                                                    tcp_backend::CopierFactory copier_factory) {
+  auto transport = std::make_unique<tcp_backend::TcpTransport>(config, std::move(copier_factory));
   RETURN_IF_ERROR(transport->start());
   return std::unique_ptr<Transport>(std::move(transport));
 }
