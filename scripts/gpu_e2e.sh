@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Disaggregated serving on one GPU, end to end: an orchestrator, a prefill agent and a decode
 # agent (separate processes on GPU 0, KV moved by cuda_ipc), against an orchestrator with one
-# `both` agent on the same GPU — one cluster at a time. (GPU agents register device pools, which
-# the tcp transport does not take yet: both clusters use cuda_ipc.)
+# `both` agent on the same GPU — one cluster at a time. The test also runs the prefill/decode
+# pair over tcp (the agents' device pools staged through pinned host memory, as on hosts
+# without RDMA).
 #
 #   scripts/gpu_e2e.sh test  BUILD_DIR MODEL.gguf WORK_DIR
 #       (MODEL.gguf is written with kvferry-make-model --shape tiny when it does not exist)
 #       greedy outputs of several prompts (some sharing a prefix, so the second hits the prefix
-#       cache) must be identical token for token; afterwards no lease and no block in use remain
-#       on any agent. Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
+#       cache) must be identical token for token, disaggregated over cuda_ipc, disaggregated over
+#       tcp and on one both agent; afterwards no lease and no block in use remain on any agent. Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
 #   scripts/gpu_e2e.sh bench BUILD_DIR MODEL.gguf WORK_DIR
 #       benchmark_client at 1K, 4K and 8K-token prompts and a shared-prefix workload against both
 #       clusters; writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
@@ -109,20 +110,27 @@ if [ "$mode" = test ]; then
   sleep 1
   check_clean
   stop_all
+  cluster disaggregated-tcp tcp 0.3 prefill decode
+  for p in "${prompts[@]}"; do complete "$p"; done >"$work/disaggregated-tcp.tokens"
+  sleep 1
+  check_clean
+  stop_all
   cluster colocated cuda_ipc 0.3 both
   for p in "${prompts[@]}"; do complete "$p"; done >"$work/colocated.tokens"
   sleep 1
   check_clean
   stop_all
-  if ! diff "$work/disaggregated.tokens" "$work/colocated.tokens"; then
-    echo "gpu_e2e: disaggregated greedy tokens differ from one both agent's" >&2
-    exit 1
-  fi
-  if grep -q null "$work/disaggregated.tokens"; then
-    echo "gpu_e2e: a request failed" >&2
-    exit 1
-  fi
-  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc) and colocated"
+  for pair in disaggregated disaggregated-tcp; do
+    if grep -q null "$work/$pair.tokens"; then
+      echo "gpu_e2e: a request failed ($pair)" >&2
+      exit 1
+    fi
+    if ! diff "$work/$pair.tokens" "$work/colocated.tokens"; then
+      echo "gpu_e2e: $pair greedy tokens differ from one both agent's" >&2
+      exit 1
+    fi
+  done
+  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc and tcp) and colocated"
   exit 0
 fi
 
