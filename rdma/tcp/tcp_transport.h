@@ -13,9 +13,12 @@
 //   unanswered for op_timeout_ms, fails the peer: its sockets close and every pending batch
 //   completes with the error.
 //
-// Files: tcp_transport.cc is the transport (accepting, connecting through rdma/dial.h, posting,
-// deadlines, peers); tcp_connection.{h,cc} is one connection's frame state machine, which calls
-// back into the transport only through ConnectionOwner; tcp_wire.h is the frame format.
+// Files: tcp_transport_impl.h is the transport class, tcp_transport.cc its accepting, posting,
+// deadlines and staging set-up, tcp_transport_connect.cc connecting through rdma/dial.h;
+// tcp_connection.{h,cc} is one connection's frame state machine (tcp_connection_staging.cc its
+// staged sends and receives), which calls back into the transport only through ConnectionOwner;
+// tcp_wire.h is the frame format; staging_copier.h, staging_ring.{h,cc}, transport_staging.{h,cc}
+// and cuda_staging_copier.{h,cc} stage CUDA regions through pinned memory.
 #pragma once
 
 #include <memory>
