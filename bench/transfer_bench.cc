@@ -52,7 +52,12 @@ batches posted inside it.
                                  one contiguous cudaMemcpyAsync of the batch's bytes, one
                                  cudaMemcpyAsync per block, and a gather kernel then a scatter
                                  kernel (PyTorch's index_select + index_copy_)
-  --gpu N                        cuda_ipc: the device holding the pools (default 0)
+  --memory host|cuda             tcp: where both pools live (default host). cuda puts them in
+                                 GPU memory (--gpu), staged through pinned chunks
+                                 (transport.gpu_staging_*), and prints beside each row what
+                                 the staging cannot beat: one pinned device→host and one
+                                 host→device copy of the batch's bytes
+  --gpu N                        cuda_ipc, --memory cuda: the device holding the pools (default 0)
   --config FILE                  transfer_bench YAML (logging + transport sections)
   --listen HOST:PORT             target's data-plane address (default 127.0.0.1:0)
   --blob-file PATH               two-process mode: the target writes its endpoint blob here,
@@ -94,6 +99,7 @@ struct Options {
   std::optional<std::string> json_path;
   std::optional<std::string> log_level;  // default: the config file's, else warn
   int gpu = 0;
+  bool cuda_memory = false;  // --memory cuda
 };
 
 Result<uint64_t> parseSize(std::string_view text) {
@@ -199,6 +205,9 @@ Result<Options> parseArgs(int argc, char** argv) {
       o.json_path = std::string(v);
     } else if (flag == "--log-level") {
       o.log_level = std::string(v);
+    } else if (flag == "--memory") {
+      if (v != "host" && v != "cuda") return invalidArgument("--memory must be host or cuda");
+      o.cuda_memory = v == "cuda";
     } else if (flag == "--gpu") {
       ASSIGN_OR_RETURN(const uint32_t gpu, parseCount(flag, v));
       o.gpu = static_cast<int>(gpu);
@@ -236,6 +245,10 @@ Result<config::TransferBenchConfig> benchConfig(const Options& o) {
       return invalidArgument("--transport must be tcp, verbs, loopback or cuda_ipc");
     }
   }
+  if (o.cuda_memory && t.kind != config::TransportKind::kTcp) {
+    return invalidArgument(
+        "--memory cuda is for --transport tcp (cuda_ipc always uses GPU memory)");
+  }
   if (o.listen) t.listen_address = *o.listen;
   if (o.queue_depth) t.queue_depth = *o.queue_depth;
   if (o.connections) t.connections_per_peer = *o.connections;
@@ -243,13 +256,13 @@ Result<config::TransferBenchConfig> benchConfig(const Options& o) {
   return c;
 }
 
-// One side's KV pool: host memory, or device memory for cuda_ipc.
+// One side's KV pool: host memory, or device memory for cuda_ipc and tcp --memory cuda.
 class Pool {
  public:
   static Result<Pool> make(const config::TransportConfig& tc, const Options& o, uint8_t fill) {
     Pool pool;
     pool.bytes_ = o.pool_bytes;
-    if (tc.kind != config::TransportKind::kCudaIpc) {
+    if (tc.kind != config::TransportKind::kCudaIpc && !o.cuda_memory) {
       pool.host_.assign(o.pool_bytes, fill);  // touched now: page faults are not measured
       return pool;
     }
@@ -342,6 +355,9 @@ struct Row {
   double contiguous_gbps = 0;
   double per_block_gbps = 0;
   double gather_scatter_gbps = 0;
+  // tcp --memory cuda: the batch's bytes through pinned memory without the transport.
+  double pinned_d2h_gbps = 0;
+  double pinned_h2d_gbps = 0;
 };
 
 // Precomputed batches of scattered blocks: ids are even (never adjacent, so nothing coalesces)
@@ -475,6 +491,14 @@ Status runTarget(Transport& target, const Options& o, Pool& pool) {
 Status addCopyBaselines(const Options& o, Pool& pool, Row& row) {
 #ifdef KVFERRY_HAVE_CUDA_IPC
   if (pool.device().data() == nullptr) return Status::ok();
+  if (o.cuda_memory) {  // tcp: the staging copies' ceiling
+    ASSIGN_OR_RETURN(rdma::cuda_ipc::PinnedCopyRates rates,
+                     rdma::cuda_ipc::measurePinnedCopies(
+                         pool.device(), std::min(pool.bytes(), row.block_bytes * row.batch), 20));
+    row.pinned_d2h_gbps = rates.device_to_host_bytes_per_s / 1e9;
+    row.pinned_h2d_gbps = rates.host_to_device_bytes_per_s / 1e9;
+    return Status::ok();
+  }
   ASSIGN_OR_RETURN(rdma::cuda_ipc::DeviceMemory other,
                    rdma::cuda_ipc::DeviceMemory::allocate(o.gpu, pool.bytes()));
   const uint64_t even_blocks = pool.bytes() / row.block_bytes / 2;
@@ -511,7 +535,9 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
   const bool device = pool.kind().type == rdma::MemoryKind::Type::kCuda;
   std::printf("%10s %6s %10s %10s %10s %10s", "block", "batch", "GB/s", "p50_us", "p99_us",
               "batches");
-  if (device) {
+  if (device && o.cuda_memory) {
+    std::printf(" %12s %12s %10s", "d2h_GB/s", "h2d_GB/s", "x_d2h");
+  } else if (device) {
     std::printf(" %12s %12s %14s %10s", "contig_GB/s", "perblk_GB/s", "gath+scat_GB/s", "x_contig");
   }
   std::printf("\n");
@@ -522,7 +548,10 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
     RETURN_IF_ERROR(addCopyBaselines(o, pool, row));
     std::printf("%10s %6u %10.3f %10.1f %10.1f %10llu", humanSize(bs).c_str(), row.batch, row.gbps,
                 row.p50_us, row.p99_us, static_cast<unsigned long long>(row.batches));
-    if (device) {
+    if (device && o.cuda_memory) {
+      std::printf(" %12.1f %12.1f %10.2f", row.pinned_d2h_gbps, row.pinned_h2d_gbps,
+                  row.gbps / row.pinned_d2h_gbps);
+    } else if (device) {
       std::printf(" %12.1f %12.1f %14.1f %10.2f", row.contiguous_gbps, row.per_block_gbps,
                   row.gather_scatter_gbps, row.gbps / row.contiguous_gbps);
     }
@@ -536,10 +565,15 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
                                        {"batches", row.batches},
                                        {"contiguous_gbps", row.contiguous_gbps},
                                        {"per_block_gbps", row.per_block_gbps},
-                                       {"gather_scatter_gbps", row.gather_scatter_gbps}});
+                                       {"gather_scatter_gbps", row.gather_scatter_gbps},
+                                       {"pinned_d2h_gbps", row.pinned_d2h_gbps},
+                                       {"pinned_h2d_gbps", row.pinned_h2d_gbps}});
   }
   if (o.json_path) {
     boost::json::object doc{{"transport", std::string(initiator.name())},
+                            {"memory", device ? "cuda" : "host"},
+                            {"gpu_staging_chunk_bytes", tc.gpu_staging_chunk_bytes},
+                            {"gpu_staging_chunks", tc.gpu_staging_chunks},
                             {"queue_depth", tc.queue_depth},
                             {"connections", tc.connections_per_peer},
                             {"duration_s", o.duration_s},

@@ -304,6 +304,8 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.uint32("op_timeout_ms", config.op_timeout_ms, 1, 600000);
   reader.uint32("direct_receive_bytes", config.direct_receive_bytes, 0, 1u << 30);
   reader.uint32("socket_buffer_bytes", config.socket_buffer_bytes, 0, 1u << 30);
+  reader.uint32("gpu_staging_chunk_bytes", config.gpu_staging_chunk_bytes, 4096, 1u << 28);
+  reader.uint32("gpu_staging_chunks", config.gpu_staging_chunks, 2, 1024);
   reader.section("verbs", config.verbs, readVerbs);
 }
 

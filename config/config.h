@@ -77,6 +77,13 @@ struct TransportConfig {
   // smaller ones are parsed out of a staging buffer to save system calls. 0..1073741824.
   uint32_t direct_receive_bytes = 64 * 1024;
   uint32_t socket_buffer_bytes = 4 * 1024 * 1024;  // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
+  // tcp from GPU memory: bytes of CUDA regions cross pinned host chunks of this size (one batched
+  // copy per chunk), 4096..268435456, and each direction of a transport has this many of them in
+  // flight (device→host copy of the next chunk while the current one is on the wire), 2..1024.
+  // Pinned per transport: 2 × gpu_staging_chunks × gpu_staging_chunk_bytes, once a CUDA region
+  // is registered.
+  uint32_t gpu_staging_chunk_bytes = 1024 * 1024;
+  uint32_t gpu_staging_chunks = 8;
   VerbsConfig verbs;
 };
 

@@ -79,17 +79,20 @@ Result<RegionTable::Pin> RegionTable::pin(RegionId id, uint64_t offset, uint64_t
 
 Status BatchPins::add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
                       std::string_view what) {
-  for (const RegionTable::Pin& pin : regions_) {
+  for (size_t r = 0; r < regions_.size(); ++r) {
+    const RegionTable::Pin& pin = regions_[r];
     if (pin.entry->id == id) {
       RETURN_IF_ERROR(checkRange(id, pin.entry->bytes, offset, length, what));
       data_.push_back(pin.entry->base + offset);
       local_keys_.push_back(pin.entry->keys.local);
+      op_region_.push_back(static_cast<uint32_t>(r));
       return Status::ok();
     }
   }
   ASSIGN_OR_RETURN(RegionTable::Pin pin, table.pin(id, offset, length, what));
   data_.push_back(pin.data);
   local_keys_.push_back(pin.entry->keys.local);
+  op_region_.push_back(static_cast<uint32_t>(regions_.size()));
   regions_.push_back(std::move(pin));
   return Status::ok();
 }

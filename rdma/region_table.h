@@ -65,12 +65,21 @@ class BatchPins {
     regions_.clear();
     data_.clear();
     local_keys_.clear();
+    op_region_.clear();
   }
   // Checks [offset, offset + length) of region `id` and records the op's address.
   Status add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
              std::string_view what);
   uint8_t* data(size_t op) const { return data_[op]; }
   uint32_t localKey(size_t op) const { return local_keys_[op]; }
+  // Where op `op`'s memory lives (tcp stages CUDA regions through pinned host memory).
+  const MemoryKind& kind(size_t op) const { return regions_[op_region_[op]].entry->kind; }
+  bool anyCuda() const {
+    for (const RegionTable::Pin& pin : regions_) {
+      if (pin.entry->kind.type == MemoryKind::Type::kCuda) return true;
+    }
+    return false;
+  }
   size_t size() const { return data_.size(); }
   bool empty() const { return data_.empty(); }
 
@@ -78,6 +87,7 @@ class BatchPins {
   std::vector<RegionTable::Pin> regions_;  // one per distinct region
   std::vector<uint8_t*> data_;             // one per op
   std::vector<uint32_t> local_keys_;       // one per op
+  std::vector<uint32_t> op_region_;        // one per op: its index in regions_
 };
 
 // The bounds rule shared by local tables and a peer's advertised regions: `length` bytes at

@@ -12,6 +12,11 @@
 #   cpu        the CPU suite (ctest -LE "gpu|rxe") on this machine, beside the tests stage
 #   transfer   transfer_bench --transport cuda_ipc, two processes on GPU 0: GB/s and p50/p99 per
 #              block size next to a contiguous copy, a copy per block and gather+scatter kernels
+#   transfer-tcp  transfer_bench --transport tcp over 127.0.0.1, two processes, the cuda_ipc
+#              stage's block sizes: host pools (transfer-tcp-host.json: loopback tcp of host
+#              memory, the ceiling of the next) and GPU 0 pools staged through pinned memory
+#              (transfer-tcp-cuda.json, each row next to a pinned device→host and host→device
+#              copy of its batch)
 #   reference  per shape: kvferry-make-model writes random weights from a seed (GGUF +
 #              config.json); kvferry-dump-logits runs the engine on fixed prompts;
 #              scripts/gpu_reference.py runs transformers' LlamaForCausalLM on the same weights,
@@ -30,7 +35,7 @@ set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/bench-results/gpu"
 shapes="llama-3.2-1b llama-3.1-8b"
-stages="build tests transfer reference hf-reference bench e2e"
+stages="build tests transfer transfer-tcp reference hf-reference bench e2e"
 models="${KVFERRY_GPU_MODELS:-/tmp/kvferry-models}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -98,6 +103,25 @@ if wants transfer; then
   }
   stage transfer "$out/transfer.log" transfer
   cat "$out/transfer.log"
+fi
+if wants transfer-tcp; then
+  transfer_tcp() {  # MEMORY: host or cuda
+    local blob="$out/tcp-$1.blob"
+    rm -f "$blob"
+    "$build/bench/transfer_bench" --role target --transport tcp --memory "$1" --blob-file "$blob" \
+      --pool-bytes 2G &
+    local target=$!
+    "$build/bench/transfer_bench" --role initiator --transport tcp --memory "$1" \
+      --blob-file "$blob" --pool-bytes 2G --block-sizes 2K,8K,32K,128K,512K,2M,4M --batch 512 \
+      --max-batch-bytes 64M --queue-depth 16 --duration 1 --json "$out/transfer-tcp-$1.json"
+    local status=$?
+    kill -INT "$target"
+    wait "$target"
+    return $status
+  }
+  stage "transfer-tcp host" "$out/transfer-tcp-host.log" transfer_tcp host
+  stage "transfer-tcp cuda" "$out/transfer-tcp-cuda.log" transfer_tcp cuda
+  cat "$out/transfer-tcp-host.log" "$out/transfer-tcp-cuda.log"
 fi
 
 # Fixed prompts: token ids from a fixed LCG, lengths across tiles and blocks.

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Disaggregated serving on one GPU, end to end: an orchestrator, a prefill agent and a decode
 # agent (separate processes on GPU 0, KV moved by cuda_ipc), against an orchestrator with one
-# `both` agent on the same GPU — one cluster at a time. (GPU agents register device pools, which
-# the tcp transport does not take yet: both clusters use cuda_ipc.)
+# `both` agent on the same GPU — one cluster at a time. The test also runs the prefill/decode
+# pair over tcp (the agents' device pools staged through pinned host memory, as on hosts
+# without RDMA).
 #
 #   scripts/gpu_e2e.sh test  BUILD_DIR MODEL.gguf WORK_DIR
 #       (MODEL.gguf is written with kvferry-make-model --shape tiny when it does not exist)
 #       greedy outputs of several prompts (some sharing a prefix, so the second hits the prefix
-#       cache) must be identical token for token; afterwards no lease and no block in use remain
-#       on any agent. Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
+#       cache) must be identical token for token, disaggregated over cuda_ipc, disaggregated over
+#       tcp and on one both agent; afterwards no lease and no block in use remain on any agent.
+#       Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
 #   scripts/gpu_e2e.sh bench BUILD_DIR MODEL.gguf WORK_DIR
-#       benchmark_client at 1K, 4K and 8K-token prompts and a shared-prefix workload against both
-#       clusters; writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
+#       benchmark_client at 1K, 4K and 8K-token prompts and a shared-prefix workload against each
+#       cluster (the pair over cuda_ipc, the pair over tcp, one both agent; KVFERRY_E2E_CLUSTERS
+#       names a subset); writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
 #       table; the prefill agent's per-layer transfer timing comes from its /metrics.
 set -euo pipefail
 mode="${1:?usage: gpu_e2e.sh test|bench BUILD_DIR MODEL WORK_DIR}"
@@ -109,20 +112,27 @@ if [ "$mode" = test ]; then
   sleep 1
   check_clean
   stop_all
+  cluster disaggregated-tcp tcp 0.3 prefill decode
+  for p in "${prompts[@]}"; do complete "$p"; done >"$work/disaggregated-tcp.tokens"
+  sleep 1
+  check_clean
+  stop_all
   cluster colocated cuda_ipc 0.3 both
   for p in "${prompts[@]}"; do complete "$p"; done >"$work/colocated.tokens"
   sleep 1
   check_clean
   stop_all
-  if ! diff "$work/disaggregated.tokens" "$work/colocated.tokens"; then
-    echo "gpu_e2e: disaggregated greedy tokens differ from one both agent's" >&2
-    exit 1
-  fi
-  if grep -q null "$work/disaggregated.tokens"; then
-    echo "gpu_e2e: a request failed" >&2
-    exit 1
-  fi
-  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc) and colocated"
+  for pair in disaggregated disaggregated-tcp; do
+    if grep -q null "$work/$pair.tokens"; then
+      echo "gpu_e2e: a request failed ($pair)" >&2
+      exit 1
+    fi
+    if ! diff "$work/$pair.tokens" "$work/colocated.tokens"; then
+      echo "gpu_e2e: $pair greedy tokens differ from one both agent's" >&2
+      exit 1
+    fi
+  done
+  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc and tcp) and colocated"
   exit 0
 fi
 
@@ -148,11 +158,18 @@ workloads() {
     --prompts-per-group 12 --suffix-len 128 --output-len 128 --request-rate 8
 }
 
-cluster disaggregated cuda_ipc 0.42 prefill decode
-workloads disaggregated
-curl -sf "http://127.0.0.1:$(cat "$work/disaggregated-agent0.port")/metrics" \
-  >"$work/prefill-agent.metrics" || true
-stop_all
-cluster colocated cuda_ipc 0.85 both
-workloads colocated
-stop_all
+# KVFERRY_E2E_CLUSTERS picks the clusters (default all three, in this order).
+for name in ${KVFERRY_E2E_CLUSTERS:-disaggregated disaggregated-tcp colocated}; do
+  case "$name" in
+    disaggregated) cluster "$name" cuda_ipc 0.42 prefill decode ;;
+    disaggregated-tcp) cluster "$name" tcp 0.42 prefill decode ;;
+    colocated) cluster "$name" cuda_ipc 0.85 both ;;
+    *) echo "gpu_e2e: unknown cluster '$name' in KVFERRY_E2E_CLUSTERS" >&2; exit 2 ;;
+  esac
+  workloads "$name"
+  if [ "$name" != colocated ]; then  # the prefill agent's per-layer transfer timing
+    curl -sf "http://127.0.0.1:$(cat "$work/$name-agent0.port")/metrics" \
+      >"$work/prefill-agent-$name.metrics" || true
+  fi
+  stop_all
+done

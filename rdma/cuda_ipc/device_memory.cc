@@ -148,4 +148,32 @@ Result<CopyBaselines> measureCopyBaselines(const DeviceMemory& from, const Devic
   return out;
 }
 
+Result<PinnedCopyRates> measurePinnedCopies(const DeviceMemory& device, uint64_t bytes,
+                                            uint32_t repeats) {
+  if (bytes > device.bytes()) return outOfRange("pinned copy baseline past the allocation");
+  RETURN_IF_ERROR(check(cudaSetDevice(device.gpu()), "cudaSetDevice"));
+  cudaStream_t stream = nullptr;
+  RETURN_IF_ERROR(
+      check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+  std::unique_ptr<CUstream_st, cudaError_t (*)(cudaStream_t)> owned_stream(stream,
+                                                                           &cudaStreamDestroy);
+  void* pinned = nullptr;
+  RETURN_IF_ERROR(check(cudaHostAlloc(&pinned, bytes, cudaHostAllocDefault), "cudaHostAlloc"));
+  std::unique_ptr<void, cudaError_t (*)(void*)> owned_pinned(pinned, &cudaFreeHost);
+  PinnedCopyRates out;
+  ASSIGN_OR_RETURN(
+      const double d2h_ms, timeRuns(stream, repeats, [&] {
+        return check(cudaMemcpyAsync(pinned, device.data(), bytes, cudaMemcpyDeviceToHost, stream),
+                     "cudaMemcpyAsync");
+      }));
+  out.device_to_host_bytes_per_s = repeats * static_cast<double>(bytes) / (d2h_ms / 1e3);
+  ASSIGN_OR_RETURN(
+      const double h2d_ms, timeRuns(stream, repeats, [&] {
+        return check(cudaMemcpyAsync(device.data(), pinned, bytes, cudaMemcpyHostToDevice, stream),
+                     "cudaMemcpyAsync");
+      }));
+  out.host_to_device_bytes_per_s = repeats * static_cast<double>(bytes) / (h2d_ms / 1e3);
+  return out;
+}
+
 }  // namespace kvferry::rdma::cuda_ipc

@@ -52,4 +52,13 @@ Result<CopyBaselines> measureCopyBaselines(const DeviceMemory& from, const Devic
                                            const uint32_t* target_blocks, uint64_t blocks,
                                            uint32_t repeats);
 
+// What tcp from GPU memory cannot beat on one host: `bytes` contiguous bytes of `device`
+// copied to pinned host memory and back, each timed over `repeats` repetitions (bytes / second).
+struct PinnedCopyRates {
+  double device_to_host_bytes_per_s = 0;
+  double host_to_device_bytes_per_s = 0;
+};
+Result<PinnedCopyRates> measurePinnedCopies(const DeviceMemory& device, uint64_t bytes,
+                                            uint32_t repeats);
+
 }  // namespace kvferry::rdma::cuda_ipc

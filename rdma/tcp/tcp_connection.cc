@@ -28,6 +28,7 @@ Status receiveMessage(const FrameHeader& h, std::string& message, uint8_t*& dest
 
 void Connection::flush() {
   if (writing_ || closed_ || queue_.empty()) return;
+  if (isStaged(queue_.front())) return startStagedSend(queue_.front());
   size_t items = 0;
   const std::vector<asio::const_buffer>* buffers = nullptr;
   if (queue_.front().batch != nullptr) {
@@ -36,7 +37,7 @@ void Connection::flush() {
   } else {
     gather_.clear();
     for (const OutItem& item : queue_) {
-      if (item.batch != nullptr || items == kMaxGatherItems) break;
+      if (item.batch != nullptr || item.staged || items == kMaxGatherItems) break;
       gather_.emplace_back(&item.header, kHeaderBytes);
       if (item.payload.size() > 0) gather_.push_back(item.payload);
       if (!item.message.empty()) gather_.emplace_back(item.message.data(), item.message.size());
@@ -97,6 +98,7 @@ void Connection::process() {
       std::memcpy(&rx_header_, &staging_[rx_begin_], kHeaderBytes);
       rx_begin_ += kHeaderBytes;
       rx_dest_ = nullptr;
+      rx_device_ = false;
       rx_done_ = 0;
       rx_left_ = rx_header_.length;
       if (rx_header_.magic != wire::kFrameMagic) {
@@ -109,6 +111,10 @@ void Connection::process() {
                          "protocol error");
       }
       in_payload_ = true;
+      continue;
+    }
+    if (rx_left_ > 0 && rx_device_) {
+      if (!receiveToDevice()) return;  // a read, a wake-up or a failure resumes (or ends) it
       continue;
     }
     if (rx_left_ > 0) {
@@ -135,12 +141,17 @@ void Connection::process() {
       return readMore();
     }
     in_payload_ = false;
-    Status s = onFrameEnd();
-    if (!s.isOk()) {
-      spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
-      return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
-                       "protocol error");
-    }
+    if (!drainAtFrameEnd()) return;  // onReceiveCopied() finishes the frame and resumes
+    finishFrame();
+  }
+}
+
+void Connection::finishFrame() {
+  if (closed_) return;
+  Status s = onFrameEnd();
+  if (!s.isOk()) {
+    spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
+    onIoError(asio::error::make_error_code(asio::error::invalid_argument), "protocol error");
   }
 }
 
@@ -190,6 +201,7 @@ Status Connection::onTargetHeader() {
       Status ok = batch_pins_.add(owner_.regions(), h.region, h.offset, h.length, "write");
       if (ok.isOk()) {
         rx_dest_ = batch_pins_.data(batch_pins_.size() - 1);
+        rx_device_ = batch_pins_.kind(batch_pins_.size() - 1).type == MemoryKind::Type::kCuda;
       } else if (batch_error_.isOk()) {
         batch_error_ = ok;  // refused: the payload is read and dropped
       }
@@ -235,7 +247,10 @@ Status Connection::onInitiatorHeader() {
       return receiveMessage(h, rx_message_, rx_dest_);
     case Opcode::kReadResponse: {
       if (h.status != 0) return receiveMessage(h, rx_message_, rx_dest_);
-      ASSIGN_OR_RETURN(rx_dest_, owner_.readDestination(h.request_id, h.op_index, h.length));
+      ASSIGN_OR_RETURN(ReadDestination dest,
+                       owner_.readDestination(h.request_id, h.op_index, h.length));
+      rx_dest_ = dest.data;
+      rx_device_ = dest.device;
       return Status::ok();
     }
     default:

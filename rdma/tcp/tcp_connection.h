@@ -5,9 +5,15 @@
 // through ConnectionOwner, so the arrows run one way: the transport (tcp_transport.cc) owns
 // connections and peers, a connection calls back.
 //
+// Bytes of CUDA regions go through the transport's pinned staging rings (staging_ring.h): a send
+// with device payloads is laid into chunks, copied device→host and written chunk by chunk
+// (tcp_connection_staging.cc); a payload bound for device memory is received into chunks that
+// are copied host→device, and a batch's immediate and answer wait until those copies are done.
+//
 // Threading: every member of a Connection runs on the transport's progress thread.
 #pragma once
 
+#include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstddef>
@@ -24,7 +30,9 @@
 #include "rdma/batch_check.h"
 #include "rdma/region_table.h"
 #include "rdma/request_table.h"
+#include "rdma/tcp/staging_ring.h"
 #include "rdma/tcp/tcp_wire.h"
+#include "rdma/tcp/transport_staging.h"
 #include "rdma/transport.h"
 
 namespace kvferry::rdma::tcp_backend {
@@ -47,6 +55,8 @@ struct TcpBatch {
   BatchPins local;                         // local side of each op
   std::vector<FrameHeader> headers;        // one per op
   std::vector<asio::const_buffer> gather;  // header, payload, header, … for writev
+  bool staged = false;                     // writes from a CUDA region: sent from `segments`
+  std::vector<Segment> segments;           // header, payload, … when staged
   void release() {
     local.clear();
     first_error = Status::ok();
@@ -62,6 +72,14 @@ struct OutItem {
   asio::const_buffer payload;
   std::optional<RegionTable::Pin> pin;  // keeps a read response's source registered
   std::string message;                  // error text payload
+  bool staged = false;                  // a read response out of a CUDA region: `segments`
+  std::array<Segment, 2> segments;
+};
+
+// Where a read response's payload goes.
+struct ReadDestination {
+  uint8_t* data = nullptr;
+  bool device = false;  // in a CUDA region: received through the staging ring
 };
 
 // What a connection needs from its transport; every call is made on the progress thread.
@@ -70,13 +88,15 @@ class ConnectionOwner {
   virtual const config::TransportConfig& config() const = 0;
   virtual uint64_t endpointId() const = 0;
   virtual RegionTable& regions() = 0;
+  // The staging rings; null while no CUDA region was ever registered.
+  virtual const StagingRings* staging() const = 0;
   // Target: a write batch that carried an immediate has landed in full.
   virtual void deliverImmediate(uint64_t source, uint32_t imm) = 0;
   // Initiator: a write batch was acknowledged; false when no such request is pending.
   virtual bool completeRequest(uint64_t request_id, Status status) = 0;
   // Initiator: where the payload of op `op_index` of read batch `request_id` goes.
-  virtual Result<uint8_t*> readDestination(uint64_t request_id, uint32_t op_index,
-                                           uint64_t length) = 0;
+  virtual Result<ReadDestination> readDestination(uint64_t request_id, uint32_t op_index,
+                                                  uint64_t length) = 0;
   // Initiator: one kReadResponse of a read batch has been received in full; false when it was
   // not expected.
   virtual bool readResponseDone(uint64_t request_id, const Status& status) = 0;
@@ -112,7 +132,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   void sendFrame(const FrameHeader& header, asio::const_buffer payload,
                  std::optional<RegionTable::Pin> pin, std::string message) {
-    queue_.push_back(OutItem{nullptr, header, payload, std::move(pin), std::move(message)});
+    OutItem item;
+    item.header = header;
+    item.payload = payload;
+    item.pin = std::move(pin);
+    item.message = std::move(message);
+    if (item.pin && item.pin->entry->kind.type == MemoryKind::Type::kCuda) {
+      item.staged = true;
+      item.segments = {Segment{nullptr, kHeaderBytes, false},
+                       Segment{static_cast<const uint8_t*>(payload.data()), payload.size(), true}};
+    }
+    queue_.push_back(std::move(item));
+    // The header's address is stable once the item is in the deque.
+    if (queue_.back().staged) {
+      queue_.back().segments[0].data = reinterpret_cast<const uint8_t*>(&queue_.back().header);
+    }
     flush();
   }
 
@@ -123,7 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     queue_.clear();
-    batch_pins_.clear();
+    abandonStaging();
   }
 
  private:
@@ -138,6 +172,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Status onInitiatorHeader();
   Status onInitiatorFrameEnd();
   void replyStatus(Opcode opcode, uint64_t request_id, uint32_t op_index, const Status& status);
+  void finishFrame();
+
+  // Staging (tcp_connection_staging.cc).
+  bool isStaged(const OutItem& item) const;
+  void startStagedSend(const OutItem& item);
+  void fillStaged();
+  void pumpStaged();
+  void onSendCopied(uint32_t chunk);
+  bool receiveToDevice();
+  void commitReceived(size_t bytes);
+  bool drainAtFrameEnd();
+  void onReceiveCopied(uint32_t chunk);
+  void onStagingError(const Status& status);
+  void abandonStaging();
 
   ConnectionOwner& owner_;
   tcp::socket socket_;
@@ -162,6 +210,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t rx_left_ = 0;
   uint64_t rx_done_ = 0;
   std::string rx_message_;
+
+  // Staged send: the item at the front of queue_, laid into send-ring chunks in order.
+  struct SendChunk {
+    uint32_t index = 0;
+    size_t bytes = 0;
+    bool ready = false;    // its device→host copy is done
+    bool on_wire = false;  // being written
+  };
+  bool staged_sending_ = false;
+  std::span<const Segment> send_segments_;
+  StreamCursor send_cursor_;
+  std::deque<SendChunk> send_chunks_;
+  std::vector<CopyPiece> send_pieces_;
+  bool send_waiting_ = false;  // for a free chunk
+
+  // Staged receive: payloads bound for device memory.
+  bool rx_device_ = false;              // the current payload goes to device memory
+  std::unique_ptr<RxStager> rx_stage_;  // made at the first such payload
+  bool rx_waiting_ = false;             // for a free chunk; the ring's wake-up resumes
+  bool rx_draining_ = false;            // at a completion point, for copies to finish
 
   // Target side.
   bool hello_done_ = false;

@@ -22,7 +22,7 @@ auto fields(const TransportConfig& c) {
   return std::tie(c.kind, c.listen_address, c.queue_depth, c.connections_per_peer, c.chain_length,
                   c.signal_interval, c.max_batch_ops, c.connect_timeout_ms, c.connect_retries,
                   c.retry_backoff_ms, c.op_timeout_ms, c.direct_receive_bytes,
-                  c.socket_buffer_bytes);
+                  c.socket_buffer_bytes, c.gpu_staging_chunk_bytes, c.gpu_staging_chunks);
 }
 
 // The error message of parsing `yaml` as a node_agent.yaml named "t.yaml"; "" when it parses.
@@ -53,6 +53,8 @@ const std::vector<UintField> kUintFields = {
     {"op_timeout_ms", &TransportConfig::op_timeout_ms, 1, 600000},
     {"direct_receive_bytes", &TransportConfig::direct_receive_bytes, 0, 1073741824},
     {"socket_buffer_bytes", &TransportConfig::socket_buffer_bytes, 0, 1073741824},
+    {"gpu_staging_chunk_bytes", &TransportConfig::gpu_staging_chunk_bytes, 4096, 268435456},
+    {"gpu_staging_chunks", &TransportConfig::gpu_staging_chunks, 2, 1024},
 };
 
 TEST(ConfigDefaultsTest, EmptyCommentOnlyAndEmptySectionsGiveDefaults) {
@@ -97,6 +99,8 @@ transport:
   op_timeout_ms: 9
   direct_receive_bytes: 10
   socket_buffer_bytes: 11
+  gpu_staging_chunk_bytes: 65536
+  gpu_staging_chunks: 13
 )",
                                                         "t.yaml");
   ASSERT_TRUE(config.isOk()) << config.status().toString();
@@ -105,7 +109,10 @@ transport:
   EXPECT_EQ(t.kind, TransportKind::kVerbs);
   EXPECT_EQ(t.listen_address, "[::1]:7000");
   for (size_t i = 0; i < kUintFields.size(); ++i) {
-    EXPECT_EQ(t.*kUintFields[i].field, i + 1) << kUintFields[i].name;
+    // Each knob its own value (its index + 1, or a value in range where that is below it).
+    const uint64_t want =
+        std::string(kUintFields[i].name) == "gpu_staging_chunk_bytes" ? 65536 : i + 1;
+    EXPECT_EQ(t.*kUintFields[i].field, want) << kUintFields[i].name;
   }
 
   Result<OrchestratorConfig> orchestrator =
@@ -127,7 +134,8 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
             "t.yaml:3: transport.queue_dept: unknown key (allowed: kind, listen_address, "
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
             "connect_timeout_ms, connect_retries, retry_backoff_ms, op_timeout_ms, "
-            "direct_receive_bytes, socket_buffer_bytes, verbs)");
+            "direct_receive_bytes, socket_buffer_bytes, gpu_staging_chunk_bytes, "
+            "gpu_staging_chunks, verbs)");
   EXPECT_EQ(agentError("logging:\n  level: info\n  colour: true\n"),
             "t.yaml:3: logging.colour: unknown key (allowed: level)");
   Result<OrchestratorConfig> orchestrator =

@@ -1,5 +1,7 @@
 // The typed suite every Transport backend must pass. A new backend adds one line to
-// `Backends` below (verbs runs it under Soft-RoCE).
+// `Backends` below (verbs runs it under Soft-RoCE). tcp runs it three times: host memory, CUDA
+// regions on both sides and CUDA → host, the "CUDA" regions host memory staged by a fake copier
+// (tests/rdma/gpu/tcp_cuda_test.cc moves real device memory).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +16,8 @@
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
 #include "rdma/loopback/loopback_transport.h"
+#include "rdma/tcp/tcp_transport.h"
+#include "tests/rdma/fake_staging_copier.h"
 #include "tests/rdma/transport_test_util.h"
 
 namespace kvferry::rdma {
@@ -23,20 +27,51 @@ using namespace std::chrono_literals;
 
 enum class Side { kTarget, kInitiator };
 
-struct TcpBackend {
-  static constexpr config::TransportKind kKind = config::TransportKind::kTcp;
+// What a backend may change: how its transports are made, where its regions live.
+struct DefaultBackend {
   static std::string unavailableReason() { return ""; }
   static void configure(config::TransportConfig&, Side) {}
+  static MemoryKind memory(Side) { return MemoryKind::host(); }
+  static Result<std::unique_ptr<Transport>> make(const config::TransportConfig& c,
+                                                 std::shared_ptr<LoopbackFabric> fabric) {
+    return makeTransport(c, std::move(fabric));
+  }
 };
-struct LoopbackBackend {
+struct TcpBackend : DefaultBackend {
+  static constexpr config::TransportKind kKind = config::TransportKind::kTcp;
+  static std::string name() { return "tcp"; }
+};
+// tcp with regions flagged CUDA, staged through small chunks (ops span several, several share
+// one) by a copier that memcpys.
+struct TcpFakeGpuBackend : TcpBackend {
+  static std::string name() { return "tcp_fake_gpu"; }
+  static void configure(config::TransportConfig& c, Side) {
+    c.gpu_staging_chunk_bytes = 16 * 1024;
+    c.gpu_staging_chunks = 3;
+  }
+  static MemoryKind memory(Side) { return MemoryKind::cuda(0); }
+  static Result<std::unique_ptr<Transport>> make(const config::TransportConfig& c,
+                                                 std::shared_ptr<LoopbackFabric> fabric) {
+    if (c.kind != config::TransportKind::kTcp) return makeTransport(c, std::move(fabric));
+    return makeTcpTransport(c, fakeCopierFactory());
+  }
+};
+// The initiator's regions CUDA, the target's host memory.
+struct TcpFakeGpuToHostBackend : TcpFakeGpuBackend {
+  static std::string name() { return "tcp_fake_gpu_to_host"; }
+  static MemoryKind memory(Side side) {
+    return side == Side::kInitiator ? MemoryKind::cuda(0) : MemoryKind::host();
+  }
+};
+struct LoopbackBackend : DefaultBackend {
   static constexpr config::TransportKind kKind = config::TransportKind::kLoopback;
-  static std::string unavailableReason() { return ""; }
-  static void configure(config::TransportConfig&, Side) {}
+  static std::string name() { return "loopback"; }
 };
 // Verbs runs on real RDMA devices: the two Soft-RoCE devices of the rxe VM (ctest -L rxe), or
 // KVFERRY_VERBS_TARGET_DEV / _INITIATOR_DEV (+ _IP) on a host with RDMA NICs.
-struct VerbsBackend {
+struct VerbsBackend : DefaultBackend {
   static constexpr config::TransportKind kKind = config::TransportKind::kVerbs;
+  static std::string name() { return "verbs"; }
   static std::string unavailableReason() { return verbsTestUnavailableReason(); }
   static void configure(config::TransportConfig& c, Side side) {
     const VerbsTestEndpoint ep = verbsTestEndpoint(side == Side::kTarget);
@@ -68,7 +103,7 @@ class TransportSuite : public ::testing::Test {
   }
 
   std::unique_ptr<Transport> make(const config::TransportConfig& c) {
-    Result<std::unique_ptr<Transport>> t = makeTransport(c, fabric_);
+    Result<std::unique_ptr<Transport>> t = Backend::make(c, fabric_);
     EXPECT_TRUE(t.isOk()) << t.status().toString();
     return t.isOk() ? std::move(t).value() : nullptr;
   }
@@ -86,8 +121,9 @@ class TransportSuite : public ::testing::Test {
     target_mem_.assign(block_bytes * blocks, 0);
     initiator_mem_.resize(block_bytes * blocks);
     fillRandom(initiator_mem_, 42);
-    target_pool_ = registerPool(*target_, target_mem_, block_bytes);
-    initiator_pool_ = registerPool(*initiator_, initiator_mem_, block_bytes);
+    target_pool_ = registerPool(*target_, target_mem_, block_bytes, Backend::memory(Side::kTarget));
+    initiator_pool_ =
+        registerPool(*initiator_, initiator_mem_, block_bytes, Backend::memory(Side::kInitiator));
     Result<EndpointBlob> blob = target_->localBlob();
     ASSERT_TRUE(blob.isOk()) << blob.status().toString();
     Result<PeerId> peer = initiator_->connect(*blob);
@@ -112,15 +148,17 @@ class TransportSuite : public ::testing::Test {
 };
 
 #ifdef KVFERRY_HAVE_VERBS
-using Backends = ::testing::Types<TcpBackend, LoopbackBackend, VerbsBackend>;
+using Backends = ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend,
+                                  LoopbackBackend, VerbsBackend>;
 #else
-using Backends = ::testing::Types<TcpBackend, LoopbackBackend>;
+using Backends =
+    ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend, LoopbackBackend>;
 #endif
 class BackendNames {
  public:
   template <typename T>
   static std::string GetName(int) {
-    return std::string(config::transportKindName(T::kKind));
+    return T::name();
   }
 };
 TYPED_TEST_SUITE(TransportSuite, Backends, BackendNames);
@@ -151,7 +189,8 @@ TYPED_TEST(TransportSuite, ReadsPullRemoteBlocks) {
   this->makePair(kBlockBytes, 32);
   fillRandom(this->target_mem_, 99);
   std::vector<uint8_t> sink(kBlockBytes * 32, 0);
-  KvPool sink_pool = registerPool(*this->initiator_, sink, kBlockBytes);
+  KvPool sink_pool =
+      registerPool(*this->initiator_, sink, kBlockBytes, TypeParam::memory(Side::kInitiator));
   std::mt19937 rng(3);
   std::vector<uint32_t> remote = randomIds(32, 20, rng);
   std::vector<uint32_t> local = randomIds(32, 20, rng);

@@ -23,8 +23,10 @@ inline void fillRandom(std::vector<uint8_t>& mem, uint32_t seed) {
   for (uint8_t& b : mem) b = static_cast<uint8_t>(rng());
 }
 
-inline KvPool registerPool(Transport& t, std::vector<uint8_t>& mem, uint64_t block_bytes) {
-  Result<RegionId> id = t.registerRegion(mem.data(), mem.size(), MemoryKind::host());
+// `kind` cuda over host memory: the tcp fake-GPU tests (their copier memcpys).
+inline KvPool registerPool(Transport& t, std::vector<uint8_t>& mem, uint64_t block_bytes,
+                           MemoryKind kind = MemoryKind::host()) {
+  Result<RegionId> id = t.registerRegion(mem.data(), mem.size(), kind);
   EXPECT_TRUE(id.isOk()) << id.status().toString();
   return KvPool{id.isOk() ? *id : 0, block_bytes, mem.size() / block_bytes};
 }

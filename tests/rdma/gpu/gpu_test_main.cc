@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   if (!GTEST_FLAG_GET(list_tests)) {
     const std::string why = kvferry::rdma::cuda_ipc::deviceUnavailableReason();
     if (!why.empty()) {
-      std::printf("SKIPPED: the cuda_ipc tests need a CUDA device: %s\n", why.c_str());
+      std::printf("SKIPPED: the rdma GPU tests need a CUDA device: %s\n", why.c_str());
       return 77;
     }
   }
