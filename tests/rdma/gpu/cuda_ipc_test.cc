@@ -20,6 +20,7 @@
 #include "rdma/endpoint_blob.h"
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
+#include "tests/rdma/gpu/device_pool.h"
 #include "tests/rdma/transport_test_util.h"
 
 extern char** environ;
@@ -44,33 +45,6 @@ config::TransportConfig ipcConfig() {
   return c;
 }
 
-// A device pool with its host mirror (what it should hold).
-struct DevicePool {
-  DeviceMemory memory;
-  std::vector<uint8_t> host;
-  KvPool pool;
-};
-
-DevicePool makePool(Transport& t, uint32_t seed) {
-  DevicePool p;
-  Result<DeviceMemory> memory = DeviceMemory::allocate(0, kBlockBytes * kBlocks);
-  EXPECT_TRUE(memory.isOk()) << memory.status().toString();
-  p.memory = std::move(memory).value();
-  p.host.resize(kBlockBytes * kBlocks);
-  fillRandom(p.host, seed);
-  EXPECT_TRUE(p.memory.upload(p.host.data(), p.host.size()).isOk());
-  Result<RegionId> id = t.registerRegion(p.memory.data(), p.memory.bytes(), MemoryKind::cuda(0));
-  EXPECT_TRUE(id.isOk()) << id.status().toString();
-  p.pool = KvPool{id.isOk() ? *id : 0, kBlockBytes, kBlocks};
-  return p;
-}
-
-std::vector<uint8_t> deviceBytes(const DevicePool& p) {
-  std::vector<uint8_t> out(p.memory.bytes());
-  EXPECT_TRUE(p.memory.download(out.data(), out.size()).isOk());
-  return out;
-}
-
 class CudaIpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -81,8 +55,8 @@ class CudaIpcTest : public ::testing::Test {
     ASSERT_TRUE(t.isOk() && i.isOk()) << t.status().toString() << " " << i.status().toString();
     target_ = std::move(t).value();
     initiator_ = std::move(i).value();
-    target_pool_ = makePool(*target_, 1);
-    initiator_pool_ = makePool(*initiator_, 2);
+    target_pool_ = makeDevicePool(*target_, kBlockBytes, kBlocks, 1);
+    initiator_pool_ = makeDevicePool(*initiator_, kBlockBytes, kBlocks, 2);
     Result<EndpointBlob> blob = target_->localBlob();
     ASSERT_TRUE(blob.isOk());
     Result<PeerId> peer = initiator_->connect(*blob);
@@ -220,8 +194,8 @@ TEST(CudaIpcProcessTest, TwoProcessesMoveBlocksAndATargetsDeathFailsBatches) {
   Result<std::unique_ptr<Transport>> made = makeTransport(ipcConfig());
   ASSERT_TRUE(made.isOk()) << made.status().toString();
   Transport& initiator = **made;
-  DevicePool source = makePool(initiator, 11);
-  DevicePool back = makePool(initiator, 12);
+  DevicePool source = makeDevicePool(initiator, kBlockBytes, kBlocks, 11);
+  DevicePool back = makeDevicePool(initiator, kBlockBytes, kBlocks, 12);
   Result<PeerId> peer = initiator.connect(blob);
   ASSERT_TRUE(peer.isOk()) << peer.status().toString();
   const std::vector<uint32_t> src = {1, 2, 3, 30, 50};

@@ -13,6 +13,7 @@
 #include "rdma/cuda_ipc/device_memory.h"
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
+#include "tests/rdma/gpu/device_pool.h"
 #include "tests/rdma/transport_test_util.h"
 
 namespace kvferry::rdma {
@@ -37,33 +38,6 @@ config::TransportConfig tcpConfig() {
   return c;
 }
 
-// A pool in device memory with its host mirror (what it should hold).
-struct DevicePool {
-  DeviceMemory memory;
-  std::vector<uint8_t> host;
-  KvPool pool;
-};
-
-DevicePool makeDevicePool(Transport& t, uint32_t seed) {
-  DevicePool p;
-  Result<DeviceMemory> memory = DeviceMemory::allocate(0, kBlockBytes * kBlocks);
-  EXPECT_TRUE(memory.isOk()) << memory.status().toString();
-  p.memory = std::move(memory).value();
-  p.host.resize(kBlockBytes * kBlocks);
-  fillRandom(p.host, seed);
-  EXPECT_TRUE(p.memory.upload(p.host.data(), p.host.size()).isOk());
-  Result<RegionId> id = t.registerRegion(p.memory.data(), p.memory.bytes(), MemoryKind::cuda(0));
-  EXPECT_TRUE(id.isOk()) << id.status().toString();
-  p.pool = KvPool{id.isOk() ? *id : 0, kBlockBytes, kBlocks};
-  return p;
-}
-
-std::vector<uint8_t> deviceBytes(const DevicePool& p) {
-  std::vector<uint8_t> out(p.memory.bytes());
-  EXPECT_TRUE(p.memory.download(out.data(), out.size()).isOk());
-  return out;
-}
-
 void copyBlocks(const std::vector<uint8_t>& from, std::vector<uint8_t>& to,
                 const std::vector<uint32_t>& src, const std::vector<uint32_t>& dst) {
   for (size_t i = 0; i < src.size(); ++i) {
@@ -82,8 +56,8 @@ class TcpCudaTest : public ::testing::Test {
     target_ = std::move(t).value();
     initiator_ = std::move(i).value();
     ASSERT_TRUE(initiator_->capabilities().cuda_memory);
-    target_pool_ = makeDevicePool(*target_, 1);
-    initiator_pool_ = makeDevicePool(*initiator_, 2);
+    target_pool_ = makeDevicePool(*target_, kBlockBytes, kBlocks, 1);
+    initiator_pool_ = makeDevicePool(*initiator_, kBlockBytes, kBlocks, 2);
     Result<PeerId> peer = initiator_->connect(*target_->localBlob());
     ASSERT_TRUE(peer.isOk()) << peer.status().toString();
     peer_ = *peer;
@@ -181,8 +155,8 @@ TEST_F(TcpCudaTest, TeardownLeavesNoThreadsOrSockets) {
     auto t = makeTransport(tcpConfig());
     auto i = makeTransport(tcpConfig());
     ASSERT_TRUE(t.isOk() && i.isOk());
-    DevicePool tp = makeDevicePool(**t, 3);
-    DevicePool ip = makeDevicePool(**i, 4);
+    DevicePool tp = makeDevicePool(**t, kBlockBytes, kBlocks, 3);
+    DevicePool ip = makeDevicePool(**i, kBlockBytes, kBlocks, 4);
     Result<PeerId> peer = (*i)->connect(*(*t)->localBlob());
     ASSERT_TRUE(peer.isOk());
     std::vector<TransferOp> ops;

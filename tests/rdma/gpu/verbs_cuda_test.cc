@@ -17,6 +17,7 @@
 #include "rdma/endpoint_blob.h"
 #include "rdma/factory.h"
 #include "rdma/kv_layout.h"
+#include "tests/rdma/gpu/device_pool.h"
 #include "tests/rdma/transport_test_util.h"
 
 namespace kvferry::rdma {
@@ -53,30 +54,6 @@ config::TransportConfig verbsConfig(bool target, config::GpuRegistration mode) {
   return c;
 }
 
-struct GpuPool {
-  DeviceMemory memory;
-  std::vector<uint8_t> host;  // what it should hold
-  KvPool pool;
-};
-
-GpuPool gpuPool(Transport& t, int gpu, uint32_t seed) {
-  GpuPool p;
-  p.memory = std::move(DeviceMemory::allocate(gpu, kBlockBytes * kBlocks)).value();
-  p.host.assign(kBlockBytes * kBlocks, 0);
-  if (seed != 0) fillRandom(p.host, seed);
-  EXPECT_TRUE(p.memory.upload(p.host.data(), p.host.size()).isOk());
-  Result<RegionId> id = t.registerRegion(p.memory.data(), p.memory.bytes(), MemoryKind::cuda(gpu));
-  EXPECT_TRUE(id.isOk()) << id.status().toString();
-  p.pool = KvPool{id.isOk() ? *id : 0, kBlockBytes, kBlocks};
-  return p;
-}
-
-std::vector<uint8_t> download(const GpuPool& p) {
-  std::vector<uint8_t> out(p.host.size());
-  EXPECT_TRUE(p.memory.download(out.data(), out.size()).isOk());
-  return out;
-}
-
 int initiatorGpu() { return std::atoi(envOr("KVFERRY_TEST_INITIATOR_GPU", "0").c_str()); }
 
 // Which registration paths work here, printed for the log; auto must find one.
@@ -108,8 +85,8 @@ TEST(VerbsCudaMemory, GpuToGpuWritesLandBeforeTheirImmediateAndReadBack) {
   auto target = std::move(makeTransport(verbsConfig(true, config::GpuRegistration::kAuto))).value();
   auto initiator =
       std::move(makeTransport(verbsConfig(false, config::GpuRegistration::kAuto))).value();
-  GpuPool tpool = gpuPool(*target, 0, 0);
-  GpuPool ipool = gpuPool(*initiator, initiatorGpu(), 17);
+  DevicePool tpool = makeDevicePool(*target, kBlockBytes, kBlocks, 0, 0);
+  DevicePool ipool = makeDevicePool(*initiator, kBlockBytes, kBlocks, 17, initiatorGpu());
   PeerId peer = *initiator->connect(*target->localBlob());
   std::mt19937 rng(5);
   constexpr uint32_t kBatches = 8, kPerBatch = 16;
@@ -126,7 +103,7 @@ TEST(VerbsCudaMemory, GpuToGpuWritesLandBeforeTheirImmediateAndReadBack) {
     ASSERT_EQ(target->pollImmediates({&ev, 1}, std::chrono::microseconds(10s)), 1u);
     EXPECT_EQ(ev.imm, 500 + b);
     ASSERT_TRUE(waitOne(*initiator, b).isOk());
-    const std::vector<uint8_t> now = download(tpool);
+    const std::vector<uint8_t> now = deviceBytes(tpool);
     for (uint32_t i = 0; i < kPerBatch; ++i) {
       const uint64_t from = ipool.pool.offsetOf(s[i]), to = tpool.pool.offsetOf(d[i]);
       ASSERT_TRUE(
@@ -135,13 +112,13 @@ TEST(VerbsCudaMemory, GpuToGpuWritesLandBeforeTheirImmediateAndReadBack) {
     }
   }
   // Read target blocks back into a zeroed GPU pool of the initiator, and compare on the host.
-  GpuPool landing = gpuPool(*initiator, initiatorGpu(), 0);
+  DevicePool landing = makeDevicePool(*initiator, kBlockBytes, kBlocks, 0, initiatorGpu());
   std::vector<TransferOp> reads;
   std::span<const uint32_t> got(dst.data(), 4), into(src.data(), 4);
   ASSERT_TRUE(appendBlockOps(landing.pool, tpool.pool, into, got, reads).isOk());
   ASSERT_TRUE(initiator->postRead(peer, reads, 99).isOk());
   ASSERT_TRUE(waitOne(*initiator, 99).isOk());
-  const std::vector<uint8_t> back = download(landing);
+  const std::vector<uint8_t> back = deviceBytes(landing);
   for (uint32_t i = 0; i < 4; ++i) {
     const uint64_t at = landing.pool.offsetOf(src[i]);
     EXPECT_TRUE(
@@ -155,7 +132,7 @@ TEST(VerbsCudaMemory, HostToGpuWritesAreFlushedToo) {
   auto target = std::move(makeTransport(verbsConfig(true, config::GpuRegistration::kAuto))).value();
   auto initiator =
       std::move(makeTransport(verbsConfig(false, config::GpuRegistration::kAuto))).value();
-  GpuPool tpool = gpuPool(*target, 0, 0);
+  DevicePool tpool = makeDevicePool(*target, kBlockBytes, kBlocks, 0, 0);
   std::vector<uint8_t> imem(kBlockBytes * kBlocks);
   fillRandom(imem, 23);
   KvPool ipool = registerPool(*initiator, imem, kBlockBytes);
@@ -166,7 +143,7 @@ TEST(VerbsCudaMemory, HostToGpuWritesAreFlushedToo) {
   ASSERT_TRUE(initiator->postWrite(peer, ops, 7u, 1).isOk());
   ImmediateEvent ev;
   ASSERT_EQ(target->pollImmediates({&ev, 1}, std::chrono::microseconds(10s)), 1u);
-  const std::vector<uint8_t> now = download(tpool);
+  const std::vector<uint8_t> now = deviceBytes(tpool);
   for (uint32_t id : ids) {
     const uint64_t at = id * kBlockBytes;
     EXPECT_TRUE(std::equal(now.begin() + at, now.begin() + at + kBlockBytes, imem.begin() + at));
