@@ -274,11 +274,13 @@ void read(Reader& r, RegisterRequest& m) {
 }
 void read(Reader& r, RegisterResponse& m) {
   r.get("node_id", m.node_id);
+  r.get("node_token", m.node_token);
   r.get("heartbeat_interval_ms", m.heartbeat_interval_ms);
   r.get("heartbeat_timeout_ms", m.heartbeat_timeout_ms);
 }
 void read(Reader& r, HeartbeatRequest& m) {
   r.get("node_id", m.node_id);
+  r.get("node_token", m.node_token);
   r.object("load", [&](Reader& in) { read(in, m.load); });
   r.object(
       "prefill_model", [&](Reader& in) { read(in, m.prefill_model); }, false);
@@ -288,7 +290,10 @@ void read(Reader& r, HeartbeatRequest& m) {
   r.get("draining", m.draining, false);
 }
 void read(Reader& r, HeartbeatResponse& m) { r.get("resync", m.resync, false); }
-void read(Reader& r, LeaveRequest& m) { r.get("node_id", m.node_id); }
+void read(Reader& r, LeaveRequest& m) {
+  r.get("node_id", m.node_id);
+  r.get("node_token", m.node_token);
+}
 void read(Reader& r, ReserveRequest& m) {
   r.get("request_id", m.request_id);
   r.getList("tokens", m.tokens);
@@ -379,22 +384,23 @@ json::value toJson(const RegisterRequest& m) {
 }
 json::value toJson(const RegisterResponse& m) {
   return {{"node_id", m.node_id},
+          {"node_token", m.node_token},
           {"heartbeat_interval_ms", m.heartbeat_interval_ms},
           {"heartbeat_timeout_ms", m.heartbeat_timeout_ms}};
 }
 json::value toJson(const HeartbeatRequest& m) {
   json::array events;
   for (const auto& batch : m.kv_events) events.push_back(toJson(batch));
-  json::object o{{"node_id", m.node_id},
-                 {"load", toJson(m.load)},
-                 {"prefill_model", toJson(m.prefill_model)},
-                 {"kv_events", std::move(events)},
-                 {"draining", m.draining}};
+  json::object o{{"node_id", m.node_id},           {"node_token", m.node_token},
+                 {"load", toJson(m.load)},         {"prefill_model", toJson(m.prefill_model)},
+                 {"kv_events", std::move(events)}, {"draining", m.draining}};
   if (m.kv_snapshot) o["kv_snapshot"] = toJson(*m.kv_snapshot);
   return o;
 }
 json::value toJson(const HeartbeatResponse& m) { return {{"resync", m.resync}}; }
-json::value toJson(const LeaveRequest& m) { return {{"node_id", m.node_id}}; }
+json::value toJson(const LeaveRequest& m) {
+  return {{"node_id", m.node_id}, {"node_token", m.node_token}};
+}
 json::value toJson(const ReserveRequest& m) {
   return {{"request_id", m.request_id}, {"tokens", arrayOf(m.tokens)}, {"lease_ms", m.lease_ms}};
 }

@@ -76,6 +76,9 @@ struct RegisterRequest {
 
 struct RegisterResponse {
   uint32_t node_id = 0;
+  // Random, new with every registration: heartbeats and the leave carry it, so a node id that an
+  // earlier orchestrator (or an earlier registration) gave out cannot speak for another node.
+  uint64_t node_token = 0;
   uint32_t heartbeat_interval_ms = 0;
   uint32_t heartbeat_timeout_ms = 0;
 };
@@ -103,6 +106,7 @@ struct KvEventBatchWire {
 
 struct HeartbeatRequest {
   uint32_t node_id = 0;
+  uint64_t node_token = 0;  // RegisterResponse::node_token
   Load load;
   PrefillModel prefill_model;
   std::vector<KvEventBatchWire> kv_events;      // in sequence order
@@ -116,6 +120,7 @@ struct HeartbeatResponse {
 
 struct LeaveRequest {
   uint32_t node_id = 0;
+  uint64_t node_token = 0;  // RegisterResponse::node_token
 };
 
 // ---- orchestrator → agent ----

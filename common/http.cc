@@ -375,6 +375,41 @@ void ClientPool::forget(const tcp::endpoint& endpoint) {
   idle_.erase(endpoint);
 }
 
+void ClientPool::abort(const tcp::endpoint& endpoint) {
+  std::lock_guard lock(mutex_);
+  idle_.erase(endpoint);
+  auto it = busy_.find(endpoint);
+  if (it == busy_.end()) return;
+  for (beast::tcp_stream* stream : it->second) {
+    boost::system::error_code ignored;
+    stream->socket().close(ignored);  // pending operations end with operation_aborted
+  }
+}
+
+// A request's or stream's connection, listed in the pool while in use so abort() can end it.
+class BusyStream {
+ public:
+  BusyStream(ClientPool& pool, const tcp::endpoint& endpoint, beast::tcp_stream* stream)
+      : pool_(pool), endpoint_(endpoint), stream_(stream) {
+    std::lock_guard lock(pool_.mutex_);
+    pool_.busy_[endpoint_].insert(stream_);
+  }
+  ~BusyStream() {
+    std::lock_guard lock(pool_.mutex_);
+    auto it = pool_.busy_.find(endpoint_);
+    if (it == pool_.busy_.end()) return;
+    it->second.erase(stream_);
+    if (it->second.empty()) pool_.busy_.erase(it);
+  }
+  BusyStream(const BusyStream&) = delete;
+  BusyStream& operator=(const BusyStream&) = delete;
+
+ private:
+  ClientPool& pool_;
+  const tcp::endpoint endpoint_;
+  beast::tcp_stream* const stream_;
+};
+
 Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::connect(
     const tcp::endpoint& endpoint, std::chrono::milliseconds timeout) {
   auto stream = std::make_unique<beast::tcp_stream>(io_);
@@ -435,11 +470,12 @@ Task<Result<Response>> ClientPool::request(tcp::endpoint endpoint, Verb verb, st
     if (!stream) {
       CO_ASSIGN_OR_RETURN(stream, co_await connect(endpoint, timeout));
     }
+    const BusyStream busy(*this, endpoint, stream.get());
     stream->expires_after(timeout);
     auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
     (void)written;
     if (write_ec) {
-      if (reused) continue;
+      if (reused && write_ec != asio::error::operation_aborted) continue;
       co_return transportError(write_ec, endpoint, "send to");
     }
     beast::flat_buffer buffer;

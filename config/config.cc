@@ -265,6 +265,24 @@ Result<GpuFlush> parseGpuFlush(std::string_view text) {
                          "' (expected auto, always or never)");
 }
 
+// A finite decimal number in [min, max], e.g. "3.2e-5".
+auto numberIn(double min, double max) {
+  return [min, max](std::string_view text) -> Result<double> {
+    double value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+        !std::isfinite(value)) {
+      return invalidArgument("expected a number, got '" + std::string(text) + "'");
+    }
+    if (value < min || value > max) {
+      std::ostringstream range;
+      range << text << " is out of range (" << min << ".." << max << ")";
+      return invalidArgument(range.str());
+    }
+    return value;
+  };
+}
+
 void readVerbs(MapReader& reader, VerbsConfig& config) {
   reader.stringList("devices", config.devices);
   reader.uint32("port", config.port, 1, 255);
@@ -290,6 +308,16 @@ void readLogging(MapReader& reader, LoggingConfig& config) {
   reader.scalar("level", config.level, parseLogLevel);
 }
 
+void readFaults(MapReader& reader, TransportFaults& config) {
+  reader.uint32("delay_ms", config.delay_ms, 0, 600000);
+  reader.uint32("delay_jitter_ms", config.delay_jitter_ms, 0, 600000);
+  reader.scalar("drop_rate", config.drop_rate, numberIn(0, 1));
+  reader.scalar("corrupt_rate", config.corrupt_rate, numberIn(0, 1));
+  reader.scalar("connect_fail_rate", config.connect_fail_rate, numberIn(0, 1));
+  reader.uint32("cut_every_batches", config.cut_every_batches, 0, 1u << 30);
+  reader.uint32("seed", config.seed, 0, 0xffffffffu);
+}
+
 void readTransport(MapReader& reader, TransportConfig& config) {
   reader.scalar("kind", config.kind, parseTransportKind);
   reader.scalar("listen_address", config.listen_address, parseListenAddress);
@@ -307,6 +335,7 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.uint32("gpu_staging_chunk_bytes", config.gpu_staging_chunk_bytes, 4096, 1u << 28);
   reader.uint32("gpu_staging_chunks", config.gpu_staging_chunks, 2, 1024);
   reader.section("verbs", config.verbs, readVerbs);
+  reader.section("faults", config.faults, readFaults);
 }
 
 void readLoggingAndTransport(MapReader& reader, TransferBenchConfig& config) {
@@ -351,24 +380,6 @@ void readAgent(MapReader& reader, NodeAgentConfig& config) {
   reader.scalar("name", config.name, parseName);
   reader.uint32("register_timeout_ms", config.register_timeout_ms, 1, 3600000);
   reader.uint32("drain_timeout_ms", config.drain_timeout_ms, 0, 3600000);
-}
-
-// A finite decimal number in [min, max], e.g. "3.2e-5".
-auto numberIn(double min, double max) {
-  return [min, max](std::string_view text) -> Result<double> {
-    double value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
-        !std::isfinite(value)) {
-      return invalidArgument("expected a number, got '" + std::string(text) + "'");
-    }
-    if (value < min || value > max) {
-      std::ostringstream range;
-      range << text << " is out of range (" << min << ".." << max << ")";
-      return invalidArgument(range.str());
-    }
-    return value;
-  };
 }
 
 Result<int32_t> parseGpu(std::string_view text) {

@@ -37,6 +37,22 @@ std::string_view gpuRegistrationName(GpuRegistration mode);
 enum class GpuFlush { kAuto, kAlways, kNever };
 std::string_view gpuFlushName(GpuFlush mode);
 
+// `transport.faults:` section: faults injected on this endpoint's outgoing transfers, for tests
+// and chaos runs (rdma/fault/fault_transport.h). All zero (the default): no wrapper at all.
+struct TransportFaults {
+  uint32_t delay_ms = 0;           // hold every batch this long before it is sent, 0..600000
+  uint32_t delay_jitter_ms = 0;    // plus a uniform 0..jitter, 0..600000
+  double drop_rate = 0;            // a batch is lost: nothing lands, it ends DEADLINE_EXCEEDED
+  double corrupt_rate = 0;         // a batch lands with 16 bytes of one op overwritten
+  double connect_fail_rate = 0;    // a connect() fails UNAVAILABLE
+  uint32_t cut_every_batches = 0;  // every Nth batch to a peer, its connection is cut mid-batch
+  uint32_t seed = 1;               // of the fault dice, so a run can be repeated
+  bool any() const {
+    return delay_ms > 0 || delay_jitter_ms > 0 || drop_rate > 0 || corrupt_rate > 0 ||
+           connect_fail_rate > 0 || cut_every_batches > 0;
+  }
+};
+
 // `transport.verbs:` section: the RDMA device, its addressing and the RC QP parameters.
 struct VerbsConfig {
   // RDMA devices (ibv_devices names) to use, in order of preference; the first one present is
@@ -85,6 +101,7 @@ struct TransportConfig {
   uint32_t gpu_staging_chunk_bytes = 1024 * 1024;
   uint32_t gpu_staging_chunks = 8;
   VerbsConfig verbs;
+  TransportFaults faults;
 };
 
 // `model:` section of node_agent.yaml and orchestrator.yaml. Every process of a cluster must
@@ -100,6 +117,18 @@ struct ModelConfig {
 
 enum class NodeRole { kPrefill, kDecode, kBoth };
 std::string_view nodeRoleName(NodeRole role);
+
+// `faults:` section of node_agent.yaml: the agent dies (SIGKILL, as kill -9) or stops (SIGSTOP,
+// as a hung host) at a chosen point, the `after`-th time it gets there; for fault tests and chaos
+// runs (node_agent/fault_point.h). Off unless `at` is set.
+enum class FaultPhase { kNone, kBeforePrefill, kTransferLayer, kDecodeStep };
+enum class FaultAction { kDie, kStall };
+struct AgentFaults {
+  FaultPhase at = FaultPhase::kNone;       // none | before_prefill | transfer_layer | decode_step
+  uint32_t layer = 0;                      // transfer_layer: after this layer's batch is posted
+  uint32_t after = 1;                      // the Nth time the point is reached, 1..1000000000
+  FaultAction action = FaultAction::kDie;  // die | stall
+};
 
 // `node_agent.yaml`.
 struct NodeAgentConfig {

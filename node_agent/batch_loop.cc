@@ -6,6 +6,7 @@
 #include <chrono>
 #include <unordered_map>
 
+#include "node_agent/fault_point.h"
 #include "node_agent/wire_engine.h"
 
 namespace kvferry::agent {
@@ -154,6 +155,7 @@ void BatchLoop::decodeStep() {
     }
   }
   if (decoding_.empty()) return;
+  faultPoint(config::FaultPhase::kDecodeStep);
   const size_t n = std::min<size_t>(decoding_.size(), max_batch_sequences_);
   step_ids_.clear();
   step_tokens_.clear();

@@ -44,6 +44,25 @@ Flags override the config file. SIGTERM or SIGINT drains: new work is refused, r
 finish (agent.drain_timeout_ms at most), the agent leaves the cluster and exits 0.
 )";
 
+// "a=1,b=x" as the YAML lines "<indent>a: 1", "<indent>b: x" (the parser validates them).
+std::string keyValuesAsYaml(const std::string& pairs, const std::string& indent) {
+  std::string yaml;
+  size_t start = 0;
+  while (start <= pairs.size()) {
+    size_t end = pairs.find(',', start);
+    if (end == std::string::npos) end = pairs.size();
+    std::string pair = pairs.substr(start, end - start);
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos) {
+      yaml += indent + pair + ":\n";  // the parser names it (a key without a value)
+    } else {
+      yaml += indent + pair.substr(0, eq) + ": " + pair.substr(eq + 1) + "\n";
+    }
+    start = end + 1;
+  }
+  return yaml;
+}
+
 int fail(const std::string& message) {
   std::fprintf(stderr, "node_agent: %s\n", message.c_str());
   return 2;
@@ -94,6 +113,10 @@ int main(int argc, char** argv) {
     if (flag == "--gpu") yaml = "engine:\n  gpu: \"" + value + "\"";
     if (flag == "--transport") yaml = "transport:\n  kind: " + value;
     if (flag == "--log-level") yaml = "logging:\n  level: " + value;
+    if (flag == "--fault") yaml = "faults:\n" + keyValuesAsYaml(value, "  ");
+    if (flag == "--transport-faults") {
+      yaml = "transport:\n  faults:\n" + keyValuesAsYaml(value, "    ");
+    }
     if (yaml.empty()) continue;
     auto parsed = config::parseNodeAgentConfig(yaml, flag);
     if (!parsed.isOk()) return fail(parsed.status().message());

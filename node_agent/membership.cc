@@ -45,7 +45,7 @@ void Membership::start(wire::RegisterRequest registration,
 
 http::Task<void> Membership::leave() {
   if (!node_id_ || left_) co_return;
-  wire::LeaveRequest leave{*node_id_};
+  wire::LeaveRequest leave{*node_id_, node_token_};
   auto r = co_await client_.request(orchestrator_, http::Verb::post, wire::route::kLeave,
                                     wire::encode(leave), milliseconds(2000));
   if (!r.isOk()) spdlog::warn("node agent: leave failed: {}", r.status().toString());
@@ -66,6 +66,7 @@ http::Task<Status> Membership::registerOnce() {
   CO_ASSIGN_OR_RETURN(wire::RegisterResponse r,
                       wire::decode<wire::RegisterResponse>(response->body));
   node_id_ = r.node_id;
+  node_token_ = r.node_token;
   heartbeat_interval_ms_ = std::max<uint32_t>(r.heartbeat_interval_ms, 10);
   event_sequence_ = 0;
   unacked_.clear();
@@ -116,6 +117,7 @@ http::Task<void> Membership::heartbeatLoop() {
     registration_.prefill_model = report.prefill_model;
     wire::HeartbeatRequest hb;
     hb.node_id = *node_id_;
+    hb.node_token = node_token_;
     hb.load = report.load;
     hb.prefill_model = report.prefill_model;
     hb.draining = draining_;

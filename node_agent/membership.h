@@ -52,6 +52,7 @@ class Membership {
   std::function<void(const Status&)> on_fatal_;
 
   std::optional<uint32_t> node_id_;
+  uint64_t node_token_ = 0;  // the registration's, sent with every heartbeat and the leave
   bool ever_registered_ = false;
   uint32_t heartbeat_interval_ms_ = 1000;
   uint64_t event_sequence_ = 0;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "node_agent/fault_point.h"
 #include "node_agent/wire_engine.h"
 
 namespace kvferry::agent {
@@ -25,6 +26,7 @@ Result<PrefillRunner::Prefilled> PrefillRunner::run(
   // The first token's draw is the stream's next one (a resumed answer's stream goes on where it
   // stopped); the engine picks the token where the logits are, unless the processors need them
   // here.
+  faultPoint(config::FaultPhase::kBeforePrefill);
   engine::SamplingRng rng(sampling.seed);
   rng.discard(rng_draws);
   const engine::TokenDraw draw = engine::drawFor(sampling, rng);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <random>
 #include <utility>
 
 namespace kvferry::orchestrator {
@@ -44,6 +45,14 @@ scheduler::KvEventBatch toBatch(NodeId node, const wire::KvEventBatchWire& batch
 }
 
 uint64_t saturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+// 64 random bits from the OS for each registration (never 0: a request without one never matches).
+uint64_t newNodeToken() {
+  std::random_device device;
+  uint64_t token = 0;
+  while (token == 0) token = (uint64_t{device()} << 32) | device();
+  return token;
+}
 
 }  // namespace
 
@@ -107,6 +116,7 @@ Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::Register
   }
   NodeRecord& node = nodes_.emplace_back();
   node.id = static_cast<NodeId>(nodes_.size() - 1);
+  node.token = newNodeToken();
   node.registration = request;
   node.role = role;
   node.control_endpoint = endpoint;
@@ -117,6 +127,7 @@ Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::Register
   node.last_heartbeat = now;
   index_.addNode(node.id);
   out.id = node.id;
+  out.token = node.token;
   return out;
 }
 
@@ -133,6 +144,11 @@ void NodeRegistry::retire(NodeRecord& node, NodeLiveness liveness) {
 Result<wire::HeartbeatResponse> NodeRegistry::heartbeat(const wire::HeartbeatRequest& request,
                                                         Clock::time_point now) {
   NodeRecord* node = liveNode(request.node_id);
+  if (node != nullptr && node->token != request.node_token) {
+    return notFound("node " + std::to_string(request.node_id) +
+                    " is another registration (the orchestrator restarted, or the node registered "
+                    "again): register again");
+  }
   if (node == nullptr) {
     if (request.node_id < nodes_.size()) {
       return notFound("node " + std::to_string(request.node_id) + " is " +
@@ -160,8 +176,10 @@ Result<wire::HeartbeatResponse> NodeRegistry::heartbeat(const wire::HeartbeatReq
   return response;
 }
 
-Status NodeRegistry::leave(NodeId id) {
-  if (id >= nodes_.size()) return notFound("node " + std::to_string(id) + " is not registered");
+Status NodeRegistry::leave(NodeId id, uint64_t token) {
+  if (id >= nodes_.size() || nodes_[id].token != token) {
+    return notFound("node " + std::to_string(id) + " is not registered");
+  }
   if (nodes_[id].liveness == NodeLiveness::kAlive) retire(nodes_[id], NodeLiveness::kLeft);
   return Status::ok();
 }

@@ -54,6 +54,7 @@ std::string_view livenessName(NodeLiveness liveness);
 // One registration, as the registry keeps it.
 struct NodeRecord {
   NodeId id = 0;
+  uint64_t token = 0;  // this registration's RegisterResponse::node_token
   wire::RegisterRequest registration;
   scheduler::NodeRole role = scheduler::NodeRole::kBoth;
   http::tcp::endpoint control_endpoint;

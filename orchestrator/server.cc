@@ -533,6 +533,7 @@ Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
                nodeText(node), body->kv_blocks, body->max_sequence_tokens, body->transport);
   wire::RegisterResponse response;
   response.node_id = registered->id;
+  response.node_token = registered->token;
   response.heartbeat_interval_ms = config_.heartbeat_interval_ms;
   response.heartbeat_timeout_ms = config_.heartbeat_timeout_ms;
   co_await writer.sendJson(HttpStatus::ok, wire::encode(response));
@@ -573,7 +574,7 @@ Task<void> OrchestratorServer::Impl::leave(std::shared_ptr<Impl> self, const Req
   }
   const NodeRecord* node = registry_.node(body->node_id);
   const bool was_alive = node != nullptr && node->liveness == NodeLiveness::kAlive;
-  Status left = registry_.leave(body->node_id);
+  Status left = registry_.leave(body->node_id, body->node_token);
   if (!left.isOk()) {
     co_await writer.sendJson(HttpStatus::not_found, http::errorBody(left.message()));
     co_return;

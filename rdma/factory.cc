@@ -1,5 +1,6 @@
 #include "rdma/factory.h"
 
+#include "rdma/fault/fault_transport.h"
 #include "rdma/loopback/loopback_transport.h"
 #include "rdma/tcp/tcp_transport.h"
 #ifdef KVFERRY_HAVE_VERBS
@@ -11,8 +12,10 @@
 
 namespace kvferry::rdma {
 
-Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& config,
-                                                 std::shared_ptr<LoopbackFabric> fabric) {
+namespace {
+
+Result<std::unique_ptr<Transport>> makeBackend(const config::TransportConfig& config,
+                                               std::shared_ptr<LoopbackFabric> fabric) {
   switch (config.kind) {
     case config::TransportKind::kTcp:
       return makeTcpTransport(config);
@@ -38,6 +41,15 @@ Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& 
 #endif
   }
   return invalidArgument("unknown transport kind");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& config,
+                                                 std::shared_ptr<LoopbackFabric> fabric) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> backend, makeBackend(config, std::move(fabric)));
+  if (!config.faults.any()) return backend;
+  return wrapWithFaults(std::move(backend), config);
 }
 
 }  // namespace kvferry::rdma

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "node_agent/fault_point.h"
 #include "node_agent/kv_transfer/immediate.h"
 #include "node_agent/wire_engine.h"
 
@@ -190,6 +191,7 @@ void KvSender::onLayer(uint64_t key, Pending& p, uint32_t layer) {
     p.posted = true;
   }
   post(key, p, encodeImmediate(target.slot, layer));
+  faultPoint(config::FaultPhase::kTransferLayer, layer);
 }
 
 void KvSender::post(uint64_t key, Pending& p, uint32_t imm) {

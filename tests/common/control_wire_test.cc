@@ -11,6 +11,7 @@ namespace {
 TEST(ControlWire, RoundTripsEveryField) {
   HeartbeatRequest hb;
   hb.node_id = 7;
+  hb.node_token = 0xfedcba9876543210ULL;
   hb.load.queued_prefill_tokens = 123;
   hb.load.free_kv_blocks = 9;
   hb.kv_events.push_back({3, {1, 0xffffffffffffffffULL}, {5}});
@@ -19,6 +20,7 @@ TEST(ControlWire, RoundTripsEveryField) {
   auto back = decode<HeartbeatRequest>(encode(hb));
   ASSERT_TRUE(back.isOk()) << back.status().toString();
   EXPECT_EQ(back->node_id, 7u);
+  EXPECT_EQ(back->node_token, 0xfedcba9876543210ULL);
   EXPECT_EQ(back->load.queued_prefill_tokens, 123u);
   ASSERT_EQ(back->kv_events.size(), 1u);
   EXPECT_EQ(back->kv_events[0].stored[1], 0xffffffffffffffffULL);

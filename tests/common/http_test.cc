@@ -298,6 +298,36 @@ TEST_F(HttpTest, AWatchEndsWithItsHandlerAndKeepAliveGoesOn) {
   EXPECT_EQ(run([this]() -> Task<int> { co_return disconnects_seen_; }()), 0);
 }
 
+// abort() ends the calls in progress to an endpoint (a node declared dead while frozen) at
+// once: /wait would answer only after 5 s, the stream would run for minutes.
+TEST_F(HttpTest, AbortEndsTheRequestsAndStreamsInProgress) {
+  std::promise<Result<Response>> waited, streamed;
+  asio::co_spawn(
+      io_,
+      [&]() -> Task<void> {
+        waited.set_value(co_await pool_.request(endpoint_, Verb::get, "/wait", "", 60s));
+      },
+      asio::detached);
+  asio::co_spawn(
+      io_,
+      [&]() -> Task<void> {
+        auto on_line = [](std::string_view) -> Task<bool> { co_return true; };
+        streamed.set_value(co_await pool_.streamLines(endpoint_, Verb::get, "/lines?n=1000000", "",
+                                                      60s, 60s, on_line));
+      },
+      asio::detached);
+  std::this_thread::sleep_for(200ms);  // both are in progress (the stream well under way)
+  asio::post(io_, [this] { pool_.abort(endpoint_); });
+  Result<Response> a = waited.get_future().get();
+  Result<Response> b = streamed.get_future().get();
+  EXPECT_EQ(a.status().code(), StatusCode::kUnavailable) << a.status().toString();
+  EXPECT_EQ(b.status().code(), StatusCode::kUnavailable) << b.status().toString();
+  // The pool still works for the endpoint afterwards.
+  auto r = run(pool_.request(endpoint_, Verb::get, "/hello", "", 2s));
+  ASSERT_TRUE(r.isOk()) << r.status().toString();
+  EXPECT_EQ(r->body, "hello");
+}
+
 TEST_F(HttpTest, UnreachableServerIsUnavailable) {
   tcp::endpoint closed(asio::ip::make_address("127.0.0.1"), 1);
   auto r = run(pool_.request(closed, Verb::get, "/", "", 2s));

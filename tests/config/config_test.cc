@@ -135,7 +135,7 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
             "connect_timeout_ms, connect_retries, retry_backoff_ms, op_timeout_ms, "
             "direct_receive_bytes, socket_buffer_bytes, gpu_staging_chunk_bytes, "
-            "gpu_staging_chunks, verbs)");
+            "gpu_staging_chunks, verbs, faults)");
   EXPECT_EQ(agentError("logging:\n  level: info\n  colour: true\n"),
             "t.yaml:3: logging.colour: unknown key (allowed: level)");
   Result<OrchestratorConfig> orchestrator =
@@ -313,6 +313,48 @@ TEST(ConfigFileTest, ExampleFilesLoadWithTheDocumentedDefaults) {
   EXPECT_EQ(agent->max_batch_sequences, ad.max_batch_sequences);
   EXPECT_EQ(agent->orchestrator_address, ad.orchestrator_address);
   EXPECT_EQ(agent->prefix_caching, ad.prefix_caching);
+}
+
+TEST(ConfigParseTest, FaultSectionsReadAndValidate) {
+  Result<NodeAgentConfig> config = parseNodeAgentConfig(R"(transport:
+  faults:
+    delay_ms: 5
+    delay_jitter_ms: 3
+    drop_rate: 0.25
+    corrupt_rate: 0.5
+    connect_fail_rate: 1
+    cut_every_batches: 9
+    seed: 42
+faults:
+  at: transfer_layer
+  layer: 3
+  after: 2
+  action: stall
+)",
+                                                        "t.yaml");
+  ASSERT_TRUE(config.isOk()) << config.status().toString();
+  const TransportFaults& t = config->transport.faults;
+  EXPECT_EQ(std::tie(t.delay_ms, t.delay_jitter_ms, t.cut_every_batches, t.seed),
+            std::make_tuple(5u, 3u, 9u, 42u));
+  EXPECT_EQ(std::tie(t.drop_rate, t.corrupt_rate, t.connect_fail_rate),
+            std::make_tuple(0.25, 0.5, 1.0));
+  EXPECT_TRUE(t.any());
+  EXPECT_FALSE(TransportFaults{}.any());
+  EXPECT_EQ(config->faults.at, FaultPhase::kTransferLayer);
+  EXPECT_EQ(config->faults.layer, 3u);
+  EXPECT_EQ(config->faults.after, 2u);
+  EXPECT_EQ(config->faults.action, FaultAction::kStall);
+  EXPECT_EQ(NodeAgentConfig{}.faults.at, FaultPhase::kNone);
+
+  EXPECT_EQ(agentError("transport:\n  faults:\n    drop_rate: 1.5\n"),
+            "t.yaml:3: transport.faults.drop_rate: 1.5 is out of range (0..1)");
+  EXPECT_EQ(agentError("faults:\n  at: mid_decode\n"),
+            "t.yaml:2: faults.at: unknown fault point 'mid_decode' (expected none, "
+            "before_prefill, transfer_layer or decode_step)");
+  EXPECT_EQ(agentError("faults:\n  action: crash\n"),
+            "t.yaml:2: faults.action: unknown fault action 'crash' (expected die or stall)");
+  EXPECT_EQ(agentError("faults:\n  after: 0\n"),
+            "t.yaml:2: faults.after: 0 is out of range (1..1000000000)");
 }
 
 TEST(ConfigParseTest, VerbsSectionReadsAndValidates) {

@@ -76,13 +76,7 @@ export class Cluster {
       `registry:\n  heartbeat_interval_ms: 100\n  heartbeat_timeout_ms: 1500\n` +
         (this.options.orchestratorYaml ?? ''),
     );
-    this.orchestrator = new Proc(
-      'orchestrator',
-      [path.join(BIN, 'orchestrator', 'orchestrator'), '--config', yaml,
-        '--model', this.options.model ?? MODEL,
-        '--listen', '127.0.0.1:0', ...(this.options.orchestratorArgs ?? [])],
-      this.dir,
-    );
+    this.startOrchestrator('127.0.0.1:0');
     this.port = await this.orchestrator.port();
     this.url = `http://127.0.0.1:${this.port}`;
     const roles = [];

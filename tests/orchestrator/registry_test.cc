@@ -131,12 +131,13 @@ TEST_F(RegistryTest, RefusesAKvDtypeOtherThanTheLiveNodes) {
 TEST_F(RegistryTest, IdsAreNeverReused) {
   EXPECT_EQ(add("prefill", 9000), 0u);
   EXPECT_EQ(add("decode", 9001), 1u);
-  ASSERT_TRUE(registry_.leave(0).isOk());
+  ASSERT_TRUE(registry_.leave(0, registry_.node(0)->token).isOk());
   EXPECT_EQ(add("prefill", 9000), 2u);
   EXPECT_EQ(registry_.nodes().size(), 3u);
   EXPECT_EQ(registry_.node(0)->liveness, NodeLiveness::kLeft);
-  EXPECT_EQ(registry_.leave(7).code(), StatusCode::kNotFound);
-  EXPECT_TRUE(registry_.leave(0).isOk());  // idempotent
+  EXPECT_EQ(registry_.leave(7, 1).code(), StatusCode::kNotFound);
+  EXPECT_EQ(registry_.leave(1, registry_.node(1)->token + 1).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(registry_.leave(0, registry_.node(0)->token).isOk());  // idempotent
 }
 
 TEST_F(RegistryTest, ARestartedAgentReplacesItsOldRecord) {
@@ -154,6 +155,7 @@ TEST_F(RegistryTest, HeartbeatUpdatesLoadAndAppliesKvEventsInOrder) {
   NodeId id = add("prefill", 9000);
   wire::HeartbeatRequest hb;
   hb.node_id = id;
+  hb.node_token = registry_.node(id)->token;
   hb.load.queued_prefill_tokens = 1000;
   hb.load.queued_prefill_requests = 2;
   hb.load.free_kv_blocks = 40;
@@ -186,6 +188,7 @@ TEST_F(RegistryTest, AGapAsksForASnapshotWhichReplacesTheSet) {
   NodeId id = add("decode", 9000);
   wire::HeartbeatRequest hb;
   hb.node_id = id;
+  hb.node_token = registry_.node(id)->token;
   hb.kv_events = {{1, {1, 2}, {}}};
   ASSERT_FALSE(registry_.heartbeat(hb, t0_)->resync);
   // Batch 2 is lost; 3 .. 3 + window wait behind the hole until it counts as a gap.
@@ -214,6 +217,7 @@ TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   NodeId chatty = add("decode", 9001);
   wire::HeartbeatRequest hb;
   hb.node_id = quiet;
+  hb.node_token = registry_.node(quiet)->token;
   hb.kv_events = {{1, {5, 6}, {}}};
   ASSERT_TRUE(registry_.heartbeat(hb, t0_ + 1s).isOk());
   EXPECT_EQ(registry_.cachedBlocks(quiet), 2u);
@@ -221,6 +225,7 @@ TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   EXPECT_TRUE(registry_.expire(t0_ + 5s).empty());
   hb = {};
   hb.node_id = chatty;
+  hb.node_token = registry_.node(chatty)->token;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_ + 5s).isOk());
   // quiet's last heartbeat was at 1 s: dead past 6 s; chatty's (5 s) not yet.
   EXPECT_TRUE(registry_.expire(t0_ + 6s).empty());
@@ -232,6 +237,8 @@ TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   EXPECT_TRUE(registry_.expire(t0_ + 6s + 2ms).empty());  // reported once
 
   hb.node_id = quiet;
+
+  hb.node_token = registry_.node(quiet)->token;
   auto answer = registry_.heartbeat(hb, t0_ + 7s);
   EXPECT_EQ(answer.status().code(), StatusCode::kNotFound);
   EXPECT_NE(answer.status().message().find("register again"), std::string::npos);
@@ -247,9 +254,10 @@ TEST_F(RegistryTest, ViewMapsRolesAndAliveness) {
   NodeId gone = add("decode", 9004);
   wire::HeartbeatRequest hb;
   hb.node_id = draining;
+  hb.node_token = registry_.node(draining)->token;
   hb.draining = true;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
-  ASSERT_TRUE(registry_.leave(gone).isOk());
+  ASSERT_TRUE(registry_.leave(gone, registry_.node(gone)->token).isOk());
 
   scheduler::ClusterView view = registry_.view();
   ASSERT_EQ(view.nodes().size(), 5u);
@@ -278,6 +286,7 @@ TEST_F(RegistryTest, LocalAccountingCoversWorkTheHeartbeatsHaveNotShownYet) {
   EXPECT_EQ(view.node(id).active_decode_seqs, 1u);
   wire::HeartbeatRequest hb;
   hb.node_id = id;
+  hb.node_token = registry_.node(id)->token;
   hb.load.active_decode_seqs = 5;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
   EXPECT_EQ(registry_.view().node(id).active_decode_seqs, 5u);  // the larger of the two
@@ -318,6 +327,7 @@ TEST_F(RegistryTest, KvRoomCountsWhatRequestsTookAndGaveBackSinceTheLastReport) 
   EXPECT_EQ(registry_.decodeKvRoom()[0].available, 100u);  // the registered capacity
   wire::HeartbeatRequest hb;
   hb.node_id = decode;
+  hb.node_token = registry_.node(decode)->token;
   hb.load.total_kv_blocks = 100;
   hb.load.free_kv_blocks = 60;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
@@ -346,6 +356,7 @@ TEST_F(RegistryTest, KvBlockStatesAreOneDefinitionThatSumsToTheTotal) {
   EXPECT_EQ(states.total, 100u);
   wire::HeartbeatRequest hb;
   hb.node_id = id;
+  hb.node_token = registry_.node(id)->token;
   hb.load.total_kv_blocks = 100;
   hb.load.free_kv_blocks = 50;    // free or cached
   hb.load.cached_kv_blocks = 20;  // of those, cached

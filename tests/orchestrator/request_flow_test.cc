@@ -222,6 +222,7 @@ class RequestFlowTest : public ::testing::Test {
       for (const NodeRecord& node : registry_.nodes()) {
         wire::HeartbeatRequest heartbeat;
         heartbeat.node_id = node.id;
+        heartbeat.node_token = registry_.node(node.id)->token;
         heartbeat.load = node.load;
         EXPECT_TRUE(registry_.heartbeat(heartbeat, Clock::now()).isOk());
       }
@@ -585,6 +586,7 @@ TEST_F(RequestFlowTest, ANodeThatCouldNeverHoldThePromptHasFailedNotRunOutOfRoom
   const NodeId node = add("both");
   wire::HeartbeatRequest heartbeat;  // a pool smaller than the prompt
   heartbeat.node_id = node;
+  heartbeat.node_token = registry_.node(node)->token;
   heartbeat.load.total_kv_blocks = heartbeat.load.free_kv_blocks = 0;
   ASSERT_TRUE(registry_.heartbeat(heartbeat, Clock::now()).isOk());
   EXPECT_CALL(agents_, generate(node, _, _))

@@ -343,6 +343,8 @@ class ServerTest : public ::testing::Test {
     http::Response r =
         post(wire::route::kRegister, wire::encode(registration(agent, max_sequence_tokens)));
     EXPECT_EQ(r.status, 200u) << r.body;
+    auto registered = wire::decode<wire::RegisterResponse>(r.body);
+    if (registered.isOk()) node_tokens_.push_back(registered->node_token);
     return agent;
   }
 
@@ -457,13 +459,17 @@ TEST_F(ServerTest, HealthTurnsOkWhenAPrefillAndADecodeNodeAreLive) {
   EXPECT_TRUE(nodes.at(1).as_object().contains("cached_blocks"));
   EXPECT_TRUE(nodes.at(1).as_object().contains("last_heartbeat_ms_ago"));
 
-  // Leaving takes the node out at once.
-  r = post(wire::route::kLeave, R"({"node_id":1})");
+  // Leaving takes the node out at once; only with the registration's token (a copied node id
+  // alone does not remove a node).
+  r = post(wire::route::kLeave, wire::encode(wire::LeaveRequest{1, node_tokens_.at(1) + 1}));
+  EXPECT_EQ(r.status, 404u) << r.body;
+  EXPECT_EQ(call(Verb::get, "/health").status, 200u);
+  r = post(wire::route::kLeave, wire::encode(wire::LeaveRequest{1, node_tokens_.at(1)}));
   EXPECT_EQ(r.status, 200u) << r.body;
   EXPECT_EQ(call(Verb::get, "/health").status, 503u);
   // Decode nodes alone serve whole requests: healthy, and saying so.
   addAgent("decode");
-  r = post(wire::route::kLeave, R"({"node_id":0})");
+  r = post(wire::route::kLeave, wire::encode(wire::LeaveRequest{0, node_tokens_.at(0)}));
   r = call(Verb::get, "/health");
   EXPECT_EQ(r.status, 200u) << r.body;
   EXPECT_NE(r.body.find("the decode nodes serve whole requests"), std::string::npos) << r.body;
@@ -497,7 +503,11 @@ TEST_F(ServerTest, AgentRoutesValidateAndRefuseOtherClusters) {
 
   wire::HeartbeatRequest hb;
   hb.node_id = 0;
+  hb.node_token = registered->node_token + 1;  // another registration's id
   hb.kv_events = {{1, {10, 11}, {}}};
+  answer = post(wire::route::kHeartbeat, wire::encode(hb));
+  EXPECT_EQ(answer.status, 404u) << answer.body;
+  hb.node_token = registered->node_token;
   answer = post(wire::route::kHeartbeat, wire::encode(hb));
   EXPECT_EQ(answer.status, 200u) << answer.body;
   EXPECT_EQ(parse(call(Verb::get, "/v1/nodes").body).at(0).at("cached_blocks").as_int64(), 2);
@@ -652,6 +662,7 @@ TEST_F(ServerTest, ARequestWithoutKvRoomWaitsUntilANodeReportsRoom) {
   decode.no_room = false;
   wire::HeartbeatRequest hb;  // the node reports room
   hb.node_id = 1;
+  hb.node_token = node_tokens_.at(1);
   hb.load.free_kv_blocks = 1000;
   hb.load.total_kv_blocks = 1000;
   EXPECT_EQ(post(wire::route::kHeartbeat, wire::encode(hb)).status, 200u);

@@ -63,6 +63,12 @@ struct TcpFakeGpuToHostBackend : TcpFakeGpuBackend {
     return side == Side::kInitiator ? MemoryKind::cuda(0) : MemoryKind::host();
   }
 };
+// tcp behind the fault-injecting wrapper with a fault that never fires: the wrapper must keep
+// every guarantee of the backend it wraps.
+struct TcpFaultWrappedBackend : TcpBackend {
+  static std::string name() { return "tcp_fault_wrapped"; }
+  static void configure(config::TransportConfig& c, Side) { c.faults.cut_every_batches = 1u << 30; }
+};
 struct LoopbackBackend : DefaultBackend {
   static constexpr config::TransportKind kKind = config::TransportKind::kLoopback;
   static std::string name() { return "loopback"; }
@@ -149,10 +155,10 @@ class TransportSuite : public ::testing::Test {
 
 #ifdef KVFERRY_HAVE_VERBS
 using Backends = ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend,
-                                  LoopbackBackend, VerbsBackend>;
+                                  TcpFaultWrappedBackend, LoopbackBackend, VerbsBackend>;
 #else
-using Backends =
-    ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend, LoopbackBackend>;
+using Backends = ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend,
+                                  TcpFaultWrappedBackend, LoopbackBackend>;
 #endif
 class BackendNames {
  public:
