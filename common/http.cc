@@ -463,8 +463,9 @@ Response responseOf(Parser& parser) {
 
 Task<Result<Response>> ClientPool::request(tcp::endpoint endpoint, Verb verb, std::string target,
                                            std::string body, std::chrono::milliseconds timeout) {
-  const Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
+  Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
   for (int attempt = 0; attempt < 2; ++attempt) {
+    if (sign_) sign_(request);  // again on a retry: a nonce is for one delivery
     std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? takeIdle(endpoint) : nullptr;
     const bool reused = stream != nullptr;
     if (!stream) {
@@ -507,7 +508,9 @@ Task<Result<Response>> ClientPool::streamLines(
   // a partial body is the caller's decision.
   CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
                       co_await connect(endpoint, first_byte_timeout));
-  const Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
+  Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
+  if (sign_) sign_(request);
+  const BusyStream busy(*this, endpoint, stream.get());
   stream->expires_after(first_byte_timeout);
   auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
   (void)written;

@@ -205,8 +205,16 @@ class ClientPool {
                                      std::chrono::milliseconds idle_timeout,
                                      std::function<Task<bool>(std::string_view)> on_line);
 
+  // Called on every request just before it is sent (its method, target and body final), e.g. to
+  // add the control plane's MAC (common/control_auth.h). Set before the first request.
+  void signRequests(std::function<void(Request&)> sign) { sign_ = std::move(sign); }
+
   // Closes idle connections (e.g. to a node that died).
   void forget(const tcp::endpoint& endpoint);
+  // forget(), and every request and stream in progress to `endpoint` ends now with UNAVAILABLE
+  // (e.g. a node declared dead while frozen: its calls would otherwise wait out their timeouts).
+  // Call it on the thread that runs the pool's io_context.
+  void abort(const tcp::endpoint& endpoint);
 
  private:
   struct Idle {
@@ -220,8 +228,12 @@ class ClientPool {
 
   asio::io_context& io_;
   std::chrono::milliseconds idle_keep_;
+  std::function<void(Request&)> sign_;
   std::mutex mutex_;
   std::map<tcp::endpoint, std::vector<Idle>> idle_;
+  std::map<tcp::endpoint, std::set<beast::tcp_stream*>> busy_;  // requests and streams in progress
+
+  friend class BusyStream;
 };
 
 // A JSON error body {"error":{"message":...}} for the control plane and default routes.

@@ -30,6 +30,8 @@ std::string_view statusCodeName(StatusCode code) {
       return "INTERNAL";
     case StatusCode::kIoError:
       return "IO_ERROR";
+    case StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN";
 }
@@ -60,6 +62,7 @@ Status resourceExhausted(std::string m) { return {StatusCode::kResourceExhausted
 Status failedPrecondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
 Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 Status internalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+Status unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
 
 Status ioError(std::string_view call, int errno_value) {
   std::string msg(call);

@@ -25,6 +25,7 @@ enum class StatusCode : int {
   kUnavailable,         // the peer is gone or unreachable
   kInternal,            // a bug or an unexpected system failure
   kIoError,             // a system call failed (errno is in the message)
+  kUnauthenticated,     // the caller did not prove who it is (a control call without a valid MAC)
 };
 
 std::string_view statusCodeName(StatusCode code);
@@ -69,6 +70,7 @@ Status resourceExhausted(std::string message);
 Status failedPrecondition(std::string message);
 Status cancelled(std::string message);
 Status internalError(std::string message);
+Status unauthenticated(std::string message);
 // errno → IO_ERROR with "call: strerror(errno)".
 Status ioError(std::string_view call, int errno_value);
 

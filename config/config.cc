@@ -405,12 +405,47 @@ void readEngine(MapReader& reader, NodeAgentConfig& config) {
   reader.scalar("gpu_memory_fraction", config.gpu_memory_fraction, numberIn(0.01, 1));
 }
 
+constexpr std::array<std::pair<std::string_view, FaultPhase>, 4> kFaultPhases{{
+    {"none", FaultPhase::kNone},
+    {"before_prefill", FaultPhase::kBeforePrefill},
+    {"transfer_layer", FaultPhase::kTransferLayer},
+    {"decode_step", FaultPhase::kDecodeStep},
+}};
+
+Result<FaultPhase> parseFaultPhase(std::string_view text) {
+  for (const auto& [name, phase] : kFaultPhases) {
+    if (name == text) return phase;
+  }
+  return invalidArgument("unknown fault point '" + std::string(text) +
+                         "' (expected none, before_prefill, transfer_layer or decode_step)");
+}
+
+Result<FaultAction> parseFaultAction(std::string_view text) {
+  if (text == "die") return FaultAction::kDie;
+  if (text == "stall") return FaultAction::kStall;
+  return invalidArgument("unknown fault action '" + std::string(text) +
+                         "' (expected die or stall)");
+}
+
+void readAgentFaults(MapReader& reader, AgentFaults& config) {
+  reader.scalar("at", config.at, parseFaultPhase);
+  reader.uint32("layer", config.layer, 0, 1u << 20);
+  reader.uint32("after", config.after, 1, 1000000000);
+  reader.scalar("action", config.action, parseFaultAction);
+}
+
+void readAgentAuth(MapReader& reader, NodeAgentConfig& config) {
+  reader.scalar("cluster_secret_file", config.cluster_secret_file, parseName);
+}
+
 void readNodeAgent(MapReader& reader, NodeAgentConfig& config) {
   reader.section("logging", config.logging, readLogging);
   reader.section("transport", config.transport, readTransport);
   reader.section("model", config.model, readModel);
   reader.section("agent", config, readAgent);
   reader.section("engine", config, readEngine);
+  reader.section("faults", config.faults, readAgentFaults);
+  reader.section("auth", config, readAgentAuth);
 }
 
 constexpr double kHugeNumber = 1e30;
@@ -439,6 +474,8 @@ void readOrchestratorScheduler(MapReader& reader, OrchestratorConfig& config) {
 void readRegistry(MapReader& reader, OrchestratorConfig& config) {
   reader.uint32("heartbeat_interval_ms", config.heartbeat_interval_ms, 10, 600000);
   reader.uint32("heartbeat_timeout_ms", config.heartbeat_timeout_ms, 20, 3600000);
+  reader.uint32("max_registrations_per_s", config.max_registrations_per_s, 1, 100000);
+  reader.uint32("forget_after_ms", config.forget_after_ms, 0, 86400000);
 }
 
 void readAdmission(MapReader& reader, OrchestratorConfig& config) {
@@ -458,6 +495,7 @@ void readRequests(MapReader& reader, OrchestratorConfig& config) {
 void readAuth(MapReader& reader, OrchestratorConfig& config) {
   reader.scalar("api_keys_file", config.api_keys_file, parseName);
   reader.scalar("keyed_health_and_metrics", config.keyed_health_and_metrics, parseBool);
+  reader.scalar("cluster_secret_file", config.cluster_secret_file, parseName);
 }
 
 void readOrchestrator(MapReader& reader, OrchestratorConfig& config) {

@@ -150,6 +150,10 @@ struct NodeAgentConfig {
   bool prefix_caching = true;
   int32_t gpu = -1;                  // CUDA device of the CUDA runtime, 0..1023; -1: the CPU one
   double gpu_memory_fraction = 0.9;  // of the GPU's memory the engine may hold, (0, 1]
+  AgentFaults faults;                // `faults:`
+  // `auth:` the cluster secret that signs control calls (common/control_auth.h); empty: the
+  // --cluster-secret-file flag, else KVFERRY_CLUSTER_SECRET_FILE, else an open control plane.
+  std::string cluster_secret_file;
 };
 
 // `transfer_bench.yaml` (optional; command-line flags override it).
@@ -191,6 +195,12 @@ struct OrchestratorConfig {
   // `registry:`
   uint32_t heartbeat_interval_ms = 1000;  // agents send one this often, 10..600000
   uint32_t heartbeat_timeout_ms = 5000;   // no heartbeat for this long: the node is dead
+  // Registrations accepted per second (and in one burst), 1..100000; more get 429: a flood of
+  // registrations cannot crowd out the real nodes.
+  uint32_t max_registrations_per_s = 20;
+  // A dead or departed node leaves /v1/nodes and its metric series this long after it was last
+  // heard from, 0..86400000.
+  uint32_t forget_after_ms = 300000;
   // `admission:`
   uint32_t max_inflight = 64;         // requests being served at once, 1..100000
   uint32_t max_queue = 256;           // requests waiting for a slot, 0..1000000; more → 429
@@ -207,6 +217,8 @@ struct OrchestratorConfig {
   // the API is open.
   std::string api_keys_file;
   bool keyed_health_and_metrics = false;  // /health and /metrics want a key too
+  // The cluster secret that signs control calls, as in NodeAgentConfig.
+  std::string cluster_secret_file;
 };
 
 // `routesim.yaml` (bench/routesim): the simulated cluster, its cost models and the SLO.

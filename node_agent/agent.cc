@@ -15,6 +15,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <thread>
 
+#include "common/control_auth.h"
 #include "common/control_wire.h"
 #include "common/http.h"
 #include "node_agent/batch_loop.h"
@@ -42,7 +43,7 @@ class NodeAgentImpl final : public NodeAgent {
   NodeAgentImpl(const config::NodeAgentConfig& config, asio::io_context& io,
                 std::unique_ptr<engine::Engine> engine, std::unique_ptr<rdma::Transport> transport,
                 ModelIdentity identity, kv_transfer::KvRegions regions, std::string blob_base64,
-                http::tcp::endpoint orchestrator)
+                http::tcp::endpoint orchestrator, std::shared_ptr<control_auth::Authenticator> auth)
       : config_(config),
         io_(io),
         identity_(std::move(identity)),
@@ -61,11 +62,15 @@ class NodeAgentImpl final : public NodeAgent {
         sender_(*engine_, prefills_, *transport_, connector_, engine_io_.get_executor(),
                 std::move(regions.pools), metrics_, milliseconds(config.transport.op_timeout_ms)),
         work_(loop_, sender_, receiver_, prefills_, backlog_),
+        auth_(std::move(auth)),
         client_(io),
         membership_(io, client_, std::move(orchestrator), milliseconds(config.register_timeout_ms),
                     work_, engine_io_.get_executor()),
-        control_api_(io, config.role, work_, engine_io_.get_executor(), backlog_, metrics_,
-                     metrics_registry_, [this] { return membership_.nodeId(); }) {}
+        control_api_(
+            io, config.role, work_, engine_io_.get_executor(), backlog_, metrics_,
+            metrics_registry_, [this] { return membership_.nodeId(); }, auth_) {
+    if (auth_ != nullptr) client_.signRequests([auth = auth_](http::Request& r) { auth->sign(r); });
+  }
 
   ~NodeAgentImpl() override { stopThreads(); }
 
@@ -106,6 +111,7 @@ class NodeAgentImpl final : public NodeAgent {
   kv_transfer::KvReceiver receiver_;
   kv_transfer::KvSender sender_;
   EngineWorkImpl work_;
+  std::shared_ptr<control_auth::Authenticator> auth_;  // null: an open control plane
   http::ClientPool client_;
   Membership membership_;
   ControlApi control_api_;
@@ -238,10 +244,19 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::create(const config::NodeAgentConf
   ASSIGN_OR_RETURN(http::tcp::endpoint orchestrator,
                    http::parseEndpoint(config.orchestrator_address, "agent.orchestrator_address"));
   const engine::KvGeometry geometry = engine->kvGeometry();
+  std::shared_ptr<control_auth::Authenticator> auth;
+  if (!config.cluster_secret_file.empty()) {
+    ASSIGN_OR_RETURN(auth, control_auth::Authenticator::fromFile(config.cluster_secret_file));
+  } else {
+    spdlog::warn(
+        "no cluster secret (auth.cluster_secret_file, --cluster-secret-file or {}): this agent's "
+        "control API takes calls from anyone who can reach it",
+        control_auth::kSecretFileEnv);
+  }
   const std::string transport_name(transport->name());
-  auto agent = std::make_unique<NodeAgentImpl>(config, io, std::move(engine), std::move(transport),
-                                               std::move(identity), std::move(regions),
-                                               wire::base64Encode(blob), std::move(orchestrator));
+  auto agent = std::make_unique<NodeAgentImpl>(
+      config, io, std::move(engine), std::move(transport), std::move(identity), std::move(regions),
+      wire::base64Encode(blob), std::move(orchestrator), std::move(auth));
   RETURN_IF_ERROR(agent->listen());
   spdlog::info(
       "node agent: {} role, model {} ({} layers, {} KV blocks of {} tokens, {:.1f} MiB of KV), "

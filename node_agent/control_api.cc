@@ -34,7 +34,8 @@ constexpr Admission kDecodeStream{false, config::NodeRole::kPrefill,
 ControlApi::ControlApi(asio::io_context& io, config::NodeRole role, EngineWork& work,
                        asio::any_io_executor engine, PrefillBacklog& backlog, AgentMetrics& metrics,
                        prometheus::Registry& registry,
-                       std::function<std::optional<uint32_t>()> node_id)
+                       std::function<std::optional<uint32_t>()> node_id,
+                       std::shared_ptr<control_auth::Authenticator> auth)
     : io_(io),
       role_(role),
       work_(work),
@@ -43,6 +44,7 @@ ControlApi::ControlApi(asio::io_context& io, config::NodeRole role, EngineWork& 
       metrics_(metrics),
       registry_(registry),
       node_id_(std::move(node_id)),
+      auth_(std::move(auth)),
       server_(io, http::ServerOptions{}) {
   routes();
 }
@@ -54,12 +56,15 @@ void ControlApi::routes() {
       return (this->*method)(r, w);
     };
   };
-  server_.route(Verb::post, wire::route::kReserve, bind(&ControlApi::handleReserve));
-  server_.route(Verb::post, wire::route::kPrefill, bind(&ControlApi::handlePrefill));
-  server_.route(Verb::post, wire::route::kDecode, bind(&ControlApi::handleDecode));
-  server_.route(Verb::post, wire::route::kGenerate, bind(&ControlApi::handleGenerate));
-  server_.route(Verb::post, wire::route::kRelease, bind(&ControlApi::handleRelease));
-  server_.route(Verb::post, wire::route::kCancel, bind(&ControlApi::handleCancel));
+  // The orchestrator's calls carry the cluster's MAC; /metrics and /health stay open (Prometheus
+  // and load balancers do not sign).
+  auto control = [&](auto method) { return control_auth::guard(auth_, bind(method)); };
+  server_.route(Verb::post, wire::route::kReserve, control(&ControlApi::handleReserve));
+  server_.route(Verb::post, wire::route::kPrefill, control(&ControlApi::handlePrefill));
+  server_.route(Verb::post, wire::route::kDecode, control(&ControlApi::handleDecode));
+  server_.route(Verb::post, wire::route::kGenerate, control(&ControlApi::handleGenerate));
+  server_.route(Verb::post, wire::route::kRelease, control(&ControlApi::handleRelease));
+  server_.route(Verb::post, wire::route::kCancel, control(&ControlApi::handleCancel));
   server_.route(Verb::get, "/metrics", bind(&ControlApi::handleMetrics));
   server_.route(Verb::get, "/health", bind(&ControlApi::handleHealth));
 }

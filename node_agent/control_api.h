@@ -22,6 +22,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "common/control_auth.h"
 #include "common/http.h"
 #include "config/config.h"
 #include "node_agent/channels.h"
@@ -35,7 +36,8 @@ class ControlApi {
   // `engine` is the engine thread's executor, where `work` runs; `node_id` answers /health.
   ControlApi(boost::asio::io_context& io, config::NodeRole role, EngineWork& work,
              boost::asio::any_io_executor engine, PrefillBacklog& backlog, AgentMetrics& metrics,
-             prometheus::Registry& registry, std::function<std::optional<uint32_t>()> node_id);
+             prometheus::Registry& registry, std::function<std::optional<uint32_t>()> node_id,
+             std::shared_ptr<control_auth::Authenticator> auth);
 
   Status listen(std::string_view address) { return server_.listen(address); }
   uint16_t port() const { return server_.port(); }
@@ -95,6 +97,7 @@ class ControlApi {
   AgentMetrics& metrics_;
   prometheus::Registry& registry_;
   const std::function<std::optional<uint32_t>()> node_id_;
+  const std::shared_ptr<control_auth::Authenticator> auth_;  // null: the control API is open
   http::Server server_;
   bool draining_ = false;
   StopIndex stops_;

@@ -6,10 +6,12 @@
 #include <cstring>
 #include <string>
 
+#include "common/control_auth.h"
 #include "common/logging.h"
 #include "common/port_file.h"
 #include "config/config.h"
 #include "node_agent/agent.h"
+#include "node_agent/fault_point.h"
 #include "node_agent/load_model.h"
 #include "rdma/factory.h"
 
@@ -38,6 +40,16 @@ and GET /metrics (Prometheus) on the same port.
   --name NAME               agent.name: how operators see this node in /v1/nodes
   --port-file FILE          write the bound control port to FILE once listening
   --log-level LEVEL         logging.level: trace | debug | info | warn | error | off
+  --fault KEY=VALUE,...     faults: die or stall at a chosen point, for fault tests, e.g.
+                            at=transfer_layer,layer=2,action=die or at=decode_step,after=5,action=stall
+  --transport-faults KEY=VALUE,...
+                            transport.faults: faults injected into this agent's outgoing
+                            transfers, e.g. drop_rate=0.1,cut_every_batches=20,seed=7
+  --cluster-secret-file FILE
+                            auth.cluster_secret_file: the cluster secret that signs control
+                            calls (the orchestrator's and every agent's must be the same; made by
+                            scripts/make_secrets.sh). Without it, and without
+                            KVFERRY_CLUSTER_SECRET_FILE, the control API is open to anyone
   --help                    this text
 
 Flags override the config file. SIGTERM or SIGINT drains: new work is refused, running requests
@@ -74,6 +86,7 @@ int main(int argc, char** argv) {
   using namespace kvferry;
   std::string config_path;
   std::string port_file;
+  std::string secret_file;
   std::vector<std::pair<std::string, std::string>> overrides;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -87,9 +100,12 @@ int main(int argc, char** argv) {
       config_path = value;
     } else if (arg == "--port-file") {
       port_file = value;
+    } else if (arg == "--cluster-secret-file") {
+      secret_file = value;
     } else if (arg == "--model" || arg == "--role" || arg == "--orchestrator" ||
                arg == "--control-address" || arg == "--transport-address" || arg == "--kv-blocks" ||
-               arg == "--gpu" || arg == "--transport" || arg == "--name" || arg == "--log-level") {
+               arg == "--gpu" || arg == "--transport" || arg == "--name" || arg == "--log-level" ||
+               arg == "--fault" || arg == "--transport-faults") {
       overrides.emplace_back(arg, value);
     } else {
       return fail("unknown flag " + arg + " (see --help)");
@@ -129,10 +145,15 @@ int main(int argc, char** argv) {
     if (flag == "--gpu") config.gpu = parsed->gpu;
     if (flag == "--transport") config.transport.kind = parsed->transport.kind;
     if (flag == "--log-level") config.logging.level = parsed->logging.level;
+    if (flag == "--fault") config.faults = parsed->faults;
+    if (flag == "--transport-faults") config.transport.faults = parsed->transport.faults;
   }
   if (config.model.path.empty())
     return fail("no model: set model.path in the config or pass --model");
+  config.cluster_secret_file =
+      control_auth::secretFilePath(secret_file, config.cluster_secret_file);
   setupLogging("node_agent", config.logging.level);
+  agent::armFaultPoint(config.faults);
 
   // The concrete model runtime and transport are chosen here, from the config (DESIGN.md §1).
   auto model = agent::loadModel(config);

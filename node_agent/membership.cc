@@ -59,6 +59,12 @@ http::Task<Status> Membership::registerOnce() {
   if (response->status == 409 || response->status == 400) {
     co_return failedPrecondition("the orchestrator refused this agent: " + response->body);
   }
+  if (response->status == 401) {
+    co_return failedPrecondition(
+        "the orchestrator refused this agent's signature (" + response->body +
+        "): the agent and the orchestrator must use the same cluster secret file "
+        "(auth.cluster_secret_file)");
+  }
   if (response->status != 200) {
     co_return unavailable("register: HTTP " + std::to_string(response->status) + ": " +
                           response->body);

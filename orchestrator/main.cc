@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/control_auth.h"
 #include "common/http.h"
 #include "common/logging.h"
 #include "common/port_file.h"
@@ -28,7 +29,8 @@ namespace asio = boost::asio;
 
 constexpr std::string_view kUsage =
     R"usage(usage: orchestrator --config FILE [--model PATH] [--listen HOST:PORT] [--policy NAME]
-                    [--api-keys-file FILE] [--port-file FILE] [--log-level LEVEL]
+                    [--api-keys-file FILE] [--cluster-secret-file FILE]
+                    [--port-file FILE] [--log-level LEVEL]
 
 The HTTP front of a kvferry cluster: serves the OpenAI API, keeps the registry of prefill and
 decode node agents, chooses a (prefill, decode) pair per request and streams the answer.
@@ -46,6 +48,12 @@ Flags (each overrides the config file's key):
                       the OpenAI API's keys, one per line (auth.api_keys_file); requests
                       then need 'Authorization: Bearer <key>'. KVFERRY_API_KEYS (keys
                       separated by commas) adds more. No key at all: the API is open
+  --cluster-secret-file FILE
+                      the cluster secret (auth.cluster_secret_file, else
+                      KVFERRY_CLUSTER_SECRET_FILE) that every agent signs its calls with and
+                      this orchestrator signs its calls to them with; also the operator's
+                      credential for /v1/nodes ('Authorization: Bearer <secret>'). Make one
+                      with scripts/make_secrets.sh. None: anyone may register as a node
   --port-file FILE    after listening, write the bound port (decimal and a newline) to FILE,
                       atomically (FILE.tmp, then renamed)
   --log-level LEVEL   trace, debug, info (default), warn, error or off (logging.level)
@@ -57,6 +65,7 @@ Endpoints:
   GET  /health                                  200 once a live node can prefill and one can
                                                 decode; else 503 with what is missing
   GET  /v1/nodes                                the registered agents, their load and caches
+                                                (for operators: the cluster secret as Bearer)
   GET  /metrics                                 Prometheus metrics (dashboards/README.md)
   POST /v1/agents/register|heartbeat|leave      the agents' side (docs/control_plane.md)
 
@@ -82,6 +91,7 @@ struct Options {
   std::optional<std::string> policy;
   std::optional<std::string> port_file;
   std::optional<std::string> api_keys_file;
+  std::optional<std::string> cluster_secret_file;
   std::optional<std::string> log_level;
 };
 
@@ -105,6 +115,8 @@ Result<Options> parseArgs(int argc, char** argv) {
       o.policy = value;
     } else if (flag == "--api-keys-file") {
       o.api_keys_file = value;
+    } else if (flag == "--cluster-secret-file") {
+      o.cluster_secret_file = value;
     } else if (flag == "--port-file") {
       o.port_file = value;
     } else if (flag == "--log-level") {
@@ -125,6 +137,8 @@ Result<config::OrchestratorConfig> loadConfig(const Options& o) {
   if (o.model) c.model.path = *o.model;
   if (o.policy) c.policy = *o.policy;
   if (o.api_keys_file) c.api_keys_file = *o.api_keys_file;
+  c.cluster_secret_file =
+      control_auth::secretFilePath(o.cluster_secret_file.value_or(""), c.cluster_secret_file);
   if (o.log_level) {
     Result<LogLevel> level = parseLogLevel(*o.log_level);
     if (!level.isOk()) return level.status().withContext("--log-level");

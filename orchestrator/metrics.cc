@@ -142,7 +142,7 @@ void OrchestratorMetrics::syncNodes(const NodeRegistry& registry) {
   for (const NodeRecord& node : registry.nodes()) {
     NodeSeries& series = nodes_[node.id];
     const std::string id = std::to_string(node.id);
-    if (node.liveness == NodeLiveness::kLeft) {
+    if (node.liveness == NodeLiveness::kLeft || node.forgotten) {
       if (series.up != nullptr) node_up_.Remove(std::exchange(series.up, nullptr));
     } else if (series.up == nullptr) {
       series.up = &node_up_.Add(

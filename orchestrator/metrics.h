@@ -46,7 +46,8 @@ class OrchestratorMetrics {
   // reported it had.
   void observeCachePrediction(uint64_t predicted_tokens, uint64_t actual_tokens);
   // Mirrors the registry: kvferry_node_up is 1 for an alive node and 0 for a dead one; a node
-  // that left on purpose loses its series. KV gauges exist for alive nodes only.
+  // that left on purpose, or one forgotten (registry.forget_after_ms), loses its series. KV gauges
+  // exist for alive nodes only.
   void syncNodes(const NodeRegistry& registry);
 
   // Per request, from arrival at the orchestrator (successful requests only).

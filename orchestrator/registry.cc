@@ -69,10 +69,12 @@ std::string_view livenessName(NodeLiveness liveness) {
 }
 
 NodeRegistry::NodeRegistry(ClusterIdentity identity, std::chrono::milliseconds heartbeat_timeout,
-                           double link_bandwidth_bytes_per_s)
+                           double link_bandwidth_bytes_per_s,
+                           std::chrono::milliseconds forget_after)
     : identity_(std::move(identity)),
       heartbeat_timeout_(heartbeat_timeout),
-      link_bandwidth_bytes_per_s_(link_bandwidth_bytes_per_s) {}
+      link_bandwidth_bytes_per_s_(link_bandwidth_bytes_per_s),
+      forget_after_(forget_after) {}
 
 Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::RegisterRequest& request,
                                                             Clock::time_point now) {
@@ -89,7 +91,13 @@ Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::Register
       checkText("model_fingerprint", request.model_fingerprint, identity_.model_fingerprint));
   RETURN_IF_ERROR(checkText("tokenizer_hash", request.tokenizer_hash, identity_.tokenizer_hash));
   RETURN_IF_ERROR(checkU32("block_tokens", request.block_tokens, identity_.block_tokens));
-  RETURN_IF_ERROR(checkText("hash_seed_id", request.hash_seed_id, identity_.hash_seed_id));
+  // Not told: the cluster's seed id would be what a forged registration needs to be admitted.
+  if (request.hash_seed_id != identity_.hash_seed_id) {
+    return failedPrecondition("hash_seed_id " +
+                              (request.hash_seed_id.empty() ? "(empty)" : request.hash_seed_id) +
+                              " is not the cluster's: the agent's model.hash_seed must be the "
+                              "orchestrator's");
+  }
   RETURN_IF_ERROR(checkU32("kv_layout.layers", request.kv_layout.layers, identity_.layers));
   RETURN_IF_ERROR(checkU32("kv_layout.kv_heads", request.kv_layout.kv_heads, identity_.kv_heads));
   RETURN_IF_ERROR(checkU32("kv_layout.head_dim", request.kv_layout.head_dim, identity_.head_dim));
@@ -190,6 +198,14 @@ std::vector<NodeId> NodeRegistry::expire(Clock::time_point now) {
     if (node.liveness == NodeLiveness::kAlive && now - node.last_heartbeat > heartbeat_timeout_) {
       retire(node, NodeLiveness::kDead);
       died.push_back(node.id);
+    }
+    if (node.liveness != NodeLiveness::kAlive && !node.forgotten &&
+        now - node.last_heartbeat > forget_after_) {
+      node.forgotten = true;
+      const std::string name = std::move(node.registration.name);
+      node.registration = wire::RegisterRequest{};
+      node.registration.name = name;  // for the logs of requests that still name it
+      node.load = wire::Load{};
     }
   }
   return died;

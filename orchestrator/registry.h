@@ -75,6 +75,10 @@ struct NodeRecord {
   uint64_t kv_taken_since_report = 0;
   uint64_t kv_returned_since_report = 0;
   bool kv_full_until_report = false;
+  // Dead or departed for longer than the registry's forget_after: its registration is dropped
+  // (the id stays taken, so no later node is mistaken for it), /v1/nodes no longer lists it and
+  // its metric series are gone.
+  bool forgotten = false;
 
   bool schedulable() const { return liveness == NodeLiveness::kAlive && !draining; }
   // KV blocks the node can hand out now, as far as the orchestrator can tell: its last report
@@ -96,10 +100,12 @@ KvBlockStates kvBlockStates(const NodeRecord& node);
 class NodeRegistry {
  public:
   NodeRegistry(ClusterIdentity identity, std::chrono::milliseconds heartbeat_timeout,
-               double link_bandwidth_bytes_per_s);
+               double link_bandwidth_bytes_per_s,
+               std::chrono::milliseconds forget_after = std::chrono::minutes(5));
 
   struct Registered {
     NodeId id = 0;
+    uint64_t token = 0;
     // An alive node at the same control address that this registration replaces (the agent
     // restarted before its old record expired); it is now dead.
     std::optional<NodeId> replaced;
@@ -118,10 +124,11 @@ class NodeRegistry {
 
   // The node leaves at once (its index entries go). NOT_FOUND for an id never registered; a
   // node already dead or gone is OK.
-  Status leave(NodeId id);
+  Status leave(NodeId id, uint64_t token);
 
   // Marks dead every alive node whose last heartbeat is older than the timeout, drops its index
-  // entries and returns those nodes' ids (ascending).
+  // entries and returns those nodes' ids (ascending). Forgets (NodeRecord::forgotten) every dead
+  // or departed node last heard from more than forget_after ago.
   std::vector<NodeId> expire(Clock::time_point now);
 
   // Work the orchestrator sent a node, counted while the ticket lives, so the view does not lag
@@ -222,6 +229,7 @@ class NodeRegistry {
   const ClusterIdentity identity_;
   const std::chrono::milliseconds heartbeat_timeout_;
   const double link_bandwidth_bytes_per_s_;
+  const std::chrono::milliseconds forget_after_;
   std::vector<NodeRecord> nodes_;
   scheduler::PrefixIndex index_;
 };

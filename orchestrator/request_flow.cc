@@ -16,6 +16,41 @@
 namespace kvferry::orchestrator {
 namespace {
 
+// `text` with every IPv4 "a.b.c.d[:port]" and bracketed IPv6 "[...][:port]" replaced by "…": for
+// error messages that leave the cluster (an agent's failure names its address).
+std::string withoutAddresses(std::string_view text) {
+  std::string out;
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t end = i;
+    if (text[i] == '[') {
+      const size_t close = text.find(']', i);
+      const std::string_view inside =
+          close == std::string_view::npos ? "" : text.substr(i + 1, close - i - 1);
+      if (inside.find(':') != std::string_view::npos &&
+          inside.find_first_not_of("0123456789abcdefABCDEF:.") == std::string_view::npos) {
+        end = close + 1;
+      }
+    } else if (digit(text[i]) && (i == 0 || !digit(text[i - 1]))) {
+      int dots = 0;
+      size_t j = i;
+      while (j < text.size() && (digit(text[j]) || (text[j] == '.' && dots < 3 && ++dots))) ++j;
+      if (dots == 3 && digit(text[j - 1])) end = j;
+    }
+    if (end == i) {
+      out += text[i++];
+      continue;
+    }
+    if (end < text.size() && text[end] == ':' && end + 1 < text.size() && digit(text[end + 1])) {
+      for (++end; end < text.size() && digit(text[end]);) ++end;
+    }
+    out += "…";
+    i = end;
+  }
+  return out;
+}
+
 using http::Task;
 
 double msBetween(Clock::time_point from, Clock::time_point to) {
@@ -238,10 +273,14 @@ Task<RequestOutcome> RequestAttempts::run() {
   // No attempt finished the answer.
   const uint32_t tokens = answer_->answer().completionTokens();
   outcome_.http_status = tokens > 0 ? 502 : 503;
-  outcome_.error = "no attempt finished the answer (" + std::to_string(outcome_.attempts) +
-                   " tried, " + std::to_string(tokens) +
-                   " tokens sent); the last error: " + last->error.message();
-  const openai::ApiError error = serverError(outcome_.http_status, outcome_.error);
+  const std::string summary = "no attempt finished the answer (" +
+                              std::to_string(outcome_.attempts) + " tried, " +
+                              std::to_string(tokens) + " tokens sent); the last error: ";
+  outcome_.error = summary + last->error.message();  // for the log
+  // The client's copy names no internal address; the log line of this request id has them.
+  const openai::ApiError error =
+      serverError(outcome_.http_status, summary + withoutAddresses(last->error.message()) +
+                                            " (request " + request_.openai_id + ")");
   // Streamed bytes already went out: end the stream with the error event. Otherwise the error
   // is the whole answer.
   co_await answer_->fail(error);

@@ -15,6 +15,7 @@
 #include <random>
 #include <variant>
 
+#include "common/control_auth.h"
 #include "common/control_wire.h"
 #include "common/coroutine_rules.h"
 #include "model/gguf.h"
@@ -102,14 +103,17 @@ std::string formatMs(std::optional<double> ms) {
 class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(asio::io_context& io, config::OrchestratorConfig config, ServedModel model,
-       std::unique_ptr<scheduler::Policy> policy, ApiKeys api_keys, uint64_t seed)
+       std::unique_ptr<scheduler::Policy> policy, ApiKeys api_keys,
+       std::shared_ptr<control_auth::Authenticator> auth, uint64_t seed)
       : io_(io),
         config_(std::move(config)),
         api_keys_(std::move(api_keys)),
+        auth_(std::move(auth)),
         model_(std::move(model)),
         metrics_(metrics_registry_),
         registry_(model_.identity, std::chrono::milliseconds(config_.heartbeat_timeout_ms),
-                  config_.link_bandwidth_bytes_per_s),
+                  config_.link_bandwidth_bytes_per_s,
+                  std::chrono::milliseconds(config_.forget_after_ms)),
         policy_(std::move(policy)),
         agent_pool_(io),
         agents_(agent_pool_, registry_, std::chrono::milliseconds(config_.agent_timeout_ms),
@@ -129,7 +133,11 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
               metrics_,
               [this](uint64_t kv_blocks, Clock::time_point deadline) {
                 return admission_.waitForRoom(kv_blocks, deadline);
-              }} {}
+              }} {
+    if (auth_ != nullptr) {
+      agent_pool_.signRequests([auth = auth_](http::Request& r) { auth->sign(r); });
+    }
+  }
 
   void addRoutes();
   Status listen() { return http_.listen(config_.listen_address); }
@@ -195,6 +203,23 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   asio::io_context& io_;
   const config::OrchestratorConfig config_;
   const ApiKeys api_keys_;
+  // registry.max_registrations_per_s as a token bucket (io thread).
+  struct TokenBucket {
+    double per_s;
+    double tokens = per_s;
+    Clock::time_point last{};
+    bool take(Clock::time_point now) {
+      if (last != Clock::time_point{}) {
+        tokens =
+            std::min(per_s, tokens + per_s * std::chrono::duration<double>(now - last).count());
+      }
+      last = now;
+      if (tokens < 1) return false;
+      tokens -= 1;
+      return true;
+    }
+  } registration_bucket_{static_cast<double>(config_.max_registrations_per_s)};
+  const std::shared_ptr<control_auth::Authenticator> auth_;  // null: an open control plane
   const ServedModel model_;
   prometheus::Registry metrics_registry_;
   OrchestratorMetrics metrics_;
@@ -245,27 +270,36 @@ void OrchestratorServer::Impl::addRoutes() {
   };
   http_.route(Verb::get, "/health",
               key_ops ? keyed("/health", std::move(health_page)) : std::move(health_page));
+  // The registry's internals (addresses, caches): for the cluster's operators. With a cluster
+  // secret, it is their credential (Bearer <secret>); without one, an API key is.
+  http::Handler nodes_page = [this, self](const Request&, ResponseWriter& writer) {
+    return nodes(self(), writer);
+  };
   http_.route(Verb::get, "/v1/nodes",
-              keyed("/v1/nodes", [this, self](const Request&, ResponseWriter& writer) {
-                return nodes(self(), writer);
-              }));
+              auth_ != nullptr ? control_auth::guard(auth_, std::move(nodes_page),
+                                                     control_auth::Callers::kClusterAndOperator)
+                               : keyed("/v1/nodes", std::move(nodes_page)));
   http::Handler metrics_page = [this, self](const Request&, ResponseWriter& writer) {
     return metricsPage(self(), writer);
   };
   http_.route(Verb::get, "/metrics",
               key_ops ? keyed("/metrics", std::move(metrics_page)) : std::move(metrics_page));
-  http_.route(Verb::post, wire::route::kRegister,
-              [this, self](const Request& request, ResponseWriter& writer) {
-                return registerAgent(self(), request, writer);
-              });
-  http_.route(Verb::post, wire::route::kHeartbeat,
-              [this, self](const Request& request, ResponseWriter& writer) {
-                return heartbeat(self(), request, writer);
-              });
-  http_.route(Verb::post, wire::route::kLeave,
-              [this, self](const Request& request, ResponseWriter& writer) {
-                return leave(self(), request, writer);
-              });
+  // The agents' calls carry the cluster's MAC (common/control_auth.h).
+  http_.route(
+      Verb::post, wire::route::kRegister,
+      control_auth::guard(auth_, [this, self](const Request& request, ResponseWriter& writer) {
+        return registerAgent(self(), request, writer);
+      }));
+  http_.route(
+      Verb::post, wire::route::kHeartbeat,
+      control_auth::guard(auth_, [this, self](const Request& request, ResponseWriter& writer) {
+        return heartbeat(self(), request, writer);
+      }));
+  http_.route(
+      Verb::post, wire::route::kLeave,
+      control_auth::guard(auth_, [this, self](const Request& request, ResponseWriter& writer) {
+        return leave(self(), request, writer);
+      }));
 }
 
 http::Handler OrchestratorServer::Impl::keyed(std::string endpoint, http::Handler handler) {
@@ -460,6 +494,7 @@ Task<void> OrchestratorServer::Impl::nodes(std::shared_ptr<Impl> self, ResponseW
   const Clock::time_point now = Clock::now();
   json::array out;
   for (const NodeRecord& node : registry_.nodes()) {
+    if (node.forgotten) continue;
     json::object n;
     n["id"] = node.id;
     n["name"] = node.registration.name;
@@ -509,6 +544,16 @@ Task<void> OrchestratorServer::Impl::metricsPage(std::shared_ptr<Impl> self,
 Task<void> OrchestratorServer::Impl::registerAgent(std::shared_ptr<Impl> self,
                                                    const Request& request, ResponseWriter& writer) {
   (void)self;
+  if (!registration_bucket_.take(Clock::now())) {
+    spdlog::warn("refused a registration: more than {} a second", config_.max_registrations_per_s);
+    std::string refusal = http::errorBody("too many registrations: at most " +
+                                          std::to_string(config_.max_registrations_per_s) +
+                                          " a second (registry.max_registrations_per_s)");
+    ResponseWriter::Headers headers{{"Retry-After", "1"}};  // locals: coroutine_rules.h, 2
+    co_await writer.send(HttpStatus::too_many_requests, "application/json", std::move(refusal),
+                         std::move(headers));
+    co_return;
+  }
   Result<wire::RegisterRequest> body = wire::decode<wire::RegisterRequest>(request.body());
   if (!body.isOk()) {
     co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(body.status().message()));
@@ -601,7 +646,9 @@ Task<void> OrchestratorServer::Impl::expiryLoop(std::shared_ptr<Impl> self) {
           "{} is dead: no heartbeat for {} ms (timeout {} ms)", nodeText(node),
           std::chrono::duration_cast<std::chrono::milliseconds>(now - node.last_heartbeat).count(),
           config_.heartbeat_timeout_ms);
-      agent_pool_.forget(node.control_endpoint);
+      // A frozen node's calls would wait out agent_timeout_ms: end them, so their requests go
+      // on elsewhere now.
+      agent_pool_.abort(node.control_endpoint);
     }
   }
 }
@@ -649,11 +696,20 @@ Result<std::unique_ptr<OrchestratorServer>> OrchestratorServer::create(
   } else {
     spdlog::info("orchestrator: the API wants one of {} key(s)", api_keys.size());
   }
+  std::shared_ptr<control_auth::Authenticator> auth;
+  if (!config.cluster_secret_file.empty()) {
+    ASSIGN_OR_RETURN(auth, control_auth::Authenticator::fromFile(config.cluster_secret_file));
+  } else {
+    spdlog::warn(
+        "orchestrator: no cluster secret (auth.cluster_secret_file, --cluster-secret-file, {}): "
+        "anyone who reaches {} may register as a node and receive users' prompts",
+        control_auth::kSecretFileEnv, config.listen_address);
+  }
   const uint64_t seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   ASSIGN_OR_RETURN(std::unique_ptr<scheduler::Policy> policy,
                    scheduler::makePolicy(config.policy, config.scheduler, seed));
   auto impl = std::make_shared<Impl>(io, std::move(config), std::move(model), std::move(policy),
-                                     std::move(api_keys), seed);
+                                     std::move(api_keys), std::move(auth), seed);
   impl->addRoutes();
   return std::unique_ptr<OrchestratorServer>(new OrchestratorServer(std::move(impl)));
 }

@@ -26,6 +26,8 @@ PACKAGES=(
   prometheus-cpp-dev
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev
+  # OpenSSL's libcrypto: the control plane's HMAC (common/control_auth.h).
+  libssl-dev
   # RDMA: libibverbs headers for the verbs backend, tools for verify_gpudirect / rxe tests.
   rdma-core libibverbs-dev librdmacm-dev ibverbs-utils ibverbs-providers perftest
   # The Soft-RoCE VM that runs the verbs tests (../shared/tools/rxe-vm): QEMU and its tools.

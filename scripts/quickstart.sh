@@ -2,8 +2,9 @@
 # quickstart.sh — a kvferry cluster on this machine in one command: builds if needed, starts an
 # orchestrator and one prefill + one decode agent on 127.0.0.1 serving the stories260K model over
 # the TCP transport, waits until it is ready, sends one chat request, prints the story and leaves
-# the cluster running. The API wants a key: one is made on the first start ($run/api_key, mode
-# 600) and printed with the usage lines.
+# the cluster running. Secure by default: the first start makes (scripts/make_secrets.sh) the API
+# key ($run/api_keys) and the cluster secret that signs every orchestrator ↔ agent call
+# ($run/cluster.secret), both mode 600; the usage lines say where they are and how to use them.
 #
 #   scripts/quickstart.sh          start (or report the running cluster)
 #   scripts/quickstart.sh stop     stop it (SIGTERM by PID file, then SIGKILL after 20 s)
@@ -70,12 +71,13 @@ stop_all() {
 
 print_usage_lines() {
   say "endpoint: http://127.0.0.1:$port/v1   (model id: stories260K)"
-  say "API key:  in $run/api_key; clients send it as 'Authorization: Bearer <key>'"
-  say "          (OpenAI clients: export OPENAI_API_KEY=\$(cat $run/api_key))"
+  say "API key:  in $run/api_keys; clients send it as 'Authorization: Bearer <key>'"
+  say "          (OpenAI clients: export OPENAI_API_KEY=\$(cat $run/api_keys))"
   say "stream:   curl -N http://127.0.0.1:$port/v1/chat/completions -H 'content-type: application/json' \\"
-  say "            -H \"Authorization: Bearer \$(cat $run/api_key)\" \\"
+  say "            -H \"Authorization: Bearer \$(cat $run/api_keys)\" \\"
   say "            -d '{\"model\":\"stories260K\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}'"
-  say "nodes:    curl -H \"Authorization: Bearer \$(cat $run/api_key)\" http://127.0.0.1:$port/v1/nodes"
+  say "nodes:    curl -H \"Authorization: Bearer \$(cat $run/cluster.secret)\" http://127.0.0.1:$port/v1/nodes"
+  say "          (the cluster secret signs the orchestrator's and agents' calls to each other)"
   say "logs:     $run/*.log"
   say "stop:     scripts/quickstart.sh stop"
 }
@@ -139,18 +141,16 @@ wait_for() {
   done
 }
 
-# The API key: made once, kept between starts, readable by this user only.
-if [ ! -s "$run/api_key" ]; then
-  (umask 077 && echo "sk-kvferry-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
-    >"$run/api_key")
-fi
-key="$(cat "$run/api_key")"
+# The API key and the cluster secret: made once, kept between starts, readable by this user only.
+"$repo/scripts/make_secrets.sh" "$run" >/dev/null
+key="$(head -n 1 "$run/api_keys")"
 start orchestrator "$orchestrator" --model "$model" --listen "127.0.0.1:$port" \
-  --api-keys-file "$run/api_key"
+  --api-keys-file "$run/api_keys" --cluster-secret-file "$run/cluster.secret"
 wait_for "the orchestrator to listen on 127.0.0.1:$port" 30 test -s "$run/orchestrator.port"
 for role in prefill decode; do
   start "${role}0" "$agent" --model "$model" --role "$role" --name "${role}0" \
-    --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0
+    --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0 \
+    --cluster-secret-file "$run/cluster.secret"
 done
 # /health turns 200 once a decode agent is up (it serves whole requests alone); wait for both.
 both_registered() {

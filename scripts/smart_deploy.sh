@@ -10,7 +10,11 @@
 #   2. copies with rsync the binaries it needs (orchestrator, node_agent), the model, and
 #      bin/kvferry-proc (the helper smart_run.sh and smart_stop.sh call);
 #   3. generates and copies config/orchestrator.yaml, config/node_agent-<name>.yaml,
-#      config/<name>.env (CUDA_VISIBLE_DEVICES) and systemd/ units, all from the inventory.
+#      config/<name>.env (CUDA_VISIBLE_DEVICES) and systemd/ units, all from the inventory;
+#   4. copies the cluster's secrets (made here on the first deploy by scripts/make_secrets.sh,
+#      kept in INVENTORY-without-.yaml.secrets/ or $KVFERRY_SECRETS_DIR) into secrets/, mode 600:
+#      cluster.secret to every host (it signs every orchestrator <-> agent call), api_keys to the
+#      orchestrator's. A secure cluster is the default; the last lines say where the API key is.
 # Idempotent: a second run copies nothing (binaries and model by size and time, generated files
 # by checksum) and prints "0 files updated". Running processes keep what they started with until
 # smart_stop.sh + smart_run.sh.
@@ -43,6 +47,7 @@ if [ -z "$build" ]; then
   [ ! -x "$KVF_REPO/build/release/node_agent/node_agent" ] || build="$KVF_REPO/build/release"
 fi
 kvf_load_or_die "$inventory"
+"$KVF_REPO/scripts/make_secrets.sh" "$KVF_SECRETS" | sed "s/^make_secrets.sh/$KVF_PROG/"
 
 orchestrator_bin="$build/orchestrator/orchestrator"
 agent_bin="$build/node_agent/node_agent"
@@ -83,6 +88,10 @@ gen_orchestrator_yaml() {
     "$(yq_str "$(kvf_hostport "${KVF_P[orchestrator.address]}" "${KVF_P[orchestrator.port]}")")"
   model_section "${KVF_P[orchestrator.install_dir]}"
   printf 'scheduler:\n  policy: %s\n' "$KVF_POLICY"
+  printf 'auth:\n'
+  printf '  api_keys_file: %s\n' "$(yq_str "${KVF_P[orchestrator.install_dir]}/secrets/api_keys")"
+  printf '  cluster_secret_file: %s\n' \
+    "$(yq_str "${KVF_P[orchestrator.install_dir]}/secrets/cluster.secret")"
 }
 
 gen_agent_yaml() {
@@ -109,6 +118,7 @@ gen_agent_yaml() {
     [ -z "${KVF_P[$n.kv_blocks]}" ] || printf '  kv_blocks: %s\n' "${KVF_P[$n.kv_blocks]}"
     [ -z "${KVF_P[$n.threads]}" ] || printf '  threads: %s\n' "${KVF_P[$n.threads]}"
   fi
+  printf 'auth:\n  cluster_secret_file: %s\n' "$(yq_str "${KVF_P[$n.install_dir]}/secrets/cluster.secret")"
 }
 
 gen_env() {
@@ -126,19 +136,21 @@ gen_unit() {
     "$KVF_REPO/deploy/systemd/$template"
 }
 
-# Builds the two trees of target number I: payload/ (symlinks to what rsync copies by size and
-# time) and generated/ (small files rsync copies by checksum).
+# Builds the three trees of target number I: payload/ (symlinks to what rsync copies by size and
+# time), generated/ (small files rsync copies by checksum) and secrets/ (copied mode 600).
 stage_target() {
   local i="$1" t="$2" n has_agent=0 p g
   p="$stage/$i/payload"
   g="$stage/$i/generated"
-  mkdir -p "$p/bin" "$p/models" "$g/config" "$g/systemd"
+  mkdir -p "$p/bin" "$p/models" "$g/config" "$g/systemd" "$stage/$i/secrets"
   chmod 755 "$p/bin" "$p/models" "$g/config" "$g/systemd"
+  ln -s "$KVF_SECRETS/cluster.secret" "$stage/$i/secrets/cluster.secret"
   ln -s "$KVF_REPO/scripts/lib/remote_proc.sh" "$p/bin/kvferry-proc"
   ln -s "$KVF_MODEL" "$p/models/$model_base"
   for n in ${KVF_T[$t.procs]}; do
     if [ "$n" = orchestrator ]; then
       ln -s "$orchestrator_bin" "$p/bin/orchestrator"
+      ln -s "$KVF_SECRETS/api_keys" "$stage/$i/secrets/api_keys"
       gen_orchestrator_yaml >"$g/config/orchestrator.yaml"
       gen_unit kvferry-orchestrator.service "$t" >"$g/systemd/kvferry-orchestrator.service"
     else
@@ -194,13 +206,15 @@ for t in "${KVF_TARGETS[@]}"; do
   if ! changes="$(rsync -a -L -O -i -e "$rsh" "$stage/$i/payload/bin" "$stage/$i/payload/models" \
     "$dest/" 2>&1)" ||
     ! more="$(rsync -r -c -p -O -i --delete --chmod=D750,F640 -e "$rsh" \
-      "$stage/$i/generated/config" "$stage/$i/generated/systemd" "$dest/" 2>&1)"; then
-    printf '%s\n' "${changes-}" "${more-}" | kvf_indent
+      "$stage/$i/generated/config" "$stage/$i/generated/systemd" "$dest/" 2>&1)" ||
+    ! secret_changes="$(rsync -r -L -c -p -O -i --delete --chmod=D700,F600 -e "$rsh" \
+      "$stage/$i/secrets" "$dest/" 2>&1)"; then
+    printf '%s\n' "${changes-}" "${more-}" "${secret_changes-}" | kvf_indent
     kvf_say "  FAILED: rsync to $host:$dir"
     failed+=("$host")
     continue
   fi
-  changes="$(printf '%s\n%s\n' "$changes" "$more" | sed '/^$/d')"
+  changes="$(printf '%s\n%s\n%s\n' "$changes" "$more" "$secret_changes" | sed '/^$/d')"
   count=0
   [ -z "$changes" ] || count="$(grep -c . <<<"$changes")"
   total_changes=$((total_changes + count))
@@ -216,6 +230,8 @@ if [ "${#failed[@]}" -gt 0 ]; then
   kvf_die "deploy failed on: ${failed[*]}"
 fi
 kvf_say "deployed ${#KVF_TARGETS[@]} hosts, $total_changes files updated"
+kvf_say "API key: in $KVF_SECRETS/api_keys; clients send 'Authorization: Bearer <key>'"
+kvf_say "cluster secret: $KVF_SECRETS/cluster.secret (signs control calls; operators send it as Bearer to read /v1/nodes)"
 if [ "$total_changes" -gt 0 ]; then
   kvf_say "processes already running keep their old binaries and configs: smart_stop.sh, then smart_run.sh"
 fi

@@ -107,7 +107,7 @@ fi
 
 # 3. Readiness: /health 200 and every agent alive in /v1/nodes.
 alive_names() {
-  curl -sS --max-time 5 "$KVF_ORCH_URL/v1/nodes" 2>/dev/null |
+  kvf_orch_curl -sS --max-time 5 "$KVF_ORCH_URL/v1/nodes" 2>/dev/null |
     jq -r '(if type == "array" then . else (.nodes // .data // []) end)[]
            | select(.alive == true) | .name' 2>/dev/null
 }
@@ -139,7 +139,7 @@ while :; do
   sleep 0.25
 done
 
-model_id="$(curl -sS --max-time 5 "$KVF_ORCH_URL/v1/models" 2>/dev/null | jq -r '.data[0].id // empty' 2>/dev/null || true)"
+model_id="$(kvf_orch_curl --api -sS --max-time 5 "$KVF_ORCH_URL/v1/models" 2>/dev/null | jq -r '.data[0].id // empty' 2>/dev/null || true)"
 kvf_say "cluster ready in $((SECONDS - start_time)) s: $KVF_ORCH_URL/v1 (model id ${model_id:-?}), ${#KVF_AGENTS[@]} agents alive"
 printf '%-20s %-8s %-24s %s\n' NAME ROLE HOST PID
 for n in "${KVF_PROCS[@]}"; do

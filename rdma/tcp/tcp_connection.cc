@@ -187,10 +187,15 @@ Status Connection::onTargetHeader() {
           failedPrecondition("protocol version " + std::to_string(h.region) +
                              ", this endpoint speaks " + std::to_string(wire::kProtocolVersion));
     } else if (h.offset != owner_.endpointId()) {
-      verdict =
-          failedPrecondition("stale endpoint blob: it names endpoint " + std::to_string(h.offset) +
-                             ", this is endpoint " + std::to_string(owner_.endpointId()) +
-                             " (the peer restarted; fetch its new blob)");
+      // The endpoint id is the capability only the blob carries (and the orchestrator hands
+      // out): never tell it to a caller who does not have it.
+      verdict = failedPrecondition(
+          "stale endpoint blob: it names endpoint " + std::to_string(h.offset) +
+          ", not this one (the peer restarted, or the caller was never introduced to it)");
+    }
+    if (!verdict.isOk()) {
+      spdlog::warn("tcp transport: refused a connection from endpoint {}: {}", source_id_,
+                   verdict.message());
     }
     replyStatus(Opcode::kHelloAck, 0, 0, verdict);
     if (!verdict.isOk()) close_after_flush_ = true;

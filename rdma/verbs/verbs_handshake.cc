@@ -208,9 +208,11 @@ Status VerbsTransport::acceptPeer(const HandshakeMsg& request, HandshakeMsg& rep
     return failedPrecondition("not a kvferry verbs handshake (or another protocol version)");
   }
   if (request.to_endpoint != endpoint_id_) {
-    return failedPrecondition("stale endpoint blob: it names endpoint " +
-                              std::to_string(request.to_endpoint) + ", this is endpoint " +
-                              std::to_string(endpoint_id_) + " (the peer restarted)");
+    // The endpoint id is the capability only the blob carries: not told to who lacks it.
+    reply.from_endpoint = 0;
+    return failedPrecondition(
+        "stale endpoint blob: it names endpoint " + std::to_string(request.to_endpoint) +
+        ", not this one (the peer restarted, or the caller was never introduced to it)");
   }
   if (request.num_qps == 0 || request.num_qps > kMaxQpsPerPeer) {
     return invalidArgument("bad QP count " + std::to_string(request.num_qps));

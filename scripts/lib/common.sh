@@ -81,11 +81,22 @@ kvf_proc() {
 # "NAME@host" for messages.
 kvf_where() { printf '%s@%s' "$1" "${KVF_P[$1.host]}"; }
 
-# Loads and validates the inventory (or stops with its errors) and sets up ssh.
+# Loads and validates the inventory (or stops with its errors) and sets up ssh. Sets
+# KVF_SECRETS: the cluster's secrets on this machine (scripts/make_secrets.sh; smart_deploy.sh
+# makes them): $KVFERRY_SECRETS_DIR, else beside the inventory, INVENTORY-without-.yaml.secrets/.
 kvf_load_or_die() {
   [ -n "${1:-}" ] || kvf_die "no inventory given (try --help)"
   kvf_inventory_load "$1" || kvf_die "the inventory has errors (above)"
   kvf_ssh_init
+  KVF_SECRETS="${KVFERRY_SECRETS_DIR:-${KVF_INVENTORY%.y*ml}.secrets}"
+}
+
+# curl to the orchestrator as its operator: the cluster secret as Bearer (for /v1/nodes), or with
+# `--api` as a client (the first API key).
+kvf_orch_curl() {
+  local credential="$KVF_SECRETS/cluster.secret"
+  if [ "$1" = --api ]; then credential="$KVF_SECRETS/api_keys"; shift; fi
+  curl -H "Authorization: Bearer $(head -n 1 "$credential" 2>/dev/null)" "$@"
 }
 
 # Prints the usage text of the calling script: its comment block after the shebang.

@@ -129,7 +129,8 @@ transport:
 
 TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
   EXPECT_EQ(agentError("logging: {}\ntransprt:\n  queue_depth: 1\n"),
-            "t.yaml:2: transprt: unknown key (allowed: logging, transport, model, agent, engine)");
+            "t.yaml:2: transprt: unknown key (allowed: logging, transport, model, agent, engine, "
+            "faults, auth)");
   EXPECT_EQ(agentError("transport:\n  kind: tcp\n  queue_dept: 5\n"),
             "t.yaml:3: transport.queue_dept: unknown key (allowed: kind, listen_address, "
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
@@ -609,6 +610,33 @@ TEST(PipelineConfigTest, AgentAndOrchestratorSections) {
   orch = parseOrchestratorConfig("auth:\n  api_key: x\n", "o.yaml");
   ASSERT_FALSE(orch.isOk());
   EXPECT_NE(orch.status().message().find("o.yaml:2"), std::string::npos) << orch.status().message();
+}
+
+}  // namespace
+}  // namespace kvferry::config
+
+namespace kvferry::config {
+namespace {
+
+TEST(ConfigTest, AuthAndRegistryLimitsReadAndValidate) {
+  Result<NodeAgentConfig> agent =
+      parseNodeAgentConfig("auth:\n  cluster_secret_file: /etc/kvferry/cluster.secret\n", "a.yaml");
+  ASSERT_TRUE(agent.isOk()) << agent.status().toString();
+  EXPECT_EQ(agent->cluster_secret_file, "/etc/kvferry/cluster.secret");
+  Result<OrchestratorConfig> orchestrator = parseOrchestratorConfig(
+      "auth:\n  cluster_secret_file: s\nregistry:\n  max_registrations_per_s: 5\n"
+      "  forget_after_ms: 0\n",
+      "o.yaml");
+  ASSERT_TRUE(orchestrator.isOk()) << orchestrator.status().toString();
+  EXPECT_EQ(orchestrator->cluster_secret_file, "s");
+  EXPECT_EQ(orchestrator->max_registrations_per_s, 5u);
+  EXPECT_EQ(orchestrator->forget_after_ms, 0u);
+  EXPECT_EQ(OrchestratorConfig{}.max_registrations_per_s, 20u);
+  Result<OrchestratorConfig> zero =
+      parseOrchestratorConfig("registry:\n  max_registrations_per_s: 0\n", "o.yaml");
+  ASSERT_FALSE(zero.isOk());
+  EXPECT_NE(zero.status().message().find("max_registrations_per_s"), std::string::npos)
+      << zero.status().message();
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // Starts a real kvferry cluster on 127.0.0.1 for the integration tests: an orchestrator and node
 // agents as separate processes, every port chosen at run time (port 0 + --port-file), readiness
-// by polling (never fixed sleeps), and a stop that checks no process is left behind.
+// by polling (never fixed sleeps), and a stop that checks no process is left behind. Every
+// cluster is secured as a deployed one is: a fresh cluster secret signs the control plane
+// (common/control_auth.h); signedFetch() makes a control call the way the orchestrator does.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +29,28 @@ export async function waitFor(what, ms, check) {
     await sleep(25);
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what}` + (last ? `: ${last}` : ''));
+}
+
+// The X-Kvferry-Auth header of a control-plane call signed with `secret`, as
+// common/control_auth.cc makes it: v1 ts=<unix ms> nonce=<32 hex> mac=HMAC-SHA256(secret,
+// "v1\n" METHOD "\n" target "\n" ts "\n" nonce "\n" body).
+export function controlAuthHeader(secret, method, url, body) {
+  const target = new URL(url);
+  const ts = String(Date.now());
+  const nonce = crypto.randomBytes(16).toString('hex');
+  const mac = crypto.createHmac('sha256', secret)
+    .update(`v1\n${method}\n${target.pathname}${target.search}\n${ts}\n${nonce}\n`)
+    .update(body)
+    .digest('hex');
+  return `v1 ts=${ts} nonce=${nonce} mac=${mac}`;
+}
+
+export function signedFetch(secret, url, { method = 'POST', body = '', headers = {} } = {}) {
+  return fetch(url, {
+    method,
+    headers: { ...headers, 'x-kvferry-auth': controlAuthHeader(secret, method, url, body) },
+    body: method === 'GET' ? undefined : body,
+  });
 }
 
 class Proc {
@@ -61,12 +86,21 @@ class Proc {
 
 // options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks,
 //   kvBlocksFor: { role: blocks } (a role's own KV capacity, else kvBlocks, else 256), model: the
-//   model path for every process (default KVFERRY_MODEL) }
+//   model path for every process (default KVFERRY_MODEL), agentArgs: { name: [flags] } (extra
+//   flags of one agent, by its name: prefill0, decode1, ...), openControlPlane: true (no cluster
+//   secret: the control plane takes calls from anyone, as before one is configured) }
 export class Cluster {
   constructor(options = {}) {
     this.options = options;
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvferry-it-'));
     this.agents = [];
+    this.secretArgs = [];
+    if (!options.openControlPlane) {
+      this.secret = crypto.randomBytes(32).toString('hex');
+      this.secretFile = path.join(this.dir, 'cluster.secret');
+      fs.writeFileSync(this.secretFile, `${this.secret}\n`, { mode: 0o600 });
+      this.secretArgs = ['--cluster-secret-file', this.secretFile];
+    }
   }
 
   async start() {
@@ -89,6 +123,25 @@ export class Cluster {
     return this;
   }
 
+  startOrchestrator(listen) {
+    this.orchestrator = new Proc(
+      'orchestrator',
+      [path.join(BIN, 'orchestrator', 'orchestrator'), '--config', path.join(this.dir, 'orchestrator.yaml'),
+        '--model', this.options.model ?? MODEL,
+        '--listen', listen, ...this.secretArgs, ...(this.options.orchestratorArgs ?? [])],
+      this.dir,
+    );
+  }
+
+  // kill -9 the orchestrator and start a new one on the same port (the agents find it again).
+  async restartOrchestrator() {
+    await this.orchestrator.kill('SIGKILL');
+    fs.renameSync(this.orchestrator.log, path.join(this.dir, `orchestrator-${Date.now()}.log`));
+    fs.rmSync(this.orchestrator.portFile, { force: true });
+    this.startOrchestrator(`127.0.0.1:${this.port}`);
+    await this.orchestrator.port();
+  }
+
   // `model`: this agent's model path, when it differs from the cluster's.
   addAgent(role, model = this.options.model ?? MODEL) {
     const name = `${role}${this.agents.filter((a) => a.role === role).length}`;
@@ -97,7 +150,8 @@ export class Cluster {
       [path.join(BIN, 'node_agent', 'node_agent'), '--model', model, '--role', role,
         '--orchestrator', `127.0.0.1:${this.port}`, '--control-address', '127.0.0.1:0',
         '--name', name,
-        '--kv-blocks', String(this.options.kvBlocksFor?.[role] ?? this.options.kvBlocks ?? 256)],
+        '--kv-blocks', String(this.options.kvBlocksFor?.[role] ?? this.options.kvBlocks ?? 256),
+        ...this.secretArgs, ...(this.options.agentArgs?.[name] ?? [])],
       this.dir,
     );
     agent.role = role;
@@ -113,8 +167,10 @@ export class Cluster {
     });
   }
 
+  // The registry, read as an operator does (the cluster secret as Bearer).
   async nodes() {
-    const r = await fetch(`${this.url}/v1/nodes`);
+    const headers = this.secret ? { authorization: `Bearer ${this.secret}` } : {};
+    const r = await fetch(`${this.url}/v1/nodes`, { headers });
     const body = await r.json();
     return Array.isArray(body) ? body : body.nodes ?? body.data;
   }
@@ -147,6 +203,13 @@ export class Cluster {
       json = undefined;
     }
     return { status: r.status, headers: r.headers, text, json };
+  }
+
+  // A call on `agent`'s control API, signed as the orchestrator signs it.
+  async agentCall(agent, route, body = '{}') {
+    const url = `http://127.0.0.1:${await agent.port()}${route}`;
+    const init = { body, headers: { 'content-type': 'application/json' } };
+    return this.secret ? signedFetch(this.secret, url, init) : fetch(url, { method: 'POST', ...init });
   }
 
   // SIGTERM everything, then check every process exited by itself.

@@ -236,6 +236,21 @@ for f in h0/kvferry/bin/orchestrator h0/kvferry/config/orchestrator.yaml \
   [ -f "$root/$f" ] || fail "$f was not deployed"
 done
 [ ! -e "$root/h0/kvferry/bin/node_agent" ] || fail "node_agent deployed to the orchestrator-only host"
+# Secure by default: the secrets were made beside the inventory and copied mode 600, the API key
+# only where the orchestrator runs; every config names its secret file.
+secrets="${inventory%.yaml}.secrets"
+grep -q "API key: in $secrets/api_keys" "$root/deploy1.out" || fail "deploy did not say where the API key is"
+for f in h0/kvferry/secrets/api_keys h0/kvferry/secrets/cluster.secret h2/kvferry/secrets/cluster.secret; do
+  [ "$(stat -c %a "$root/$f")" = 600 ] || fail "$f is missing or not mode 600"
+done
+[ ! -e "$root/h2/kvferry/secrets/api_keys" ] || fail "the API key was copied to an agent-only host"
+cmp -s "$secrets/cluster.secret" "$root/h3/kvferry/secrets/cluster.secret" || fail "h3 has another cluster secret"
+grep -q "cluster_secret_file: \"$root/h3/kvferry/secrets/cluster.secret\"" \
+  "$root/h3/kvferry/config/node_agent-decode0.yaml" || fail "decode0's config names no cluster secret"
+grep -q "api_keys_file: \"$root/h0/kvferry/secrets/api_keys\"" "$root/h0/kvferry/config/orchestrator.yaml" ||
+  fail "the orchestrator's config names no API keys file"
+key="$(head -n 1 "$secrets/api_keys")"
+secret="$(cat "$secrets/cluster.secret")"
 grep -qx "CUDA_VISIBLE_DEVICES=0" "$root/h2/kvferry/config/prefill1.env" || fail "gpu not in prefill1.env"
 grep -q "control_address: \"127.0.0.5:${ports[11]}\"" "$root/h3/kvferry/config/node_agent-decode0.yaml" ||
   fail "decode0's control address not in its config"
@@ -263,7 +278,9 @@ for pid in "${cluster_pids[@]}"; do
   alive "$pid" || fail "pid $pid is not running"
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "^$root/h[0-3]/kvferry/bin/" || fail "pid $pid is not ours"
 done
-nodes="$(curl -sf "$url/v1/nodes")"
+nodes="$(curl -sf -H "Authorization: Bearer $secret" "$url/v1/nodes")"
+code="$(curl -s -o /dev/null -w '%{http_code}' -d '{"role":"both"}' "$url/v1/agents/register")"
+[ "$code" = 401 ] || fail "an unsigned registration answered $code"
 for pair in "prefill0 127.0.0.3:${ports[5]}" "prefill1 127.0.0.4:${ports[7]}" \
   "decode1 127.0.0.4:${ports[9]}" "decode0 127.0.0.5:${ports[11]}"; do
   read -r name addr <<<"$pair"
@@ -282,7 +299,7 @@ for prompt in "Once upon a time" "The little dog" "Lily and Ben went to the park
   body="$(jq -nc --arg p "$prompt" '{model: "stories260K", max_tokens: 24, temperature: 0,
     messages: [{role: "user", content: $p}]}')"
   response="$(curl -sS --max-time 60 -w '\n%{http_code}' "$url/v1/chat/completions" \
-    -H 'content-type: application/json' -d "$body")"
+    -H 'content-type: application/json' -H "Authorization: Bearer $key" -d "$body")"
   code="$(tail -n 1 <<<"$response")"
   [ "$code" = 200 ] || fail "HTTP $code for '$prompt': $response"
   content="$(sed '$d' <<<"$response" | jq -r '.choices[0].message.content')"

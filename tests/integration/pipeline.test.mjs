@@ -1,11 +1,14 @@
 // The disaggregated pipeline end to end (issue #5): real orchestrator and node-agent processes on
 // 127.0.0.1 serving the stories260K model over the TCP transport.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 
-import { Cluster, readSse, sleep, waitFor } from './cluster.mjs';
+import {
+  Cluster, controlAuthHeader, readSse, signedFetch, sleep, waitFor,
+} from './cluster.mjs';
 
 const MODEL_ID = 'stories260K';
 
@@ -192,12 +195,40 @@ describe('one cluster of 2 prefill + 2 decode agents', () => {
         [prefill, '/agent/generate', /only prefills; generate on a decode node/],
         [decode, '/agent/prefill', /only decodes; prefill on another node/],
       ]) {
-        const r = await fetch(`http://127.0.0.1:${await agent.port()}${route}`,
-          { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+        const r = await cluster.agentCall(agent, route);
         assert.equal(r.status, 400, `${agent.name} ${route}`);
         assert.match(await r.text(), why);
       }
     });
+
+  test('the control plane takes only calls signed with the cluster secret', async () => {
+    const decode = cluster.agents.find((a) => a.role === 'decode');
+    const agentUrl = `http://127.0.0.1:${await decode.port()}`;
+    // Unsigned, or signed with another cluster's secret: 401, and nothing reserved.
+    const forger = crypto.randomBytes(32).toString('hex');
+    for (const send of [
+      () => fetch(`${agentUrl}/agent/reserve`, { method: 'POST', body: '{"blocks":1}' }),
+      () => signedFetch(forger, `${agentUrl}/agent/reserve`, { body: '{"blocks":1}' }),
+      () => fetch(`${cluster.url}/v1/agents/register`, { method: 'POST', body: '{}' }),
+      () => signedFetch(forger, `${cluster.url}/v1/agents/leave`, { body: '{"node_id":1}' }),
+      () => fetch(`${cluster.url}/v1/nodes`),
+    ]) {
+      const r = await send();
+      assert.equal(r.status, 401);
+      assert.match((await r.json()).error.message, /unauthenticated control call/);
+    }
+    // A signed call replayed byte for byte is refused the second time.
+    const url = `${agentUrl}/agent/cancel`;
+    const body = '{"request_id":"none"}';
+    const header = controlAuthHeader(cluster.secret, 'POST', url, body);
+    const send = () => fetch(url, { method: 'POST', body, headers: { 'x-kvferry-auth': header } });
+    assert.notEqual((await send()).status, 401);
+    const replay = await send();
+    assert.equal(replay.status, 401);
+    assert.match((await replay.json()).error.message, /replayed/);
+    await cluster.waitForIdle();
+    assert.equal((await cluster.nodes()).filter((n) => n.alive).length, cluster.agents.length);
+  });
 
   test('streaming follows OpenAI\'s chunk format and ends with [DONE]', async () => {
     const response = await fetch(`${cluster.url}/v1/chat/completions`, {

@@ -86,8 +86,9 @@ TEST_F(RegistryTest, RefusesAnotherClusterNamingFieldAndBothValues) {
   r.hash_seed_id = "";
   s = refusal(r);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("hash_seed_id (empty) differs from the cluster's 00000000000000cc"),
-            std::string::npos);
+  EXPECT_NE(s.message().find("hash_seed_id (empty) is not the cluster's"), std::string::npos);
+  EXPECT_EQ(s.message().find("00000000000000cc"), std::string::npos)
+      << "the cluster's seed id told";
 
   r = agent("prefill", 9000);
   r.kv_layout.layers = 3;
@@ -244,6 +245,35 @@ TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   EXPECT_NE(answer.status().message().find("register again"), std::string::npos);
   hb.node_id = 42;
   EXPECT_EQ(registry_.heartbeat(hb, t0_ + 7s).status().code(), StatusCode::kNotFound);
+}
+
+// Dead and departed nodes are forgotten after the grace period; alive ones never are, and a
+// forgotten id is not handed out again.
+TEST(RegistryForgetTest, DeadAndDepartedNodesAreForgottenAfterTheGracePeriod) {
+  const Clock::time_point t0 = Clock::time_point() + 1h;
+  NodeRegistry registry(identity(), 5000ms, 1e9, 60000ms);
+  auto dies = registry.registerNode(agent("prefill", 9000), t0);
+  auto leaves = registry.registerNode(agent("decode", 9001), t0);
+  auto stays = registry.registerNode(agent("both", 9002), t0);
+  ASSERT_TRUE(dies.isOk() && leaves.isOk() && stays.isOk());
+  ASSERT_TRUE(registry.leave(leaves->id, leaves->token).isOk());
+  wire::HeartbeatRequest hb;
+  hb.node_id = stays->id;
+  hb.node_token = stays->token;
+  for (auto t = t0 + 1s; t < t0 + 60s; t += 1s) {
+    ASSERT_TRUE(registry.heartbeat(hb, t).isOk());
+    registry.expire(t);
+  }
+  EXPECT_EQ(registry.node(dies->id)->liveness, NodeLiveness::kDead);
+  EXPECT_FALSE(registry.node(dies->id)->forgotten);  // 59 s after its last heartbeat at t0
+  registry.expire(t0 + 60s + 1ms);
+  EXPECT_TRUE(registry.node(dies->id)->forgotten);
+  EXPECT_TRUE(registry.node(leaves->id)->forgotten);
+  EXPECT_FALSE(registry.node(stays->id)->forgotten);
+  EXPECT_TRUE(registry.node(dies->id)->registration.control_address.empty());
+  auto next = registry.registerNode(agent("prefill", 9000), t0 + 61s);
+  ASSERT_TRUE(next.isOk());
+  EXPECT_EQ(next->id, 3u);
 }
 
 TEST_F(RegistryTest, ViewMapsRolesAndAliveness) {

@@ -417,7 +417,8 @@ TEST_F(RequestFlowTest, WithNoAttemptLeftAnAnswerWithoutTokensIs503) {
                                                 unavailable("reserve on node 1: refused")));
   EXPECT_CALL(agents_, reserve(second, _))
       .WillOnce(failWith<wire::ReserveResponse>(AgentFailure::kRefused,
-                                                unavailable("reserve: KV pool full")));
+                                                unavailable("reserve on node 2 (10.1.2.3:7001, "
+                                                            "[fe80::1]:7002): KV pool full")));
 
   Answered answered = answer(request(true));
   EXPECT_EQ(answered.status, 503u);
@@ -427,6 +428,11 @@ TEST_F(RequestFlowTest, WithNoAttemptLeftAnAnswerWithoutTokensIs503) {
             std::string::npos)
       << message;
   EXPECT_NE(message.find("KV pool full"), std::string::npos) << message;
+  // What the agent said, less the cluster's internal addresses (the log keeps them).
+  EXPECT_NE(message.find("reserve on node 2 (…, …): KV pool full"), std::string::npos) << message;
+  EXPECT_EQ(message.find("10.1.2.3"), std::string::npos) << message;
+  EXPECT_EQ(message.find("fe80"), std::string::npos) << message;
+  EXPECT_NE(answered.outcome.error.find("10.1.2.3:7001"), std::string::npos);
 }
 
 TEST_F(RequestFlowTest, WithNoAttemptLeftABegunStreamEndsWithAnErrorEvent) {

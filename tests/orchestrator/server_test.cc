@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/control_auth.h"
 #include "common/control_wire.h"
 #include "common/coroutine_rules.h"
 #include "model/test_data.h"
@@ -81,7 +82,8 @@ class FakeAgent {
   std::atomic<uint32_t> cached_tokens{0};
   std::atomic<int> generates{0}, reserves{0}, prefills{0}, decodes{0}, releases{0}, cancels{0};
   std::atomic<int> streams_open{0};
-  std::atomic<int> streams_cut{0};  // streams whose reader hung up before the end
+  std::string last_auth, last_target, last_body;  // of the last generate (read after it answered)
+  std::atomic<int> streams_cut{0};                // streams whose reader hung up before the end
   std::atomic<int> token_delay_ms{0};
   std::atomic<int> prefill_delay_ms{0};
   std::atomic<int> fail_after{-1};   // >= 0: finish with "error" after this many tokens
@@ -161,6 +163,9 @@ class FakeAgent {
 
   Task<void> generate(const Request& r, ResponseWriter& w) {
     ++generates;
+    last_auth = std::string(r[control_auth::kHeader]);
+    last_target = std::string(r.target());
+    last_body = r.body();
     auto g = wire::decode<wire::GenerateRequest>(r.body());
     if (!g.isOk()) {
       co_await fail(w, HttpStatus::bad_request, g.status().message());
@@ -376,6 +381,7 @@ class ServerTest : public ::testing::Test {
   config::OrchestratorConfig config_;
   std::unique_ptr<OrchestratorServer> server_;
   std::vector<std::unique_ptr<FakeAgent>> agents_;
+  std::vector<uint64_t> node_tokens_;  // of addAgent()'s registrations, in order
   http::tcp::endpoint endpoint_;
   std::thread thread_;
 };
@@ -980,6 +986,66 @@ TEST_F(ServerTest, WithApiKeysOnlyAKeyedRequestReachesTheApi) {
             std::string::npos)
       << metrics;
   EXPECT_EQ(metrics.find(key), std::string::npos);
+}
+
+// With a cluster secret, only a signed registration joins, the orchestrator signs its calls to
+// the agents, and /v1/nodes is for the secret's holders (operators), not for API keys.
+TEST_F(ServerTest, WithAClusterSecretOnlySignedAgentsJoinAndEveryCallIsSigned) {
+  const std::string secret = "0123456789abcdef0123456789abcdef-server-test";
+  config_.cluster_secret_file = ::testing::TempDir() + "server_test_cluster.secret";
+  std::ofstream(config_.cluster_secret_file) << secret << "\n";
+  start();
+  std::remove(config_.cluster_secret_file.c_str());
+  auto auth = control_auth::Authenticator::create(secret);
+  ASSERT_TRUE(auth.isOk());
+
+  agents_.push_back(std::make_unique<FakeAgent>(io_, "both", encode("upon a time there was")));
+  FakeAgent& agent = *agents_.back();
+  const std::string registration_body = wire::encode(registration(agent, 0));
+  http::Response refused = post(wire::route::kRegister, registration_body);
+  EXPECT_EQ(refused.status, 401u) << refused.body;
+  EXPECT_EQ(refused.body.find(secret), std::string::npos);
+  http::ClientPool signing(io_);
+  signing.signRequests([a = *auth](http::Request& r) { a->sign(r); });
+  auto joined =
+      run(signing.request(endpoint_, Verb::post, wire::route::kRegister, registration_body, 10s));
+  ASSERT_TRUE(joined.isOk());
+  ASSERT_EQ(joined->status, 200u) << joined->body;
+
+  http::Response answer = post("/v1/completions", R"({"model":"stories260K","prompt":"Once",
+                                                     "max_tokens":3})");
+  EXPECT_EQ(answer.status, 200u) << answer.body;
+  ASSERT_EQ(agent.generates.load(), 1);
+  http::Request seen(Verb::post, agent.last_target, 11);
+  seen.body() = agent.last_body;
+  seen.set(control_auth::kHeader, agent.last_auth);
+  EXPECT_TRUE((*auth)->verify(seen).isOk())
+      << "the orchestrator's call to the agent: '" << agent.last_auth << "'";
+
+  EXPECT_EQ(call(Verb::get, "/v1/nodes").status, 401u);
+  EXPECT_EQ(
+      rawRequest(endpoint_, "GET", "/v1/nodes", "Authorization: Bearer " + secret + "\r\n").first,
+      200u);
+}
+
+// Registrations beyond registry.max_registrations_per_s are refused with 429 and Retry-After.
+TEST_F(ServerTest, RegistrationsAreRateLimited) {
+  config_.max_registrations_per_s = 2;
+  start();
+  int accepted = 0, limited = 0;
+  for (int i = 0; i < 6; ++i) {
+    agents_.push_back(std::make_unique<FakeAgent>(io_, "both", encode("upon a time there was")));
+    http::Response r = post(wire::route::kRegister, wire::encode(registration(*agents_.back(), 0)));
+    if (r.status == 200) ++accepted;
+    if (r.status == 429) {
+      ++limited;
+      EXPECT_EQ(r.retry_after, "1");
+      EXPECT_NE(errorMessage(r).find("registrations"), std::string::npos) << r.body;
+    }
+  }
+  EXPECT_EQ(accepted + limited, 6);
+  EXPECT_GE(accepted, 2);  // the burst
+  EXPECT_GE(limited, 1);
 }
 
 TEST_F(ServerTest, KeyedHealthAndMetricsWantAKeyToo) {

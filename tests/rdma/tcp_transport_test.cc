@@ -162,6 +162,10 @@ TEST(TcpTransportTest, StaleBlobIsRefusedAfterAPeerRestart) {
   ASSERT_FALSE(peer.isOk());
   EXPECT_EQ(peer.status().code(), StatusCode::kFailedPrecondition) << peer.status().toString();
   EXPECT_NE(peer.status().message().find("stale endpoint blob"), std::string::npos);
+  // The refusal does not tell the caller the endpoint id it lacks (the blob's capability).
+  const uint64_t real_id = decodeEndpoint(*second->localBlob())->endpoint_id;
+  EXPECT_EQ(peer.status().message().find(std::to_string(real_id)), std::string::npos)
+      << peer.status().message();
   EXPECT_TRUE(initiator->connect(*second->localBlob()).isOk());
 }
 

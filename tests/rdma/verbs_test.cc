@@ -222,6 +222,9 @@ TEST_F(VerbsTest, StaleBlobIsRefusedAfterAPeerRestart) {
   ASSERT_FALSE(stale.isOk());
   EXPECT_EQ(stale.status().code(), StatusCode::kFailedPrecondition) << stale.status().toString();
   EXPECT_NE(stale.status().message().find("stale endpoint blob"), std::string::npos);
+  const uint64_t real_id = decodeEndpoint(*restarted->localBlob())->endpoint_id;
+  EXPECT_EQ(stale.status().message().find(std::to_string(real_id)), std::string::npos)
+      << stale.status().message();
   EXPECT_TRUE(initiator->connect(*restarted->localBlob()).isOk());
 }
 

@@ -1,0 +1,96 @@
+// The control plane's authentication (DESIGN.md §3, docs/control_plane.md "Authentication"):
+// every call between the orchestrator and the agents carries an HMAC-SHA256, keyed by the
+// cluster secret, over its method, target, body, a timestamp and a random nonce:
+//
+//   X-Kvferry-Auth: v1 ts=<unix ms> nonce=<32 hex> mac=<64 hex>
+//
+// The receiver recomputes the MAC (constant-time comparison), refuses a timestamp more than
+// `window` away from its clock and a nonce it has seen inside the window (a replayed call).
+//
+// Why a MAC and not mutual TLS: one secret file is the whole set-up (the cluster scripts make
+// and copy it), no certificates to issue, rotate or expire; the control plane's connections stay
+// plain Beast streams with no handshake cost. What it does not give: confidentiality — prompts
+// and answers between orchestrator and agents travel in clear, as on any plain-HTTP control
+// plane; run the cluster on a private network, or put it behind a TLS tunnel (docs say so).
+//
+// Thread-safety: sign() is const and safe from any thread; verify() locks the nonce cache.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include "common/http.h"
+#include "common/status.h"
+
+namespace kvferry::control_auth {
+
+inline constexpr char kHeader[] = "X-Kvferry-Auth";
+// The environment variable naming the secret file when neither a flag nor the config does.
+inline constexpr char kSecretFileEnv[] = "KVFERRY_CLUSTER_SECRET_FILE";
+inline constexpr size_t kMinSecretBytes = 32;
+
+class Authenticator {
+ public:
+  struct Options {
+    std::chrono::milliseconds window{60000};  // accepted clock difference, each way
+    size_t max_remembered_nonces = 1 << 20;   // the replay cache's bound (about 48 MiB)
+  };
+
+  // `secret`: at least kMinSecretBytes bytes (INVALID_ARGUMENT otherwise, without the secret).
+  static Result<std::shared_ptr<Authenticator>> create(std::string secret, Options options);
+  static Result<std::shared_ptr<Authenticator>> create(std::string secret) {
+    return create(std::move(secret), Options{});
+  }
+  // The secret from a file: its contents, surrounding whitespace trimmed. The error names the
+  // file and what is wrong (missing, unreadable, too short), never its contents.
+  static Result<std::shared_ptr<Authenticator>> fromFile(const std::string& path);
+
+  // Adds the X-Kvferry-Auth header to a request whose method, target and body are final.
+  void sign(http::Request& request) const;
+  // OK, or UNAUTHENTICATED saying why (no header, malformed, stale, replayed, wrong MAC).
+  Status verify(const http::Request& request);
+
+  // Whether `authorization` is "Bearer <the cluster secret>": how an operator reads the
+  // control plane's pages (the orchestrator's /v1/nodes) with curl. Constant time.
+  bool isSecretBearer(std::string_view authorization) const;
+
+  // The header value for these fields at `unix_ms` with `nonce_hex` (tests build forgeries and
+  // replays with it).
+  std::string headerValue(http::Verb verb, std::string_view target, std::string_view body,
+                          int64_t unix_ms, std::string_view nonce_hex) const;
+
+  explicit Authenticator(std::string secret, Options options)
+      : secret_(std::move(secret)), options_(options) {}
+
+ private:
+  std::string mac(http::Verb verb, std::string_view target, std::string_view body,
+                  std::string_view ts, std::string_view nonce_hex) const;
+  // False when `nonce` was seen inside the window (or is older than what the cache still knows).
+  bool remember(const std::string& nonce, int64_t unix_ms, int64_t now_ms);
+
+  const std::string secret_;
+  const Options options_;
+  std::mutex mutex_;
+  std::unordered_set<std::string> nonces_;
+  std::deque<std::pair<int64_t, std::string>> nonce_order_;  // (timestamp, nonce), oldest first
+  int64_t floor_ms_ = 0;  // requests older than this are refused: their nonces were forgotten
+};
+
+// `handler`, answering 401 in errorBody's shape (with a log line, at most one a second) unless
+// the request verifies or, with kClusterAndOperator, carries the secret as a Bearer token.
+// `auth` null: `handler` itself (an open control plane).
+enum class Callers { kCluster, kClusterAndOperator };
+http::Handler guard(std::shared_ptr<Authenticator> auth, http::Handler handler,
+                    Callers callers = Callers::kCluster);
+
+// The secret file a binary uses: `flag` if set, else `config_value`, else the environment's
+// KVFERRY_CLUSTER_SECRET_FILE; "" when none (the control plane is then open).
+std::string secretFilePath(const std::string& flag, const std::string& config_value);
+
+}  // namespace kvferry::control_auth
