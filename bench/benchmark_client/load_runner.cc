@@ -137,7 +137,16 @@ LoadRunner::LoadRunner(asio::io_context& io, Target target, Load load, const Tex
       arrival_timer_(io),
       all_done_(io),
       watchdog_timer_(io),
-      progress_timer_(io) {}
+      progress_timer_(io) {
+  useApiKey(pool_, target_.api_key);
+}
+
+void useApiKey(http::ClientPool& pool, const std::string& api_key) {
+  if (api_key.empty()) return;
+  pool.signRequests([bearer = "Bearer " + api_key](http::Request& request) {
+    request.set(boost::beast::http::field::authorization, bearer);
+  });
+}
 
 http::Task<RequestResult> LoadRunner::exchange(std::string body, Phase& phase) {
   using namespace asio::experimental::awaitable_operators;

@@ -36,7 +36,11 @@ struct Target {
   std::optional<uint32_t> max_tokens;  // overrides each turn's max_tokens
   double temperature = 0;
   bool ignore_eos = false;
+  std::string api_key;  // sent as "Authorization: Bearer <key>" when not empty
 };
+
+// Makes every request of `pool` carry `api_key` (none when empty).
+void useApiKey(http::ClientPool& pool, const std::string& api_key);
 
 struct Load {
   double request_rate = 0;  // +inf: all at once

@@ -113,9 +113,11 @@ Result<int> run(int argc, char** argv) {
                 .model = o.model,
                 .max_tokens = o.max_tokens,
                 .temperature = o.temperature,
-                .ignore_eos = o.ignore_eos};
+                .ignore_eos = o.ignore_eos,
+                .api_key = o.api_key};
   if (target.model.empty()) {
     http::ClientPool pool(io);
+    useApiKey(pool, o.api_key);
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
     ASSIGN_OR_RETURN(target.model, runOn(io, firstModelId(pool, endpoint, o.path_prefix, timeout)));
   }

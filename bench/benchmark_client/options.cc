@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 namespace kvferry::bench {
@@ -21,6 +22,8 @@ Target
                           plain HTTP and an IP address only)
   --endpoint PATH         /v1/completions (default) or /v1/chat/completions
   --model ID              model id sent in each request (default: the first id of GET /v1/models)
+  --api-key KEY           sent as 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY, if set;
+                          kvferry's quickstart prints where its key is)
   --max-tokens N          max_tokens of every request, overriding the dataset's output lengths
   --temperature T         sampling temperature (default 0: greedy)
   --ignore-eos            send "ignore_eos": true (a vLLM/SGLang extension, ignored elsewhere) so
@@ -149,6 +152,7 @@ Status parseBaseUrl(std::string_view url, Options& options) {
 
 Result<Options> parseOptions(int argc, const char* const* argv) {
   Options o;
+  if (const char* key = std::getenv("OPENAI_API_KEY"); key != nullptr) o.api_key = key;
   DatasetOptions& d = o.dataset;
   o.request_rate = std::numeric_limits<double>::infinity();
   bool rate_given = false;
@@ -194,6 +198,8 @@ Result<Options> parseOptions(int argc, const char* const* argv) {
       o.endpoint = std::string(value);
     } else if (flag == "--model") {
       o.model = std::string(value);
+    } else if (flag == "--api-key") {
+      o.api_key = std::string(value);
     } else if (flag == "--max-tokens") {
       ASSIGN_OR_RETURN(o.max_tokens, parseUnsigned<uint32_t>(flag, value, 1));
     } else if (flag == "--temperature") {

@@ -22,6 +22,7 @@ struct Options {
   std::string endpoint = "/v1/completions";
   bool chat = false;                   // the endpoint ends in /chat/completions
   std::string model;                   // empty: the first id of GET /v1/models
+  std::string api_key;                 // --api-key, else OPENAI_API_KEY; empty: none sent
   std::optional<uint32_t> max_tokens;  // overrides the dataset's output lengths
   double temperature = 0;
   bool ignore_eos = false;

@@ -81,6 +81,7 @@ class FakeOpenAi {
     int in_flight = 0;
     int max_in_flight = 0;
     std::vector<json::object> bodies;
+    std::vector<std::string> authorizations;  // each request's Authorization header
   };
   Seen seen() {
     std::lock_guard lock(mutex_);
@@ -119,6 +120,7 @@ class FakeOpenAi {
       ++seen_.requests;
       seen_.max_in_flight = std::max(seen_.max_in_flight, ++seen_.in_flight);
       seen_.bodies.push_back(body.as_object());
+      seen_.authorizations.emplace_back(r[boost::beast::http::field::authorization]);
     }
     co_await stream(w, chat, mode, max_tokens);
     std::lock_guard lock(mutex_);
@@ -306,6 +308,17 @@ TEST_F(BenchmarkClientTest, RandomCompletionsUnderAConcurrencyLimit) {
   EXPECT_EQ(body.at("temperature").to_number<double>(), 0.0);
   EXPECT_EQ(body.at("max_tokens"), 6);
   EXPECT_TRUE(body.at("prompt").is_string());
+}
+
+// --api-key (else $OPENAI_API_KEY) goes out as a Bearer token on every request.
+TEST_F(BenchmarkClientTest, TheApiKeyIsSentAsABearerToken) {
+  ClientRun run =
+      runClient({"--base-url", server_.baseUrl(), "--tokenizer", kStories, "--num-prompts", "3",
+                 "--input-len", "8", "--output-len", "2", "--api-key", "sk-kvferry-test-key"});
+  ASSERT_EQ(run.rc, 0) << run.err;
+  const FakeOpenAi::Seen seen = server_.seen();
+  ASSERT_EQ(seen.authorizations.size(), 3u);
+  for (const std::string& a : seen.authorizations) EXPECT_EQ(a, "Bearer sk-kvferry-test-key");
 }
 
 TEST_F(BenchmarkClientTest, MultiTurnResendsTheConversation) {
