@@ -244,6 +244,14 @@ http::Handler guard(std::shared_ptr<Authenticator> auth, http::Handler handler, 
   };
 }
 
+Result<std::shared_ptr<Authenticator>> fromFileOrOpen(const std::string& path,
+                                                      std::string_view consequence) {
+  if (!path.empty()) return Authenticator::fromFile(path);
+  spdlog::warn("no cluster secret (auth.cluster_secret_file, --cluster-secret-file, {}): {}",
+               kSecretFileEnv, consequence);
+  return std::shared_ptr<Authenticator>();
+}
+
 std::string secretFilePath(const std::string& flag, const std::string& config_value) {
   if (!flag.empty()) return flag;
   if (!config_value.empty()) return config_value;

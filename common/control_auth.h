@@ -89,6 +89,11 @@ enum class Callers { kCluster, kClusterAndOperator };
 http::Handler guard(std::shared_ptr<Authenticator> auth, http::Handler handler,
                     Callers callers = Callers::kCluster);
 
+// fromFile(path); or, for an empty path, null (an open control plane) after a warning that says
+// where a secret would come from and `consequence`.
+Result<std::shared_ptr<Authenticator>> fromFileOrOpen(const std::string& path,
+                                                      std::string_view consequence);
+
 // The secret file a binary uses: `flag` if set, else `config_value`, else the environment's
 // KVFERRY_CLUSTER_SECRET_FILE; "" when none (the control plane is then open).
 std::string secretFilePath(const std::string& flag, const std::string& config_value);

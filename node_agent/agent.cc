@@ -244,15 +244,10 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::create(const config::NodeAgentConf
   ASSIGN_OR_RETURN(http::tcp::endpoint orchestrator,
                    http::parseEndpoint(config.orchestrator_address, "agent.orchestrator_address"));
   const engine::KvGeometry geometry = engine->kvGeometry();
-  std::shared_ptr<control_auth::Authenticator> auth;
-  if (!config.cluster_secret_file.empty()) {
-    ASSIGN_OR_RETURN(auth, control_auth::Authenticator::fromFile(config.cluster_secret_file));
-  } else {
-    spdlog::warn(
-        "no cluster secret (auth.cluster_secret_file, --cluster-secret-file or {}): this agent's "
-        "control API takes calls from anyone who can reach it",
-        control_auth::kSecretFileEnv);
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<control_auth::Authenticator> auth,
+                   control_auth::fromFileOrOpen(
+                       config.cluster_secret_file,
+                       "this agent's control API takes calls from anyone who can reach it"));
   const std::string transport_name(transport->name());
   auto agent = std::make_unique<NodeAgentImpl>(
       config, io, std::move(engine), std::move(transport), std::move(identity), std::move(regions),

@@ -696,15 +696,11 @@ Result<std::unique_ptr<OrchestratorServer>> OrchestratorServer::create(
   } else {
     spdlog::info("orchestrator: the API wants one of {} key(s)", api_keys.size());
   }
-  std::shared_ptr<control_auth::Authenticator> auth;
-  if (!config.cluster_secret_file.empty()) {
-    ASSIGN_OR_RETURN(auth, control_auth::Authenticator::fromFile(config.cluster_secret_file));
-  } else {
-    spdlog::warn(
-        "orchestrator: no cluster secret (auth.cluster_secret_file, --cluster-secret-file, {}): "
-        "anyone who reaches {} may register as a node and receive users' prompts",
-        control_auth::kSecretFileEnv, config.listen_address);
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<control_auth::Authenticator> auth,
+                   control_auth::fromFileOrOpen(config.cluster_secret_file,
+                                                "anyone who reaches " + config.listen_address +
+                                                    " may register as a node and receive users' "
+                                                    "prompts"));
   const uint64_t seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   ASSIGN_OR_RETURN(std::unique_ptr<scheduler::Policy> policy,
                    scheduler::makePolicy(config.policy, config.scheduler, seed));
