@@ -2,7 +2,9 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <span>
 
 namespace kvferry::wire {
@@ -117,7 +119,13 @@ class Reader {
       out = std::string(v.get_string());
     } else if constexpr (std::is_floating_point_v<T>) {
       if (!v.is_number()) return fail(key, "must be a number"), false;
-      out = static_cast<T>(v.to_number<double>());
+      // Finite in T too (a double past float's range would become infinity, which JSON cannot
+      // carry back: found by fuzz/fuzz_control_wire).
+      const double value = v.to_number<double>();
+      if (!std::isfinite(value) || std::abs(value) > std::numeric_limits<T>::max()) {
+        return fail(key, "must be a finite number in range"), false;
+      }
+      out = static_cast<T>(value);
     } else {
       static_assert(std::is_integral_v<T>);
       boost::system::error_code ec;

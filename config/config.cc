@@ -545,9 +545,91 @@ void readRouteSim(MapReader& reader, RouteSimConfig& config) {
   reader.section("scheduler", config.scheduler, readScheduler);
 }
 
+// The 1-based line of the first byte of `text` that is not well-formed UTF-8, or a control
+// character YAML does not allow (all but tab, LF and CR); 0 when there is none. (yaml-cpp 0.7
+// loops forever on some of both: found by fuzz/fuzz_config.)
+size_t firstNonUtf8Line(std::string_view text) {
+  size_t line = 1;
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') ++line;
+    size_t extra = 0;
+    uint32_t min = 0;
+    if (c < 0x80) {
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return line;
+      ++i;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) {
+      extra = 1, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3, min = 0x10000;
+    } else {
+      return line;
+    }
+    if (i + extra >= text.size()) return line;  // cut short
+    uint32_t code = c & (0x3F >> extra);
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return line;
+      code = (code << 6) | (next & 0x3F);
+    }
+    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return line;
+    i += extra + 1;
+  }
+  return 0;
+}
+
+// The 1-based line that starts (after blanks) with ',' outside any flow collection; 0 when none
+// does. Such a line is never valid YAML, and yaml-cpp 0.7 loops forever on some of them (found
+// by fuzz/fuzz_config). Brackets inside quotes and comments are not counted.
+size_t strayCommaLine(std::string_view text) {
+  int depth = 0;  // open [ and { so far
+  size_t line = 1;
+  bool line_start = true;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      line_start = true;
+      if (quote == '\'') quote = 0;  // a single-quoted scalar cannot be what hangs; keep it simple
+      continue;
+    }
+    if (quote != 0) {
+      if (c == quote) quote = 0;
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\r') continue;
+    if (line_start && c == ',' && depth == 0) return line;
+    line_start = false;
+    if (c == '#') {
+      i = std::min(text.find('\n', i), text.size()) - 1;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '[' || c == '{') {
+      ++depth;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return 0;
+}
+
 template <typename Config>
 Result<Config> parseDocument(std::string_view yaml, std::string_view source,
                              void (*read)(MapReader&, Config&)) {
+  if (const size_t line = firstNonUtf8Line(yaml); line != 0) {
+    return invalidArgument(
+        std::string(source) + ":" + std::to_string(line) +
+        ": not UTF-8 text, or a control character (a config file must be UTF-8 text)");
+  }
+  if (const size_t line = strayCommaLine(yaml); line != 0) {
+    return invalidArgument(std::string(source) + ":" + std::to_string(line) +
+                           ": a line cannot start with ',' outside [...] or {...}");
+  }
   Errors errors(source);
   Config config;
   try {

@@ -15,8 +15,10 @@ set -euo pipefail
 # Debian 12's default libboost-dev is 1.74, so the versioned package is named; Ubuntu 24.04 has
 # 1.83.
 boost=libboost1.81-dev
+clang_rt=libclang-rt-14-dev  # libFuzzer and the sanitizers' runtimes for clang (scripts/fuzz.sh)
 if [ -r /etc/os-release ] && grep -q '^ID=ubuntu' /etc/os-release; then
   boost=libboost1.83-dev
+  clang_rt=libclang-rt-18-dev
 fi
 
 PACKAGES=(
@@ -42,8 +44,8 @@ PACKAGES=(
   openssh-client openssh-server rsync curl
   # systemd-analyze checks the units smart_deploy.sh generates (cluster_scripts_test.sh).
   systemd
-  # Tooling named in STYLE.md.
-  clang-format clang-tidy
+  # Tooling named in STYLE.md; clang and its runtimes build the libFuzzer targets (fuzz/).
+  clang-format clang-tidy clang "$clang_rt"
   # The Unicode Character Database: source of model/unicode_data.cc (scripts/gen_unicode_tables.py)
   # and of the NFC conformance test (tests/model/unicode_test.cc). Data only, never read at run time.
   unicode-data bzip2

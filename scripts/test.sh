@@ -5,6 +5,9 @@
 #   scripts/test.sh asan          # the same under ASan + UBSan (tsan: ThreadSanitizer)
 #   scripts/test.sh default -L unit   # extra arguments go to ctest
 #
+# The default preset, run whole (no ctest arguments), then fuzzes every libFuzzer target for
+# KVFERRY_FUZZ_SECONDS (default 45) each (scripts/fuzz.sh); KVFERRY_FUZZ_SECONDS=0 skips it.
+#
 # Labels: unit (no hardware), integration (real processes on 127.0.0.1). Tests that need a GPU
 # (gpu) or Soft-RoCE (rxe) join when those exist. Uses ccache when present.
 set -euo pipefail
@@ -13,7 +16,7 @@ preset="${1:-default}"
 [ $# -gt 0 ] && shift
 case "$preset" in
   default | asan | tsan | release) ;;
-  -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "test.sh: unknown preset '$preset' (default, asan, tsan or release)" >&2; exit 2 ;;
 esac
 
@@ -42,3 +45,7 @@ fi
 echo "== test"
 cd "build/$preset"
 ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
+if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
+  echo "== fuzz"
+  "$root/scripts/fuzz.sh"
+fi

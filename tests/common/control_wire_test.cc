@@ -157,6 +157,14 @@ TEST(ControlWire, NamesTheBadField) {
   EXPECT_FALSE(decode<IdRequest>("[1]").isOk());
   EXPECT_FALSE(decode<IdRequest>("{").isOk());
   EXPECT_FALSE(decode<IdRequest>(R"({"id":-1})").isOk());
+  // A number past a float field's range (it would turn into infinity, which JSON cannot carry
+  // back): found by fuzz/fuzz_control_wire.
+  auto line = decode<StreamLine>(R"({"token":7,"logprobs":{"logprob":-2.1,"top":[[7,-5e105]]}})");
+  ASSERT_FALSE(line.isOk());
+  EXPECT_NE(line.status().message().find("must be a finite number in range"), std::string::npos)
+      << line.status().message();
+  EXPECT_TRUE(
+      decode<StreamLine>(R"({"token":7,"logprobs":{"logprob":-2.1,"top":[[7,-3e38]]}})").isOk());
 }
 
 TEST(ControlWire, Base64) {

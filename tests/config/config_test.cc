@@ -641,3 +641,41 @@ TEST(ConfigTest, AuthAndRegistryLimitsReadAndValidate) {
 
 }  // namespace
 }  // namespace kvferry::config
+
+namespace kvferry::config {
+namespace {
+
+// Found by fuzz/fuzz_config: yaml-cpp loops forever on some malformed UTF-8, so the loaders
+// refuse it first, naming the line.
+TEST(ConfigTest, TextThatIsNotUtf8IsRefusedWithItsLine) {
+  const std::string bad = "logging:\n  level: info\n# finish_rea\xd0\xd0\xd0son\nagent: {}\n";
+  Result<NodeAgentConfig> config = parseNodeAgentConfig(bad, "a.yaml");
+  ASSERT_FALSE(config.isOk());
+  EXPECT_EQ(config.status().message(),
+            "a.yaml:3: not UTF-8 text, or a control character (a config file must be UTF-8 text)");
+  EXPECT_FALSE(parseOrchestratorConfig(std::string("\0,T", 3), "o.yaml").isOk());
+  for (const std::string& truncated : {std::string("a: \xe2\x86"), std::string("\xff"),
+                                       std::string("a: \xed\xa0\x80"), std::string("\xc0\xaf")}) {
+    EXPECT_FALSE(parseOrchestratorConfig(truncated, "o.yaml").isOk()) << truncated;
+  }
+  // Nor a line that starts with ',' outside a flow collection (yaml-cpp loops forever on some).
+  for (const std::string& comma :
+       {std::string(","), std::string("# note\n ,x\n"), std::string("a: 1\n---\n,"),
+        std::string("a:\n    b: auto\n, c"), std::string("a: '[x'\n,")}) {
+    Result<TransferBenchConfig> refused = parseTransferBenchConfig(comma, "b.yaml");
+    ASSERT_FALSE(refused.isOk()) << comma;
+    EXPECT_NE(refused.status().message().find("cannot start with ','"), std::string::npos)
+        << refused.status().message();
+  }
+  EXPECT_TRUE(
+      parseOrchestratorConfig("registry:\n  heartbeat_interval_ms: 100 # ,\n", "o.yaml").isOk());
+  Result<NodeAgentConfig> flow = parseNodeAgentConfig(
+      "transport:\n  verbs:\n    devices: [mlx5_0\n      , mlx5_1]\n", "a.yaml");
+  ASSERT_TRUE(flow.isOk()) << flow.status().toString();
+  EXPECT_EQ(flow->transport.verbs.devices.size(), 2u);
+  // Real UTF-8 (the examples' arrows and ×) is fine.
+  EXPECT_TRUE(parseOrchestratorConfig("# device\xe2\x86\x94host, 2 \xc3\x97 4\n", "o.yaml").isOk());
+}
+
+}  // namespace
+}  // namespace kvferry::config
