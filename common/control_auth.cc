@@ -182,13 +182,19 @@ Status Authenticator::verify(const http::Request& request) {
                       std::to_string(options_.window.count() / 1000) +
                       " s allowed: are the clocks synchronised?)");
   }
-  if (!remember(std::string(nonce), unix_ms, now_ms)) {
+  const auto half = [](std::string_view hex16) {
+    uint64_t value = 0;
+    for (char c : hex16)
+      value = (value << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+    return value;
+  };
+  if (!remember(Nonce{half(nonce.substr(0, 16)), half(nonce.substr(16))}, unix_ms, now_ms)) {
     return Status(StatusCode::kUnauthenticated, "replayed request (nonce seen before)");
   }
   return Status::ok();
 }
 
-bool Authenticator::remember(const std::string& nonce, int64_t unix_ms, int64_t now_ms) {
+bool Authenticator::remember(Nonce nonce, int64_t unix_ms, int64_t now_ms) {
   std::lock_guard lock(mutex_);
   // Forget what fell out of the window: a replay of it is refused by its timestamp.
   while (!nonce_order_.empty() && nonce_order_.front().first < now_ms - options_.window.count()) {

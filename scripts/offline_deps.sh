@@ -37,7 +37,9 @@ case "${1:-}" in
     rm -rf "$deps/root/usr/lib/x86_64-linux-gnu/cmake/prometheus-cpp"
     # Debian keeps OpenSSL's configuration headers in the multiarch folder, which the compiler
     # searches only under /usr/include: put them beside the others.
-    cp "$deps/root/usr/include/x86_64-linux-gnu/openssl/"*.h "$deps/root/usr/include/openssl/"
+    if [ -d "$deps/root/usr/include/x86_64-linux-gnu/openssl" ]; then
+      cp "$deps/root/usr/include/x86_64-linux-gnu/openssl/"*.h "$deps/root/usr/include/openssl/"
+    fi
     echo "offline_deps.sh: unpacked ${#debs[@]} packages into $deps/root"
     ;;
   -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
