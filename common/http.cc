@@ -290,6 +290,7 @@ Task<void> Server::session(tcp::socket socket) {
   for (bool first = true; !stopped_; first = false) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.body_limit(options_.max_body_bytes);
+    parser.header_limit(options_.max_header_bytes);
     // The idle timeout covers the wait for a request to start; the read timeout the rest.
     stream.expires_after(first ? options_.read_timeout : options_.idle_timeout);
     auto [ec, bytes] = co_await bhttp::async_read(stream, buffer, parser, kNoThrow);
@@ -304,6 +305,12 @@ Task<void> Server::session(tcp::socket socket) {
         co_await answerError(writer, HttpStatus::payload_too_large, route,
                              "The request body is larger than the " +
                                  std::to_string(options_.max_body_bytes) +
+                                 " bytes this server accepts.");
+      } else if (ec == bhttp::error::header_limit) {
+        ResponseWriter writer(stream, 11, false, options_.write_timeout);
+        co_await answerError(writer, HttpStatus::request_header_fields_too_large, "",
+                             "The request line and headers are larger than the " +
+                                 std::to_string(options_.max_header_bytes) +
                                  " bytes this server accepts.");
       } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                  ec != beast::error::timeout && ec != asio::error::operation_aborted &&

@@ -119,12 +119,13 @@ using Handler = std::function<Task<void>(const Request&, ResponseWriter&)>;
 
 struct ServerOptions {
   uint64_t max_body_bytes = 8 << 20;               // larger requests get 413
+  uint32_t max_header_bytes = 16 << 10;            // the request line and headers; more: 431
   std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with no request
   std::chrono::milliseconds read_timeout{30000};   // one request, header to last byte
   std::chrono::milliseconds write_timeout{30000};  // one response write
   std::string server_name = "kvferry";
-  // The JSON body of an error the server answers itself (404, 405, 413, 400 for malformed HTTP,
-  // 500 for a handler that did not answer); null: errorBody(message).
+  // The JSON body of an error the server answers itself (404, 405, 413, 431, 400 for malformed
+  // HTTP, 500 for a handler that did not answer); null: errorBody(message).
   std::function<std::string(unsigned status, std::string_view message)> error_body;
   // Told of each of those answers, on the io thread: the route it was for (a routed path, or ""
   // for a path no route serves) and the status. For request metrics; may be null.

@@ -858,6 +858,9 @@ ApiError httpError(int http_status, std::string message) {
     case 413:
       error.code = "request_too_large";
       break;
+    case 431:
+      error.code = "request_header_fields_too_large";
+      break;
     default:
       break;
   }

@@ -153,6 +153,25 @@ std::string rawExchange(const tcp::endpoint& endpoint, const std::string& reques
   return response;
 }
 
+// Headers past ServerOptions::max_header_bytes (16 KiB) get 431 in the JSON error shape, and the
+// connection closes.
+TEST_F(HttpTest, OversizedHeadersAre431) {
+  const std::string big(20000, 'x');
+  const std::string response =
+      rawExchange(endpoint_, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n");
+  ASSERT_TRUE(response.starts_with("HTTP/1.1 431 ")) << response.substr(0, 200);
+  EXPECT_NE(response.find(R"({"error":{"message":"The request line and headers are larger than)"),
+            std::string::npos)
+      << response;
+  std::string many = "GET /hello HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 2000; ++i) many += "X-" + std::to_string(i) + ": y\r\n";
+  EXPECT_TRUE(rawExchange(endpoint_, many + "\r\n").starts_with("HTTP/1.1 431 "));
+  // Within the limit, the same server answers.
+  auto r = run(pool_.request(endpoint_, Verb::get, "/hello", "", 2s));
+  ASSERT_TRUE(r.isOk());
+  EXPECT_EQ(r->status, 200u);
+}
+
 TEST_F(HttpTest, AStreamToAnHttp10ClientIsUnchunkedAndEndsWithTheClose) {
   const std::string response =
       rawExchange(endpoint_, "GET /lines?n=3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");

@@ -901,6 +901,9 @@ TEST_F(ServerTest, ModelsByIdAsTheOfficialClientRetrievesThem) {
   EXPECT_NE(error.at("message").as_string().find("`org/gpt-4`"), std::string::npos) << r.body;
 }
 
+std::pair<unsigned, std::string> rawRequest(const http::tcp::endpoint& endpoint, std::string method,
+                                            std::string target, std::string headers);
+
 TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
   start();
   const auto expectShape = [&](const http::Response& r, unsigned status, std::string_view code) {
@@ -928,6 +931,13 @@ TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
   too_large.status = 413;
   too_large.body = raw.substr(raw.find("\r\n\r\n") + 4);
   expectShape(too_large, 413, "request_too_large");
+  // Headers past the limit: 431, in the same shape.
+  auto [header_status, header_body] =
+      rawRequest(endpoint_, "GET", "/v1/models", "X-Big: " + std::string(20000, 'x') + "\r\n");
+  http::Response too_many_headers;
+  too_many_headers.status = header_status;
+  too_many_headers.body = header_body;
+  expectShape(too_many_headers, 431, "request_header_fields_too_large");
   const std::string metrics = call(Verb::get, "/metrics").body;
   for (std::string_view series :
        {R"(kvferry_requests_total{endpoint="/v1/completions",status="405"} 1)",
