@@ -142,9 +142,12 @@ class FaultInjectingTransport final : public Transport {
 
  private:
   bool roll(double rate) {
-    if (rate <= 0) return false;
     std::lock_guard lock(mu_);
-    return std::uniform_real_distribution<double>(0, 1)(rng_) < rate;
+    return rollLocked(rate);
+  }
+  // With probability `rate`; draws from the RNG only when rate > 0 (so a seed replays). mu_ held.
+  bool rollLocked(double rate) {
+    return rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < rate;
   }
 
   Status post(PeerId peer, std::span<const TransferOp> ops, std::optional<uint32_t> imm,
@@ -159,8 +162,7 @@ class FaultInjectingTransport final : public Transport {
       if (outstanding_ >= queue_depth_) {
         return resourceExhausted(std::to_string(queue_depth_) + " batches outstanding");
       }
-      std::uniform_real_distribution<double> dice(0, 1);
-      if (faults_.drop_rate > 0 && dice(rng_) < faults_.drop_rate) {
+      if (rollLocked(faults_.drop_rate)) {
         ++outstanding_;
         ++counts_.dropped;
         made_.emplace(Clock::now() + op_timeout_,
@@ -168,8 +170,8 @@ class FaultInjectingTransport final : public Transport {
                                                           "transport.faults.drop_rate)")});
         return Status::ok();
       }
-      if (!is_read && faults_.corrupt_rate > 0 && dice(rng_) < faults_.corrupt_rate &&
-          !sent.empty() && sent.size() < inner_->capabilities().max_batch_ops) {
+      if (!is_read && rollLocked(faults_.corrupt_rate) && !sent.empty() &&
+          sent.size() < inner_->capabilities().max_batch_ops) {
         const TransferOp& victim = sent[rng_() % sent.size()];
         if (victim.length > 0) {
           sent.push_back(corruption(victim));
