@@ -3,11 +3,11 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
-#include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -16,10 +16,10 @@
 
 #include "rdma/batch_check.h"
 #include "rdma/cuda_ipc/batch_copy.h"
+#include "rdma/doorbell_ring.h"
 #include "rdma/endpoint_blob.h"
 #include "rdma/event_queue.h"
 #include "rdma/region_table.h"
-#include "rdma/tcp/tcp_transport.h"
 
 namespace kvferry::rdma {
 namespace {
@@ -27,7 +27,14 @@ namespace {
 using cuda_ipc::CopyOp;
 using Clock = std::chrono::steady_clock;
 
-constexpr uint32_t kAddressVersion = 1;
+// 2: doorbells through a shared-memory ring (doorbell_ring.h); 1 rang them over TCP.
+constexpr uint32_t kAddressVersion = 2;
+// An idle progress thread sleeps this long between looks; busy, it only yields.
+constexpr auto kIdleSleep = std::chrono::microseconds(50);
+// How long it stays busy after the last work it found.
+constexpr auto kBusyWindow = std::chrono::milliseconds(2);
+// How often an initiator looks for targets that closed their doorbell socket.
+constexpr auto kPeerCheckInterval = std::chrono::milliseconds(1);
 
 Status cudaStatus(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return Status::ok();
@@ -57,8 +64,7 @@ struct AddressHeader {
   uint32_t regions = 0;
   uint64_t pid = 0;
   char boot_id[48] = {};
-  uint32_t control_blob_bytes = 0;
-  RegionId doorbell = 0;
+  char doorbell_socket[64] = {};  // the target's abstract unix socket (doorbell_ring.h)
 };
 
 template <typename T>
@@ -92,8 +98,8 @@ uint64_t allocationBase(void* pointer) {
 
 class CudaIpcTransport final : public Transport {
  public:
-  CudaIpcTransport(const config::TransportConfig& config, std::unique_ptr<Transport> control)
-      : config_(config), control_(std::move(control)), completions_(config.queue_depth) {}
+  explicit CudaIpcTransport(const config::TransportConfig& config)
+      : config_(config), endpoint_id_(newEndpointId()), completions_(config.queue_depth) {}
 
   ~CudaIpcTransport() override {
     stop_ = true;
@@ -113,12 +119,7 @@ class CudaIpcTransport final : public Transport {
 
   Status init() {
     RETURN_IF_ERROR(cudaStatus(cudaGetDeviceCount(&device_count_), "cudaGetDeviceCount"));
-    ASSIGN_OR_RETURN(doorbell_,
-                     control_->registerRegion(doorbell_bytes_.data(), doorbell_bytes_.size(),
-                                              MemoryKind::host()));
-    ASSIGN_OR_RETURN(EndpointBlob control_blob, control_->localBlob());
-    ASSIGN_OR_RETURN(EndpointInfo control_info, decodeEndpoint(control_blob));
-    endpoint_id_ = control_info.endpoint_id;  // immediates name the sender by this id
+    ASSIGN_OR_RETURN(doorbells_, DoorbellReceiver::listen(endpoint_id_));
     progress_ = std::thread([this] { progressLoop(); });
     return Status::ok();
   }
@@ -168,17 +169,15 @@ class CudaIpcTransport final : public Transport {
   }
 
   Result<EndpointBlob> localBlob() const override {
-    ASSIGN_OR_RETURN(EndpointBlob control_blob, control_->localBlob());
     std::vector<uint8_t> address;
     AddressHeader header;
     std::lock_guard lock(mu_);
     header.regions = static_cast<uint32_t>(addresses_.size());
     header.pid = static_cast<uint64_t>(::getpid());
     std::strncpy(header.boot_id, bootId().c_str(), sizeof(header.boot_id) - 1);
-    header.control_blob_bytes = static_cast<uint32_t>(control_blob.size());
-    header.doorbell = doorbell_;
+    std::strncpy(header.doorbell_socket, doorbells_->socketName().c_str(),
+                 sizeof(header.doorbell_socket) - 1);
     append(address, header);
-    address.insert(address.end(), control_blob.begin(), control_blob.end());
     for (const auto& [id, region] : addresses_) append(address, region);
     return encodeEndpoint(EndpointInfo{"cuda_ipc", endpoint_id_, regions_.describe(), address});
   }
@@ -191,10 +190,10 @@ class CudaIpcTransport final : public Transport {
     AddressHeader header;
     if (info.address.size() < sizeof(header)) return invalidArgument("cuda_ipc blob truncated");
     std::memcpy(&header, info.address.data(), sizeof(header));
-    const uint64_t expected = sizeof(header) + uint64_t{header.control_blob_bytes} +
-                              uint64_t{header.regions} * sizeof(RegionAddress);
+    const uint64_t expected = sizeof(header) + uint64_t{header.regions} * sizeof(RegionAddress);
     if (header.version != kAddressVersion || info.address.size() != expected ||
-        header.boot_id[sizeof(header.boot_id) - 1] != 0) {
+        header.boot_id[sizeof(header.boot_id) - 1] != 0 ||
+        header.doorbell_socket[sizeof(header.doorbell_socket) - 1] != 0) {
       return invalidArgument("cuda_ipc blob malformed");
     }
     if (std::string(header.boot_id) != bootId()) {
@@ -205,10 +204,7 @@ class CudaIpcTransport final : public Transport {
     const bool same_process = header.pid == static_cast<uint64_t>(::getpid());
     Peer peer;
     peer.info = info;
-    peer.doorbell = header.doorbell;
     const uint8_t* cursor = info.address.data() + sizeof(header);
-    const EndpointBlob control_blob(cursor, cursor + header.control_blob_bytes);
-    cursor += header.control_blob_bytes;
     for (uint32_t i = 0; i < header.regions; ++i, cursor += sizeof(RegionAddress)) {
       RegionAddress region;
       std::memcpy(&region, cursor, sizeof(region));
@@ -236,12 +232,14 @@ class CudaIpcTransport final : public Transport {
       }
       peer.mappings[region.id] = mapping;
     }
-    Result<PeerId> control_peer = control_->connect(control_blob);
-    if (!control_peer.isOk()) {
+    Result<std::unique_ptr<DoorbellSender>> doorbell =
+        DoorbellSender::connect(header.doorbell_socket, info.endpoint_id, endpoint_id_,
+                                std::chrono::milliseconds(config_.connect_timeout_ms));
+    if (!doorbell.isOk()) {
       closeMappings(peer);
-      return control_peer.status();
+      return doorbell.status();
     }
-    peer.control = *control_peer;
+    peer.doorbell = std::move(doorbell).value();
     std::lock_guard lock(mu_);
     const PeerId id = next_peer_++;
     peers_.emplace(id, std::move(peer));
@@ -257,9 +255,9 @@ class CudaIpcTransport final : public Transport {
       peer = std::move(it->second);
       peers_.erase(it);
     }
-    // Copies into the peer's memory must finish before its mappings close.
+    // Copies into the peer's memory must finish before its mappings close; the progress thread
+    // completes the peer's batches CANCELLED.
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
-    control_->disconnect(peer.control).ignoreError();  // its doorbells complete CANCELLED
     closeMappings(peer);
     return Status::ok();
   }
@@ -287,18 +285,15 @@ class CudaIpcTransport final : public Transport {
   struct Peer {
     EndpointInfo info;
     std::map<RegionId, Mapping> mappings;
-    PeerId control = 0;
-    RegionId doorbell = 0;
+    std::unique_ptr<DoorbellSender> doorbell;
+    bool gone = false;  // its process closed the doorbell socket: it is dead or disconnected
   };
   // A batch between its post and its completion.
   struct Batch {
     uint64_t cookie = 0;
     PeerId peer = 0;
-    PeerId control_peer = 0;
-    RegionId remote_doorbell = 0;
     std::optional<uint32_t> imm;
     uint32_t slot = 0;
-    bool copying = true;  // false once the doorbell is posted
     Clock::time_point deadline;
     BatchPins pins;  // keeps the local regions registered
   };
@@ -356,6 +351,10 @@ class CudaIpcTransport final : public Transport {
     if (it == peers_.end())
       return unavailable("peer " + std::to_string(peer_id) + " is not connected");
     Peer& peer = it->second;
+    if (peer.gone) {
+      return unavailable("peer " + std::to_string(peer_id) +
+                         " is gone: its process closed the doorbell socket (it exited or died)");
+    }
     RETURN_IF_ERROR(checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, batch.pins));
     if (stream_ == nullptr) return failedPrecondition("cuda_ipc: no device region is registered");
     if (!completions_.tryAcquire()) {
@@ -393,8 +392,6 @@ class CudaIpcTransport final : public Transport {
     }
     slot.busy = true;
     batch.slot = slot_index;
-    batch.control_peer = peer.control;
-    batch.remote_doorbell = peer.doorbell;
     batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
     batches_.emplace(next_batch_++, std::move(batch));
     return Status::ok();
@@ -407,58 +404,80 @@ class CudaIpcTransport final : public Transport {
     batches_.erase(it);
   }
 
+  // The one progress thread: completes batches whose copy has finished (ringing the target's
+  // doorbell first where they carry an immediate), notices targets that are gone, and turns
+  // this endpoint's own doorbells into immediates. Busy, it spins (yielding); idle, it sleeps.
   void progressLoop() {
-    std::array<Completion, 64> done;
-    std::array<ImmediateEvent, 64> immediates;
+    ::prctl(PR_SET_TIMERSLACK, 1000UL);  // 1 µs: the idle sleep is as short as it says
+    std::array<ImmediateEvent, 256> rung;
+    Clock::time_point busy_until{};
+    Clock::time_point next_peer_check{};
     while (!stop_) {
+      bool worked = false;
+      bool outstanding = false;
       {
         std::lock_guard lock(mu_);
         const Clock::time_point now = Clock::now();
+        if (now >= next_peer_check) {
+          for (auto& [id, peer] : peers_) {
+            if (!peer.gone && !peer.doorbell->receiverAlive()) peer.gone = true;
+          }
+          next_peer_check = now + kPeerCheckInterval;
+        }
         for (auto it = batches_.begin(); it != batches_.end();) {
           auto current = it++;
-          Batch& batch = current->second;
-          if (!batch.copying) continue;
-          const cudaError_t state = cudaEventQuery(slots_[batch.slot].done);
-          if (state == cudaErrorNotReady) {
-            if (now > batch.deadline) {
-              complete(current, deadlineExceeded("the copy did not finish within op_timeout_ms"));
-            }
-            continue;
-          }
-          if (state != cudaSuccess) {
-            complete(current, cudaStatus(state, "batch copy"));
-            continue;
-          }
-          // Every byte is in place: ring the target's doorbell, carrying the immediate.
-          const TransferOp ring{doorbell_, 0, batch.remote_doorbell, 0, doorbell_bytes_.size()};
-          const Status rung =
-              control_->postWrite(batch.control_peer, {&ring, 1}, batch.imm, current->first);
-          if (rung.isOk()) {
-            batch.copying = false;
-          } else if (rung.code() != StatusCode::kResourceExhausted) {
-            complete(current, rung);
-          }
+          worked = settle(current, now) || worked;
         }
+        outstanding = !batches_.empty();
       }
-      const size_t n = control_->pollCompletions(done, std::chrono::microseconds(100));
-      if (n > 0) {
-        std::lock_guard lock(mu_);
-        for (size_t i = 0; i < n; ++i) {
-          auto it = batches_.find(done[i].cookie);
-          if (it != batches_.end()) complete(it, std::move(done[i].status));
-        }
+      const size_t n = doorbells_->poll(rung);
+      for (size_t i = 0; i < n; ++i) immediates_.push(rung[i]);
+      const Clock::time_point now = Clock::now();
+      if (worked || n > 0) busy_until = now + kBusyWindow;
+      if (outstanding || now < busy_until) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(kIdleSleep);
       }
-      const size_t m = control_->pollImmediates(immediates, std::chrono::microseconds(0));
-      for (size_t i = 0; i < m; ++i) immediates_.push(immediates[i]);
     }
   }
 
+  // Moves one batch on; true when it completed. Holds mu_.
+  bool settle(std::map<uint64_t, Batch>::iterator it, Clock::time_point now) {
+    Batch& batch = it->second;
+    const cudaError_t state = cudaEventQuery(slots_[batch.slot].done);
+    if (state == cudaErrorNotReady) {
+      if (now <= batch.deadline) return false;
+      complete(it, deadlineExceeded("the copy did not finish within op_timeout_ms"));
+      return true;
+    }
+    if (state != cudaSuccess) {
+      complete(it, cudaStatus(state, "batch copy"));
+      return true;
+    }
+    auto peer = peers_.find(batch.peer);
+    if (peer == peers_.end()) {
+      complete(it, cancelled("the peer was disconnected"));
+      return true;
+    }
+    if (peer->second.gone) {
+      complete(it, unavailable("the peer is gone: its process closed the doorbell socket"));
+      return true;
+    }
+    // Every byte is in place: ring the target's doorbell with the immediate.
+    if (batch.imm && !peer->second.doorbell->ring(*batch.imm)) {
+      if (now <= batch.deadline) return false;  // its ring is full: the target is behind
+      complete(it, deadlineExceeded("the target did not read its doorbells within op_timeout_ms"));
+      return true;
+    }
+    complete(it, Status::ok());
+    return true;
+  }
+
   const config::TransportConfig config_;
-  std::unique_ptr<Transport> control_;
-  uint64_t endpoint_id_ = 0;
+  const uint64_t endpoint_id_;  // immediates name the sender by it
   int device_count_ = 0;
-  std::array<uint8_t, 8> doorbell_bytes_{};
-  RegionId doorbell_ = 0;
+  std::unique_ptr<DoorbellReceiver> doorbells_;  // read by the progress thread only
   RegionTable regions_;
   CompletionQueue completions_;
   ImmediateQueue immediates_;
@@ -467,7 +486,7 @@ class CudaIpcTransport final : public Transport {
   std::map<RegionId, RegionAddress> addresses_;
   std::map<PeerId, Peer> peers_;
   PeerId next_peer_ = 1;
-  std::map<uint64_t, Batch> batches_;  // by control cookie
+  std::map<uint64_t, Batch> batches_;  // in posting order
   uint64_t next_batch_ = 1;
   int device_ = -1;
   cudaStream_t stream_ = nullptr;
@@ -481,11 +500,7 @@ class CudaIpcTransport final : public Transport {
 }  // namespace
 
 Result<std::unique_ptr<Transport>> makeCudaIpcTransport(const config::TransportConfig& config) {
-  config::TransportConfig control = config;
-  control.kind = config::TransportKind::kTcp;
-  control.connections_per_peer = 1;
-  ASSIGN_OR_RETURN(std::unique_ptr<Transport> tcp, makeTcpTransport(control));
-  auto transport = std::make_unique<CudaIpcTransport>(config, std::move(tcp));
+  auto transport = std::make_unique<CudaIpcTransport>(config);
   const Status started = transport->init();
   if (!started.isOk()) {
     return started.code() == StatusCode::kInternal
