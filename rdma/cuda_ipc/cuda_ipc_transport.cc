@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -54,9 +55,42 @@ std::string bootId() {
 struct RegionAddress {
   RegionId id = 0;
   uint64_t bytes = 0;
-  uint64_t offset = 0;   // of the region's start inside the exported allocation
-  uint64_t pointer = 0;  // the region's address in its own process
+  uint64_t offset = 0;  // of the region's start inside the exported allocation
   cudaIpcMemHandle_t handle{};
+};
+
+// The device addresses of this process's cuda_ipc regions, by (endpoint id, region id): a peer
+// in the same process uses them directly (IPC handles cannot be opened by their own process),
+// and so no blob carries a process address.
+class LocalRegions {
+ public:
+  static LocalRegions& instance() {
+    static LocalRegions regions;
+    return regions;
+  }
+  void add(uint64_t endpoint, RegionId region, uint64_t pointer) {
+    std::lock_guard lock(mu_);
+    pointers_[{endpoint, region}] = pointer;
+  }
+  void remove(uint64_t endpoint, RegionId region) {
+    std::lock_guard lock(mu_);
+    pointers_.erase({endpoint, region});
+  }
+  void removeEndpoint(uint64_t endpoint) {
+    std::lock_guard lock(mu_);
+    std::erase_if(pointers_,
+                  [endpoint](const auto& entry) { return entry.first.first == endpoint; });
+  }
+  std::optional<uint64_t> find(uint64_t endpoint, RegionId region) const {
+    std::lock_guard lock(mu_);
+    auto it = pointers_.find({endpoint, region});
+    if (it == pointers_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<uint64_t, RegionId>, uint64_t> pointers_;
 };
 
 struct AddressHeader {
@@ -115,6 +149,7 @@ class CudaIpcTransport final : public Transport {
     }
     std::lock_guard lock(mu_);
     for (auto& [id, peer] : peers_) closeMappings(peer);
+    LocalRegions::instance().removeEndpoint(endpoint_id_);
   }
 
   Status init() {
@@ -138,7 +173,6 @@ class CudaIpcTransport final : public Transport {
   Result<RegionId> registerRegion(void* base, size_t bytes, MemoryKind kind) override {
     RegionAddress address;
     address.bytes = bytes;
-    address.pointer = reinterpret_cast<uint64_t>(base);
     if (kind.type != MemoryKind::Type::kCuda) {
       return invalidArgument("cuda_ipc moves device memory; register host memory with tcp");
     }
@@ -153,9 +187,10 @@ class CudaIpcTransport final : public Transport {
       RETURN_IF_ERROR(ensureStream(kind.device));
       RETURN_IF_ERROR(
           cudaStatus(cudaIpcGetMemHandle(&address.handle, base), "cudaIpcGetMemHandle"));
-      address.offset = address.pointer - allocationBase(base);
+      address.offset = reinterpret_cast<uint64_t>(base) - allocationBase(base);
     }
     ASSIGN_OR_RETURN(address.id, regions_.add(base, bytes, kind));
+    LocalRegions::instance().add(endpoint_id_, address.id, reinterpret_cast<uint64_t>(base));
     std::lock_guard lock(mu_);
     addresses_[address.id] = address;
     return address.id;
@@ -163,6 +198,7 @@ class CudaIpcTransport final : public Transport {
 
   Status deregisterRegion(RegionId region) override {
     RETURN_IF_ERROR(regions_.remove(region, std::chrono::milliseconds(config_.op_timeout_ms)));
+    LocalRegions::instance().remove(endpoint_id_, region);
     std::lock_guard lock(mu_);
     addresses_.erase(region);
     return Status::ok();
@@ -217,7 +253,14 @@ class CudaIpcTransport final : public Transport {
       Mapping mapping;
       mapping.bytes = region.bytes;
       if (same_process) {
-        mapping.base = region.pointer;  // IPC handles cannot be opened by their own process
+        const std::optional<uint64_t> local =
+            LocalRegions::instance().find(info.endpoint_id, region.id);
+        if (!local) {
+          closeMappings(peer);
+          return invalidArgument("cuda_ipc blob: region " + std::to_string(region.id) +
+                                 " is not registered in this process any more");
+        }
+        mapping.base = *local;
       } else {
         void* opened = nullptr;
         const Status status =
