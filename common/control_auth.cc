@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/format.h"
+
 namespace kvferry::control_auth {
 namespace {
 
@@ -40,12 +42,6 @@ bool isLowerHex(std::string_view text, size_t size) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
-}
-
-std::string_view trimmed(std::string_view text) {
-  const auto first = text.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return {};
-  return text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
 }
 
 // "v1 ts=... nonce=... mac=..." → its three fields; false when malformed.
@@ -151,12 +147,9 @@ void Authenticator::sign(http::Request& request) const {
 }
 
 bool Authenticator::isSecretBearer(std::string_view authorization) const {
-  constexpr std::string_view kBearer = "Bearer ";
-  if (authorization.size() != kBearer.size() + secret_.size() ||
-      authorization.substr(0, kBearer.size()) != kBearer) {
-    return false;
-  }
-  return CRYPTO_memcmp(authorization.data() + kBearer.size(), secret_.data(), secret_.size()) == 0;
+  const std::string_view token = bearerToken(authorization);
+  return token.size() == secret_.size() &&
+         CRYPTO_memcmp(token.data(), secret_.data(), secret_.size()) == 0;
 }
 
 Status Authenticator::verify(const http::Request& request) {

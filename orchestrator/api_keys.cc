@@ -4,18 +4,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/format.h"
+
 namespace kvferry::orchestrator {
 namespace {
 
 constexpr size_t kMinKeyBytes = 16;
 constexpr size_t kMaxKeyBytes = 256;
-
-std::string_view trimmed(std::string_view text) {
-  const auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-  while (!text.empty() && space(text.front())) text.remove_prefix(1);
-  while (!text.empty() && space(text.back())) text.remove_suffix(1);
-  return text;
-}
 
 // Equal when same length and bytes; the time depends only on the lengths (and the loop runs over
 // the longer one), not on where the first difference is.
@@ -84,12 +79,8 @@ Result<ApiKeys> ApiKeys::load(const std::string& path, const char* env_value) {
 
 bool ApiKeys::accepts(std::string_view authorization) const {
   if (open()) return true;
-  constexpr std::string_view kBearer = "Bearer ";
-  if (authorization.size() <= kBearer.size() ||
-      !sameBytes(authorization.substr(0, kBearer.size()), kBearer)) {
-    return false;
-  }
-  const std::string_view presented = trimmed(authorization.substr(kBearer.size()));
+  const std::string_view presented = bearerToken(authorization);
+  if (presented.empty()) return false;
   bool match = false;
   for (const std::string& key : keys_) match = sameBytes(presented, key) || match;  // no early exit
   return match;

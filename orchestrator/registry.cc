@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <limits>
-#include <random>
 #include <utility>
+
+#include "common/format.h"
 
 namespace kvferry::orchestrator {
 namespace {
@@ -45,14 +46,6 @@ scheduler::KvEventBatch toBatch(NodeId node, const wire::KvEventBatchWire& batch
 }
 
 uint64_t saturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
-
-// 64 random bits from the OS for each registration (never 0: a request without one never matches).
-uint64_t newNodeToken() {
-  std::random_device device;
-  uint64_t token = 0;
-  while (token == 0) token = (uint64_t{device()} << 32) | device();
-  return token;
-}
 
 }  // namespace
 
@@ -124,7 +117,7 @@ Result<NodeRegistry::Registered> NodeRegistry::registerNode(const wire::Register
   }
   NodeRecord& node = nodes_.emplace_back();
   node.id = static_cast<NodeId>(nodes_.size() - 1);
-  node.token = newNodeToken();
+  node.token = randomNonZeroId();  // never 0: a request without one never matches
   node.registration = request;
   node.role = role;
   node.control_endpoint = endpoint;

@@ -1,6 +1,6 @@
 #include "rdma/endpoint_blob.h"
 
-#include <random>
+#include "common/format.h"
 
 namespace kvferry::rdma {
 namespace {
@@ -154,11 +154,6 @@ Result<EndpointInfo> decodeEndpoint(const EndpointBlob& blob) {
   return info;
 }
 
-uint64_t newEndpointId() {
-  std::random_device rd;
-  uint64_t id = 0;
-  while (id == 0) id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  return id;
-}
+uint64_t newEndpointId() { return randomNonZeroId(); }
 
 }  // namespace kvferry::rdma
