@@ -483,6 +483,7 @@ void readAdmission(MapReader& reader, OrchestratorConfig& config) {
   reader.uint32("max_queue", config.max_queue, 0, 1000000);
   reader.uint32("queue_timeout_ms", config.queue_timeout_ms, 1, 3600000);
   reader.uint32("retry_after_s", config.retry_after_s, 0, 3600);
+  reader.uint32("max_requests_per_key", config.max_requests_per_key, 0, 100000);
 }
 
 void readRequests(MapReader& reader, OrchestratorConfig& config) {

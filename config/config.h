@@ -206,6 +206,8 @@ struct OrchestratorConfig {
   uint32_t max_queue = 256;           // requests waiting for a slot, 0..1000000; more → 429
   uint32_t queue_timeout_ms = 30000;  // a waiting request gives up (429) after this, 1..3600000
   uint32_t retry_after_s = 1;         // the Retry-After of a 429, 0..3600
+  // Completions one API key may have under way at once, 0..100000 (0: no limit); more → 429.
+  uint32_t max_requests_per_key = 0;
   // `requests:`
   uint32_t lease_ms = 30000;          // a decode reservation lasts this long, 100..3600000
   uint32_t agent_timeout_ms = 60000;  // one call to an agent, 100..3600000

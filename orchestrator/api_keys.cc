@@ -77,13 +77,14 @@ Result<ApiKeys> ApiKeys::load(const std::string& path, const char* env_value) {
   return keys;
 }
 
-bool ApiKeys::accepts(std::string_view authorization) const {
-  if (open()) return true;
+std::optional<size_t> ApiKeys::match(std::string_view authorization) const {
   const std::string_view presented = bearerToken(authorization);
-  if (presented.empty()) return false;
-  bool match = false;
-  for (const std::string& key : keys_) match = sameBytes(presented, key) || match;  // no early exit
-  return match;
+  if (presented.empty()) return std::nullopt;
+  std::optional<size_t> found;
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    if (sameBytes(presented, keys_[i])) found = i;  // every key compared: no early exit
+  }
+  return found;
 }
 
 }  // namespace kvferry::orchestrator

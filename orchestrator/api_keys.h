@@ -7,6 +7,7 @@
 // same time whatever the bytes presented have in common with a key.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,7 +29,9 @@ class ApiKeys {
   bool open() const { return keys_.empty(); }
   size_t size() const { return keys_.size(); }
   // True when open, or when `authorization` is "Bearer <one of the keys>".
-  bool accepts(std::string_view authorization) const;
+  bool accepts(std::string_view authorization) const { return open() || match(authorization); }
+  // Which key `authorization` presents (its index, 0..size()-1); none when it presents none.
+  std::optional<size_t> match(std::string_view authorization) const;
 
  private:
   Status add(std::string_view key, std::string_view source, size_t line);

@@ -114,11 +114,12 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
   auto& rejections = prometheus::BuildCounter()
                          .Name("kvferry_rejections_total")
                          .Help(
-                             "Requests refused before scheduling: queue_full and "
-                             "queue_timeout (429), no_nodes and shutting_down (503).")
+                             "Requests refused before scheduling: queue_full, "
+                             "queue_timeout and key_limit (429), no_nodes and shutting_down "
+                             "(503).")
                          .Register(registry);
-  const std::array<const char*, 4> reasons{"queue_full", "queue_timeout", "no_nodes",
-                                           "shutting_down"};
+  const std::array<const char*, 5> reasons{"queue_full", "queue_timeout", "no_nodes",
+                                           "shutting_down", "key_limit"};
   for (size_t i = 0; i < reasons.size(); ++i) {
     rejections_[i] = &rejections.Add({{"reason", reasons[i]}});
   }

@@ -33,7 +33,7 @@ class OrchestratorMetrics {
   OrchestratorMetrics& operator=(const OrchestratorMetrics&) = delete;
 
   enum class Phase { kQueue, kPrefill, kTransfer, kDecode };
-  enum class Rejection { kQueueFull, kQueueTimeout, kNoNodes, kShuttingDown };
+  enum class Rejection { kQueueFull, kQueueTimeout, kNoNodes, kShuttingDown, kKeyLimit };
 
   // One answered OpenAI request: `endpoint` is its path, `http_status` what the client got
   // (499: the client left).

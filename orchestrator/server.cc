@@ -12,8 +12,10 @@
 #include <boost/json/serialize.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <variant>
+#include <vector>
 
 #include "common/control_auth.h"
 #include "common/control_wire.h"
@@ -161,7 +163,8 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   std::string_view policyName() const { return policy_->name(); }
 
  private:
-  // Requests in flight (parsed, admitted or waiting), for the drain at shutdown.
+  // Counts a request while it lives: those in flight (parsed, admitted or waiting), for the
+  // drain at shutdown, and each API key's.
   class ActiveRequest {
    public:
     explicit ActiveRequest(uint32_t& count) : count_(count) { ++count_; }
@@ -203,6 +206,7 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   asio::io_context& io_;
   const config::OrchestratorConfig config_;
   const ApiKeys api_keys_;
+  std::vector<uint32_t> per_key_requests_ = std::vector<uint32_t>(api_keys_.size());  // by key
   // registry.max_registrations_per_s as a token bucket (io thread).
   struct TokenBucket {
     double per_s;
@@ -342,6 +346,25 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
     co_return;
   }
   ActiveRequest active(active_requests_);
+  // admission.max_requests_per_key: one key's completions under way at once.
+  const std::optional<size_t> key =
+      api_keys_.match(request[boost::beast::http::field::authorization]);
+  std::optional<ActiveRequest> key_active;
+  if (key) key_active.emplace(per_key_requests_[*key]);
+  if (key && config_.max_requests_per_key > 0 &&
+      per_key_requests_[*key] > config_.max_requests_per_key) {
+    metrics_.countRejection(OrchestratorMetrics::Rejection::kKeyLimit);
+    const std::string message = "This API key already has " +
+                                std::to_string(config_.max_requests_per_key) +
+                                " requests under way, its limit. Retry after " +
+                                std::to_string(config_.retry_after_s) + " s.";
+    spdlog::info("{}: refused (429): {}", path, message);
+    const openai::ApiError error{429, "rate_limit_error", message, {}, "rate_limit_exceeded"};
+    const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
+    metrics_.countRequest(path, error.http_status);
+    co_await sendApiError(writer, error, headers);
+    co_return;
+  }
   openai::ParseResult parsed = openai::parseRequest(endpoint, request.body());
   if (const auto* error = std::get_if<openai::ApiError>(&parsed)) {
     spdlog::debug("{}: refused with {}: {}", path, error->http_status, error->message);

@@ -902,7 +902,8 @@ TEST_F(ServerTest, ModelsByIdAsTheOfficialClientRetrievesThem) {
 }
 
 std::pair<unsigned, std::string> rawRequest(const http::tcp::endpoint& endpoint, std::string method,
-                                            std::string target, std::string headers);
+                                            std::string target, std::string headers,
+                                            std::string body = "");
 
 TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
   start();
@@ -947,15 +948,18 @@ TEST_F(ServerTest, HttpErrorsHaveOpenAisShapeAndAreCounted) {
   }
 }
 
-// One request on a connection of its own, with `headers` ("Name: value\r\n" each); the status and
-// the body (read until the server closes).
+// One request on a connection of its own, with `headers` ("Name: value\r\n" each) and
+// `request_body`; the status and the body (read until the server closes).
 std::pair<unsigned, std::string> rawRequest(const http::tcp::endpoint& endpoint, std::string method,
-                                            std::string target, std::string headers) {
+                                            std::string target, std::string headers,
+                                            std::string request_body) {
   asio::io_context client_io;
   http::tcp::socket socket(client_io);
   socket.connect(endpoint);
-  asio::write(socket, asio::buffer(method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + headers +
-                                   "Connection: close\r\nContent-Length: 0\r\n\r\n"));
+  asio::write(socket,
+              asio::buffer(method + " " + target + " HTTP/1.1\r\nHost: x\r\n" + headers +
+                           "Connection: close\r\nContent-Length: " +
+                           std::to_string(request_body.size()) + "\r\n\r\n" + request_body));
   std::string raw;
   char chunk[4096];
   boost::system::error_code ec;
@@ -996,6 +1000,50 @@ TEST_F(ServerTest, WithApiKeysOnlyAKeyedRequestReachesTheApi) {
             std::string::npos)
       << metrics;
   EXPECT_EQ(metrics.find(key), std::string::npos);
+}
+
+// admission.max_requests_per_key: a key at its limit gets 429 with Retry-After; another key and
+// the same key once a request ended go on.
+TEST_F(ServerTest, AKeyAtItsLimitIsRefusedAndTheOthersAreNot) {
+  const std::string key_a = "sk-kvferry-aaaaaaaaaaaaaaaa";
+  const std::string key_b = "sk-kvferry-bbbbbbbbbbbbbbbb";
+  config_.api_keys_file = ::testing::TempDir() + "server_test_api_keys_limit.txt";
+  std::ofstream(config_.api_keys_file) << key_a << "\n" << key_b << "\n";
+  config_.max_requests_per_key = 1;
+  config_.retry_after_s = 3;
+  start();
+  std::remove(config_.api_keys_file.c_str());
+  FakeAgent& agent = addAgent("both");
+  agent.hold = true;
+  const std::string body = R"({"model":"stories260K","prompt":"Once","max_tokens":3})";
+  const auto completion = [&](const std::string& key) {
+    return rawRequest(endpoint_, "POST", "/v1/completions",
+                      "Authorization: Bearer " + key + "\r\nContent-Type: application/json\r\n",
+                      body);
+  };
+  auto first = std::async(std::launch::async, completion, key_a);
+  for (int i = 0; i < 400 && agent.streams_open == 0; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(agent.streams_open, 1);
+
+  const auto [status, refused] = completion(key_a);
+  EXPECT_EQ(status, 429u) << refused;
+  const json::value error = parse(refused).at("error");
+  EXPECT_EQ(error.at("code").as_string(), "rate_limit_exceeded") << refused;
+  EXPECT_NE(std::string(error.at("message").as_string()).find("already has 1 requests under way"),
+            std::string::npos)
+      << refused;
+  EXPECT_EQ(refused.find(key_a), std::string::npos);
+
+  auto other = std::async(std::launch::async, completion, key_b);  // not this key's limit
+  for (int i = 0; i < 400 && agent.streams_open < 2; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(agent.streams_open, 2);
+  agent.hold = false;
+  EXPECT_EQ(first.get().first, 200u);
+  EXPECT_EQ(other.get().first, 200u);
+  EXPECT_EQ(completion(key_a).first, 200u);  // its request ended: under the limit again
+  EXPECT_NE(
+      call(Verb::get, "/metrics").body.find(R"(kvferry_rejections_total{reason="key_limit"} 1)"),
+      std::string::npos);
 }
 
 // With a cluster secret, only a signed registration joins, the orchestrator signs its calls to
