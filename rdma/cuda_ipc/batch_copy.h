@@ -18,7 +18,8 @@ struct CopyOp {
 
 inline constexpr uint64_t kCopyPieceBytes = 64 * 1024;
 
-// ops: device memory holding `count` CopyOps; the longest op's length sets the grid's depth.
+// ops: `count` CopyOps in memory the device reads (device memory, or pinned host memory: each
+// thread block reads its one op); the longest op's length sets the grid's depth.
 cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
                             cudaStream_t stream);
 

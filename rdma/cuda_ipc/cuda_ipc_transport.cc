@@ -142,7 +142,6 @@ class CudaIpcTransport final : public Transport {
       cudaStreamSynchronize(stream_);
       for (Slot& slot : slots_) {
         cudaEventDestroy(slot.done);
-        cudaFree(slot.device_ops);
       }
       cudaFreeHost(host_ops_);
       cudaStreamDestroy(stream_);
@@ -340,9 +339,9 @@ class CudaIpcTransport final : public Transport {
     Clock::time_point deadline;
     BatchPins pins;  // keeps the local regions registered
   };
-  // Staging for one batch's op list: pinned on the host, copied to the device, read by the kernel.
+  // One batch in flight: its op list is in host_ops_ (pinned, read by the kernel over the bus:
+  // no copy to the device first), its event marks the copy's end.
   struct Slot {
-    CopyOp* device_ops = nullptr;
     cudaEvent_t done = nullptr;
     bool busy = false;
   };
@@ -366,8 +365,6 @@ class CudaIpcTransport final : public Transport {
         "cudaMallocHost"));
     slots_.resize(config_.queue_depth);
     for (Slot& slot : slots_) {
-      RETURN_IF_ERROR(cudaStatus(cudaMalloc(reinterpret_cast<void**>(&slot.device_ops), slot_bytes),
-                                 "cudaMalloc"));
       RETURN_IF_ERROR(cudaStatus(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming),
                                  "cudaEventCreate"));
     }
@@ -417,15 +414,10 @@ class CudaIpcTransport final : public Transport {
     }
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
-      launched = cudaStatus(cudaMemcpyAsync(slot.device_ops, staged, ops.size() * sizeof(CopyOp),
-                                            cudaMemcpyHostToDevice, stream_),
-                            "cudaMemcpyAsync (ops)");
-    }
-    if (launched.isOk()) {
-      launched =
-          cudaStatus(cuda_ipc::launchBatchCopy(slot.device_ops, static_cast<uint32_t>(ops.size()),
-                                               longest, stream_),
-                     "batch copy");
+      // `staged` stays untouched until the slot's event has completed (slot.busy).
+      launched = cudaStatus(
+          cuda_ipc::launchBatchCopy(staged, static_cast<uint32_t>(ops.size()), longest, stream_),
+          "batch copy");
     }
     if (launched.isOk())
       launched = cudaStatus(cudaEventRecord(slot.done, stream_), "cudaEventRecord");
