@@ -118,7 +118,7 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
                              "queue_timeout and key_limit (429), no_nodes and shutting_down "
                              "(503).")
                          .Register(registry);
-  const std::array<const char*, 5> reasons{"queue_full", "queue_timeout", "no_nodes",
+  const std::array<const char*, kRejections> reasons{"queue_full", "queue_timeout", "no_nodes",
                                            "shutting_down", "key_limit"};
   for (size_t i = 0; i < reasons.size(); ++i) {
     rejections_[i] = &rejections.Add({{"reason", reasons[i]}});

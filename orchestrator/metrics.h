@@ -34,6 +34,7 @@ class OrchestratorMetrics {
 
   enum class Phase { kQueue, kPrefill, kTransfer, kDecode };
   enum class Rejection { kQueueFull, kQueueTimeout, kNoNodes, kShuttingDown, kKeyLimit };
+  static constexpr size_t kRejections = 5;
 
   // One answered OpenAI request: `endpoint` is its path, `http_status` what the client got
   // (499: the client left).
@@ -80,7 +81,7 @@ class OrchestratorMetrics {
   prometheus::Counter& actual_cached_tokens_;
   prometheus::Histogram& cache_prediction_error_;
   std::array<prometheus::Histogram*, 4> phases_{};
-  std::array<prometheus::Counter*, 4> rejections_{};
+  std::array<prometheus::Counter*, kRejections> rejections_{};
   std::map<NodeId, NodeSeries> nodes_;
 };
 
