@@ -34,6 +34,9 @@ constexpr uint32_t kAddressVersion = 2;
 constexpr auto kIdleSleep = std::chrono::microseconds(50);
 // How long it stays busy after the last work it found.
 constexpr auto kBusyWindow = std::chrono::milliseconds(2);
+// Batches go to this many streams in turn, so that one batch's copy overlaps the start and end
+// of the next (on one stream each kernel waits for the previous one to drain).
+constexpr uint32_t kStreams = 4;
 // How often an initiator looks for targets that closed their doorbell socket.
 constexpr auto kPeerCheckInterval = std::chrono::milliseconds(1);
 
@@ -138,13 +141,13 @@ class CudaIpcTransport final : public Transport {
   ~CudaIpcTransport() override {
     stop_ = true;
     if (progress_.joinable()) progress_.join();
-    if (stream_ != nullptr) {
-      cudaStreamSynchronize(stream_);
+    if (!streams_.empty()) {
+      synchronize();
       for (Slot& slot : slots_) {
         cudaEventDestroy(slot.done);
       }
       cudaFreeHost(host_ops_);
-      cudaStreamDestroy(stream_);
+      for (cudaStream_t stream : streams_) cudaStreamDestroy(stream);
     }
     std::lock_guard lock(mu_);
     for (auto& [id, peer] : peers_) closeMappings(peer);
@@ -299,7 +302,7 @@ class CudaIpcTransport final : public Transport {
     }
     // Copies into the peer's memory must finish before its mappings close; the progress thread
     // completes the peer's batches CANCELLED.
-    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    synchronize();
     closeMappings(peer);
     return Status::ok();
   }
@@ -336,6 +339,7 @@ class CudaIpcTransport final : public Transport {
     PeerId peer = 0;
     std::optional<uint32_t> imm;
     uint32_t slot = 0;
+    uint32_t stream = 0;  // index into streams_
     Clock::time_point deadline;
     BatchPins pins;  // keeps the local regions registered
   };
@@ -348,7 +352,7 @@ class CudaIpcTransport final : public Transport {
 
   Status ensureStream(int device) {
     std::lock_guard lock(mu_);
-    if (stream_ != nullptr) {
+    if (!streams_.empty()) {
       if (device != device_) {
         return invalidArgument("cuda_ipc: regions on GPU " + std::to_string(device_) + " and " +
                                std::to_string(device) + "; one transport serves one GPU");
@@ -357,8 +361,12 @@ class CudaIpcTransport final : public Transport {
     }
     device_ = device;
     RETURN_IF_ERROR(cudaStatus(cudaSetDevice(device), "cudaSetDevice"));
-    RETURN_IF_ERROR(
-        cudaStatus(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"));
+    for (uint32_t i = 0; i < kStreams; ++i) {
+      cudaStream_t stream = nullptr;
+      RETURN_IF_ERROR(cudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                                 "cudaStreamCreate"));
+      streams_.push_back(stream);
+    }
     const uint64_t slot_bytes = uint64_t{config_.max_batch_ops} * sizeof(CopyOp);
     RETURN_IF_ERROR(cudaStatus(
         cudaMallocHost(reinterpret_cast<void**>(&host_ops_), slot_bytes * config_.queue_depth),
@@ -396,7 +404,7 @@ class CudaIpcTransport final : public Transport {
                          " is gone: its process closed the doorbell socket (it exited or died)");
     }
     RETURN_IF_ERROR(checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, batch.pins));
-    if (stream_ == nullptr) return failedPrecondition("cuda_ipc: no device region is registered");
+    if (streams_.empty()) return failedPrecondition("cuda_ipc: no device region is registered");
     if (!completions_.tryAcquire()) {
       return resourceExhausted(std::to_string(config_.queue_depth) + " batches outstanding");
     }
@@ -412,24 +420,32 @@ class CudaIpcTransport final : public Transport {
       staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
       longest = std::max(longest, ops[i].length);
     }
+    batch.stream = next_stream_;
+    cudaStream_t stream = streams_[batch.stream];
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
       // `staged` stays untouched until the slot's event has completed (slot.busy).
       launched = cudaStatus(
-          cuda_ipc::launchBatchCopy(staged, static_cast<uint32_t>(ops.size()), longest, stream_),
+          cuda_ipc::launchBatchCopy(staged, static_cast<uint32_t>(ops.size()), longest, stream),
           "batch copy");
     }
     if (launched.isOk())
-      launched = cudaStatus(cudaEventRecord(slot.done, stream_), "cudaEventRecord");
+      launched = cudaStatus(cudaEventRecord(slot.done, stream), "cudaEventRecord");
     if (!launched.isOk()) {
       completions_.release();
       return launched;
     }
     slot.busy = true;
+    next_stream_ = (next_stream_ + 1) % kStreams;
     batch.slot = slot_index;
     batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
     batches_.emplace(next_batch_++, std::move(batch));
     return Status::ok();
+  }
+
+  // Waits for every copy this endpoint started.
+  void synchronize() {
+    for (cudaStream_t stream : streams_) cudaStreamSynchronize(stream);
   }
 
   // Ends a batch: its completion, its slot and its pins.
@@ -459,9 +475,17 @@ class CudaIpcTransport final : public Transport {
           }
           next_peer_check = now + kPeerCheckInterval;
         }
+        // In posting order; past a batch still copying, its stream's later ones are too.
+        uint32_t blocked = 0;  // a bit per stream
         for (auto it = batches_.begin(); it != batches_.end();) {
           auto current = it++;
-          worked = settle(current, now) || worked;
+          const uint32_t bit = 1u << current->second.stream;
+          if ((blocked & bit) != 0) continue;
+          if (settle(current, now)) {
+            worked = true;
+          } else {
+            blocked |= bit;
+          }
         }
         outstanding = !batches_.empty();
       }
@@ -524,7 +548,8 @@ class CudaIpcTransport final : public Transport {
   std::map<uint64_t, Batch> batches_;  // in posting order
   uint64_t next_batch_ = 1;
   int device_ = -1;
-  cudaStream_t stream_ = nullptr;
+  std::vector<cudaStream_t> streams_;  // kStreams once a region is registered
+  uint32_t next_stream_ = 0;
   CopyOp* host_ops_ = nullptr;
   std::vector<Slot> slots_;
 

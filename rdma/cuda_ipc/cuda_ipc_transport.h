@@ -1,6 +1,6 @@
 // cuda_ipc: KV between GPUs of one host (DESIGN.md §4). The initiator maps the target's device
 // pools with CUDA IPC (the handles travel in the endpoint blob) and moves each batch with one
-// launch of a gather/scatter copy kernel (batch_copy.h) on its own stream — never a copy per
+// launch of a gather/scatter copy kernel (batch_copy.h), batches on four streams in turn — never a copy per
 // block. Doorbells go through shared memory (doorbell_ring.h): connect() hands the target a ring
 // over its abstract unix socket (named in the blob); once a batch's copy has completed on the
 // device, the initiator's progress thread writes the batch's immediate into that ring and
