@@ -37,6 +37,10 @@ constexpr auto kBusyWindow = std::chrono::milliseconds(2);
 // Batches go to this many streams in turn, so that one batch's copy overlaps the start and end
 // of the next (on one stream each kernel waits for the previous one to drain).
 constexpr uint32_t kStreams = 4;
+// Only batches this large take turns; smaller ones all go to the first stream (on one H200, same
+// machine: four streams lifted 64 MiB batches from 0.83 to 1.02 of a contiguous copy, 16 MiB
+// ones went from 0.29 to 0.24–0.26).
+constexpr uint64_t kTurnBytes = 32ull << 20;
 // How often an initiator looks for targets that closed their doorbell socket.
 constexpr auto kPeerCheckInterval = std::chrono::milliseconds(1);
 
@@ -413,14 +417,16 @@ class CudaIpcTransport final : public Transport {
     Slot& slot = slots_[slot_index];
     CopyOp* staged = host_ops_ + uint64_t{slot_index} * config_.max_batch_ops;
     uint64_t longest = 0;
+    uint64_t total = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
       const Mapping& remote = peer.mappings.at(ops[i].remote_region);
       const uint64_t local = reinterpret_cast<uint64_t>(batch.pins.data(i));
       const uint64_t far = remote.base + ops[i].remote_offset;
       staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
       longest = std::max(longest, ops[i].length);
+      total += ops[i].length;
     }
-    batch.stream = next_stream_;
+    batch.stream = total >= kTurnBytes ? next_stream_ : 0;
     cudaStream_t stream = streams_[batch.stream];
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
@@ -436,7 +442,7 @@ class CudaIpcTransport final : public Transport {
       return launched;
     }
     slot.busy = true;
-    next_stream_ = (next_stream_ + 1) % kStreams;
+    if (total >= kTurnBytes) next_stream_ = (next_stream_ + 1) % kStreams;
     batch.slot = slot_index;
     batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
     batches_.emplace(next_batch_++, std::move(batch));
