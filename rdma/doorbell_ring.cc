@@ -48,6 +48,22 @@ struct Hello {
   uint64_t ring_bytes = sizeof(DoorbellRing);
 };
 
+// One message of `bytes` at `data`, with room for one descriptor (SCM_RIGHTS).
+struct FdMessage {
+  FdMessage(void* data, size_t bytes) : io{data, bytes} {
+    header.msg_iov = &io;
+    header.msg_iovlen = 1;
+    header.msg_control = control;
+    header.msg_controllen = sizeof(control);
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+
+  iovec io;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr header{};
+};
+
 sockaddr_un abstractAddress(const std::string& name, socklen_t& length) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -114,19 +130,13 @@ Result<std::unique_ptr<DoorbellSender>> DoorbellSender::connect(const std::strin
   Hello hello;
   hello.receiver_id = receiver_id;
   hello.sender_id = sender_id;
-  iovec io{&hello, sizeof(hello)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&message);
+  FdMessage message(&hello, sizeof(hello));
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&message.header);
   cmsg->cmsg_level = SOL_SOCKET;
   cmsg->cmsg_type = SCM_RIGHTS;
   cmsg->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(cmsg), &memfd, sizeof(int));
-  if (::sendmsg(sock, &message, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(hello))) {
+  if (::sendmsg(sock, &message.header, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(hello))) {
     return unavailable("cannot send the ring to " + where + ": " + std::strerror(errno));
   }
 
@@ -213,21 +223,16 @@ void DoorbellReceiver::accept() {
 // has not arrived.
 bool DoorbellReceiver::readHello(Sender& sender) {
   Hello hello;
-  iovec io{&hello, sizeof(hello)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  const ssize_t got = ::recvmsg(sender.socket, &message, MSG_CMSG_CLOEXEC);
+  FdMessage message(&hello, sizeof(hello));
+  const ssize_t got = ::recvmsg(sender.socket, &message.header, MSG_CMSG_CLOEXEC);
   if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
     if (Clock::now() < sender.hello_deadline) return false;
     close(sender);
     return true;
   }
   int memfd = -1;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&message.header); c != nullptr;
+       c = CMSG_NXTHDR(&message.header, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
         c->cmsg_len == CMSG_LEN(sizeof(int))) {
       std::memcpy(&memfd, CMSG_DATA(c), sizeof(int));
@@ -235,7 +240,7 @@ bool DoorbellReceiver::readHello(Sender& sender) {
   }
   struct stat st {};
   const bool valid = got == static_cast<ssize_t>(sizeof(hello)) &&
-                     (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 &&
+                     (message.header.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 &&
                      hello.magic == kHelloMagic && hello.version == kHelloVersion &&
                      hello.receiver_id == id_ && hello.ring_bytes == sizeof(DoorbellRing) &&
                      memfd >= 0 && ::fstat(memfd, &st) == 0 &&

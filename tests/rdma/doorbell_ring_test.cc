@@ -35,6 +35,17 @@ std::vector<ImmediateEvent> drain(DoorbellReceiver& receiver, size_t count) {
   return got;
 }
 
+// Polls `receiver` until it has dropped every sender or 5 s passed; the senders left.
+size_t pollUntilNoSenders(DoorbellReceiver& receiver) {
+  std::array<ImmediateEvent, 4> out;
+  const auto give_up = Clock::now() + 5s;
+  while (receiver.senders() > 0 && Clock::now() < give_up) {
+    receiver.poll(out);
+    std::this_thread::sleep_for(1ms);
+  }
+  return receiver.senders();
+}
+
 // Keeps polling the receiver (which admits senders) while `connect` runs on this thread's side.
 class Pump {
  public:
@@ -163,13 +174,7 @@ TEST(DoorbellRingTest, EachSideSeesTheOthersEnd) {
   const auto got = drain(**receiver, 1);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].imm, 77u);
-  std::array<ImmediateEvent, 4> out;
-  const auto give_up = Clock::now() + 5s;
-  while ((*receiver)->senders() > 0 && Clock::now() < give_up) {
-    (*receiver)->poll(out);
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_EQ((*receiver)->senders(), 0u);
+  EXPECT_EQ(pollUntilNoSenders(**receiver), 0u);
 
   auto second = connectWhilePumping(**receiver, kReceiverId, 4);
   ASSERT_TRUE(second);
@@ -201,13 +206,7 @@ TEST(DoorbellRingTest, ASecondProcessHandsOverItsRing) {
     EXPECT_EQ(got[i].source_id, 99u);
     EXPECT_EQ(got[i].imm, i);
   }
-  std::array<ImmediateEvent, 4> out;
-  const auto give_up = Clock::now() + 5s;
-  while ((*receiver)->senders() > 0 && Clock::now() < give_up) {
-    (*receiver)->poll(out);
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_EQ((*receiver)->senders(), 0u);
+  EXPECT_EQ(pollUntilNoSenders(**receiver), 0u);
 }
 
 }  // namespace
