@@ -88,7 +88,8 @@ class Proc {
 //   kvBlocksFor: { role: blocks } (a role's own KV capacity, else kvBlocks, else 256), model: the
 //   model path for every process (default KVFERRY_MODEL), agentArgs: { name: [flags] } (extra
 //   flags of one agent, by its name: prefill0, decode1, ...), openControlPlane: true (no cluster
-//   secret: the control plane takes calls from anyone, as before one is configured) }
+//   secret: the control plane takes calls from anyone, as before one is configured),
+//   heartbeatTimeoutMs (default 1500: a killed agent is declared dead quickly) }
 export class Cluster {
   constructor(options = {}) {
     this.options = options;
@@ -107,7 +108,8 @@ export class Cluster {
     const yaml = path.join(this.dir, 'orchestrator.yaml');
     fs.writeFileSync(
       yaml,
-      `registry:\n  heartbeat_interval_ms: 100\n  heartbeat_timeout_ms: 1500\n` +
+      `registry:\n  heartbeat_interval_ms: 100\n` +
+        `  heartbeat_timeout_ms: ${this.options.heartbeatTimeoutMs ?? 1500}\n` +
         (this.options.orchestratorYaml ?? ''),
     );
     this.startOrchestrator('127.0.0.1:0');

@@ -636,6 +636,9 @@ describe('capacity: only a full queue answers 429', () => {
     cluster = await new Cluster({
       both: 1,
       kvBlocks: 24,
+      // The agent is frozen on purpose below; on a loaded machine its last heartbeat before the
+      // freeze can be late, and 1.5 s then declared it dead mid-test (seen in CI).
+      heartbeatTimeoutMs: 10000,
       orchestratorYaml: 'admission:\n  max_inflight: 8\n  max_queue: 1\n  retry_after_s: 3\n',
     }).start();
   });
@@ -659,7 +662,7 @@ describe('capacity: only a full queue answers 429', () => {
       assert.equal(response.status, 200);
       const reader = response.body.getReader();
       await reader.read();  // it runs: its KV is taken
-      agent.child.kill('SIGSTOP');  // and stays taken (well inside the heartbeat timeout)
+      agent.child.kill('SIGSTOP');  // and stays taken (well inside the 10 s heartbeat timeout)
       try {
         const waiting = cluster.post('/v1/completions', body(2));
         await sleep(100);
