@@ -636,9 +636,9 @@ describe('capacity: only a full queue answers 429', () => {
     cluster = await new Cluster({
       both: 1,
       kvBlocks: 24,
-      // The agent is frozen on purpose below; on a loaded machine its last heartbeat before the
-      // freeze can be late, and 1.5 s then declared it dead mid-test (seen in CI).
+      // The agent freezes itself mid-answer (its fault point) for well under this.
       heartbeatTimeoutMs: 10000,
+      agentArgs: { both0: ['--fault', 'at=decode_step,after=20,action=stall'] },
       orchestratorYaml: 'admission:\n  max_inflight: 8\n  max_queue: 1\n  retry_after_s: 3\n',
     }).start();
   });
@@ -654,15 +654,18 @@ describe('capacity: only a full queue answers 429', () => {
       const probe = await cluster.post('/v1/completions', { ...body(0), max_tokens: 1 });
       assert.equal(probe.status, 200, probe.text);
       const tokens = probe.json.usage.prompt_tokens;
-      assert.ok(2 * Math.ceil((tokens + 1) / 16) > 24 && Math.ceil((tokens + 20) / 16) <= 24,
+      // The running request answers at length, and the agent stops itself at its 20th decode
+      // step: it holds its KV however fast it decodes (a SIGSTOP sent by the test after the
+      // first chunk came after the end of a 20-token answer on a loaded machine; seen in CI).
+      const running = 120;
+      assert.ok(2 * Math.ceil((tokens + 1) / 16) > 24 && Math.ceil((tokens + running) / 16) <= 24,
         `a prompt of ${tokens} tokens`);
       const response = await fetch(`${cluster.url}/v1/completions`, { method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ ...body(1), stream: true }) });
+        body: JSON.stringify({ ...body(1), max_tokens: running, stream: true }) });
       assert.equal(response.status, 200);
       const reader = response.body.getReader();
-      await reader.read();  // it runs: its KV is taken
-      agent.child.kill('SIGSTOP');  // and stays taken (well inside the 10 s heartbeat timeout)
+      await reader.read();  // it runs: its KV is taken, and the agent is about to stop
       try {
         const waiting = cluster.post('/v1/completions', body(2));
         await sleep(100);
