@@ -119,7 +119,7 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
                              "(503).")
                          .Register(registry);
   const std::array<const char*, kRejections> reasons{"queue_full", "queue_timeout", "no_nodes",
-                                           "shutting_down", "key_limit"};
+                                                     "shutting_down", "key_limit"};
   for (size_t i = 0; i < reasons.size(); ++i) {
     rejections_[i] = &rejections.Add({{"reason", reasons[i]}});
   }
