@@ -34,7 +34,7 @@ class OrchestratorMetrics {
 
   enum class Phase { kQueue, kPrefill, kTransfer, kDecode };
   enum class Rejection { kQueueFull, kQueueTimeout, kNoNodes, kShuttingDown, kKeyLimit };
-  static constexpr size_t kRejections = 5;
+  static constexpr size_t kRejections = static_cast<size_t>(Rejection::kKeyLimit) + 1;
 
   // One answered OpenAI request: `endpoint` is its path, `http_status` what the client got
   // (499: the client left).

@@ -186,6 +186,8 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   http::Handler keyed(std::string endpoint, http::Handler handler);
   Task<void> refuseUnauthorized(std::shared_ptr<Impl> self, std::string endpoint,
                                 ResponseWriter& writer);
+  // A 429 in OpenAI's shape with Retry-After: admission.retry_after_s, counted for `path`.
+  Task<void> refuseRateLimited(std::string_view path, std::string message, ResponseWriter& writer);
   Task<void> models(std::shared_ptr<Impl> self, ResponseWriter& writer);
   Task<void> model(std::shared_ptr<Impl> self, const Request& request, ResponseWriter& writer);
   Task<void> health(std::shared_ptr<Impl> self, ResponseWriter& writer);
@@ -317,6 +319,15 @@ http::Handler OrchestratorServer::Impl::keyed(std::string endpoint, http::Handle
   };
 }
 
+Task<void> OrchestratorServer::Impl::refuseRateLimited(std::string_view path, std::string message,
+                                                       ResponseWriter& writer) {
+  const openai::ApiError error{
+      429, "rate_limit_error", std::move(message), {}, "rate_limit_exceeded"};
+  const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
+  metrics_.countRequest(path, error.http_status);
+  co_await sendApiError(writer, error, headers);
+}
+
 Task<void> OrchestratorServer::Impl::refuseUnauthorized(std::shared_ptr<Impl> self,
                                                         std::string endpoint,
                                                         ResponseWriter& writer) {
@@ -359,10 +370,7 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
                                 " requests under way, its limit. Retry after " +
                                 std::to_string(config_.retry_after_s) + " s.";
     spdlog::info("{}: refused (429): {}", path, message);
-    const openai::ApiError error{429, "rate_limit_error", message, {}, "rate_limit_exceeded"};
-    const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
-    metrics_.countRequest(path, error.http_status);
-    co_await sendApiError(writer, error, headers);
+    co_await refuseRateLimited(path, message, writer);
     co_return;
   }
   openai::ParseResult parsed = openai::parseRequest(endpoint, request.body());
@@ -419,10 +427,7 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
       co_return;
     }
     spdlog::info("request {}: refused (429): {}", ready.openai_id, message);
-    const openai::ApiError error{429, "rate_limit_error", message, {}, "rate_limit_exceeded"};
-    const ResponseWriter::Headers headers{{"Retry-After", std::to_string(config_.retry_after_s)}};
-    metrics_.countRequest(path, error.http_status);
-    co_await sendApiError(writer, error, headers);
+    co_await refuseRateLimited(path, message, writer);
     co_return;
   }
   metrics_.observePhase(OrchestratorMetrics::Phase::kQueue,

@@ -426,7 +426,10 @@ class CudaIpcTransport final : public Transport {
       longest = std::max(longest, ops[i].length);
       total += ops[i].length;
     }
-    batch.stream = total >= kTurnBytes ? next_stream_ : 0;
+    if (total >= kTurnBytes) {
+      batch.stream = next_stream_;
+      next_stream_ = (next_stream_ + 1) % kStreams;
+    }
     cudaStream_t stream = streams_[batch.stream];
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
@@ -442,7 +445,6 @@ class CudaIpcTransport final : public Transport {
       return launched;
     }
     slot.busy = true;
-    if (total >= kTurnBytes) next_stream_ = (next_stream_ + 1) % kStreams;
     batch.slot = slot_index;
     batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
     batches_.emplace(next_batch_++, std::move(batch));
