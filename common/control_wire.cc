@@ -331,6 +331,7 @@ void read(Reader& r, PrefillResponse& m) {
   r.get("transfer_bytes", m.transfer_bytes);
   r.object(
       "logprobs", [&](Reader& in) { read(in, m.logprobs.emplace()); }, false);
+  r.getList("kv_checksums", m.kv_checksums, false);
 }
 void read(Reader& r, DecodeRequest& m) {
   r.get("request_id", m.request_id);
@@ -340,6 +341,7 @@ void read(Reader& r, DecodeRequest& m) {
   r.get("rng_draws", m.rng_draws);
   r.get("max_new_tokens", m.max_new_tokens);
   r.getList("stop_tokens", m.stop_tokens);
+  r.getList("kv_checksums", m.kv_checksums, false);
 }
 void read(Reader& r, GenerateRequest& m) {
   r.get("request_id", m.request_id);
@@ -433,16 +435,19 @@ json::value toJson(const PrefillResponse& m) {
                  {"rng_draws", m.rng_draws},     {"prefill_ms", m.prefill_ms},
                  {"transfer_ms", m.transfer_ms}, {"transfer_bytes", m.transfer_bytes}};
   if (m.logprobs) o["logprobs"] = toJson(*m.logprobs);
+  if (!m.kv_checksums.empty()) o["kv_checksums"] = arrayOf(m.kv_checksums);
   return o;
 }
 json::value toJson(const DecodeRequest& m) {
-  return {{"request_id", m.request_id},
-          {"lease_id", m.lease_id},
-          {"first_token", m.first_token},
-          {"sampling", toJson(m.sampling)},
-          {"rng_draws", m.rng_draws},
-          {"max_new_tokens", m.max_new_tokens},
-          {"stop_tokens", arrayOf(m.stop_tokens)}};
+  json::object o{{"request_id", m.request_id},
+                 {"lease_id", m.lease_id},
+                 {"first_token", m.first_token},
+                 {"sampling", toJson(m.sampling)},
+                 {"rng_draws", m.rng_draws},
+                 {"max_new_tokens", m.max_new_tokens},
+                 {"stop_tokens", arrayOf(m.stop_tokens)}};
+  if (!m.kv_checksums.empty()) o["kv_checksums"] = arrayOf(m.kv_checksums);
+  return o;
 }
 json::value toJson(const GenerateRequest& m) {
   return {{"request_id", m.request_id},

@@ -208,6 +208,9 @@ struct PrefillResponse {
   double transfer_ms = 0;  // from the first layer's post to the last completion
   uint64_t transfer_bytes = 0;
   std::optional<TokenLogprobs> logprobs;  // the first token's, when sampling.logprobs asked
+  // transport.checksum on the prefill agent: per layer, kvChecksum() of the K and V it wrote
+  // (node_agent/kv_transfer/kv_checksum.h). Empty otherwise; optional on the wire.
+  std::vector<uint64_t> kv_checksums;
 };
 
 struct DecodeRequest {
@@ -218,6 +221,9 @@ struct DecodeRequest {
   uint64_t rng_draws = 0;
   uint32_t max_new_tokens = 0;  // tokens this stream may add after first_token
   std::vector<int32_t> stop_tokens;
+  // The prefill's PrefillResponse::kv_checksums, passed on: the decode agent checks the landed KV
+  // against them before it decodes. Optional (empty: not checked).
+  std::vector<uint64_t> kv_checksums;
 };
 
 struct GenerateRequest {  // role both: prefill and decode here, no transfer
@@ -233,6 +239,9 @@ struct GenerateRequest {  // role both: prefill and decode here, no transfer
 namespace error_code {
 // The KV pool has no room for the request now: not the node's fault; wait and retry.
 inline constexpr char kKvCapacity[] = "kv_capacity";
+// The KV that landed differs from what the prefill sent (its checksums): the transfer is to
+// blame, not the decode node; the request goes on elsewhere, and nothing was decoded from it.
+inline constexpr char kKvCorrupt[] = "kv_corrupt";
 }  // namespace error_code
 
 // One line of a decode / generate stream (NDJSON): a token, or the end.

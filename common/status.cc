@@ -32,6 +32,8 @@ std::string_view statusCodeName(StatusCode code) {
       return "IO_ERROR";
     case StatusCode::kUnauthenticated:
       return "UNAUTHENTICATED";
+    case StatusCode::kDataLoss:
+      return "DATA_LOSS";
   }
   return "UNKNOWN";
 }
@@ -63,6 +65,7 @@ Status failedPrecondition(std::string m) { return {StatusCode::kFailedPreconditi
 Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 Status internalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 Status unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
+Status dataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 
 Status ioError(std::string_view call, int errno_value) {
   std::string msg(call);

@@ -26,6 +26,7 @@ enum class StatusCode : int {
   kInternal,            // a bug or an unexpected system failure
   kIoError,             // a system call failed (errno is in the message)
   kUnauthenticated,     // the caller did not prove who it is (a control call without a valid MAC)
+  kDataLoss,            // bytes arrived changed (a KV checksum mismatch)
 };
 
 std::string_view statusCodeName(StatusCode code);
@@ -71,6 +72,7 @@ Status failedPrecondition(std::string message);
 Status cancelled(std::string message);
 Status internalError(std::string message);
 Status unauthenticated(std::string message);
+Status dataLoss(std::string message);
 // errno → IO_ERROR with "call: strerror(errno)".
 Status ioError(std::string_view call, int errno_value);
 

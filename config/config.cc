@@ -380,6 +380,7 @@ void readAgent(MapReader& reader, NodeAgentConfig& config) {
   reader.scalar("name", config.name, parseName);
   reader.uint32("register_timeout_ms", config.register_timeout_ms, 1, 3600000);
   reader.uint32("drain_timeout_ms", config.drain_timeout_ms, 0, 3600000);
+  reader.scalar("kv_checksum", config.kv_checksum, parseBool);
 }
 
 Result<int32_t> parseGpu(std::string_view text) {

@@ -142,6 +142,10 @@ struct NodeAgentConfig {
   std::string name;                                     // empty: the control address
   uint32_t register_timeout_ms = 30000;  // keep trying to register this long, 1..3600000
   uint32_t drain_timeout_ms = 30000;     // on SIGTERM, wait this long for requests, 0..3600000
+  // Prefill side: a checksum of each layer's K and V it sends goes with its answer, and the
+  // decode agent checks the landed KV against it before decoding (a mismatch fails the attempt
+  // with code kv_corrupt; the orchestrator goes on elsewhere). Host-memory KV pools only.
+  bool kv_checksum = false;
   // `engine:`
   uint32_t kv_blocks = 256;  // KV capacity in blocks, 0..16777216; 0: as many as fit (GPU only)
   uint32_t max_batch_tokens = 256;    // tokens per forward pass (prefill chunk), 1..65536

@@ -22,6 +22,7 @@
 #include "node_agent/control_api.h"
 #include "node_agent/engine/engine.h"
 #include "node_agent/engine_work_impl.h"
+#include "node_agent/kv_transfer/kv_checksum.h"
 #include "node_agent/kv_transfer/kv_receiver.h"
 #include "node_agent/kv_transfer/kv_regions.h"
 #include "node_agent/kv_transfer/kv_sender.h"
@@ -55,12 +56,13 @@ class NodeAgentImpl final : public NodeAgent {
         prefills_(*engine_, metrics_),
         loop_(*engine_, prefills_, metrics_, config.max_batch_sequences),
         receiver_(*engine_, regions.ids,
-                  milliseconds(config.transport.op_timeout_ms) + std::chrono::seconds(1),
+                  milliseconds(config.transport.op_timeout_ms) + std::chrono::seconds(1), metrics_,
                   [this](kv_transfer::KvReceiver::Landed landed) {
                     loop_.admitImported(landed.seq, landed.decode, std::move(landed.stream));
                   }),
         sender_(*engine_, prefills_, *transport_, connector_, engine_io_.get_executor(),
-                std::move(regions.pools), metrics_, milliseconds(config.transport.op_timeout_ms)),
+                std::move(regions.pools), metrics_, milliseconds(config.transport.op_timeout_ms),
+                config.kv_checksum),
         work_(loop_, sender_, receiver_, prefills_, backlog_),
         auth_(std::move(auth)),
         client_(io),
@@ -238,6 +240,7 @@ Result<std::unique_ptr<NodeAgent>> NodeAgent::create(const config::NodeAgentConf
   if (engine == nullptr || transport == nullptr) {
     return invalidArgument("a node agent needs an engine and a transport");
   }
+  if (config.kv_checksum) RETURN_IF_ERROR(kv_transfer::checkKvChecksumSupported(*engine));
   ASSIGN_OR_RETURN(kv_transfer::KvRegions regions,
                    kv_transfer::registerKvPools(*engine, *transport));
   ASSIGN_OR_RETURN(rdma::EndpointBlob blob, transport->localBlob());

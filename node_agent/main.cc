@@ -37,6 +37,8 @@ and GET /metrics (Prometheus) on the same port.
   --kv-blocks N             engine.kv_blocks: KV capacity in blocks (0 with --gpu: as many as fit)
   --gpu N                   engine.gpu: run the CUDA runtime on GPU N (-1: the CPU runtime)
   --transport KIND          transport.kind: tcp | verbs | cuda_ipc | loopback
+  --kv-checksum BOOL        agent.kv_checksum: checksum the KV this prefill agent sends, so the
+                            decode agent refuses corrupt KV instead of decoding it
   --name NAME               agent.name: how operators see this node in /v1/nodes
   --port-file FILE          write the bound control port to FILE once listening
   --log-level LEVEL         logging.level: trace | debug | info | warn | error | off
@@ -105,7 +107,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--model" || arg == "--role" || arg == "--orchestrator" ||
                arg == "--control-address" || arg == "--transport-address" || arg == "--kv-blocks" ||
                arg == "--gpu" || arg == "--transport" || arg == "--name" || arg == "--log-level" ||
-               arg == "--fault" || arg == "--transport-faults") {
+               arg == "--fault" || arg == "--transport-faults" || arg == "--kv-checksum") {
       overrides.emplace_back(arg, value);
     } else {
       return fail("unknown flag " + arg + " (see --help)");
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
     if (flag == "--gpu") yaml = "engine:\n  gpu: \"" + value + "\"";
     if (flag == "--transport") yaml = "transport:\n  kind: " + value;
     if (flag == "--log-level") yaml = "logging:\n  level: " + value;
+    if (flag == "--kv-checksum") yaml = "agent:\n  kv_checksum: " + value;
     if (flag == "--fault") yaml = "faults:\n" + keyValuesAsYaml(value, "  ");
     if (flag == "--transport-faults") {
       yaml = "transport:\n  faults:\n" + keyValuesAsYaml(value, "    ");
@@ -146,6 +149,7 @@ int main(int argc, char** argv) {
     if (flag == "--transport") config.transport.kind = parsed->transport.kind;
     if (flag == "--log-level") config.logging.level = parsed->logging.level;
     if (flag == "--fault") config.faults = parsed->faults;
+    if (flag == "--kv-checksum") config.kv_checksum = parsed->kv_checksum;
     if (flag == "--transport-faults") config.transport.faults = parsed->transport.faults;
   }
   if (config.model.path.empty())

@@ -49,6 +49,9 @@ AgentMetrics::AgentMetrics(prometheus::Registry& registry, std::string_view role
                                  "KV transfer of one prefill: first layer posted to the last "
                                  "write completed.",
                                  transferBuckets())),
+      kv_checksum_failures(counter(registry, "kvferry_agent_kv_checksum_failures_total",
+                                   "Leases whose landed KV differed from the prefill's checksums "
+                                   "(agent.kv_checksum): refused, never decoded.")),
       active_leases(gauge(registry, "kvferry_agent_active_leases",
                           "Decode reservations (leases) waiting for their KV or their decode "
                           "call.")),

@@ -67,6 +67,7 @@ class AgentMetrics {
   prometheus::Counter& prefill_tokens;         // prompt tokens computed
   prometheus::Counter& prefill_cached_tokens;  // prompt tokens found in the prefix cache
   prometheus::Histogram& transfer_seconds;     // first post to last completion of a prefill
+  prometheus::Counter& kv_checksum_failures;   // leases whose landed KV failed its checksum
   prometheus::Gauge& active_leases;
   prometheus::Gauge& decoding_sequences;
 

@@ -76,10 +76,11 @@ AgentResult<StreamEnd> TokenStreamReader::end(const Status& connection,
             internalError(call_ + " stream of " + node_ + " has a malformed line: " + malformed_)};
   }
   if (finish_ == "error") {
-    return {
-        code_ == wire::error_code::kKvCapacity ? AgentFailure::kNoCapacity : AgentFailure::kRefused,
-        unavailable(call_ + " on " + node_ +
-                    " failed: " + (message_.empty() ? std::string("(no message)") : message_))};
+    AgentFailure kind = AgentFailure::kRefused;
+    if (code_ == wire::error_code::kKvCapacity) kind = AgentFailure::kNoCapacity;
+    if (code_ == wire::error_code::kKvCorrupt) kind = AgentFailure::kKvCorrupt;
+    return {kind, unavailable(call_ + " on " + node_ + " failed: " +
+                              (message_.empty() ? std::string("(no message)") : message_))};
   }
   if (finish_.empty()) {
     return {AgentFailure::kRefused,

@@ -29,6 +29,8 @@ enum class AgentFailure : uint8_t {
                 // whose KV could not be written to the decode node)
   kNoCapacity,  // the agent has no KV room for the request now (code kv_capacity): not its
                 // fault; the request may wait for room
+  kKvCorrupt,   // the decode agent found the landed KV differs from the prefill's checksums
+                // (code kv_corrupt): the transfer, not the decode node, is to blame
 };
 
 // A call's answer, or its failure: a Result<T> that also says which kind of failure it is.

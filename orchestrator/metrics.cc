@@ -59,6 +59,10 @@ OrchestratorMetrics::OrchestratorMetrics(prometheus::Registry& registry)
       resumes(counter(registry, "kvferry_request_resumes_total",
                       "Attempts that went on with an answer another pair had begun: the prompt "
                       "plus the tokens already produced.")),
+      kv_corruptions(counter(registry, "kvferry_kv_corruptions_total",
+                             "Attempts whose KV landed on the decode node differing from the "
+                             "prefill's checksums (agent.kv_checksum): not decoded, retried on "
+                             "another pair.")),
       colocated_fallbacks(counter(registry, "kvferry_colocated_fallbacks_total",
                                   "Attempts served whole (prefill and decode) on one decode "
                                   "node because no node that can prefill was alive.")),

@@ -59,6 +59,7 @@ class OrchestratorMetrics {
   prometheus::Histogram& routing_decision_seconds;  // one Policy::choose call
   prometheus::Counter& retries;                     // attempts after a failed one
   prometheus::Counter& resumes;                     // of those, ones that went on mid-answer
+  prometheus::Counter& kv_corruptions;       // attempts whose KV landed corrupt (code kv_corrupt)
   prometheus::Counter& colocated_fallbacks;  // attempts served whole on a decode node: no prefill
                                              // node was alive
   prometheus::Counter& prompt_tokens;        // of every request scheduled

@@ -461,6 +461,7 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   decode_request.rng_draws = first->rng_draws;
   decode_request.max_new_tokens = input_.max_new_tokens - 1;
   decode_request.stop_tokens = request_.stop_tokens;
+  decode_request.kv_checksums = std::move(first->kv_checksums);
   NodeRegistry::WorkTicket decoding = ctx_.registry.startDecode(decode);
   bool saw_token = false;
   const std::function<void()> nothing = [] {};
@@ -468,7 +469,11 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
     return onStreamLine(saw_token, line, nothing);
   };
   AgentResult<StreamEnd> ended = co_await ctx_.agents.decode(decode, decode_request, on_line);
-  AttemptResult result = co_await afterStream(decode, ended);
+  // KV that landed corrupt blames the pair's prefill side (its transport sent the bytes; the
+  // decode node only found out): the next attempt prefills elsewhere.
+  const bool corrupt = !ended.isOk() && ended.failure() == AgentFailure::kKvCorrupt;
+  if (corrupt) ctx_.metrics.kv_corruptions.Increment();
+  AttemptResult result = co_await afterStream(corrupt ? prefill : decode, ended);
   // A decode that ended normally ended the lease; otherwise make sure it ends (idempotent).
   if (result || answer_->clientGone()) ctx_.agents.release(decode, lease_id, true);
   co_return result;

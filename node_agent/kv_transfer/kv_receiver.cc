@@ -3,15 +3,18 @@
 #include <spdlog/spdlog.h>
 
 #include "node_agent/kv_transfer/immediate.h"
+#include "node_agent/kv_transfer/kv_checksum.h"
 #include "node_agent/wire_engine.h"
 
 namespace kvferry::agent::kv_transfer {
 
 KvReceiver::KvReceiver(engine::Engine& engine, std::vector<rdma::RegionId> regions,
-                       std::chrono::milliseconds quarantine, OnLanded on_landed)
+                       std::chrono::milliseconds quarantine, AgentMetrics& metrics,
+                       OnLanded on_landed)
     : engine_(engine),
       regions_(std::move(regions)),
       quarantine_(quarantine),
+      metrics_(metrics),
       on_landed_(std::move(on_landed)) {}
 
 Reply KvReceiver::reserve(const wire::ReserveRequest& request) {
@@ -35,6 +38,7 @@ Reply KvReceiver::reserve(const wire::ReserveRequest& request) {
   next_slot_ = (next_slot_ + 1) % kSlotCount;
   lease.seq = reservation->id;
   lease.blocks = static_cast<uint32_t>(view->block_ids.size());
+  lease.cached_blocks = reservation->cached_blocks;
   lease.deadline = Clock::now() + std::chrono::milliseconds(request.lease_ms);
   const uint32_t layers = engine_.kvGeometry().layers;
   lease.expected_layers = reservation->cached_blocks < lease.blocks ? layers : 0;
@@ -101,6 +105,13 @@ void KvReceiver::onImmediate(const rdma::ImmediateEvent& event) {
 
 void KvReceiver::handOn(Lease& lease) {
   const uint64_t lease_id = lease.id;
+  if (Status s = checkLandedKv(lease); !s.isOk()) {
+    metrics_.kv_checksum_failures.Increment();
+    spdlog::error("node agent: lease {} (request {}): {}; the request goes on elsewhere", lease_id,
+                  lease.request_id, s.message());
+    endLease(lease_id, s.message(), true, wire::error_code::kKvCorrupt);
+    return;
+  }
   if (Status s = engine_.commitImport(lease.seq); !s.isOk()) {
     endLease(lease_id, "commit: " + s.message());
     return;
@@ -111,12 +122,35 @@ void KvReceiver::handOn(Lease& lease) {
   on_landed_(std::move(landed));
 }
 
-void KvReceiver::endLease(uint64_t lease_id, std::string_view why, bool writer_done) {
+Status KvReceiver::checkLandedKv(const Lease& lease) const {
+  const std::vector<uint64_t>& expected = lease.decode.kv_checksums;
+  if (expected.empty() || lease.expected_layers == 0) return Status();
+  if (expected.size() != lease.expected_layers) {
+    return invalidArgument("the decode request carries " + std::to_string(expected.size()) +
+                           " KV checksums for " + std::to_string(lease.expected_layers) +
+                           " layers");
+  }
+  auto view = engine_.sequence(lease.seq);
+  if (!view.isOk()) return view.status();
+  const auto sent = std::span<const uint32_t>(view->block_ids).subspan(lease.cached_blocks);
+  for (uint32_t layer = 0; layer < lease.expected_layers; ++layer) {
+    ASSIGN_OR_RETURN(uint64_t landed, kvChecksum(engine_, layer, sent));
+    if (landed != expected[layer]) {
+      return dataLoss(fmt::format(
+          "the KV of layer {} arrived corrupt (checksum {:016x}, the prefill sent {:016x})", layer,
+          landed, expected[layer]));
+    }
+  }
+  return Status();
+}
+
+void KvReceiver::endLease(uint64_t lease_id, std::string_view why, bool writer_done,
+                          std::string_view code) {
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   Lease& lease = it->second;
   if (lease.quarantined && !writer_done) return;
-  if (lease.stream) lease.stream->emit(finishLine("error", why), true);
+  if (lease.stream) lease.stream->emit(finishLine("error", why, code), true);
   lease.stream.reset();
   if (lease.landed_count < lease.expected_layers && !writer_done) {
     lease.quarantined = true;

@@ -11,6 +11,10 @@
 // then the blocks are free at once, so one failed prefill does not hold them for seconds. An
 // immediate for a slot with no lease (a write that arrived after its quarantine) is dropped.
 //
+// A decode request that carries the prefill's KV checksums (agent.kv_checksum on the prefill
+// agent) is checked against the landed blocks before the import is committed: a mismatch ends
+// the lease with code kv_corrupt and frees its blocks; nothing is decoded from them.
+//
 // Thread: the engine thread owns it; the agent posts each polled immediate to onImmediate().
 #pragma once
 
@@ -25,6 +29,7 @@
 #include "common/control_wire.h"
 #include "node_agent/channels.h"
 #include "node_agent/engine/engine.h"
+#include "node_agent/metrics.h"
 #include "rdma/transport.h"
 
 namespace kvferry::agent::kv_transfer {
@@ -43,7 +48,7 @@ class KvReceiver {
 
   // `regions` are this agent's KV regions (K0, V0, K1, V1, …) as reservations name them.
   KvReceiver(engine::Engine& engine, std::vector<rdma::RegionId> regions,
-             std::chrono::milliseconds quarantine, OnLanded on_landed);
+             std::chrono::milliseconds quarantine, AgentMetrics& metrics, OnLanded on_landed);
 
   // /agent/reserve: blocks for the prompt (its cached prefix taken from the prefix cache), a
   // slot, a deadline. 503 when the pool (code kv_capacity) or the slots are full, 400 for a bad
@@ -74,6 +79,7 @@ class KvReceiver {
     uint32_t slot = 0;
     engine::SequenceId seq = 0;
     uint32_t blocks = 0;
+    uint32_t cached_blocks = 0;  // leading blocks this agent had: not written by the transfer
     Clock::time_point deadline;
     uint32_t expected_layers = 0;  // 0 when every block was cached here: nothing to wait for
     std::vector<bool> landed;
@@ -85,13 +91,18 @@ class KvReceiver {
   using LeaseMap = std::unordered_map<uint64_t, Lease>;
 
   void handOn(Lease& lease);
-  // Ends a lease that will not decode: tells a waiting stream why, frees or quarantines it.
-  void endLease(uint64_t lease_id, std::string_view why, bool writer_done = false);
+  // OK, or why the landed KV differs from the decode request's checksums (DATA_LOSS).
+  Status checkLandedKv(const Lease& lease) const;
+  // Ends a lease that will not decode: tells a waiting stream why (with `code`), frees or
+  // quarantines it.
+  void endLease(uint64_t lease_id, std::string_view why, bool writer_done = false,
+                std::string_view code = {});
   void freeLease(LeaseMap::iterator it);
 
   engine::Engine& engine_;
   const std::vector<rdma::RegionId> regions_;
   const std::chrono::milliseconds quarantine_;
+  AgentMetrics& metrics_;
   const OnLanded on_landed_;
   LeaseMap leases_;
   std::unordered_map<uint32_t, uint64_t> slot_leases_;

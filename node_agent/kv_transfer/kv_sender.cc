@@ -4,6 +4,7 @@
 
 #include "node_agent/fault_point.h"
 #include "node_agent/kv_transfer/immediate.h"
+#include "node_agent/kv_transfer/kv_checksum.h"
 #include "node_agent/wire_engine.h"
 
 namespace kvferry::agent::kv_transfer {
@@ -27,7 +28,7 @@ Reply refusal(unsigned status, std::string message) {
 KvSender::KvSender(engine::Engine& engine, PrefillRunner& prefills, rdma::Transport& transport,
                    PeerConnector& connector, boost::asio::any_io_executor engine_executor,
                    std::vector<rdma::KvPool> pools, AgentMetrics& metrics,
-                   std::chrono::milliseconds op_timeout)
+                   std::chrono::milliseconds op_timeout, bool kv_checksum)
     : engine_(engine),
       prefills_(prefills),
       transport_(transport),
@@ -35,7 +36,8 @@ KvSender::KvSender(engine::Engine& engine, PrefillRunner& prefills, rdma::Transp
       engine_executor_(std::move(engine_executor)),
       pools_(std::move(pools)),
       metrics_(metrics),
-      op_timeout_(op_timeout) {}
+      op_timeout_(op_timeout),
+      kv_checksum_(kv_checksum) {}
 
 AgentMetrics::Peer KvSender::peerMetrics(uint32_t node_id) {
   auto it = peer_metrics_.find(node_id);
@@ -185,6 +187,15 @@ void KvSender::onLayer(uint64_t key, Pending& p, uint32_t layer) {
       p.error = s;
       return;
     }
+  }
+  if (kv_checksum_) {
+    Result<uint64_t> checksum = kvChecksum(engine_, layer, local);
+    if (!checksum.isOk()) {
+      p.error = checksum.status();
+      return;
+    }
+    p.response.kv_checksums.resize(engine_.kvGeometry().layers);
+    p.response.kv_checksums[layer] = *checksum;
   }
   if (!p.posted) {
     p.first_post = Clock::now();

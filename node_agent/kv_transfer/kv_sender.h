@@ -12,6 +12,9 @@
 //   completion frees room or on the next loop turn; one still refused after op_timeout fails
 //   its prefill (503). Posts queue behind refused ones, so batches leave in order.
 //
+// With `kv_checksum` (agent.kv_checksum), each layer's K and V of the blocks it sends are hashed
+// (kv_checksum.h) as the layer is posted, and the answer carries the hashes for the decode agent.
+//
 // Thread: the engine thread owns it; the agent posts each polled completion to onCompletion().
 #pragma once
 
@@ -45,7 +48,7 @@ class KvSender {
   KvSender(engine::Engine& engine, PrefillRunner& prefills, rdma::Transport& transport,
            PeerConnector& connector, boost::asio::any_io_executor engine_executor,
            std::vector<rdma::KvPool> pools, AgentMetrics& metrics,
-           std::chrono::milliseconds op_timeout);
+           std::chrono::milliseconds op_timeout, bool kv_checksum = false);
 
   // /agent/prefill once it is due (a cancelled one is refused before). `reply` gets one Reply:
   // 200 PrefillResponse, 400 bad target or sampling, 409 stopped by a cancel, 502 the transfer
@@ -118,6 +121,7 @@ class KvSender {
   const std::vector<rdma::KvPool> pools_;
   AgentMetrics& metrics_;
   const std::chrono::milliseconds op_timeout_;
+  const bool kv_checksum_;
 
   std::unordered_map<uint64_t, Pending> pending_;  // by key: the completions' cookie
   uint64_t next_key_ = 1;

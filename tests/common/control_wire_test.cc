@@ -75,6 +75,27 @@ TEST(ControlWire, RoundTripsEveryField) {
   EXPECT_EQ(end->message, "boom");
 }
 
+TEST(ControlWire, KvChecksumsTravelFromPrefillToDecodeOnlyWhenThereAreSome) {
+  PrefillResponse first;
+  first.kv_checksums = {0, 1, UINT64_MAX, 0x8000000000000001u};  // full 64 bits, exactly
+  auto first2 = decode<PrefillResponse>(encode(first));
+  ASSERT_TRUE(first2.isOk()) << first2.status().toString();
+  EXPECT_EQ(first2->kv_checksums, first.kv_checksums);
+  DecodeRequest decode_request;
+  decode_request.kv_checksums = first2->kv_checksums;
+  auto d2 = decode<DecodeRequest>(encode(decode_request));
+  ASSERT_TRUE(d2.isOk()) << d2.status().toString();
+  EXPECT_EQ(d2->kv_checksums, first.kv_checksums);
+  // None: the field is left out, and a body without it decodes to none.
+  EXPECT_EQ(encode(PrefillResponse{}).find("kv_checksums"), std::string::npos);
+  EXPECT_EQ(encode(DecodeRequest{}).find("kv_checksums"), std::string::npos);
+  EXPECT_TRUE(decode<DecodeRequest>(encode(DecodeRequest{}))->kv_checksums.empty());
+  auto negative = decode<DecodeRequest>(
+      R"({"request_id":1,"lease_id":2,"first_token":3,"sampling":{"temperature":0,"top_p":1,)"
+      R"("seed":0},"rng_draws":0,"max_new_tokens":4,"stop_tokens":[],"kv_checksums":[-1]})");
+  EXPECT_FALSE(negative.isOk());
+}
+
 TEST(ControlWire, LogitProcessorsLogprobsAndErrorsRoundTrip) {
   GenerateRequest g;
   g.sampling.temperature = 0.7f;

@@ -573,12 +573,14 @@ namespace {
 TEST(PipelineConfigTest, AgentAndOrchestratorSections) {
   auto agent = parseNodeAgentConfig(
       "model:\n  path: m.gguf\n  block_tokens: 32\n  hash_seed: 000102030405060708090a0b0c0d0e0f\n"
-      "agent:\n  role: prefill\n  orchestrator_address: 127.0.0.1:9000\n"
+      "agent:\n  role: prefill\n  orchestrator_address: 127.0.0.1:9000\n  kv_checksum: true\n"
       "engine:\n  kv_blocks: 512\n  prefix_caching: false\n",
       "a.yaml");
   ASSERT_TRUE(agent.isOk()) << agent.status().toString();
   EXPECT_EQ(agent->model.block_tokens, 32u);
   EXPECT_EQ(agent->role, NodeRole::kPrefill);
+  EXPECT_TRUE(agent->kv_checksum);
+  EXPECT_FALSE(parseNodeAgentConfig("", "a.yaml")->kv_checksum);
   EXPECT_EQ(agent->kv_blocks, 512u);
   EXPECT_FALSE(agent->prefix_caching);
   auto bad = parseNodeAgentConfig("agent:\n  role: leader\n", "a.yaml");

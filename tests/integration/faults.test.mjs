@@ -173,6 +173,25 @@ describe('transfers cut, lost and delayed, under load', () => {
   });
 });
 
+describe('KV corrupted on the way (agent.kv_checksum)', () => {
+  test('corrupt KV is never decoded: the request goes on through a healthy pair', () => withCluster({
+    prefill: 2, decode: 2,
+    agentArgs: {
+      // Every batch prefill0 sends lands with 16 bytes changed.
+      prefill0: ['--kv-checksum', 'true', '--transport-faults', 'corrupt_rate=1,seed=4'],
+      prefill1: ['--kv-checksum', 'true'],
+    },
+    orchestratorYaml: 'scheduler:\n  policy: round_robin\n',
+  }, async (cluster) => {
+    const outcomes = await load(cluster, { rounds: 1 });
+    assert.equal(succeeded(outcomes), outcomes.length,
+      `${JSON.stringify(outcomes.filter((o) => o.status !== 200))}\n${cluster.logs()}`);
+    const metrics = await (await fetch(`${cluster.url}/metrics`)).text();
+    const corrupt = Number(/^kvferry_kv_corruptions_total (\S+)$/m.exec(metrics)?.[1]);
+    assert.ok(corrupt > 0, `no corruption was caught: the test tested nothing\n${cluster.logs()}`);
+  }));
+});
+
 describe('the orchestrator killed and restarted', () => {
   test('agents register again, requests are served, in-flight ones fail typed', async () => {
     await withCluster({ prefill: 1, decode: 1 }, async (cluster) => {

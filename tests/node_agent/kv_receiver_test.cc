@@ -20,7 +20,7 @@ class KvReceiverTest : public ::testing::Test {
  protected:
   KvReceiverTest()
       : engine_(makeFakeEngine(fakeEngineConfig(4, 32), FakeShape{.layers = kLayers}, {})),
-        receiver_(*engine_, {10, 11, 12, 13, 14, 15}, kQuarantine,
+        receiver_(*engine_, {10, 11, 12, 13, 14, 15}, kQuarantine, metrics_.metrics,
                   [this](KvReceiver::Landed landed) { landed_.push_back(std::move(landed)); }) {}
 
   // Reserves blocks for a prompt of `tokens` tokens counting up from `first` (mod 50); the
@@ -57,6 +57,7 @@ class KvReceiverTest : public ::testing::Test {
   boost::asio::io_context io_;
   std::unique_ptr<engine::Engine> engine_;
   std::vector<KvReceiver::Landed> landed_;
+  TestMetrics metrics_;
   KvReceiver receiver_;
 };
 

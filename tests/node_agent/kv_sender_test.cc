@@ -54,6 +54,7 @@ class KvSenderTest : public ::testing::Test {
     transport_.delegateTo(prefill_side_.loopback);
     auto pools = registerKvPools(*prefill_side_.engine, transport_);
     EXPECT_TRUE(pools.isOk());
+    prefill_pools_ = pools->pools;
     auto decode_pools = registerKvPools(*decode_side_.engine, decode_side_.loopback);
     EXPECT_TRUE(decode_pools.isOk());
     auto blob = decode_side_.loopback.localBlob();
@@ -61,12 +62,15 @@ class KvSenderTest : public ::testing::Test {
     decode_blob_ = wire::base64Encode(*blob);
     prefills_ = std::make_unique<PrefillRunner>(*prefill_side_.engine, metrics_.metrics);
     connector_ = std::make_unique<PeerConnector>(transport_);
-    sender_ = std::make_unique<KvSender>(*prefill_side_.engine, *prefills_, transport_, *connector_,
-                                         engine_io_.get_executor(), pools->pools, metrics_.metrics,
-                                         op_timeout_);
+    makeSender(false);
     receiver_ = std::make_unique<KvReceiver>(
-        *decode_side_.engine, decode_pools->ids, 2s,
+        *decode_side_.engine, decode_pools->ids, 2s, metrics_.metrics,
         [this](KvReceiver::Landed landed) { landed_.push_back(std::move(landed)); });
+  }
+  void makeSender(bool kv_checksum) {
+    sender_ = std::make_unique<KvSender>(*prefill_side_.engine, *prefills_, transport_, *connector_,
+                                         engine_io_.get_executor(), prefill_pools_,
+                                         metrics_.metrics, op_timeout_, kv_checksum);
   }
   ~KvSenderTest() override {
     gate_.set_value();  // a connect held in a test goes on, so the connector can stop
@@ -152,6 +156,7 @@ class KvSenderTest : public ::testing::Test {
   Side decode_side_{fabric_};
   NiceMock<MockTransport> transport_;  // the prefill side's, over its loopback
   std::string decode_blob_;
+  std::vector<rdma::KvPool> prefill_pools_;
   boost::asio::io_context io_;
   boost::asio::io_context engine_io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_{
@@ -329,6 +334,67 @@ TEST_F(KvSenderTest, ATargetThatCachesEveryBlockNeedsNoConnection) {
   auto response = wire::decode<wire::PrefillResponse>(answer->body);
   EXPECT_EQ(response->transfer_bytes, 0u);
   EXPECT_EQ(response->transfer_ms, 0);
+}
+
+// agent.kv_checksum: the answer carries one checksum per layer; the decode side checks the
+// landed KV against them, hands on KV that matches and refuses KV changed on the way.
+TEST_F(KvSenderTest, ChecksummedKvIsHandedOnIntactAndRefusedWhenChangedOnTheWay) {
+  makeSender(true);
+  // Prefills a prompt of 10 tokens from `first` to a fresh lease; the lease and the answer.
+  const auto send = [this](uint64_t request_id, int32_t first) {
+    std::vector<int32_t> tokens = prompt(10);
+    for (int32_t& t : tokens) t += first;
+    const wire::ReserveResponse lease = reserve(request_id, tokens);
+    std::optional<Reply> answer = await(*prefill(prefillFor(request_id, tokens, lease)));
+    EXPECT_TRUE(answer && answer->status == 200u);
+    auto response = wire::decode<wire::PrefillResponse>(answer ? answer->body : "");
+    EXPECT_TRUE(response.isOk());
+    return std::pair{lease, response.isOk() ? *response : wire::PrefillResponse{}};
+  };
+  const auto decode = [this](uint64_t request_id, const wire::ReserveResponse& lease,
+                             std::vector<uint64_t> checksums) {
+    wire::DecodeRequest request;
+    request.request_id = request_id;
+    request.lease_id = lease.lease_id;
+    request.max_new_tokens = 2;
+    request.kv_checksums = std::move(checksums);
+    auto stream = newStream(io_, request_id);
+    receiver_->decode(request, stream);
+    return stream;
+  };
+
+  const auto [intact, intact_answer] = send(1, 0);
+  ASSERT_EQ(intact_answer.kv_checksums.size(), kLayers);
+  EXPECT_NE(intact_answer.kv_checksums[0], intact_answer.kv_checksums[1]);
+  decode(1, intact, intact_answer.kv_checksums);
+  ASSERT_EQ(landed_.size(), 1u);
+
+  const auto [changed, changed_answer] = send(2, 20);
+  ASSERT_EQ(changed_answer.kv_checksums.size(), kLayers);
+  // One byte of layer 1's V in the lease's last block changes after it landed.
+  engine::KvPoolRegion pool = decode_side_.engine->valuePool(1);
+  const uint64_t block_bytes = decode_side_.engine->kvGeometry().blockBytes();
+  static_cast<uint8_t*>(pool.base)[changed.block_ids[2] * block_bytes + 5] ^= 0x40;
+  const uint32_t used_before = decode_side_.engine->blocks().usedBlocks();
+  auto refused = decode(2, changed, changed_answer.kv_checksums);
+  std::vector<wire::StreamLine> lines = readStream(*refused, 1s);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].finish, "error");
+  EXPECT_EQ(lines[0].code, wire::error_code::kKvCorrupt);
+  EXPECT_THAT(lines[0].message, ::testing::HasSubstr("layer 1 arrived corrupt"));
+  EXPECT_EQ(landed_.size(), 1u);  // never handed on to decode
+  EXPECT_EQ(receiver_->leaseCount(), 0u);
+  EXPECT_EQ(decode_side_.engine->blocks().usedBlocks(), used_before - 3);  // its blocks are free
+  EXPECT_EQ(metrics_.metrics.kv_checksum_failures.Value(), 1);
+}
+
+TEST_F(KvSenderTest, WithoutChecksumsTheAnswerCarriesNone) {
+  const std::vector<int32_t> tokens = prompt(10);
+  const wire::ReserveResponse lease = reserve(1, tokens);
+  std::optional<Reply> answer = await(*prefill(prefillFor(1, tokens, lease)));
+  ASSERT_TRUE(answer);
+  ASSERT_EQ(answer->status, 200u) << answer->body;
+  EXPECT_EQ(answer->body.find("kv_checksums"), std::string::npos);
 }
 
 TEST_F(KvSenderTest, ABadTargetOrSamplingIs400) {
