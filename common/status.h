@@ -27,6 +27,7 @@ enum class StatusCode : int {
   kIoError,             // a system call failed (errno is in the message)
   kUnauthenticated,     // the caller did not prove who it is (a control call without a valid MAC)
   kDataLoss,            // bytes arrived changed (a KV checksum mismatch)
+  // Keep kDataLoss last, or move rdma/tcp/tcp_wire.h's statusCodeOf() bound with the new last.
 };
 
 std::string_view statusCodeName(StatusCode code);

@@ -56,8 +56,8 @@ static_assert(sizeof(FrameHeader) == 48, "FrameHeader is a wire format: no paddi
 
 // FrameHeader::status as a StatusCode; a code this build does not know is INTERNAL.
 inline StatusCode statusCodeOf(uint16_t code) {
-  return code <= static_cast<uint16_t>(StatusCode::kUnauthenticated) ? static_cast<StatusCode>(code)
-                                                                     : StatusCode::kInternal;
+  return code <= static_cast<uint16_t>(StatusCode::kDataLoss) ? static_cast<StatusCode>(code)
+                                                              : StatusCode::kInternal;
 }
 
 }  // namespace kvferry::rdma::wire

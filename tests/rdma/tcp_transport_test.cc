@@ -66,6 +66,20 @@ struct RawClient {
   }
 };
 
+// A status code crosses the wire as a number: every code this build knows comes back as
+// itself (a new last code must move statusCodeOf's bound), and an unknown one as INTERNAL.
+TEST(TcpWireTest, EveryStatusCodeCrossesTheWireAsItself) {
+  for (uint16_t code = 0; code <= static_cast<uint16_t>(StatusCode::kDataLoss); ++code) {
+    EXPECT_EQ(wire::statusCodeOf(code), static_cast<StatusCode>(code));
+    EXPECT_NE(statusCodeName(static_cast<StatusCode>(code)), "UNKNOWN") << code;
+  }
+  EXPECT_EQ(
+      statusCodeName(static_cast<StatusCode>(static_cast<uint16_t>(StatusCode::kDataLoss) + 1)),
+      "UNKNOWN");
+  EXPECT_EQ(wire::statusCodeOf(static_cast<uint16_t>(StatusCode::kDataLoss) + 1),
+            StatusCode::kInternal);
+}
+
 TEST(TcpTransportTest, TargetRefusesOutOfRangeWritesItself) {
   auto target = makeTcp(tcpConfig());
   std::vector<uint8_t> mem(8192, 0);
