@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "model/utf8.h"
+
 namespace kvferry::config {
 namespace {
 
@@ -553,33 +555,19 @@ void readRouteSim(MapReader& reader, RouteSimConfig& config) {
 size_t firstNonUtf8Line(std::string_view text) {
   size_t line = 1;
   for (size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') ++line;
-    size_t extra = 0;
-    uint32_t min = 0;
+    const auto c = static_cast<uint8_t>(text[i]);
     if (c < 0x80) {
+      if (c == '\n') ++line;
       if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return line;
       ++i;
       continue;
     }
-    if ((c & 0xE0) == 0xC0) {
-      extra = 1, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3, min = 0x10000;
-    } else {
-      return line;
+    const std::optional<model::Utf8Lead> shape = model::utf8Lead(c);
+    if (!shape || shape->length > text.size() - i) return line;  // not a lead, or cut short
+    for (size_t k = 1; k < shape->length; ++k) {
+      if (!model::utf8Continues(*shape, k, static_cast<uint8_t>(text[i + k]))) return line;
     }
-    if (i + extra >= text.size()) return line;  // cut short
-    uint32_t code = c & (0x3F >> extra);
-    for (size_t k = 1; k <= extra; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return line;
-      code = (code << 6) | (next & 0x3F);
-    }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return line;
-    i += extra + 1;
+    i += shape->length;
   }
   return 0;
 }

@@ -1,6 +1,6 @@
 // The shape of a UTF-8 character by its lead byte, as RFC 3629 restricts it: no overlong forms,
-// no surrogates, nothing past U+10FFFF. The one table behind model::checkUtf8 and the
-// orchestrator's incremental detokenizer.
+// no surrogates, nothing past U+10FFFF. The one table behind model::checkUtf8, the
+// orchestrator's incremental detokenizer and the config loader's check of a file's text.
 #pragma once
 
 #include <cstddef>
