@@ -3,11 +3,14 @@
 #
 #   scripts/bench_transfer.sh tcp [transfer_bench options...]
 #
-# tcp: the ceiling is iperf3 over 127.0.0.1 with as many streams as the transport opens
-# connections, for the same duration, before and after (the higher one counts); transfer_bench runs as two processes (target and
-# initiator) like iperf3's server and client. Prints block size | GB/s | ceiling | ratio and
-# writes bench-results/transfer-tcp.json:
-#   {"ceiling_gbps": x, "rows": [{"block_bytes", "gbps", "ratio", "p50_us", "p99_us"}], ...}
+# tcp: REPEAT (default 3) interleaved pairs of iperf3 over 127.0.0.1 (as many streams as the
+# transport opens connections, the same duration) and a transfer_bench sweep, which runs as two
+# processes (target and initiator) like iperf3's server and client; each sweep is divided by the
+# higher iperf3 reading around it, and every figure is the median over the pairs. Prints block
+# size | GB/s | ceiling | ratio | p50 | p99 | each pair's ratio, and writes
+# bench-results/transfer-tcp.json:
+#   {"ceiling_gbps", "ceiling_samples_gbps", "pairs", "rows": [{"block_bytes", "gbps", "ratio",
+#    "ratio_samples", "p50_us", "p99_us"}], ...}
 #
 #   scripts/bench_transfer.sh verbs
 #
@@ -16,7 +19,8 @@
 # bench-results/transfer-verbs.json with the ratio per size. Soft-RoCE in an emulated guest is
 # CPU-bound: only the ratios mean anything.
 # Environment: DURATION (seconds per measurement, default 3; verbs 2), CONNECTIONS (default 2),
-# QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (verbs: pairs per size, default 5),
+# QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (pairs: tcp default 3, verbs 5 per
+# size),
 # POOL_BYTES (verbs: each side's KV pool the blocks are scattered over, default 64M),
 # BUILD_DIR (default build/release: configured with the release preset if needed, and
 # transfer_bench brought up to date there before every run).
@@ -26,7 +30,7 @@ transport="${1:-}"
 case "$transport" in
   tcp | verbs) shift ;;
   -h | --help | "")
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
     [ -n "$transport" ] && exit 0 || exit 2
     ;;
   *)
@@ -99,41 +103,58 @@ measure_ceiling() {
   fi
   jq '.end.sum_received.bits_per_second / 8e9' "$json"
 }
-echo "== ceiling: iperf3 127.0.0.1, $connections streams, ${duration}s (before)"
-ceiling_before="$(measure_ceiling before)"
-printf "   iperf3: %.3f GB/s\n" "$ceiling_before"
-
-echo "== transfer_bench: target and initiator as two processes"
-blob="$work/target.blob"
-"$bench" --role target --transport tcp --blob-file "$blob" --connections "$connections" "$@" \
-  >"$work/target.log" 2>&1 &
-target_pid=$!
-pids+=("$target_pid")
-"$bench" --role initiator --transport tcp --blob-file "$blob" --connections "$connections" \
-  --duration "$duration" --json "$work/bench.json" "$@"
-kill -TERM "$target_pid"
-wait "$target_pid" || true
-tail -n 1 "$work/target.log"
-
-echo "== ceiling: iperf3 (after)"
-ceiling_after="$(measure_ceiling after)"
-printf "   iperf3: %.3f GB/s\n" "$ceiling_after"
-ceiling="$(jq -n --argjson a "$ceiling_before" --argjson b "$ceiling_after" '[$a, $b] | max')"
+# REPEAT interleaved pairs: iperf3, transfer_bench, iperf3, transfer_bench, …, iperf3. Each
+# transfer_bench sweep is divided by the higher of the two iperf3 readings around it (drift on a
+# shared machine can only make our ratio look worse), and each figure is the median over pairs.
+repeat="${REPEAT:-3}"
+ceilings=()
+echo "== ceiling: iperf3 127.0.0.1, $connections streams, ${duration}s"
+ceilings+=("$(measure_ceiling 0)")
+printf "   iperf3: %.3f GB/s\n" "${ceilings[0]}"
+for i in $(seq 1 "$repeat"); do
+  echo "== pair $i of $repeat: transfer_bench (target and initiator as two processes)"
+  blob="$work/target-$i.blob"
+  "$bench" --role target --transport tcp --blob-file "$blob" --connections "$connections" "$@" \
+    >"$work/target-$i.log" 2>&1 &
+  target_pid=$!
+  pids+=("$target_pid")
+  "$bench" --role initiator --transport tcp --blob-file "$blob" --connections "$connections" \
+    --duration "$duration" --json "$work/bench-$i.json" "$@" >"$work/initiator-$i.log"
+  kill -TERM "$target_pid"
+  wait "$target_pid" || true
+  ceilings+=("$(measure_ceiling "$i")")
+  printf "   iperf3: %.3f GB/s\n" "${ceilings[$i]}"
+done
 
 out="bench-results/transfer-tcp.json"
-jq --argjson ceiling "$ceiling" --argjson before "$ceiling_before" --argjson after "$ceiling_after" '{
-    ceiling_gbps: $ceiling, ceiling_tool: "iperf3 127.0.0.1 (max of before/after)",
-    ceiling_samples_gbps: [$before, $after],
-    transport: .transport, queue_depth: .queue_depth,
-    connections: .connections, duration_s: .duration_s,
-    rows: [.rows[] | {block_bytes, batch, gbps, ratio: (.gbps / $ceiling), p50_us, p99_us}]
-  }' "$work/bench.json" >"$out"
+ceiling_json="$(printf '%s\n' "${ceilings[@]}" | jq -s .)"
+jq -s --argjson ceilings "$ceiling_json" '
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  . as $runs
+  | [range(0; $runs | length) | [$ceilings[.], $ceilings[. + 1]] | max] as $pair_ceilings
+  | {ceiling_tool: "iperf3 127.0.0.1 before and after each transfer_bench run",
+     ceiling_samples_gbps: $ceilings,
+     ceiling_gbps: ($pair_ceilings | median),
+     pairs: ($runs | length),
+     transport: $runs[0].transport, queue_depth: $runs[0].queue_depth,
+     connections: $runs[0].connections, duration_s: $runs[0].duration_s,
+     rows: [range(0; $runs[0].rows | length) as $r
+       | [range(0; $runs | length) as $i | $runs[$i].rows[$r] + {ratio: ($runs[$i].rows[$r].gbps / $pair_ceilings[$i])}] as $samples
+       | {block_bytes: $samples[0].block_bytes, batch: $samples[0].batch,
+          gbps: ($samples | map(.gbps) | median),
+          ratio: ($samples | map(.ratio) | median),
+          ratio_samples: ($samples | map(.ratio)),
+          p50_us: ($samples | map(.p50_us) | median),
+          p99_us: ($samples | map(.p99_us) | median)}]}
+  ' $(for i in $(seq 1 "$repeat"); do echo "$work/bench-$i.json"; done) >"$out"
 
 echo
-printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us"
+printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s | %s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us" "ratio per pair"
 jq -r '.ceiling_gbps as $c | .rows[] |
-  [.block_bytes, .batch, .gbps, $c, .ratio, .p50_us, .p99_us] | @tsv' "$out" |
-  while IFS=$'\t' read -r bytes batch gbps ceil ratio p50 p99; do
-    printf "%10s | %5s | %8.3f | %8.3f | %6.2f | %10.1f | %10.1f\n" "$bytes" "$batch" "$gbps" "$ceil" "$ratio" "$p50" "$p99"
+  [.block_bytes, .batch, .gbps, $c, .ratio, .p50_us, .p99_us,
+   (.ratio_samples | map(. * 100 | round / 100) | join(" "))] | @tsv' "$out" |
+  while IFS=$'\t' read -r bytes batch gbps ceil ratio p50 p99 samples; do
+    printf "%10s | %5s | %8.3f | %8.3f | %6.2f | %10.1f | %10.1f | %s\n" "$bytes" "$batch" "$gbps" "$ceil" "$ratio" "$p50" "$p99" "$samples"
   done
-echo "wrote $out"
+echo "medians over $repeat interleaved pairs (ceiling: the median pair's); wrote $out"
