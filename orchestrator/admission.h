@@ -1,8 +1,9 @@
-// Admission control for the OpenAI endpoints: at most `max_inflight` requests in the serving
-// pipeline, and only while a decode-capable node has the KV room a request needs to start
-// (its prompt's blocks). A request that cannot start now waits in a bounded queue (`max_queue`,
-// arrival order) until a slot and room come free, or until its deadline; only a full queue is
-// refused at once. The server answers a refusal with 429 and Retry-After.
+// Admission control for the OpenAI endpoints (and TokenBucket, the registrations' rate limit): at
+// most `max_inflight` requests in the serving pipeline, and only while a decode-capable node has
+// the KV room a request needs to start (its prompt's blocks). A request that cannot start now waits
+// in a bounded queue (`max_queue`, arrival order) until a slot and room come free, or until its
+// deadline; only a full queue is refused at once. The server answers a refusal with 429 and
+// Retry-After.
 //
 // KV room is what NodeRegistry::decodeKvRoom() estimates from the agents' heartbeats and the
 // orchestrator's own reservations; an agent may still find less (the estimate lags), and an
@@ -17,6 +18,7 @@
 // a request's end).
 #pragma once
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
@@ -115,6 +117,30 @@ class Admission {
   bool closed_ = false;
   Waiters waiters_;       // queued for a slot
   Waiters room_waiters_;  // holding a slot, waiting for KV room
+};
+
+// A rate limit: take() succeeds at most `per_s` times a second on average and at most `per_s`
+// times in one burst (the bucket starts full). Owner: one thread (no locks).
+class TokenBucket {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit TokenBucket(double per_s) : per_s_(per_s), tokens_(per_s) {}
+  // One token, if there is one at `now` (times must not go backwards).
+  bool take(Clock::time_point now) {
+    if (last_ != Clock::time_point{}) {
+      tokens_ =
+          std::min(per_s_, tokens_ + per_s_ * std::chrono::duration<double>(now - last_).count());
+    }
+    last_ = now;
+    if (tokens_ < 1) return false;
+    tokens_ -= 1;
+    return true;
+  }
+
+ private:
+  double per_s_;
+  double tokens_;
+  Clock::time_point last_{};
 };
 
 }  // namespace kvferry::orchestrator

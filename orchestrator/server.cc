@@ -209,22 +209,8 @@ class OrchestratorServer::Impl : public std::enable_shared_from_this<Impl> {
   const config::OrchestratorConfig config_;
   const ApiKeys api_keys_;
   std::vector<uint32_t> per_key_requests_ = std::vector<uint32_t>(api_keys_.size());  // by key
-  // registry.max_registrations_per_s as a token bucket (io thread).
-  struct TokenBucket {
-    double per_s;
-    double tokens = per_s;
-    Clock::time_point last{};
-    bool take(Clock::time_point now) {
-      if (last != Clock::time_point{}) {
-        tokens =
-            std::min(per_s, tokens + per_s * std::chrono::duration<double>(now - last).count());
-      }
-      last = now;
-      if (tokens < 1) return false;
-      tokens -= 1;
-      return true;
-    }
-  } registration_bucket_{static_cast<double>(config_.max_registrations_per_s)};
+  // registry.max_registrations_per_s (io thread).
+  TokenBucket registration_bucket_{static_cast<double>(config_.max_registrations_per_s)};
   const std::shared_ptr<control_auth::Authenticator> auth_;  // null: an open control plane
   const ServedModel model_;
   prometheus::Registry metrics_registry_;

@@ -189,5 +189,20 @@ TEST_F(AdmissionTest, ClosingRefusesTheWaitersAndLaterRequests) {
   EXPECT_EQ(acquire(1)->refusal, Refusal::kClosed);
 }
 
+// A burst of per_s, then one take per 1/per_s seconds; idle time refills to per_s, no more.
+TEST(TokenBucketTest, BurstsUpToItsRateThenRefillsWithTime) {
+  using Clock = TokenBucket::Clock;
+  TokenBucket bucket(4);
+  const Clock::time_point t0 = Clock::now();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(bucket.take(t0)) << i;
+  EXPECT_FALSE(bucket.take(t0));
+  EXPECT_FALSE(bucket.take(t0 + 200ms));  // 0.8 of a token
+  EXPECT_TRUE(bucket.take(t0 + 250ms));   // a whole one
+  EXPECT_FALSE(bucket.take(t0 + 250ms));
+  const Clock::time_point later = t0 + 1h;  // a long idle refills to the burst, not beyond
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(bucket.take(later)) << i;
+  EXPECT_FALSE(bucket.take(later));
+}
+
 }  // namespace
 }  // namespace kvferry::orchestrator
