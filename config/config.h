@@ -89,8 +89,10 @@ struct TransportConfig {
   uint32_t connect_retries = 3;        // further attempts after the first, 0..100
   uint32_t retry_backoff_ms = 100;     // wait before the first retry, doubled each time, 0..60000
   uint32_t op_timeout_ms = 10000;      // a batch not completed by then fails, 1..600000
-  // Payloads at least this large are received straight into the region (no staging copy);
-  // smaller ones are parsed out of a staging buffer to save system calls. 0..1073741824.
+  // Read responses (and payloads bound for GPU memory) at least this large are received straight
+  // into their destination (no staging copy); smaller ones are parsed out of a staging buffer to
+  // save system calls. Write batches into host memory are always received straight into their
+  // regions (scatter reads). 0..1073741824.
   uint32_t direct_receive_bytes = 64 * 1024;
   uint32_t socket_buffer_bytes = 4 * 1024 * 1024;  // SO_SNDBUF/SO_RCVBUF; 0 = kernel default
   // tcp from GPU memory: bytes of CUDA regions cross pinned host chunks of this size (one batched

@@ -127,6 +127,10 @@ void Connection::process() {
         rx_left_ -= take;
         continue;
       }
+      if (rx_batch_ && !rx_in_table_ && rx_dest_ != nullptr) {
+        scatterRead();
+        return;
+      }
       if (rx_dest_ != nullptr && rx_left_ >= owner_.config().direct_receive_bytes) {
         asio::async_read(
             socket_, asio::buffer(rx_dest_ + rx_done_, rx_left_),
@@ -140,10 +144,81 @@ void Connection::process() {
       }
       return readMore();
     }
+    if (rx_batch_) {
+      if (Status s = nextBatchPart(); !s.isOk()) {
+        spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
+        return onIoError(asio::error::make_error_code(asio::error::invalid_argument),
+                         "protocol error");
+      }
+      if (rx_batch_) continue;  // the next op of the batch
+    }
     in_payload_ = false;
     if (!drainAtFrameEnd()) return;  // onReceiveCopied() finishes the frame and resumes
     finishFrame();
   }
+}
+
+Status Connection::nextBatchPart() {
+  const size_t ops = rx_table_.size();
+  if (rx_in_table_) {
+    rx_in_table_ = false;
+    rx_op_dest_.assign(ops, nullptr);
+    rx_op_device_.assign(ops, false);
+    uint64_t total = 0;
+    for (size_t i = 0; i < ops; ++i) {
+      const wire::WriteOp& op = rx_table_[i];
+      if (op.length > UINT64_MAX - total) return invalidArgument("write batch: lengths overflow");
+      total += op.length;
+      Status ok = batch_pins_.add(owner_.regions(), op.region, op.offset, op.length, "write");
+      if (!ok.isOk()) {
+        if (batch_error_.isOk()) batch_error_ = ok;  // refused: its bytes are read and dropped
+        continue;
+      }
+      rx_op_dest_[i] = batch_pins_.data(batch_pins_.size() - 1);
+      rx_op_device_[i] = batch_pins_.kind(batch_pins_.size() - 1).type == MemoryKind::Type::kCuda;
+    }
+    const uint64_t carried = rx_header_.length - ops * sizeof(wire::WriteOp);
+    if (total != carried) {
+      return invalidArgument("write batch: its ops hold " + std::to_string(total) +
+                             " bytes, the frame carries " + std::to_string(carried));
+    }
+    rx_op_ = 0;
+  } else {
+    ++rx_op_;
+  }
+  while (rx_op_ < ops && rx_table_[rx_op_].length == 0) ++rx_op_;
+  if (rx_op_ == ops) {
+    rx_batch_ = false;  // every op arrived: the frame ends
+    return Status::ok();
+  }
+  rx_dest_ = rx_op_dest_[rx_op_];
+  rx_device_ = rx_op_device_[rx_op_];
+  rx_done_ = 0;
+  rx_left_ = rx_table_[rx_op_].length;
+  return Status::ok();
+}
+
+void Connection::scatterRead() {
+  scatter_.clear();
+  scatter_.emplace_back(rx_dest_ + rx_done_, rx_left_);
+  for (size_t i = rx_op_ + 1; i < rx_table_.size() && scatter_.size() < kMaxScatterOps; ++i) {
+    if (rx_op_dest_[i] == nullptr || rx_op_device_[i]) break;
+    if (rx_table_[i].length > 0) scatter_.emplace_back(rx_op_dest_[i], rx_table_[i].length);
+  }
+  socket_.async_read_some(
+      scatter_, [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+        if (ec) return self->onIoError(ec, "receive");
+        // The bytes filled the ops in order; each op completed on the way is moved past.
+        while (n > 0) {
+          const size_t take = static_cast<size_t>(std::min<uint64_t>(n, self->rx_left_));
+          self->rx_done_ += take;
+          self->rx_left_ -= take;
+          n -= take;
+          if (n == 0 || !self->rx_batch_) break;
+          self->nextBatchPart().ignoreError();  // past the table it cannot fail
+        }
+        self->process();
+      });
 }
 
 void Connection::finishFrame() {
@@ -202,14 +277,18 @@ Status Connection::onTargetHeader() {
     return Status::ok();
   }
   switch (h.opcode) {
-    case Opcode::kWrite: {
-      Status ok = batch_pins_.add(owner_.regions(), h.region, h.offset, h.length, "write");
-      if (ok.isOk()) {
-        rx_dest_ = batch_pins_.data(batch_pins_.size() - 1);
-        rx_device_ = batch_pins_.kind(batch_pins_.size() - 1).type == MemoryKind::Type::kCuda;
-      } else if (batch_error_.isOk()) {
-        batch_error_ = ok;  // refused: the payload is read and dropped
+    case Opcode::kWriteBatch: {
+      const uint64_t ops = h.op_index;
+      if (ops == 0 || ops > kMaxWireOps || h.length < ops * sizeof(wire::WriteOp)) {
+        return invalidArgument("write batch of " + std::to_string(ops) + " ops in " +
+                               std::to_string(h.length) + " bytes");
       }
+      // The table first (into rx_table_); nextBatchPart() then takes the ops one by one.
+      rx_table_.resize(ops);
+      rx_dest_ = reinterpret_cast<uint8_t*>(rx_table_.data());
+      rx_left_ = ops * sizeof(wire::WriteOp);
+      rx_batch_ = true;
+      rx_in_table_ = true;
       return Status::ok();
     }
     case Opcode::kReadRequest: {
@@ -236,7 +315,7 @@ Status Connection::onTargetHeader() {
 
 Status Connection::onTargetFrameEnd() {
   const FrameHeader& h = rx_header_;
-  if (h.opcode != Opcode::kWrite || !(h.flags & wire::kFlagLast)) return Status::ok();
+  if (h.opcode != Opcode::kWriteBatch) return Status::ok();
   // The whole batch is in the region (or refused): deliver the immediate, then acknowledge.
   if (batch_error_.isOk() && (h.flags & wire::kFlagImm)) owner_.deliverImmediate(source_id_, h.imm);
   replyStatus(Opcode::kAck, h.request_id, 0, batch_error_);

@@ -45,6 +45,9 @@ using wire::Opcode;
 inline constexpr size_t kHeaderBytes = sizeof(FrameHeader);
 inline constexpr size_t kStagingBytes = 256 * 1024;
 inline constexpr size_t kMaxGatherItems = 32;  // small frames (acks, read responses) per writev
+inline constexpr size_t kMaxScatterOps = 64;   // ops of a write batch received by one readv
+inline constexpr uint64_t kMaxWireOps =
+    1u << 20;  // ops in one write batch (transport.max_batch_ops' bound)
 
 // One in-flight batch on the initiator. Request slots are reused, so these vectors stop
 // allocating once they have grown to the batch size.
@@ -53,10 +56,11 @@ struct TcpBatch {
   uint32_t responses_left = 0;             // reads: kReadResponse frames still expected
   Status first_error;                      // reads: the first failed op
   BatchPins local;                         // local side of each op
-  std::vector<FrameHeader> headers;        // one per op
-  std::vector<asio::const_buffer> gather;  // header, payload, header, … for writev
+  std::vector<FrameHeader> headers;        // writes: the one kWriteBatch; reads: one per op
+  std::vector<wire::WriteOp> table;        // writes: the frame's op table
+  std::vector<asio::const_buffer> gather;  // header, table, payloads (reads: headers) for writev
   bool staged = false;                     // writes from a CUDA region: sent from `segments`
-  std::vector<Segment> segments;           // header, payload, … when staged
+  std::vector<Segment> segments;           // header, table, payloads when staged
   void release() {
     local.clear();
     first_error = Status::ok();
@@ -173,6 +177,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Status onInitiatorFrameEnd();
   void replyStatus(Opcode opcode, uint64_t request_id, uint32_t op_index, const Status& status);
   void finishFrame();
+  // Target, in a kWriteBatch frame: after the table, checks the ops and pins their regions; after
+  // an op, moves to the next one. Clears rx_batch_ after the last op (the frame ends).
+  Status nextBatchPart();
+  // Target: reads the current op's remaining bytes, and those of the host-memory ops after it,
+  // straight into their regions with one readv.
+  void scatterRead();
 
   // Staging (tcp_connection_staging.cc).
   bool isStaged(const OutItem& item) const;
@@ -230,6 +240,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<RxStager> rx_stage_;  // made at the first such payload
   bool rx_waiting_ = false;             // for a free chunk; the ring's wake-up resumes
   bool rx_draining_ = false;            // at a completion point, for copies to finish
+
+  // Target: the kWriteBatch frame being received: its op table, then each op's bytes in turn.
+  bool rx_batch_ = false;     // in a kWriteBatch frame
+  bool rx_in_table_ = false;  // receiving its table
+  std::vector<wire::WriteOp> rx_table_;
+  std::vector<uint8_t*> rx_op_dest_;  // per op: where its bytes go; null = refused, dropped
+  std::vector<bool> rx_op_device_;    // per op: its destination is CUDA memory
+  size_t rx_op_ = 0;                  // the op being received
+  std::vector<asio::mutable_buffer> scatter_;
 
   // Target side.
   bool hello_done_ = false;

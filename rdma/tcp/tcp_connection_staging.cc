@@ -157,10 +157,8 @@ void Connection::commitReceived(size_t bytes) {
 
 bool Connection::drainAtFrameEnd() {
   if (!rx_stage_) return true;
-  const FrameHeader& h = rx_header_;
-  const bool batch_goes_on =
-      role_ == Role::kTarget && h.opcode == Opcode::kWrite && !(h.flags & wire::kFlagLast);
-  if (batch_goes_on) return true;  // small ops of one batch share a chunk
+  // A write batch is one frame, so its small ops have shared chunks; its end is a completion
+  // point like a read response's.
   Status s = rx_stage_->flush(
       [self = shared_from_this()](uint32_t chunk) { self->onReceiveCopied(chunk); });
   if (!s.isOk()) {

@@ -92,27 +92,53 @@ Status TcpTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
   const uint64_t request_id = requests_.idOf(*slot);
   b.is_read = is_read;
   b.responses_left = is_read ? static_cast<uint32_t>(ops.size()) : 0;
-  b.headers.resize(ops.size());
   b.gather.clear();
   b.segments.clear();
   b.staged = !is_read && b.local.anyCuda();  // payloads leave through the staging ring
-  for (size_t i = 0; i < ops.size(); ++i) {
-    FrameHeader& h = b.headers[i];
-    h = FrameHeader{};
-    h.opcode = is_read ? Opcode::kReadRequest : Opcode::kWrite;
-    h.region = ops[i].remote_region;
+  if (is_read) {
+    b.headers.resize(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      FrameHeader& h = b.headers[i];
+      h = FrameHeader{};
+      h.opcode = Opcode::kReadRequest;
+      h.region = ops[i].remote_region;
+      h.request_id = request_id;
+      h.offset = ops[i].remote_offset;
+      h.length = ops[i].length;
+      h.op_index = static_cast<uint32_t>(i);
+      b.gather.emplace_back(&h, kHeaderBytes);
+    }
+  } else {
+    // One frame: the header, the op table, then every op's bytes in table order.
+    b.headers.assign(1, FrameHeader{});
+    b.table.resize(ops.size());
+    uint64_t payload = 0;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      b.table[i] = wire::WriteOp{ops[i].remote_region, 0, ops[i].remote_offset, ops[i].length};
+      payload += ops[i].length;
+    }
+    FrameHeader& h = b.headers[0];
+    h.opcode = Opcode::kWriteBatch;
     h.request_id = request_id;
-    h.offset = ops[i].remote_offset;
-    h.length = ops[i].length;
-    h.op_index = static_cast<uint32_t>(i);
+    h.op_index = static_cast<uint32_t>(ops.size());
+    const size_t table_bytes = ops.size() * sizeof(wire::WriteOp);
+    h.length = table_bytes + payload;
     if (b.staged) {
       b.segments.push_back(Segment{reinterpret_cast<const uint8_t*>(&h), kHeaderBytes, false});
       b.segments.push_back(
-          Segment{b.local.data(i), ops[i].length, b.local.kind(i).type == MemoryKind::Type::kCuda});
-      continue;
+          Segment{reinterpret_cast<const uint8_t*>(b.table.data()), table_bytes, false});
+    } else {
+      b.gather.emplace_back(&h, kHeaderBytes);
+      b.gather.emplace_back(b.table.data(), table_bytes);
     }
-    b.gather.emplace_back(&h, kHeaderBytes);
-    if (!is_read) b.gather.emplace_back(b.local.data(i), ops[i].length);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (b.staged) {
+        b.segments.push_back(Segment{b.local.data(i), ops[i].length,
+                                     b.local.kind(i).type == MemoryKind::Type::kCuda});
+      } else {
+        b.gather.emplace_back(b.local.data(i), ops[i].length);
+      }
+    }
   }
   FrameHeader& last = b.headers.back();
   last.flags = wire::kFlagLast;

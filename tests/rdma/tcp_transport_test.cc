@@ -2,6 +2,7 @@
 // bounds checks (the initiator's checks are bypassed), a peer that hangs, a stale blob.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <thread>
 
@@ -93,18 +94,17 @@ TEST(TcpTransportTest, TargetRefusesOutOfRangeWritesItself) {
 
   // Batch 1: an in-range write, then one that runs past the end, with an immediate.
   std::vector<uint8_t> payload(4096, 0xAB);
-  FrameHeader w1;
-  w1.opcode = Opcode::kWrite;
-  w1.region = region;
-  w1.request_id = 1;
-  w1.offset = 0;
-  w1.length = 4096;
-  FrameHeader w2 = w1;
-  w2.offset = 6000;  // 6000 + 4096 > 8192
-  w2.flags = wire::kFlagLast | wire::kFlagImm;
-  w2.imm = 5;
-  std::vector<asio::const_buffer> frames{asio::buffer(&w1, sizeof w1), asio::buffer(payload),
-                                         asio::buffer(&w2, sizeof w2), asio::buffer(payload)};
+  FrameHeader batch;
+  batch.opcode = Opcode::kWriteBatch;
+  batch.request_id = 1;
+  batch.op_index = 2;
+  batch.flags = wire::kFlagLast | wire::kFlagImm;
+  batch.imm = 5;
+  batch.length = 2 * sizeof(wire::WriteOp) + 2 * payload.size();
+  std::array<wire::WriteOp, 2> table{wire::WriteOp{region, 0, 0, 4096},
+                                     wire::WriteOp{region, 0, 6000, 4096}};  // 6000 + 4096 > 8192
+  std::vector<asio::const_buffer> frames{asio::buffer(&batch, sizeof batch), asio::buffer(table),
+                                         asio::buffer(payload), asio::buffer(payload)};
   asio::write(client.socket, frames);
   std::string text;
   FrameHeader reply = client.readHeader(&text);
@@ -118,10 +118,13 @@ TEST(TcpTransportTest, TargetRefusesOutOfRangeWritesItself) {
   EXPECT_EQ(target->pollImmediates({&ev, 1}, 100ms), 0u);
 
   // Batch 2 on the same connection still works: the refused payload was drained exactly.
-  w2.offset = 4096;
-  w2.request_id = w1.request_id = 2;
-  asio::write(client.socket,
-              std::vector<asio::const_buffer>{asio::buffer(&w2, sizeof w2), asio::buffer(payload)});
+  batch.request_id = 2;
+  batch.op_index = 1;
+  batch.length = sizeof(wire::WriteOp) + payload.size();
+  table[0].offset = 4096;
+  asio::write(client.socket, std::vector<asio::const_buffer>{
+                                 asio::buffer(&batch, sizeof batch),
+                                 asio::buffer(&table[0], sizeof table[0]), asio::buffer(payload)});
   reply = client.readHeader();
   EXPECT_EQ(reply.request_id, 2u);
   EXPECT_EQ(reply.status, 0);
