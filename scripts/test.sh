@@ -5,8 +5,10 @@
 #   scripts/test.sh asan          # the same under ASan + UBSan (tsan: ThreadSanitizer)
 #   scripts/test.sh default -L unit   # extra arguments go to ctest
 #
-# The default preset, run whole (no ctest arguments), then fuzzes every libFuzzer target for
-# KVFERRY_FUZZ_SECONDS (default 45) each (scripts/fuzz.sh); KVFERRY_FUZZ_SECONDS=0 skips it.
+# The default preset, run whole (no ctest arguments), then runs the transfer engine's and the
+# orchestrator's unit tests (rdma_tests, orchestrator_tests) under ASan + UBSan and under TSan
+# (KVFERRY_SANITIZER_TESTS=0 skips that), and fuzzes every libFuzzer target for
+# KVFERRY_FUZZ_SECONDS (default 45) each (scripts/fuzz.sh; 0 skips it).
 #
 # Labels: unit (no hardware), integration (real processes on 127.0.0.1). Tests that need a GPU
 # (gpu) or Soft-RoCE (rxe) join when those exist. Uses ccache when present.
@@ -16,7 +18,7 @@ preset="${1:-default}"
 [ $# -gt 0 ] && shift
 case "$preset" in
   default | asan | tsan | release) ;;
-  -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "test.sh: unknown preset '$preset' (default, asan, tsan or release)" >&2; exit 2 ;;
 esac
 
@@ -45,6 +47,18 @@ fi
 echo "== test"
 cd "build/$preset"
 ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
+cd "$root"
+if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" != 0 ]; then
+  # The threads of the transfer engine and the orchestrator under the sanitizers. Only these two
+  # test binaries: building the whole tree once more per sanitizer would not fit CI's time.
+  for sanitizer in asan tsan; do
+    echo "== $sanitizer: rdma_tests and orchestrator_tests"
+    cmake --preset "$sanitizer" >/dev/null
+    cmake --build "build/$sanitizer" -j "$jobs" --target rdma_tests orchestrator_tests
+    "build/$sanitizer/tests/rdma/rdma_tests" --gtest_brief=1
+    "build/$sanitizer/tests/orchestrator/orchestrator_tests" --gtest_brief=1
+  done
+fi
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
   echo "== fuzz"
   "$root/scripts/fuzz.sh"
