@@ -327,7 +327,7 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.uint32("connections_per_peer", config.connections_per_peer, 1, 64);
   reader.uint32("chain_length", config.chain_length, 1, 1024);
   reader.uint32("signal_interval", config.signal_interval, 1, 1024);
-  reader.uint32("max_batch_ops", config.max_batch_ops, 1, 1048576);
+  reader.uint32("max_batch_ops", config.max_batch_ops, 1, kMaxBatchOps);
   reader.uint32("connect_timeout_ms", config.connect_timeout_ms, 1, 600000);
   reader.uint32("connect_retries", config.connect_retries, 0, 100);
   reader.uint32("retry_backoff_ms", config.retry_backoff_ms, 0, 60000);

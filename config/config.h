@@ -74,6 +74,10 @@ struct VerbsConfig {
   GpuFlush gpu_flush = GpuFlush::kAuto;                       // auto | always | never
 };
 
+// The most ops one transfer batch may hold (transport.max_batch_ops' upper bound; the tcp target
+// refuses a larger write batch from a peer).
+inline constexpr uint32_t kMaxBatchOps = 1u << 20;
+
 // `transport:` section: every knob of the KV transfer engine.
 struct TransportConfig {
   TransportKind kind = TransportKind::kTcp;  // transport.kind: tcp | verbs | loopback | cuda_ipc

@@ -279,7 +279,7 @@ Status Connection::onTargetHeader() {
   switch (h.opcode) {
     case Opcode::kWriteBatch: {
       const uint64_t ops = h.op_index;
-      if (ops == 0 || ops > kMaxWireOps || h.length < ops * sizeof(wire::WriteOp)) {
+      if (ops == 0 || ops > config::kMaxBatchOps || h.length < ops * sizeof(wire::WriteOp)) {
         return invalidArgument("write batch of " + std::to_string(ops) + " ops in " +
                                std::to_string(h.length) + " bytes");
       }

@@ -46,8 +46,6 @@ inline constexpr size_t kHeaderBytes = sizeof(FrameHeader);
 inline constexpr size_t kStagingBytes = 256 * 1024;
 inline constexpr size_t kMaxGatherItems = 32;  // small frames (acks, read responses) per writev
 inline constexpr size_t kMaxScatterOps = 64;   // ops of a write batch received by one readv
-inline constexpr uint64_t kMaxWireOps =
-    1u << 20;  // ops in one write batch (transport.max_batch_ops' bound)
 
 // One in-flight batch on the initiator. Request slots are reused, so these vectors stop
 // allocating once they have grown to the batch size.
