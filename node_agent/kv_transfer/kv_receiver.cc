@@ -106,10 +106,11 @@ void KvReceiver::onImmediate(const rdma::ImmediateEvent& event) {
 void KvReceiver::handOn(Lease& lease) {
   const uint64_t lease_id = lease.id;
   if (Status s = checkLandedKv(lease); !s.isOk()) {
-    metrics_.kv_checksum_failures.Increment();
-    spdlog::error("node agent: lease {} (request {}): {}; the request goes on elsewhere", lease_id,
-                  lease.request_id, s.message());
-    endLease(lease_id, s.message(), true, wire::error_code::kKvCorrupt);
+    // Only a mismatch is corrupt KV (the transfer's fault); a malformed request is not.
+    const bool corrupt = s.code() == StatusCode::kDataLoss;
+    if (corrupt) metrics_.kv_checksum_failures.Increment();
+    spdlog::error("node agent: lease {} (request {}): {}", lease_id, lease.request_id, s.message());
+    endLease(lease_id, s.message(), true, corrupt ? wire::error_code::kKvCorrupt : "");
     return;
   }
   if (Status s = engine_.commitImport(lease.seq); !s.isOk()) {

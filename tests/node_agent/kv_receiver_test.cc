@@ -108,6 +108,29 @@ TEST_F(KvReceiverTest, TheLeaseIsHandedOnWhenEveryLayerLandedAndTheDecodeCame) {
   EXPECT_EQ(receiver_.leaseCount(), 0u);
 }
 
+// A decode request whose checksums do not match the model's layers is refused, but it is not
+// corrupt KV: no kv_corrupt code (which would blame the prefill side), nothing counted.
+TEST_F(KvReceiverTest, AWrongNumberOfChecksumsIsAnErrorNotCorruptKv) {
+  const wire::ReserveResponse lease = reserve(1, 10);
+  for (uint32_t layer = 0; layer < kLayers; ++layer) land(lease.slot, layer);
+  wire::DecodeRequest request;
+  request.request_id = 1;
+  request.lease_id = lease.lease_id;
+  request.max_new_tokens = 4;
+  request.kv_checksums = {1};
+  auto stream = newStream(io_, 1);
+  receiver_.decode(request, stream);
+  std::vector<wire::StreamLine> lines = readStream(*stream, 1s);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].finish, "error");
+  EXPECT_EQ(lines[0].code, "");
+  EXPECT_NE(lines[0].message.find("carries 1 KV checksums for 3 layers"), std::string::npos)
+      << lines[0].message;
+  EXPECT_TRUE(landed_.empty());
+  EXPECT_EQ(receiver_.leaseCount(), 0u);
+  EXPECT_EQ(metrics_.metrics.kv_checksum_failures.Value(), 0);
+}
+
 TEST_F(KvReceiverTest, ADecodeThatCameFirstWaitsForTheLastLayer) {
   const wire::ReserveResponse lease = reserve(1, 10);
   auto stream = decode(lease, 1);
