@@ -62,6 +62,9 @@ With --device cuda, the CUDA engine on one GPU instead (scripts/bench_gpu.sh run
   --context N            prompt tokens of each sequence of a batch > 1 (default 512)
   --decode-steps N       timed steps of a batch > 1 (default 64; batch 1 runs 256 from 128)
   --json PATH            also write the results as JSON
+  --profile WHAT         prefill or decode: profiler collection on only around one more,
+                         untimed, prefill of each length or two more decode steps of each batch,
+                         for `ncu --profile-from-start off` (scripts/bench_gpu.sh's profile stage)
 )";
 
 // The shapes this benchmark runs on the CPU (model/random_shapes.h), the large ones behind --large.
@@ -276,6 +279,13 @@ Result<std::optional<CudaBenchOptions>> parseCudaArgs(int argc, char** argv) {
       ASSIGN_OR_RETURN(options.prefill_tokens, parseList(flag, value));
     } else if (flag == "--batch") {
       ASSIGN_OR_RETURN(options.decode_batches, parseList(flag, value));
+    } else if (flag == "--profile") {
+      if (value != "prefill" && value != "decode") {
+        return invalidArgument("--profile: 'prefill' or 'decode', not '" + std::string(value) +
+                               "'");
+      }
+      options.profile = value == "prefill" ? CudaBenchOptions::Profile::kPrefill
+                                           : CudaBenchOptions::Profile::kDecode;
     } else if (flag == "--gpu" || flag == "--context" || flag == "--decode-steps") {
       ASSIGN_OR_RETURN(const std::vector<uint32_t> number, parseList(flag, value));
       if (number.size() != 1) return invalidArgument(std::string(flag) + ": one number");

@@ -115,6 +115,15 @@ Status runCudaBench(const CudaBenchOptions& options) {
       RETURN_IF_ERROR(engine->release(r.id));
       if (rep > 0) best = std::max(best, length / seconds);
     }
+    if (options.profile == CudaBenchOptions::Profile::kPrefill) {
+      model::TokenId first = 0;
+      RETURN_IF_ERROR(setCudaProfiling(true));
+      ASSIGN_OR_RETURN(
+          const PrefillResult r,
+          engine->prefill(bench::randomPrompt(length, p.vocab_size, 20), TokenDraw{}, first));
+      RETURN_IF_ERROR(setCudaProfiling(false));
+      RETURN_IF_ERROR(engine->release(r.id));
+    }
     const double flops = 2.0 * p.block_count * layer_params +
                          2.0 * p.block_count * static_cast<double>(q_dim) * (length + 1);
     row("prefill " + std::to_string(length), best, ceilings.bf16_gemm_flops / flops);
@@ -137,6 +146,11 @@ Status runCudaBench(const CudaBenchOptions& options) {
     const Clock::time_point start = Clock::now();
     RETURN_IF_ERROR(decodeSteps(*engine, ids, tokens, steps));
     const double rate = batch * steps / secondsSince(start);
+    if (options.profile == CudaBenchOptions::Profile::kDecode) {
+      RETURN_IF_ERROR(setCudaProfiling(true));
+      RETURN_IF_ERROR(decodeSteps(*engine, ids, tokens, 2));
+      RETURN_IF_ERROR(setCudaProfiling(false));
+    }
     for (SequenceId id : ids) RETURN_IF_ERROR(engine->release(id));
     const double mean_context = context + 4 + steps / 2.0;
     const double step_bytes = static_cast<double>(weight_bytes) +

@@ -18,6 +18,9 @@ struct CudaBenchOptions {
   uint32_t decode_context = 512;  // prompt tokens of each sequence of a batch > 1
   uint32_t decode_steps = 64;     // timed steps of a batch > 1 (batch 1: 256 from 128 tokens)
   std::string json_path;
+  // Profiler collection on (setCudaProfiling) around one more prefill of each length, or two
+  // more decode steps of each batch, for `ncu --profile-from-start off`.
+  enum class Profile { kNone, kPrefill, kDecode } profile = Profile::kNone;
 };
 
 Status runCudaBench(const CudaBenchOptions& options);

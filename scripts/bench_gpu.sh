@@ -27,6 +27,12 @@
 #              and qwen3-0.6b in bf16) written as a Hugging Face directory; kvferry-dump-logits
 #              (CPU and CUDA engines) against transformers' AutoModelForCausalLM reading the
 #              same directory (scripts/hf_reference.py): hf-reference-<shape>.json
+#   profile    with the last shape, under ncu (kernel durations only, collection on only around
+#              what engine_bench --profile marks): one 1K and one 8K prefill, and two decode steps
+#              at batch 1 and 32, summed per kernel by scripts/ncu_summary.py
+#              (profile-<shape>-{prefill,decode}.json); then cuda_ipc at 32 KiB blocks: the batch
+#              copy kernel's duration under ncu, and transfer_bench with 512- and 2048-block
+#              batches, 16 and 64 in flight (profile-cuda_ipc.log)
 #   e2e        with the last shape: scripts/gpu_e2e.sh bench (benchmark_client at 1K/4K/8K and
 #              shared-prefix prompts, prefill + decode agents over cuda_ipc vs one both agent)
 # Every stage writes DIR/<stage>[-<shape>].log and, where it has one, a JSON result.
@@ -35,7 +41,7 @@ set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/bench-results/gpu"
 shapes="llama-3.2-1b llama-3.1-8b"
-stages="build tests transfer transfer-tcp reference hf-reference bench e2e"
+stages="build tests transfer transfer-tcp reference hf-reference bench profile e2e"
 models="${KVFERRY_GPU_MODELS:-/tmp/kvferry-models}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -196,11 +202,67 @@ PY
   done
 fi
 
-if wants e2e; then
-  last="${shapes##* }"
-  dir="$models/$last"
-  [ -f "$dir/model.gguf" ] || stage "model $last" "$out/model-$last.log" \
+last="${shapes##* }"
+dir="$models/$last"
+if { wants profile || wants e2e; } && [ ! -f "$dir/model.gguf" ]; then
+  stage "model $last" "$out/model-$last.log" \
     "$build/model/kvferry-make-model" --shape "$last" --out "$dir" --seed 1
+fi
+
+if wants profile; then
+  ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+  # profile_engine WHAT ENGINE_BENCH_ARGS...: one ncu report of the marked range, summarized.
+  profile_engine() {
+    local what="$1" report="$out/profile-$last-$1"
+    shift
+    [ -n "$ncu" ] || { echo "no ncu on this machine"; return 1; }
+    "$ncu" --profile-from-start off --clock-control none --metrics gpu__time_duration.sum \
+      --export "$report" --force-overwrite "$build/bench/engine_bench" --device cuda \
+      --model "$dir/model.gguf" --name "$last" --profile "$what" "$@" || return 1
+    "$ncu" --import "$report.ncu-rep" --csv --page raw --print-kernel-base function \
+      >"$report.csv" || return 1
+    python3 "$root/scripts/ncu_summary.py" "$report.csv" --json "$report.json" \
+      --title "$last $what ($*)"
+  }
+  stage "profile prefill" "$out/profile-prefill.log" profile_engine prefill --prefill 1024,8192 \
+    --batch 1
+  stage "profile decode" "$out/profile-decode.log" profile_engine decode --prefill 1024 \
+    --batch 1,32 --decode-steps 8
+  cuda_ipc_probe() {
+    local blob="$out/probe.blob" status=0 depth batch
+    [ -n "$ncu" ] || { echo "no ncu on this machine"; return 1; }
+    run_pair() {  # run_pair INITIATOR_PREFIX... -- ARGS...: a target, then an initiator
+      rm -f "$blob"
+      "$build/bench/transfer_bench" --role target --transport cuda_ipc --blob-file "$blob" \
+        --pool-bytes 2G --queue-depth 64 &
+      local target=$!
+      "$@"
+      local result=$?
+      kill -INT "$target"
+      wait "$target"
+      return $result
+    }
+    for depth in 16 64; do
+      for batch in 512 2048; do
+        echo "-- 32 KiB blocks, $batch per batch, $depth in flight"
+        run_pair "$build/bench/transfer_bench" --role initiator --transport cuda_ipc \
+          --blob-file "$blob" --pool-bytes 2G --block-sizes 32K --batch "$batch" \
+          --max-batch-bytes 64M --queue-depth "$depth" --duration 1 || status=1
+      done
+    done
+    echo "-- the batch copy kernel, 32 KiB blocks, 512 per batch, under ncu"
+    run_pair "$ncu" --clock-control none --metrics gpu__time_duration.sum -k regex:batchCopy \
+      --launch-skip 200 --launch-count 20 --csv --page raw "$build/bench/transfer_bench" \
+      --role initiator --transport cuda_ipc --blob-file "$blob" --pool-bytes 2G \
+      --block-sizes 32K --batch 512 --queue-depth 16 --duration 1 || status=1
+    return $status
+  }
+  stage "profile cuda_ipc" "$out/profile-cuda_ipc.log" cuda_ipc_probe
+  tail -n 40 "$out/profile-prefill.log" "$out/profile-decode.log"
+  grep -- "^--\||" "$out/profile-cuda_ipc.log" | head -40
+fi
+
+if wants e2e; then
   stage "e2e $last" "$out/e2e.log" "$root/scripts/gpu_e2e.sh" bench "$build" "$dir/model.gguf" \
     "$out/e2e"
 fi

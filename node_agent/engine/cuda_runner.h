@@ -53,6 +53,10 @@ struct DeviceCeilings {
 // Best of several runs each; takes a few seconds and about 9 GiB of device memory.
 Result<DeviceCeilings> measureDeviceCeilings(int device);
 
+// Starts (true) or stops (false) the CUDA profilers' collection (cudaProfilerStart/Stop), so a
+// profiler started with collection off (`ncu --profile-from-start off`) sees only that range.
+Status setCudaProfiling(bool on);
+
 // Loads a model's weights (F32, F16, BF16 or Q8_0 tensors, converted to bfloat16; llama, qwen2
 // with its q/k/v biases, qwen3 with its q/k norms; either RoPE pairing) onto the device and sizes
 // the KV pools. `params` and `tensors` come from model::ModelFiles (a GGUF file or a Hugging Face

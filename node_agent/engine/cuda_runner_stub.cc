@@ -18,6 +18,8 @@ Result<GpuInfo> describeGpu(int /*device*/) { return notBuilt(); }
 
 Result<DeviceCeilings> measureDeviceCeilings(int /*device*/) { return notBuilt(); }
 
+Status setCudaProfiling(bool /*on*/) { return notBuilt(); }
+
 Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::LlamaParams& /*params*/,
                                                            const model::LlamaTensors& /*tensors*/,
                                                            const CudaRunnerConfig& /*config*/) {

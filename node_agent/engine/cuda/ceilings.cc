@@ -1,6 +1,7 @@
 // measureDeviceCeilings (cuda_runner.h): a large device-to-device copy and a large bfloat16 GEMM,
 // timed with CUDA events.
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <functional>
@@ -87,6 +88,11 @@ Result<DeviceCeilings> measureDeviceCeilings(int device) {
     ceilings.bf16_gemm_flops = 10 * 2.0 * kN * double{kN} * kN / (best / 1e3);
   }
   return ceilings;
+}
+
+Status setCudaProfiling(bool on) {
+  CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop());
+  return Status::ok();
 }
 
 }  // namespace kvferry::engine
