@@ -252,14 +252,19 @@ if wants profile; then
     done
     echo "-- the batch copy kernel, 32 KiB blocks, 512 per batch, under ncu"
     run_pair "$ncu" --clock-control none --metrics gpu__time_duration.sum -k regex:batchCopy \
-      --launch-skip 200 --launch-count 20 --csv --page raw "$build/bench/transfer_bench" \
-      --role initiator --transport cuda_ipc --blob-file "$blob" --pool-bytes 2G \
-      --block-sizes 32K --batch 512 --queue-depth 16 --duration 1 || status=1
+      --launch-skip 200 --launch-count 20 --export "$out/profile-batch-copy" --force-overwrite \
+      "$build/bench/transfer_bench" --role initiator --transport cuda_ipc --blob-file "$blob" \
+      --pool-bytes 2G --block-sizes 32K --batch 512 --max-batch-bytes 64M --queue-depth 16 \
+      --duration 1 || status=1
+    "$ncu" --import "$out/profile-batch-copy.ncu-rep" --csv --page raw \
+      --print-kernel-base function >"$out/profile-batch-copy.csv" &&
+      python3 "$root/scripts/ncu_summary.py" "$out/profile-batch-copy.csv" \
+        --title "batch copy, 512 × 32 KiB" || status=1
     return $status
   }
   stage "profile cuda_ipc" "$out/profile-cuda_ipc.log" cuda_ipc_probe
   tail -n 40 "$out/profile-prefill.log" "$out/profile-decode.log"
-  grep -- "^--\||" "$out/profile-cuda_ipc.log" | head -40
+  grep -v "^==" "$out/profile-cuda_ipc.log" | head -40
 fi
 
 if wants e2e; then

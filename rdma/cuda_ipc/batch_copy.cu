@@ -6,6 +6,7 @@ namespace kvferry::rdma::cuda_ipc {
 namespace {
 
 constexpr unsigned kThreads = 256;
+constexpr unsigned kUnroll = 8;  // a 32 KiB op is one round: 8 × 16 bytes per thread
 
 __global__ void __launch_bounds__(kThreads) batchCopyKernel(const CopyOp* ops) {
   const CopyOp op = ops[blockIdx.x];
@@ -18,7 +19,19 @@ __global__ void __launch_bounds__(kThreads) batchCopyKernel(const CopyOp* ops) {
     const auto* s = reinterpret_cast<const uint4*>(src + begin);
     auto* d = reinterpret_cast<uint4*>(dst + begin);
     const uint64_t vectors = (end - begin) / 16;
-    for (uint64_t i = threadIdx.x; i < vectors; i += kThreads) d[i] = __ldcs(s + i);
+    // Up to kUnroll loads in flight per thread before their stores (a plain loop has one: the
+    // compiler cannot move a load above the previous store, the two might alias).
+    for (uint64_t first = threadIdx.x; first < vectors; first += kUnroll * kThreads) {
+      uint4 v[kUnroll];
+#pragma unroll
+      for (unsigned u = 0; u < kUnroll; ++u) {
+        if (first + u * kThreads < vectors) v[u] = __ldcs(s + first + u * kThreads);
+      }
+#pragma unroll
+      for (unsigned u = 0; u < kUnroll; ++u) {
+        if (first + u * kThreads < vectors) d[first + u * kThreads] = v[u];
+      }
+    }
     return;
   }
   for (uint64_t i = begin + threadIdx.x; i < end; i += kThreads) dst[i] = src[i];

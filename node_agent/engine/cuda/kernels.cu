@@ -44,20 +44,86 @@ __global__ void embedKernel(const int32_t* tokens, const bf16* table, uint32_t d
   for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = row[i];
 }
 
+// Eight bfloat16 in one 16-byte load or store.
+struct alignas(16) Bf16x8 {
+  __nv_bfloat162 v[4];
+  __device__ float at(uint32_t j) const {
+    return j % 2 == 0 ? __low2float(v[j / 2]) : __high2float(v[j / 2]);
+  }
+  __device__ void set(uint32_t j, float value) {
+    if (j % 2 == 0) {
+      v[j / 2].x = toBf16(value);
+    } else {
+      v[j / 2].y = toBf16(value);
+    }
+  }
+};
+__device__ __forceinline__ Bf16x8 asBf16x8(uint4 raw) {
+  Bf16x8 out;
+  static_assert(sizeof(out) == sizeof(raw));
+  memcpy(&out, &raw, sizeof(raw));
+  return out;
+}
+__device__ __forceinline__ Bf16x8 load8(const bf16* p) {
+  return asBf16x8(*reinterpret_cast<const uint4*>(p));
+}
+__device__ __forceinline__ void store8(bf16* p, const Bf16x8& value) {
+  *reinterpret_cast<Bf16x8*>(p) = value;
+}
+// Whether every pointer is 16-byte aligned (rows of a multiple of 8 elements from aligned bases).
+__device__ __forceinline__ bool aligned16(const void* a, const void* b, const void* c,
+                                          const void* d) {
+  return ((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) |
+           reinterpret_cast<uintptr_t>(c) | reinterpret_cast<uintptr_t>(d)) &
+          15) == 0;
+}
+
 // One block per row. x is read twice (the second time from L1/L2): rows are at most a few
-// thousand elements.
+// thousand elements. Rows of a multiple of 8 elements move in 16-byte pieces, others one value
+// at a time; each value is rounded the same way either way.
 __device__ void normRow(bf16* x, const bf16* add, bool write_back, const bf16* weight, uint32_t dim,
                         float eps, bf16* out) {
+  const bool vectors = dim % 8 == 0 && aligned16(x, add, weight, out);
   float squares = 0.0f;
-  for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = toFloat(x[i]);
-    if (add != nullptr) {
-      v = roundBf16(v + toFloat(add[i]));  // the residual stream is bfloat16
-      if (write_back) x[i] = toBf16(v);
+  if (vectors) {
+    for (uint32_t i = threadIdx.x * 8; i < dim; i += blockDim.x * 8) {
+      Bf16x8 v = load8(x + i);
+      if (add != nullptr) {
+        const Bf16x8 a = load8(add + i);
+#pragma unroll
+        for (uint32_t j = 0; j < 8; ++j) v.set(j, v.at(j) + a.at(j));  // bfloat16 residual
+        if (write_back) store8(x + i, v);
+      }
+#pragma unroll
+      for (uint32_t j = 0; j < 8; ++j) squares += v.at(j) * v.at(j);
     }
-    squares += v * v;
+  } else {
+    for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      float v = toFloat(x[i]);
+      if (add != nullptr) {
+        v = roundBf16(v + toFloat(add[i]));  // the residual stream is bfloat16
+        if (write_back) x[i] = toBf16(v);
+      }
+      squares += v * v;
+    }
   }
   const float scale = rsqrtf(blockSum(squares) / static_cast<float>(dim) + eps);
+  if (vectors) {
+    for (uint32_t i = threadIdx.x * 8; i < dim; i += blockDim.x * 8) {
+      Bf16x8 v = load8(x + i);
+      if (add != nullptr && !write_back) {
+        const Bf16x8 a = load8(add + i);
+#pragma unroll
+        for (uint32_t j = 0; j < 8; ++j) v.set(j, v.at(j) + a.at(j));
+      }
+      const Bf16x8 w = load8(weight + i);
+      Bf16x8 o;
+#pragma unroll
+      for (uint32_t j = 0; j < 8; ++j) o.set(j, w.at(j) * roundBf16(v.at(j) * scale));
+      store8(out + i, o);
+    }
+    return;
+  }
   for (uint32_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = toFloat(x[i]);
     if (add != nullptr && !write_back) v = roundBf16(v + toFloat(add[i]));
@@ -82,15 +148,33 @@ __global__ void gatherRmsNormKernel(const bf16* x, const bf16* add, const int32_
           out + static_cast<uint64_t>(blockIdx.x) * dim);
 }
 
+// silu(gate) rounded to bfloat16, times up, as transformers' bfloat16 MLP computes it.
+__device__ __forceinline__ float siluMul(float g, float u) {
+  return roundBf16(g / (1.0f + expf(-g))) * u;
+}
+
+// Rows of a multiple of 8 elements move in 16-byte pieces (the gate and up halves of a row are
+// then 16-byte aligned), others one value at a time.
 __global__ void siluMulKernel(const bf16* gate_up, uint32_t ff, bf16* out) {
   waitForPrerequisites();
   const uint64_t row = blockIdx.y;
   const bf16* gate = gate_up + row * 2 * ff;
   const bf16* up = gate + ff;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < ff; i += gridDim.x * blockDim.x) {
-    const float g = toFloat(gate[i]);
-    const float activated = roundBf16(g / (1.0f + expf(-g)));
-    out[row * ff + i] = toBf16(activated * toFloat(up[i]));
+  bf16* dst = out + row * ff;
+  const uint32_t stride = gridDim.x * blockDim.x;
+  if (ff % 8 == 0 && aligned16(gate_up, out, gate_up, out)) {
+    for (uint32_t i = (blockIdx.x * blockDim.x + threadIdx.x) * 8; i < ff; i += stride * 8) {
+      const Bf16x8 g = load8(gate + i);
+      const Bf16x8 u = load8(up + i);
+      Bf16x8 o;
+#pragma unroll
+      for (uint32_t j = 0; j < 8; ++j) o.set(j, siluMul(g.at(j), u.at(j)));
+      store8(dst + i, o);
+    }
+    return;
+  }
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < ff; i += stride) {
+    dst[i] = toBf16(siluMul(toFloat(gate[i]), toFloat(up[i])));
   }
 }
 
@@ -155,17 +239,6 @@ __global__ void qkvRopeStoreKernel(const bf16* qkv, QkvParams p, bf16* q_out, bf
     }
     for (uint32_t d = p.rope_dims + lane; d < hd; d += 32) dst[d] = toBf16(value(d));
   }
-}
-
-// Eight bfloat16 in one 16-byte load.
-struct alignas(16) Bf16x8 {
-  __nv_bfloat162 v[4];
-};
-__device__ __forceinline__ Bf16x8 asBf16x8(uint4 raw) {
-  Bf16x8 out;
-  static_assert(sizeof(out) == sizeof(raw));
-  memcpy(&out, &raw, sizeof(raw));
-  return out;
 }
 
 template <typename Out>
@@ -267,9 +340,12 @@ __global__ void toBf16Kernel(const float* in, uint64_t count, bf16* out) {
   }
 }
 
+// Threads for one row: about a 16-byte piece each where the row allows (normRow), else four
+// values each.
 unsigned normThreads(uint32_t dim) {
+  const uint32_t per_thread = dim % 8 == 0 ? 8 : 4;
   unsigned threads = 32;
-  while (threads < 1024 && threads < dim / 4) threads *= 2;
+  while (threads < 1024 && threads < dim / per_thread) threads *= 2;
   return threads;
 }
 
@@ -299,7 +375,9 @@ cudaError_t launchGatherRmsNorm(const bf16* x, const bf16* add, const int32_t* r
 cudaError_t launchSiluMul(const bf16* gate_up, uint32_t rows, uint32_t ff, bf16* out,
                           cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  const dim3 grid((ff + 255) / 256, rows);
+  // A thread per 8 values where rows allow it (the kernel falls back to one per value).
+  const uint32_t per_thread = ff % 8 == 0 ? 8 : 1;
+  const dim3 grid((ff / per_thread + 255) / 256, rows);
   return launchDependent(siluMulKernel, grid, dim3(256), 0, stream, gate_up, ff, out);
 }
 

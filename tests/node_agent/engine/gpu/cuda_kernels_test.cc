@@ -67,9 +67,12 @@ TEST(CudaKernelsTest, GemvMatchesAFloat64DotProduct) {
   }
 }
 
-TEST(CudaKernelsTest, RmsNormRoundsAsTransformersDoes) {
+// 2048: the 16-byte path; 2044: rows that are not whole 16-byte pieces, one value at a time.
+class CudaRmsNormTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(CudaRmsNormTest, RoundsAsTransformersDoes) {
   const uint32_t rows = 5;
-  const uint32_t dim = 2048;
+  const uint32_t dim = GetParam();
   const float eps = 1e-5f;
   std::vector<float> x = randomValues(uint64_t{rows} * dim, 3, 2.0f);
   const std::vector<float> add = randomValues(uint64_t{rows} * dim, 4, 0.5f);
@@ -99,6 +102,35 @@ TEST(CudaKernelsTest, RmsNormRoundsAsTransformersDoes) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Dims, CudaRmsNormTest, ::testing::Values(2048u, 2044u));
+
+// 14336 (Llama-8B's): the 16-byte path; 1000: a row of ff values is not whole 16-byte pieces.
+class CudaSiluMulTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(CudaSiluMulTest, MatchesTheBf16Mlp) {
+  const uint32_t rows = 3;
+  const uint32_t ff = GetParam();
+  const std::vector<float> gate_up = randomValues(uint64_t{rows} * 2 * ff, 6, 4.0f);
+  DeviceBuffer din = uploadBf16(gate_up);
+  Result<DeviceBuffer> out = DeviceBuffer::allocate(uint64_t{rows} * ff * 2);
+  ASSERT_TRUE(out.isOk());
+  ASSERT_EQ(cudaMemset(out->data(), 0xff, uint64_t{rows} * ff * 2), cudaSuccess);  // NaN: unwritten
+  ASSERT_EQ(launchSiluMul(din.as<bf16>(), rows, ff, out->as<bf16>(), nullptr), cudaSuccess);
+  const std::vector<float> got = downloadBf16(*out, uint64_t{rows} * ff);
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t i = 0; i < ff; ++i) {
+      const float g = roundBf16(gate_up[uint64_t{r} * 2 * ff + i]);
+      const float u = roundBf16(gate_up[uint64_t{r} * 2 * ff + ff + i]);
+      const float ref = roundBf16(roundBf16(g / (1.0f + std::exp(-g))) * u);
+      // expf and std::exp may differ in the last float bit, which can move the rounded silu by
+      // one bfloat16 unit: two units of the product at most.
+      ASSERT_NEAR(got[uint64_t{r} * ff + i], ref, bf16Ulp(ref) * 2.01f) << r << "," << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Widths, CudaSiluMulTest, ::testing::Values(14336u, 1000u));
 
 // CPU mirror of launchQkvRopeStore for one token row.
 void qkvReference(const std::vector<float>& row, const QkvParams& p, const std::vector<float>& inv,
