@@ -263,7 +263,7 @@ if wants profile; then
     return $status
   }
   stage "profile cuda_ipc" "$out/profile-cuda_ipc.log" cuda_ipc_probe
-  tail -n 40 "$out/profile-prefill.log" "$out/profile-decode.log"
+  grep -hv "^==" "$out/profile-prefill.log" "$out/profile-decode.log" | tail -n 40
   grep -v "^==" "$out/profile-cuda_ipc.log" | head -40
 fi
 
