@@ -41,7 +41,8 @@ constexpr const char* kUsage = R"(usage: transfer_bench [options]
 Sweeps block sizes through the KV transfer engine and prints GB/s and batch latency. GB/s is
 the steady-state rate: bytes of the batches that completed inside the measured window (after a
 0.3 s warm-up that fills the queue) over its length; latency is nearest-rank p50/p99 of the
-batches posted inside it.
+batches posted inside it; post_us is the mean time one accepted post call took (the initiator's
+own cost per batch: past batch bytes / GB/s, the host is the bottleneck).
 
   --role both|target|initiator   one process, or one side of two processes (default both)
   --transport tcp|verbs|loopback|cuda_ipc
@@ -351,6 +352,7 @@ struct Row {
   double p50_us = 0;
   double p99_us = 0;
   uint64_t batches = 0;
+  double post_us = 0;  // mean time the initiator spent inside one post call (host cost per batch)
   // cuda_ipc: the same batch's bytes without the transport (0 elsewhere).
   double contiguous_gbps = 0;
   double per_block_gbps = 0;
@@ -408,6 +410,8 @@ Result<Row> runBlockSize(Transport& initiator, rdma::PeerId peer, rdma::RegionId
   bool measuring = false;
   uint64_t measured_batches = 0;     // posted inside the window: their latencies are reported
   uint64_t completed_in_window = 0;  // completed inside it: the throughput
+  double post_us_sum = 0;            // inside post calls that were accepted, in the window
+  uint64_t posts = 0;
   size_t next = 0;
   Status failure;
 
@@ -425,6 +429,11 @@ Result<Row> runBlockSize(Transport& initiator, rdma::PeerId peer, rdma::RegionId
       Status s = initiator.postWrite(peer, batches[next], static_cast<uint32_t>(slot), slot);
       if (s.code() == StatusCode::kResourceExhausted) break;
       if (!s.isOk()) return s.withContext("post");
+      if (measuring) {
+        post_us_sum +=
+            std::chrono::duration<double, std::micro>(Clock::now() - posted_at[slot]).count();
+        ++posts;
+      }
       free_slots.pop_back();
       next = (next + 1) % batches.size();
     }
@@ -456,6 +465,7 @@ Result<Row> runBlockSize(Transport& initiator, rdma::PeerId peer, rdma::RegionId
   std::sort(latencies_us.begin(), latencies_us.end());
   row.p50_us = bench::nearestRankPercentile(latencies_us, 50);
   row.p99_us = bench::nearestRankPercentile(latencies_us, 99);
+  row.post_us = posts == 0 ? 0 : post_us_sum / static_cast<double>(posts);
   return row;
 }
 
@@ -533,8 +543,8 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
               std::string(initiator.name()).c_str(), tc.queue_depth, tc.connections_per_peer,
               o.duration_s);
   const bool device = pool.kind().type == rdma::MemoryKind::Type::kCuda;
-  std::printf("%10s %6s %10s %10s %10s %10s", "block", "batch", "GB/s", "p50_us", "p99_us",
-              "batches");
+  std::printf("%10s %6s %10s %10s %10s %10s %8s", "block", "batch", "GB/s", "p50_us", "p99_us",
+              "batches", "post_us");
   if (device && o.cuda_memory) {
     std::printf(" %12s %12s %10s", "d2h_GB/s", "h2d_GB/s", "x_d2h");
   } else if (device) {
@@ -546,8 +556,9 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
     ASSIGN_OR_RETURN(
         Row row, runBlockSize(initiator, peer, local, info.regions[0].id, o, bs, tc.queue_depth));
     RETURN_IF_ERROR(addCopyBaselines(o, pool, row));
-    std::printf("%10s %6u %10.3f %10.1f %10.1f %10llu", humanSize(bs).c_str(), row.batch, row.gbps,
-                row.p50_us, row.p99_us, static_cast<unsigned long long>(row.batches));
+    std::printf("%10s %6u %10.3f %10.1f %10.1f %10llu %8.2f", humanSize(bs).c_str(), row.batch,
+                row.gbps, row.p50_us, row.p99_us, static_cast<unsigned long long>(row.batches),
+                row.post_us);
     if (device && o.cuda_memory) {
       std::printf(" %12.1f %12.1f %10.2f", row.pinned_d2h_gbps, row.pinned_h2d_gbps,
                   row.gbps / row.pinned_d2h_gbps);
@@ -563,6 +574,7 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
                                        {"p50_us", row.p50_us},
                                        {"p99_us", row.p99_us},
                                        {"batches", row.batches},
+                                       {"post_us", row.post_us},
                                        {"contiguous_gbps", row.contiguous_gbps},
                                        {"per_block_gbps", row.per_block_gbps},
                                        {"gather_scatter_gbps", row.gather_scatter_gbps},

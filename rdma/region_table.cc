@@ -7,15 +7,13 @@ namespace kvferry::rdma {
 
 Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t length,
                   std::string_view what) {
+  if (fitsRegion(region_bytes, offset, length)) return Status::ok();
   if (length == 0) {
     return invalidArgument(std::string(what) + " of 0 bytes to region " + std::to_string(id));
   }
-  if (length > region_bytes || offset > region_bytes - length) {
-    return outOfRange(std::string(what) + " of " + std::to_string(length) + " bytes at offset " +
-                      std::to_string(offset) + " exceeds region " + std::to_string(id) + " (" +
-                      std::to_string(region_bytes) + " bytes)");
-  }
-  return Status::ok();
+  return outOfRange(std::string(what) + " of " + std::to_string(length) + " bytes at offset " +
+                    std::to_string(offset) + " exceeds region " + std::to_string(id) + " (" +
+                    std::to_string(region_bytes) + " bytes)");
 }
 
 Result<RegionId> RegionTable::add(void* base, size_t bytes, MemoryKind kind, Keys keys) {
@@ -77,22 +75,24 @@ Result<RegionTable::Pin> RegionTable::pin(RegionId id, uint64_t offset, uint64_t
   return Pin{std::move(entry), data};
 }
 
-Status BatchPins::add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
-                      std::string_view what) {
+Status BatchPins::addSlow(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
+                          std::string_view what) {
   for (size_t r = 0; r < regions_.size(); ++r) {
     const RegionTable::Pin& pin = regions_[r];
     if (pin.entry->id == id) {
       RETURN_IF_ERROR(checkRange(id, pin.entry->bytes, offset, length, what));
+      last_ = static_cast<uint32_t>(r);
       data_.push_back(pin.entry->base + offset);
       local_keys_.push_back(pin.entry->keys.local);
-      op_region_.push_back(static_cast<uint32_t>(r));
+      op_region_.push_back(last_);
       return Status::ok();
     }
   }
   ASSIGN_OR_RETURN(RegionTable::Pin pin, table.pin(id, offset, length, what));
   data_.push_back(pin.data);
   local_keys_.push_back(pin.entry->keys.local);
-  op_region_.push_back(static_cast<uint32_t>(regions_.size()));
+  last_ = static_cast<uint32_t>(regions_.size());
+  op_region_.push_back(last_);
   regions_.push_back(std::move(pin));
   return Status::ok();
 }

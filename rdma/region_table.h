@@ -15,6 +15,10 @@
 
 namespace kvferry::rdma {
 
+inline bool fitsRegion(uint64_t region_bytes, uint64_t offset, uint64_t length) {
+  return length != 0 && length <= region_bytes && offset <= region_bytes - length;
+}
+
 class RegionTable {
  public:
   // Backend keys of a registration (verbs: the MR's lkey and rkey); 0 where unused.
@@ -62,14 +66,32 @@ class RegionTable {
 class BatchPins {
  public:
   void clear() {
+    last_ = 0;
     regions_.clear();
     data_.clear();
     local_keys_.clear();
     op_region_.clear();
   }
-  // Checks [offset, offset + length) of region `id` and records the op's address.
+  // Checks [offset, offset + length) of region `id` and records the op's address. Inline for
+  // an op in the region of the op before (a layer's blocks share one pool): it runs per block.
   Status add(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
-             std::string_view what);
+             std::string_view what) {
+    if (last_ < regions_.size()) {
+      const RegionTable::Entry& entry = *regions_[last_].entry;
+      if (entry.id == id && fitsRegion(entry.bytes, offset, length)) {
+        data_.push_back(entry.base + offset);
+        local_keys_.push_back(entry.keys.local);
+        op_region_.push_back(last_);
+        return Status::ok();
+      }
+    }
+    return addSlow(table, id, offset, length, what);
+  }
+  void reserve(size_t ops) {
+    data_.reserve(ops);
+    local_keys_.reserve(ops);
+    op_region_.reserve(ops);
+  }
   uint8_t* data(size_t op) const { return data_[op]; }
   uint32_t localKey(size_t op) const { return local_keys_[op]; }
   // Where op `op`'s memory lives (tcp stages CUDA regions through pinned host memory).
@@ -84,6 +106,10 @@ class BatchPins {
   bool empty() const { return data_.empty(); }
 
  private:
+  Status addSlow(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
+                 std::string_view what);
+
+  uint32_t last_ = 0;                      // the region of the last op added
   std::vector<RegionTable::Pin> regions_;  // one per distinct region
   std::vector<uint8_t*> data_;             // one per op
   std::vector<uint32_t> local_keys_;       // one per op
@@ -91,7 +117,8 @@ class BatchPins {
 };
 
 // The bounds rule shared by local tables and a peer's advertised regions: `length` bytes at
-// `offset` fit in a region of `region_bytes`, with no overflow.
+// `offset` fit in a region of `region_bytes`, with no overflow. fitsRegion() is the test (inline:
+// it runs for every op), checkRange() the same test with the error that says why.
 Status checkRange(RegionId id, uint64_t region_bytes, uint64_t offset, uint64_t length,
                   std::string_view what);
 
