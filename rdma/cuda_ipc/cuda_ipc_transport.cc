@@ -39,7 +39,9 @@ constexpr auto kBusyWindow = std::chrono::milliseconds(2);
 constexpr uint32_t kStreams = 4;
 // Only batches this large take turns; smaller ones all go to the first stream (on one H200, same
 // machine: four streams lifted 64 MiB batches from 0.83 to 1.02 of a contiguous copy, 16 MiB
-// ones went from 0.29 to 0.24–0.26).
+// ones went from 0.29 to 0.24–0.26 while posting cost 18 µs a batch; once it cost 10–15, a
+// three-round A/B moved 16 MiB batches 0.42 → 0.51 with one round below the base, and 4 MiB
+// ones slightly down: results/gpu/h200-2026-12-06/ab-streams).
 constexpr uint64_t kTurnBytes = 32ull << 20;
 // How many times a post tries mu_ (yielding between) before it sleeps on it.
 constexpr int kPostSpins = 64;
