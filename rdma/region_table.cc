@@ -81,18 +81,12 @@ Status BatchPins::addSlow(const RegionTable& table, RegionId id, uint64_t offset
     const RegionTable::Pin& pin = regions_[r];
     if (pin.entry->id == id) {
       RETURN_IF_ERROR(checkRange(id, pin.entry->bytes, offset, length, what));
-      last_ = static_cast<uint32_t>(r);
-      data_.push_back(pin.entry->base + offset);
-      local_keys_.push_back(pin.entry->keys.local);
-      op_region_.push_back(last_);
+      record(static_cast<uint32_t>(r), *pin.entry, offset);
       return Status::ok();
     }
   }
   ASSIGN_OR_RETURN(RegionTable::Pin pin, table.pin(id, offset, length, what));
-  data_.push_back(pin.data);
-  local_keys_.push_back(pin.entry->keys.local);
-  last_ = static_cast<uint32_t>(regions_.size());
-  op_region_.push_back(last_);
+  record(static_cast<uint32_t>(regions_.size()), *pin.entry, offset);
   regions_.push_back(std::move(pin));
   return Status::ok();
 }

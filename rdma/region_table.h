@@ -79,9 +79,7 @@ class BatchPins {
     if (last_ < regions_.size()) {
       const RegionTable::Entry& entry = *regions_[last_].entry;
       if (entry.id == id && fitsRegion(entry.bytes, offset, length)) {
-        data_.push_back(entry.base + offset);
-        local_keys_.push_back(entry.keys.local);
-        op_region_.push_back(last_);
+        record(last_, entry, offset);
         return Status::ok();
       }
     }
@@ -108,6 +106,13 @@ class BatchPins {
  private:
   Status addSlow(const RegionTable& table, RegionId id, uint64_t offset, uint64_t length,
                  std::string_view what);
+  // Records an op at `offset` of regions_[region] (already checked), which becomes last_.
+  void record(uint32_t region, const RegionTable::Entry& entry, uint64_t offset) {
+    last_ = region;
+    data_.push_back(entry.base + offset);
+    local_keys_.push_back(entry.keys.local);
+    op_region_.push_back(region);
+  }
 
   uint32_t last_ = 0;                      // the region of the last op added
   std::vector<RegionTable::Pin> regions_;  // one per distinct region
