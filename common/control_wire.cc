@@ -183,7 +183,8 @@ json::value toJson(const Load& l) {
           {"total_kv_blocks", l.total_kv_blocks},
           {"active_leases", l.active_leases},
           {"leased_blocks", l.leased_blocks},
-          {"cached_kv_blocks", l.cached_kv_blocks}};
+          {"cached_kv_blocks", l.cached_kv_blocks},
+          {"kv_sequence", l.kv_sequence}};
 }
 void read(Reader& r, Load& l) {
   r.get("queued_prefill_tokens", l.queued_prefill_tokens);
@@ -194,6 +195,7 @@ void read(Reader& r, Load& l) {
   r.get("active_leases", l.active_leases);
   r.get("leased_blocks", l.leased_blocks);
   r.get("cached_kv_blocks", l.cached_kv_blocks, false);
+  r.get("kv_sequence", l.kv_sequence, false);
 }
 
 json::value toJson(const KvEventBatchWire& b) {
@@ -313,6 +315,7 @@ void read(Reader& r, ReserveResponse& m) {
   r.getList("block_ids", m.block_ids);
   r.get("cached_blocks", m.cached_blocks);
   r.getList("regions", m.regions);
+  r.get("kv_sequence", m.kv_sequence, false);
 }
 void read(Reader& r, PrefillRequest& m) {
   r.get("request_id", m.request_id);
@@ -419,7 +422,8 @@ json::value toJson(const ReserveResponse& m) {
           {"slot", m.slot},
           {"block_ids", arrayOf(m.block_ids)},
           {"cached_blocks", m.cached_blocks},
-          {"regions", arrayOf(m.regions)}};
+          {"regions", arrayOf(m.regions)},
+          {"kv_sequence", m.kv_sequence}};
 }
 json::value toJson(const PrefillRequest& m) {
   json::object o{{"request_id", m.request_id},

@@ -96,6 +96,9 @@ struct Load {
   uint32_t active_leases = 0;
   uint32_t leased_blocks = 0;     // blocks held by reservations not yet decoding
   uint32_t cached_kv_blocks = 0;  // of free_kv_blocks, those that hold a cached prefix
+  // Reservations the agent had granted when it took these figures (ReserveResponse::kv_sequence
+  // numbers them): the orchestrator tells by it which of its reservations the report shows.
+  uint64_t kv_sequence = 0;
 };
 
 struct KvEventBatchWire {
@@ -177,6 +180,7 @@ struct ReserveResponse {
   std::vector<uint32_t> block_ids;
   uint32_t cached_blocks = 0;     // leading blocks this agent had: not to be sent
   std::vector<uint32_t> regions;  // region ids: K of layer 0, V of layer 0, K of layer 1, …
+  uint64_t kv_sequence = 0;       // this reservation's number (1, 2, …): see Load::kv_sequence
 };
 
 struct TransferTarget {

@@ -59,6 +59,7 @@ NodeReport EngineWorkImpl::report(bool snapshot) {
   report.load.queued_prefill_requests = backlog_.requests;
   report.load.active_leases = static_cast<uint32_t>(receiver_.leaseCount());
   report.load.leased_blocks = receiver_.leasedBlocks();
+  report.load.kv_sequence = receiver_.reservationsGranted();  // same thread: consistent figures
   report.prefill_model = prefills_.costModel();
   loop_.report(snapshot, report);
   return report;

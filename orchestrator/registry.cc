@@ -162,8 +162,12 @@ Result<wire::HeartbeatResponse> NodeRegistry::heartbeat(const wire::HeartbeatReq
   node->prefill_model = request.prefill_model;
   node->draining = request.draining;
   node->last_heartbeat = now;
-  // The report shows the KV the orchestrator's requests took and gave back so far.
-  node->kv_taken_since_report = 0;
+  // The report shows every block given back so far, the takes it numbers (at or below its
+  // kv_sequence) and, as far as anyone can tell, the unnumbered ones.
+  const uint64_t shown = request.load.kv_sequence;
+  std::erase_if(node->kv_takes, [shown](const NodeRecord::KvTake& take) {
+    return take.sequence == 0 || take.sequence <= shown;
+  });
   node->kv_returned_since_report = 0;
   node->kv_full_until_report = false;
   if (request.kv_snapshot) {
@@ -247,8 +251,9 @@ KvBlockStates kvBlockStates(const NodeRecord& node) {
 uint64_t NodeRecord::availableKvBlocks() const {
   if (kv_full_until_report) return 0;
   const uint64_t reported = uint64_t{load.free_kv_blocks} + kv_returned_since_report;
-  const uint64_t available =
-      reported > kv_taken_since_report ? reported - kv_taken_since_report : 0;
+  uint64_t taken = 0;
+  for (const KvTake& take : kv_takes) taken += take.blocks;
+  const uint64_t available = reported > taken ? reported - taken : 0;
   return std::min<uint64_t>(available, load.total_kv_blocks);
 }
 
@@ -257,6 +262,7 @@ NodeRegistry::KvHold& NodeRegistry::KvHold::operator=(KvHold&& other) noexcept {
     end();
     registry_ = std::exchange(other.registry_, nullptr);
     node_ = other.node_;
+    id_ = other.id_;
     blocks_ = std::exchange(other.blocks_, 0);
   }
   return *this;
@@ -264,16 +270,23 @@ NodeRegistry::KvHold& NodeRegistry::KvHold::operator=(KvHold&& other) noexcept {
 
 void NodeRegistry::KvHold::end() {
   if (registry_ == nullptr) return;
-  if (node_ < registry_->nodes_.size())
-    registry_->nodes_[node_].kv_returned_since_report += blocks_;
+  if (node_ < registry_->nodes_.size()) {
+    // A take no report has shown yet just goes; one a report showed comes back to the count.
+    NodeRecord& node = registry_->nodes_[node_];
+    if (std::erase_if(node.kv_takes, [&](const NodeRecord::KvTake& t) { return t.hold == id_; }) ==
+        0) {
+      node.kv_returned_since_report += blocks_;
+    }
+  }
   registry_ = nullptr;
   blocks_ = 0;
 }
 
-NodeRegistry::KvHold NodeRegistry::holdKv(NodeId id, uint64_t blocks) {
+NodeRegistry::KvHold NodeRegistry::holdKv(NodeId id, uint64_t blocks, uint64_t sequence) {
   if (id >= nodes_.size()) return KvHold();
-  nodes_[id].kv_taken_since_report += blocks;
-  return KvHold(this, id, blocks);
+  const uint64_t hold = next_hold_++;
+  nodes_[id].kv_takes.push_back({hold, blocks, sequence});
+  return KvHold(this, id, hold, blocks);
 }
 
 void NodeRegistry::noteKvFull(NodeId id) {

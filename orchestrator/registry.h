@@ -69,10 +69,19 @@ struct NodeRecord {
   uint64_t local_prefill_tokens = 0;
   uint32_t local_prefill_requests = 0;
   uint32_t local_decode_seqs = 0;
-  // KV blocks the orchestrator's own requests took (reservations, colocated prompts) and gave
-  // back since the node's last heartbeat, which does not show them yet; and whether the node
-  // refused a request for want of KV room since then (its estimate is 0 until it reports again).
-  uint64_t kv_taken_since_report = 0;
+  // KV blocks the orchestrator's own requests took (reservations, colocated prompts) that the
+  // node's reports do not show yet, and blocks they gave back since its last heartbeat; and
+  // whether the node refused a request for want of KV room since then (its estimate is 0 until
+  // it reports again). A reservation's take carries the agent's number for it
+  // (ReserveResponse::kv_sequence) and stays until a report at or past that number arrives: a
+  // heartbeat gathered before the reservation but delivered after it does not erase it. Takes
+  // without a number (colocated prompts, agents that do not number) go at the next heartbeat.
+  struct KvTake {
+    uint64_t hold = 0;  // KvHold's id
+    uint64_t blocks = 0;
+    uint64_t sequence = 0;  // 0: not numbered
+  };
+  std::vector<KvTake> kv_takes;
   uint64_t kv_returned_since_report = 0;
   bool kv_full_until_report = false;
   // Dead or departed for longer than the registry's forget_after: its registration is dropped
@@ -180,14 +189,17 @@ class NodeRegistry {
 
    private:
     friend class NodeRegistry;
-    KvHold(NodeRegistry* registry, NodeId node, uint64_t blocks)
-        : registry_(registry), node_(node), blocks_(blocks) {}
+    KvHold(NodeRegistry* registry, NodeId node, uint64_t id, uint64_t blocks)
+        : registry_(registry), node_(node), id_(id), blocks_(blocks) {}
 
     NodeRegistry* registry_ = nullptr;
     NodeId node_ = 0;
+    uint64_t id_ = 0;
     uint64_t blocks_ = 0;
   };
-  [[nodiscard]] KvHold holdKv(NodeId id, uint64_t blocks);
+  // `sequence`: the agent's number for the reservation (ReserveResponse::kv_sequence), 0 when
+  // there is none (a colocated prompt).
+  [[nodiscard]] KvHold holdKv(NodeId id, uint64_t blocks, uint64_t sequence = 0);
   // The node refused a request for want of KV room: nothing fits it until it reports again.
   void noteKvFull(NodeId id);
 
@@ -231,6 +243,7 @@ class NodeRegistry {
   const double link_bandwidth_bytes_per_s_;
   const std::chrono::milliseconds forget_after_;
   std::vector<NodeRecord> nodes_;
+  uint64_t next_hold_ = 1;  // KvHold ids
   scheduler::PrefixIndex index_;
 };
 

@@ -401,7 +401,8 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
     co_return Failure{lease.status(), decode, lease.failure() == AgentFailure::kNoCapacity};
   }
   const uint64_t lease_id = lease->lease_id;
-  NodeRegistry::KvHold kv = ctx_.registry.holdKv(decode, lease->block_ids.size());
+  NodeRegistry::KvHold kv =
+      ctx_.registry.holdKv(decode, lease->block_ids.size(), lease->kv_sequence);
 
   wire::PrefillRequest prefill_request;
   prefill_request.request_id = request_.id;

@@ -50,6 +50,7 @@ Reply KvReceiver::reserve(const wire::ReserveRequest& request) {
   response.block_ids.assign(view->block_ids.begin(), view->block_ids.end());
   response.cached_blocks = reservation->cached_blocks;
   response.regions.assign(regions_.begin(), regions_.end());
+  response.kv_sequence = ++reservations_granted_;
   slot_leases_[lease.slot] = lease.id;
   leases_.emplace(lease.id, std::move(lease));
   return jsonReply(200, wire::encode(response));

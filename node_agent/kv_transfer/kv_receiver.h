@@ -71,6 +71,8 @@ class KvReceiver {
 
   size_t leaseCount() const { return leases_.size(); }  // quarantined ones included
   uint32_t leasedBlocks() const;
+  // Reservations granted so far: the last one's ReserveResponse::kv_sequence (wire::Load's).
+  uint64_t reservationsGranted() const { return reservations_granted_; }
 
  private:
   struct Lease {
@@ -108,6 +110,7 @@ class KvReceiver {
   std::unordered_map<uint32_t, uint64_t> slot_leases_;
   uint32_t next_slot_ = 0;
   uint64_t next_lease_ = 1;
+  uint64_t reservations_granted_ = 0;
   Clock::time_point last_expiry_scan_;
 };
 

@@ -14,6 +14,7 @@ TEST(ControlWire, RoundTripsEveryField) {
   hb.node_token = 0xfedcba9876543210ULL;
   hb.load.queued_prefill_tokens = 123;
   hb.load.free_kv_blocks = 9;
+  hb.load.kv_sequence = 0x123456789ULL;
   hb.kv_events.push_back({3, {1, 0xffffffffffffffffULL}, {5}});
   hb.kv_snapshot = KvEventBatchWire{4, {8, 9}, {}};
   hb.draining = true;
@@ -22,12 +23,27 @@ TEST(ControlWire, RoundTripsEveryField) {
   EXPECT_EQ(back->node_id, 7u);
   EXPECT_EQ(back->node_token, 0xfedcba9876543210ULL);
   EXPECT_EQ(back->load.queued_prefill_tokens, 123u);
+  EXPECT_EQ(back->load.kv_sequence, 0x123456789ULL);
   ASSERT_EQ(back->kv_events.size(), 1u);
   EXPECT_EQ(back->kv_events[0].stored[1], 0xffffffffffffffffULL);
   EXPECT_EQ(back->kv_events[0].evicted, std::vector<uint64_t>{5});
   ASSERT_TRUE(back->kv_snapshot.has_value());
   EXPECT_EQ(back->kv_snapshot->stored, (std::vector<uint64_t>{8, 9}));
   EXPECT_TRUE(back->draining);
+
+  ReserveResponse r;
+  r.lease_id = 3;
+  r.block_ids = {4, 5};
+  r.kv_sequence = 17;
+  auto r2 = decode<ReserveResponse>(encode(r));
+  ASSERT_TRUE(r2.isOk()) << r2.status().toString();
+  EXPECT_EQ(r2->block_ids, r.block_ids);
+  EXPECT_EQ(r2->kv_sequence, 17u);
+  // kv_sequence is optional on the wire (an agent that does not number its reservations).
+  r2 = decode<ReserveResponse>(
+      R"({"lease_id":1,"slot":0,"block_ids":[1],"cached_blocks":0,"regions":[1]})");
+  ASSERT_TRUE(r2.isOk()) << r2.status().toString();
+  EXPECT_EQ(r2->kv_sequence, 0u);
 
   PrefillRequest p;
   p.request_id = 42;

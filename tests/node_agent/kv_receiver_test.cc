@@ -81,6 +81,10 @@ TEST_F(KvReceiverTest, AReserveNamesBlocksRegionsAndADistinctSlot) {
   EXPECT_NE(a.lease_id, b.lease_id);
   EXPECT_EQ(receiver_.leaseCount(), 2u);
   EXPECT_EQ(receiver_.leasedBlocks(), 6u);
+  // Numbered in the order granted; the count is what a heartbeat's load reports.
+  EXPECT_EQ(a.kv_sequence, 1u);
+  EXPECT_EQ(b.kv_sequence, 2u);
+  EXPECT_EQ(receiver_.reservationsGranted(), 2u);
 }
 
 TEST_F(KvReceiverTest, AFullPoolIsA503) {
@@ -92,6 +96,7 @@ TEST_F(KvReceiverTest, AFullPoolIsA503) {
   Reply reply = receiver_.reserve(request);
   EXPECT_EQ(reply.status, 503u) << reply.body;
   EXPECT_EQ(receiver_.leaseCount(), 1u);
+  EXPECT_EQ(receiver_.reservationsGranted(), 1u);  // a refusal takes no number
 }
 
 TEST_F(KvReceiverTest, TheLeaseIsHandedOnWhenEveryLayerLandedAndTheDecodeCame) {

@@ -379,6 +379,43 @@ TEST_F(RegistryTest, KvRoomCountsWhatRequestsTookAndGaveBackSinceTheLastReport) 
   EXPECT_EQ(registry_.decodeKvRoom()[0].available, 35u);
 }
 
+// A heartbeat gathered before a reservation but delivered after it must not erase the
+// reservation's take: the agent numbers its reservations and its reports, and a take stays until
+// a report at or past its number arrives.
+TEST_F(RegistryTest, AReportThatPredatesAReservationKeepsItsTake) {
+  const NodeId decode = add("decode", 9000);
+  wire::HeartbeatRequest hb;
+  hb.node_id = decode;
+  hb.node_token = registry_.node(decode)->token;
+  hb.load.total_kv_blocks = 100;
+  hb.load.free_kv_blocks = 60;
+  hb.load.kv_sequence = 4;
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  NodeRegistry::KvHold first = registry_.holdKv(decode, 25, /*sequence=*/5);
+  NodeRegistry::KvHold colocated = registry_.holdKv(decode, 5);  // not numbered
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 30u);
+  // Gathered before reservation 5 (and before the colocated prompt started): 60 free still.
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 35u)
+      << "the stale report erased reservation 5's take";
+  {
+    // Reservation 6 is given back before any report shows it: it simply goes.
+    NodeRegistry::KvHold second = registry_.holdKv(decode, 10, 6);
+    EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 25u);
+  }
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 35u);
+  // A report past reservation 6 shows reservation 5's and the prompt's blocks taken (and 6's
+  // back): from here on they count as given back when they end.
+  hb.load.free_kv_blocks = 30;
+  hb.load.kv_sequence = 6;
+  ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 30u);
+  first.end();
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 55u);
+  colocated.end();
+  EXPECT_EQ(registry_.node(decode)->availableKvBlocks(), 60u);
+}
+
 TEST_F(RegistryTest, KvBlockStatesAreOneDefinitionThatSumsToTheTotal) {
   const NodeId id = add("decode", 9000);
   KvBlockStates states = kvBlockStates(*registry_.node(id));
