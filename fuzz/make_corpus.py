@@ -108,3 +108,25 @@ write('fuzz_http_request', 'signed', 'POST /agent/reserve HTTP/1.1\r\nHost: 127.
 write('fuzz_http_request', 'chunked', 'POST /v1/completions HTTP/1.1\r\nHost: x\r\n'
       'Transfer-Encoding: chunked\r\nAuthorization: Bearer sk\r\n\r\n4\r\n{"a"\r\n2\r\n:1\r\n0\r\n\r\n')
 write('fuzz_http_request', 'get', 'GET /v1/nodes?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n')
+
+
+# fuzz_tcp_frames: a mode byte (bit 0: the harness sends a valid hello first), then frames as a
+# tcp initiator sends them (rdma/tcp/tcp_wire.h) to a target whose one region is 64 KiB, id 1.
+def frame(opcode, flags=0, region=0, imm=0, request_id=0, offset=0, length=0, op_index=0):
+    return struct.pack('<IBBHIIQQQII', 0x5246564B, opcode, flags, 0, region, imm, request_id,
+                       offset, length, op_index, 0)
+def write_batch(ops, imm=None, request_id=1):  # ops: (region, offset, payload)
+    table = b''.join(struct.pack('<IIQQ', r, 0, o, len(p)) for r, o, p in ops)
+    body = table + b''.join(p for _, _, p in ops)
+    return frame(3, 1 | (2 if imm is not None else 0), imm=imm or 0, request_id=request_id,
+                 length=len(body), op_index=len(ops)) + body
+def read_request(region, offset, length, request_id=2, op_index=0, last=True):
+    return frame(4, 1 if last else 0, region=region, request_id=request_id, offset=offset,
+                 length=length, op_index=op_index)
+write('fuzz_tcp_frames', 'write_imm', b'\x01' + write_batch([(1, 0, b'a' * 64), (1, 4096, b'b' * 32)], imm=7))
+write('fuzz_tcp_frames', 'write_then_read', b'\x01' + write_batch([(1, 100, b'kv' * 50)]) +
+      read_request(1, 100, 100, last=False) + read_request(1, 65000, 536, op_index=1))
+write('fuzz_tcp_frames', 'edges', b'\x01' + write_batch([(1, 65536 - 8, b'x' * 8), (1, 0, b'')]) +
+      read_request(1, 65536, 1) + read_request(2, 0, 16))
+write('fuzz_tcp_frames', 'hello', b'\x00' + frame(1, region=2, request_id=9, offset=1))
+write('fuzz_tcp_frames', 'read', b'\x01' + read_request(1, 0, 100))

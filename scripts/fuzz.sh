@@ -20,7 +20,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${KVFERRY_FUZZ_SECONDS:-45}"
 targets=()
-all=(fuzz_openai_request fuzz_config fuzz_gguf fuzz_control_wire fuzz_endpoint_blob fuzz_http_request)
+all=(fuzz_openai_request fuzz_config fuzz_gguf fuzz_control_wire fuzz_endpoint_blob fuzz_http_request
+  fuzz_tcp_frames)
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="${2:?--seconds needs a number}"; shift ;;
