@@ -297,6 +297,7 @@ void readVerbs(MapReader& reader, VerbsConfig& config) {
   reader.uint32("rnr_retry", config.rnr_retry, 0, 7);
   reader.uint32("recv_depth", config.recv_depth, 16, 65536);
   reader.uint32("max_rd_atomic", config.max_rd_atomic, 1, 255);
+  reader.uint32("max_inflight_bytes", config.max_inflight_bytes, 0, 1u << 31);
   reader.scalar("gpu_registration", config.gpu_registration, parseGpuRegistration);
   reader.scalar("gpu_flush", config.gpu_flush, parseGpuFlush);
 }

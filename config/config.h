@@ -70,6 +70,11 @@ struct VerbsConfig {
   uint32_t rnr_retry = 7;       // receiver-not-ready retries (7 = infinite); 0..7
   uint32_t recv_depth = 4096;   // receives posted for immediates (shared receive queue); 16..65536
   uint32_t max_rd_atomic = 16;  // outstanding RDMA READs per QP; 1..255 (capped by the device)
+  // Payload bytes posted to one peer and not yet known complete, at most (shared evenly by its
+  // connections); 0: only the send queues bound it. A batch larger than the share still goes
+  // alone. Deep queues into one receiver make a lossy fabric (Soft-RoCE, incast on real NICs)
+  // drop and retransmit.
+  uint32_t max_inflight_bytes = 0;  // 0..2 GiB
   GpuRegistration gpu_registration = GpuRegistration::kAuto;  // auto | dmabuf | peermem
   GpuFlush gpu_flush = GpuFlush::kAuto;                       // auto | always | never
 };

@@ -22,6 +22,8 @@
 # QUEUE_DEPTH (verbs: batches in flight, default 8), REPEAT (pairs: tcp default 3, verbs 5 per
 # size),
 # POOL_BYTES (verbs: each side's KV pool the blocks are scattered over, default 64M),
+# INFLIGHT (verbs: transport.verbs.max_inflight_bytes values to compare, e.g. "0 1048576"; a
+# row per size and value, each with the retransmissions Soft-RoCE counted),
 # BUILD_DIR (default build/release: configured with the release preset if needed, and
 # transfer_bench brought up to date there before every run).
 set -euo pipefail
@@ -60,13 +62,14 @@ if [ "$transport" = verbs ]; then
   [ -x "$vm" ] || { echo "bench_transfer.sh: no Soft-RoCE VM harness at $vm" >&2; exit 1; }
   out="$root/bench-results/transfer-verbs.json"
   DURATION="${DURATION:-2}" "$vm" --rw "$root/bench-results" --timeout 900 -- \
-    env DURATION="${DURATION:-2}" SIZES="${SIZES:-}" QUEUE_DEPTH="${QUEUE_DEPTH:-8}" REPEAT="${REPEAT:-5}" POOL_BYTES="${POOL_BYTES:-64M}" CONNECTIONS="$connections" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
+    env DURATION="${DURATION:-2}" SIZES="${SIZES:-}" QUEUE_DEPTH="${QUEUE_DEPTH:-8}" REPEAT="${REPEAT:-5}" POOL_BYTES="${POOL_BYTES:-64M}" INFLIGHT="${INFLIGHT:-0}" CONNECTIONS="$connections" bash "$root/scripts/bench_verbs_guest.sh" "$out" "$root/$build/bench/transfer_bench"
   echo
-  printf "%10s | %5s | %8s | %8s | %6s | %10s | %10s | %s\n" "block" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us" "all ratios"
-  jq -r '.rows[] | [.block_bytes, .batch, .gbps, .ceiling_gbps, .ratio, .p50_us, .p99_us,
-      (.ratio_samples | map(. * 100 | round / 100) | join(" "))] | @tsv' "$out" |
-    while IFS=$'\t' read -r bytes batch gbps ceil ratio p50 p99 samples; do
-      printf "%10s | %5s | %8.4f | %8.4f | %6.2f | %10.1f | %10.1f | %s\n" "$bytes" "$batch" "$gbps" "$ceil" "$ratio" "$p50" "$p99" "$samples"
+  printf "%10s | %10s | %5s | %8s | %8s | %6s | %10s | %10s | %7s | %s\n" "block" "inflight" "batch" "GB/s" "ceiling" "ratio" "p50_us" "p99_us" "retries" "all ratios"
+  jq -r '.rows[] | [.block_bytes, .max_inflight_bytes, .batch, .gbps, .ceiling_gbps, .ratio,
+      .p50_us, .p99_us, .retries, (.ratio_samples | map(. * 100 | round / 100) | join(" "))]
+      | @tsv' "$out" |
+    while IFS=$'\t' read -r bytes budget batch gbps ceil ratio p50 p99 retries samples; do
+      printf "%10s | %10s | %5s | %8.4f | %8.4f | %6.2f | %10.1f | %10.1f | %7s | %s\n" "$bytes" "$budget" "$batch" "$gbps" "$ceil" "$ratio" "$p50" "$p99" "$retries" "$samples"
     done
   echo "wrote $out (Soft-RoCE in an emulated guest: compare ratios, not GB/s)"
   exit 0

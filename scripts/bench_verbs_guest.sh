@@ -4,6 +4,9 @@
 # rxe devices for the ceiling, then transfer_bench over the same pair with scattered block ids
 # and a single submitting thread. Each row is the median pair by ratio, with all ratios beside
 # it (the emulated guest drifts ±30 % between runs). Writes the combined JSON to $1.
+# INFLIGHT: the initiator's transport.verbs.max_inflight_bytes values to compare (default "0",
+# no byte budget), each run after the same ceiling sample, one row per size and value; every row
+# carries the retransmission counters the two rxe devices added during its samples.
 set -euo pipefail
 out="$1"
 bench="$2"
@@ -21,7 +24,23 @@ transport:
   verbs:
     devices: [$sdev]
 YAML
-sed -e "s/$sip/$cip/" -e "s/\[$sdev\]/[$cdev]/" "$work/target.yaml" >"$work/initiator.yaml"
+inflight="${INFLIGHT:-0}"
+for budget in $inflight; do
+  sed -e "s/$sip/$cip/" -e "s/\[$sdev\]/[$cdev]/" "$work/target.yaml" >"$work/initiator-$budget.yaml"
+  echo "    max_inflight_bytes: $budget" >>"$work/initiator-$budget.yaml"
+done
+
+# Soft-RoCE's retransmission counters, summed over both devices (absent ones count 0).
+retries() {
+  local total=0 dev name file
+  for dev in "$sdev" "$cdev"; do
+    for name in send_retry rcvd_seq_err duplicate_request out_of_seq_request; do
+      file="/sys/class/infiniband/$dev/ports/1/hw_counters/$name"
+      [ -r "$file" ] && total=$((total + $(cat "$file")))
+    done
+  done
+  echo "$total"
+}
 "$bench" --role target --transport verbs --config "$work/target.yaml" --pool-bytes "${POOL_BYTES:-64M}" \
   --blob-file "$work/blob" >"$work/target.log" 2>&1 &
 tpid=$!
@@ -50,7 +69,7 @@ ceiling() { # size → GB/s from ib_write_bw in iteration mode (-D misreports at
 
 repeat="${REPEAT:-5}"
 echo "== per size, $repeat times: ib_write_bw ($qps QPs, 16 MiB or 50 messages) then" \
-  "transfer_bench (${duration}s); the row reports the median pair"
+  "transfer_bench (${duration}s) per max_inflight_bytes in [$inflight]; a row is the median pair"
 echo "[]" >"$work/rows.json"
 for size in $sizes; do
   echo "[]" >"$work/samples.json"
@@ -65,20 +84,28 @@ for size in $sizes; do
       c=""
     done
     [ -n "$c" ] || { echo "ib_write_bw gave no rate for $size; its last client output:" >&2; cat "$work/ibw-client.log" >&2; exit 1; }
-    "$bench" --role initiator --transport verbs --config "$work/initiator.yaml" --pool-bytes "${POOL_BYTES:-64M}" \
-      --blob-file "$work/blob" --block-sizes "$size" --duration "$duration" \
-      --queue-depth "${QUEUE_DEPTH:-8}" --max-batch-bytes 1M --connections "$qps" \
-      --json "$work/bench.json" | tail -n 1
     echo "   ceiling (ib_write_bw): $c GB/s"
-    jq --argjson c "$c" --slurpfile b "$work/bench.json" \
-      '. + [$b[0].rows[0] + {ceiling_gbps: $c, ratio: ($b[0].rows[0].gbps / $c)}]' \
-      "$work/samples.json" >"$work/samples.next" && mv "$work/samples.next" "$work/samples.json"
+    for budget in $inflight; do
+      before="$(retries)"
+      "$bench" --role initiator --transport verbs --config "$work/initiator-$budget.yaml" \
+        --pool-bytes "${POOL_BYTES:-64M}" --blob-file "$work/blob" --block-sizes "$size" \
+        --duration "$duration" --queue-depth "${QUEUE_DEPTH:-8}" --max-batch-bytes 1M \
+        --connections "$qps" --json "$work/bench.json" | tail -n 1
+      jq --argjson c "$c" --argjson budget "$budget" --argjson retries $(($(retries) - before)) \
+        --slurpfile b "$work/bench.json" \
+        '. + [$b[0].rows[0] + {ceiling_gbps: $c, ratio: ($b[0].rows[0].gbps / $c),
+                               max_inflight_bytes: $budget, retries: $retries}]' \
+        "$work/samples.json" >"$work/samples.next" && mv "$work/samples.next" "$work/samples.json"
+    done
   done
-  # The median pair by ratio, with every sample's ratio kept beside it.
-  jq --slurpfile s "$work/samples.json" \
-    '. + [($s[0] | sort_by(.ratio)) as $o | $o[($o | length) / 2 | floor] +
-          {ratio_samples: [$s[0][].ratio]}]' \
-    "$work/rows.json" >"$work/rows.next" && mv "$work/rows.next" "$work/rows.json"
+  # Per budget, the median pair by ratio, with every sample's ratio and the retries kept beside it.
+  for budget in $inflight; do
+    jq --slurpfile s "$work/samples.json" --argjson budget "$budget" \
+      '. + [([$s[0][] | select(.max_inflight_bytes == $budget)] | sort_by(.ratio)) as $o |
+            $o[($o | length) / 2 | floor] +
+            {ratio_samples: [$o[].ratio], retries: ([$o[].retries] | add)}]' \
+      "$work/rows.json" >"$work/rows.next" && mv "$work/rows.next" "$work/rows.json"
+  done
 done
 kill -TERM "$tpid"
 wait "$tpid" || true
@@ -90,5 +117,6 @@ jq --slurpfile meta "$work/bench.json" --argjson repeat "$repeat" '{
     transport: $meta[0].transport, queue_depth: $meta[0].queue_depth,
     connections: $meta[0].connections, duration_s: $meta[0].duration_s,
     repeats: $repeat,
-    rows: [.[] | {block_bytes, batch, gbps, ceiling_gbps, ratio, ratio_samples, p50_us, p99_us}]
+    rows: [.[] | {block_bytes, max_inflight_bytes, batch, gbps, ceiling_gbps, ratio, ratio_samples,
+                  p50_us, p99_us, retries}]
   }' "$work/rows.json" >"$out"

@@ -77,7 +77,7 @@ Status VerbsTransport::post(PeerId peer_id, std::span<const TransferOp> ops,
     requests_.complete(id, peer->reason);
     return Status::ok();
   }
-  if (qp.waiting.empty() && qp.posted - qp.completed + n <= qp.sq_depth) {
+  if (qp.waiting.empty() && qp.fits(b)) {
     Status s = postChains(qp, b);
     if (!s.isOk()) {
       requests_.complete(id, s);
@@ -99,7 +99,10 @@ Status VerbsTransport::postChains(QpState& qp, VerbsBatch& b) {
     VERBS_CHECK(ibv_post_send(qp.qp.get(), &b.wrs[start], &bad));
     // Record where each signaled WR sits in the send queue: its completion frees up to there.
     for (size_t i = start; i < end; ++i) {
-      if (b.wrs[i].send_flags & IBV_SEND_SIGNALED) qp.signals.push_back(qp.posted + i - start + 1);
+      for (int s = 0; s < b.wrs[i].num_sge; ++s) qp.posted_bytes += b.wrs[i].sg_list[s].length;
+      if (b.wrs[i].send_flags & IBV_SEND_SIGNALED) {
+        qp.signals.push_back({qp.posted + i - start + 1, qp.posted_bytes});
+      }
     }
     qp.posted += end - start;
   }
@@ -109,8 +112,7 @@ Status VerbsTransport::postChains(QpState& qp, VerbsBatch& b) {
 void VerbsTransport::drainWaiting(QpState& qp, Peer& peer) {
   while (!qp.waiting.empty() && !peer.broken) {
     auto [id, slot] = qp.waiting.front();
-    const size_t n = slot->payload.wrs.size();
-    if (qp.posted - qp.completed + n > qp.sq_depth) return;
+    if (!qp.fits(slot->payload)) return;
     qp.waiting.pop_front();
     Status s = postChains(qp, slot->payload);
     if (!s.isOk()) requests_.complete(id, s);
@@ -162,7 +164,8 @@ size_t VerbsTransport::pollPeer(Peer& peer, ibv_wc* wcs) {
     {
       std::lock_guard lock(qp->mu);
       if (!qp->signals.empty()) {
-        qp->completed = qp->signals.front();
+        qp->completed = qp->signals.front().wr;
+        qp->completed_bytes = qp->signals.front().bytes;
         qp->signals.pop_front();
       }
       drainWaiting(*qp, peer);

@@ -62,7 +62,8 @@ Result<PeerId> VerbsTransport::connect(const EndpointBlob& peer_blob) {
     ASSIGN_OR_RETURN(verbs::QueuePair qp, createQp(peer->cq.get(), sq_depth_, false));
     auto state = std::make_unique<QpState>();
     state->qp = std::move(qp);
-    state->sq_depth = sq_depth_;
+    // The peer's byte budget, shared evenly by its connections (round up: never 0 when set).
+    state->budget = {sq_depth_, (uint64_t{config_.verbs.max_inflight_bytes} + n - 1) / n};
     request.qpn[i] = state->qp->qp_num;
     request.psn[i] = randomPsn();
     peer->qps.push_back(std::move(state));

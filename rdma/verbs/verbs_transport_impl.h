@@ -87,10 +87,20 @@ using Requests = RequestTable<VerbsBatch>;
 struct QpState {
   verbs::QueuePair qp;
   std::mutex mu;
-  uint32_t sq_depth = 0;
+  SendBudget budget;
   uint64_t posted = 0;           // WRs posted so far
   uint64_t completed = 0;        // WRs known complete (every WR up to a completed signaled one)
-  std::deque<uint64_t> signals;  // SQ sequence of each signaled WR in flight, in order
+  uint64_t posted_bytes = 0;     // payload bytes of those
+  uint64_t completed_bytes = 0;
+  struct Signal {
+    uint64_t wr = 0;     // SQ sequence of a signaled WR in flight
+    uint64_t bytes = 0;  // posted_bytes once it was posted
+  };
+  std::deque<Signal> signals;  // in order
+
+  bool fits(const VerbsBatch& b) const {
+    return budget.fits(posted - completed, posted_bytes - completed_bytes, b.wrs.size(), b.bytes);
+  }
   std::deque<std::pair<uint64_t, Requests::Slot*>> waiting;  // batches (id, slot) without room
 };
 

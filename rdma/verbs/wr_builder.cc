@@ -21,6 +21,8 @@ bool needsFlush(const RemoteRegion& region, config::GpuFlush mode) {
 void buildWorkRequests(std::span<const TransferOp> ops, const EndpointInfo& remote,
                        const WrParams& p, VerbsBatch& b) {
   const size_t n = ops.size();
+  b.bytes = 0;
+  for (const TransferOp& op : ops) b.bytes += op.length;
   // The flush targets: per domain, 1 byte of the last op into it (any byte it wrote will do).
   b.flushes.clear();
   if (!p.is_read) {

@@ -35,6 +35,7 @@ struct VerbsBatch {
     uint32_t rkey = 0;
   };
   BatchPins local;
+  uint64_t bytes = 0;  // the ops' payload
   std::vector<ibv_send_wr> wrs;
   std::vector<ibv_sge> sges;
   std::vector<FlushTarget> flushes;
@@ -51,6 +52,19 @@ struct WrParams {
   // Where flush READs land: a registered scratch byte (its contents are never used).
   uint64_t flush_addr = 0;
   uint32_t flush_lkey = 0;
+};
+
+// What a QP may take in flight: `sq_depth` work requests and, when `max_bytes` is not 0, that
+// many payload bytes; a batch larger than max_bytes still goes once nothing else is in flight.
+struct SendBudget {
+  uint64_t sq_depth = 0;
+  uint64_t max_bytes = 0;
+
+  bool fits(uint64_t wrs_in_flight, uint64_t bytes_in_flight, uint64_t wrs,
+            uint64_t bytes) const {
+    if (wrs_in_flight + wrs > sq_depth) return false;
+    return max_bytes == 0 || bytes_in_flight == 0 || bytes_in_flight + bytes <= max_bytes;
+  }
 };
 
 // Whether a write into `region` needs the flush under `mode`, and its domain.

@@ -54,6 +54,41 @@ TEST_F(VerbsTest, GidSelectionPicksTheRoceV2Ipv4MappedEntryAndHonoursTheOverride
 
 // Far more work requests than one send queue holds, in short chains with sparse signals: the
 // batches that do not fit wait and are posted as completions free room; all data arrives.
+// A byte budget below one batch (shared by two connections): every batch waits for its
+// connection to drain, then goes alone; none is lost, reordered into the wrong blocks or stuck.
+TEST_F(VerbsTest, AnInflightByteBudgetHoldsBatchesBackAndLosesNone) {
+  auto tc = configFor(true);
+  auto ic = configFor(false);
+  ic.connections_per_peer = 2;
+  ic.verbs.max_inflight_bytes = 150 * 1024;  // 75 KiB a connection; a batch is 100 KiB
+  auto target = std::move(makeTransport(tc)).value();
+  auto initiator = std::move(makeTransport(ic)).value();
+  constexpr uint64_t kBlock = 1024;
+  constexpr uint32_t kBlocks = 4096;
+  std::vector<uint8_t> tmem(kBlock * kBlocks, 0), imem(kBlock * kBlocks);
+  fillRandom(imem, 6);
+  KvPool tpool = registerPool(*target, tmem, kBlock);
+  KvPool ipool = registerPool(*initiator, imem, kBlock);
+  PeerId peer = *initiator->connect(*target->localBlob());
+
+  std::mt19937 rng(12);
+  std::vector<uint32_t> dst = randomIds(kBlocks, 16 * 100, rng);
+  std::vector<uint32_t> src = randomIds(kBlocks, 16 * 100, rng);
+  for (uint32_t b = 0; b < 16; ++b) {
+    std::vector<TransferOp> ops;
+    std::span<const uint32_t> s(src.data() + b * 100, 100), d(dst.data() + b * 100, 100);
+    ASSERT_TRUE(appendBlockOps(ipool, tpool, s, d, ops).isOk());
+    Status posted = initiator->postWrite(peer, ops, b, b);
+    ASSERT_TRUE(posted.isOk()) << posted.toString();
+  }
+  std::vector<Completion> done = drainCompletions(*initiator, 16, 120s);
+  ASSERT_EQ(done.size(), 16u);
+  for (const Completion& c : done) EXPECT_TRUE(c.status.isOk()) << c.status.toString();
+  for (size_t i = 0; i < dst.size(); ++i) {
+    ASSERT_EQ(blockChecksum(tmem, tpool, dst[i]), blockChecksum(imem, ipool, src[i])) << i;
+  }
+}
+
 TEST_F(VerbsTest, ChainedUnsignaledPostingSurvivesAFullSendQueue) {
   auto tc = configFor(true);
   auto ic = configFor(false);

@@ -155,6 +155,21 @@ TEST_F(WrBuilderTest, RebuildingReusesTheBatchWithoutStaleFlushes) {
   EXPECT_EQ(shape(wrs), "IMM");
   EXPECT_EQ(wrs[0].num_sge, 1);
   EXPECT_EQ(wrs[0].sg_list, &batch_.sges[0]);
+  EXPECT_EQ(batch_.bytes, 1024u);  // this batch's payload, not the two before
+}
+
+// What a QP lets into flight: send-queue slots always, payload bytes when a budget is set; a
+// batch above the byte budget goes alone rather than never.
+TEST(SendBudgetTest, BoundsWorkRequestsAndBytesButNeverStarvesALargeBatch) {
+  const SendBudget unlimited{256, 0};
+  EXPECT_TRUE(unlimited.fits(200, uint64_t{1} << 40, 56, uint64_t{1} << 30));
+  EXPECT_FALSE(unlimited.fits(200, 0, 57, 1));
+  const SendBudget bytes{256, 1 << 20};
+  EXPECT_TRUE(bytes.fits(10, 512 << 10, 10, 512 << 10));
+  EXPECT_FALSE(bytes.fits(10, 512 << 10, 10, (512 << 10) + 1));
+  EXPECT_TRUE(bytes.fits(0, 0, 10, 64 << 20));  // larger than the budget: alone
+  EXPECT_FALSE(bytes.fits(1, 1, 10, 64 << 20));
+  EXPECT_FALSE(bytes.fits(250, 0, 10, 1));  // the send queue still bounds it
 }
 
 }  // namespace
