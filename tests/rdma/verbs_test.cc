@@ -52,43 +52,49 @@ TEST_F(VerbsTest, GidSelectionPicksTheRoceV2Ipv4MappedEntryAndHonoursTheOverride
   EXPECT_NE(missing.status().message().find("present:"), std::string::npos);
 }
 
-// Far more work requests than one send queue holds, in short chains with sparse signals: the
-// batches that do not fit wait and are posted as completions free room; all data arrives.
-// A byte budget below one batch (shared by two connections): every batch waits for its
-// connection to drain, then goes alone; none is lost, reordered into the wrong blocks or stuck.
-TEST_F(VerbsTest, AnInflightByteBudgetHoldsBatchesBackAndLosesNone) {
-  auto tc = configFor(true);
-  auto ic = configFor(false);
-  ic.connections_per_peer = 2;
-  ic.verbs.max_inflight_bytes = 150 * 1024;  // 75 KiB a connection; a batch is 100 KiB
+// Posts `batches` write batches of 100 scattered 1 KiB blocks each, immediate i on batch i, from
+// an initiator with config `ic` to a target with `tc`: every batch completes, every block lands
+// where it should, and exactly one immediate per batch arrives.
+void writeScatteredBatches(const config::TransportConfig& tc, const config::TransportConfig& ic,
+                           uint32_t batches, uint32_t seed) {
   auto target = std::move(makeTransport(tc)).value();
   auto initiator = std::move(makeTransport(ic)).value();
   constexpr uint64_t kBlock = 1024;
   constexpr uint32_t kBlocks = 4096;
   std::vector<uint8_t> tmem(kBlock * kBlocks, 0), imem(kBlock * kBlocks);
-  fillRandom(imem, 6);
+  fillRandom(imem, seed);
   KvPool tpool = registerPool(*target, tmem, kBlock);
   KvPool ipool = registerPool(*initiator, imem, kBlock);
   PeerId peer = *initiator->connect(*target->localBlob());
 
-  std::mt19937 rng(12);
-  std::vector<uint32_t> dst = randomIds(kBlocks, 16 * 100, rng);
-  std::vector<uint32_t> src = randomIds(kBlocks, 16 * 100, rng);
-  for (uint32_t b = 0; b < 16; ++b) {
+  std::mt19937 rng(seed);
+  std::vector<uint32_t> dst = randomIds(kBlocks, batches * 100, rng);
+  std::vector<uint32_t> src = randomIds(kBlocks, batches * 100, rng);
+  for (uint32_t b = 0; b < batches; ++b) {
     std::vector<TransferOp> ops;
     std::span<const uint32_t> s(src.data() + b * 100, 100), d(dst.data() + b * 100, 100);
     ASSERT_TRUE(appendBlockOps(ipool, tpool, s, d, ops).isOk());
     Status posted = initiator->postWrite(peer, ops, b, b);
     ASSERT_TRUE(posted.isOk()) << posted.toString();
   }
-  std::vector<Completion> done = drainCompletions(*initiator, 16, 120s);
-  ASSERT_EQ(done.size(), 16u);
+  std::vector<Completion> done = drainCompletions(*initiator, batches, 120s);
+  ASSERT_EQ(done.size(), batches);
   for (const Completion& c : done) EXPECT_TRUE(c.status.isOk()) << c.status.toString();
   for (size_t i = 0; i < dst.size(); ++i) {
     ASSERT_EQ(blockChecksum(tmem, tpool, dst[i]), blockChecksum(imem, ipool, src[i])) << i;
   }
+  std::vector<ImmediateEvent> imms(batches * 2);
+  size_t got = 0;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (got < batches && std::chrono::steady_clock::now() < give_up) {
+    got += target->pollImmediates({imms.data() + got, imms.size() - got}, 100ms);
+  }
+  EXPECT_EQ(got, batches);
+  EXPECT_EQ(target->pollImmediates(imms, 200ms), 0u);
 }
 
+// Far more work requests than one send queue holds, in short chains with sparse signals: the
+// batches that do not fit wait and are posted as completions free room; all data arrives.
 TEST_F(VerbsTest, ChainedUnsignaledPostingSurvivesAFullSendQueue) {
   auto tc = configFor(true);
   auto ic = configFor(false);
@@ -99,40 +105,17 @@ TEST_F(VerbsTest, ChainedUnsignaledPostingSurvivesAFullSendQueue) {
     c->queue_depth = 32;
     c->connections_per_peer = 1;
   }
-  auto target = std::move(makeTransport(tc)).value();
-  auto initiator = std::move(makeTransport(ic)).value();
-  constexpr uint64_t kBlock = 1024;
-  constexpr uint32_t kBlocks = 4096;
-  std::vector<uint8_t> tmem(kBlock * kBlocks, 0), imem(kBlock * kBlocks);
-  fillRandom(imem, 5);
-  KvPool tpool = registerPool(*target, tmem, kBlock);
-  KvPool ipool = registerPool(*initiator, imem, kBlock);
-  PeerId peer = *initiator->connect(*target->localBlob());
+  writeScatteredBatches(tc, ic, 32, 11);
+}
 
-  std::mt19937 rng(11);
-  std::vector<uint32_t> dst = randomIds(kBlocks, 32 * 100, rng);
-  std::vector<uint32_t> src = randomIds(kBlocks, 32 * 100, rng);
-  for (uint32_t b = 0; b < 32; ++b) {
-    std::vector<TransferOp> ops;
-    std::span<const uint32_t> s(src.data() + b * 100, 100), d(dst.data() + b * 100, 100);
-    ASSERT_TRUE(appendBlockOps(ipool, tpool, s, d, ops).isOk());
-    Status posted = initiator->postWrite(peer, ops, b, b);
-    ASSERT_TRUE(posted.isOk()) << posted.toString();
-  }
-  std::vector<Completion> done = drainCompletions(*initiator, 32, 120s);
-  ASSERT_EQ(done.size(), 32u);
-  for (const Completion& c : done) EXPECT_TRUE(c.status.isOk()) << c.status.toString();
-  for (size_t i = 0; i < dst.size(); ++i) {
-    ASSERT_EQ(blockChecksum(tmem, tpool, dst[i]), blockChecksum(imem, ipool, src[i])) << i;
-  }
-  std::vector<ImmediateEvent> imms(64);
-  size_t got = 0;
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (got < 32 && std::chrono::steady_clock::now() < give_up) {
-    got += target->pollImmediates({imms.data() + got, imms.size() - got}, 100ms);
-  }
-  EXPECT_EQ(got, 32u);
-  EXPECT_EQ(target->pollImmediates(imms, 200ms), 0u);
+// A byte budget below one batch (shared by two connections): every batch waits for its
+// connection to drain, then goes alone; none is lost, misplaced or stuck.
+TEST_F(VerbsTest, AnInflightByteBudgetHoldsBatchesBackAndLosesNone) {
+  auto tc = configFor(true);
+  auto ic = configFor(false);
+  ic.connections_per_peer = 2;
+  ic.verbs.max_inflight_bytes = 150 * 1024;  // 75 KiB a connection; a batch is 100 KiB
+  writeScatteredBatches(tc, ic, 16, 12);
 }
 
 // Writes `batches` batches of 20 random blocks with immediates (and one without), then checks
