@@ -26,9 +26,6 @@ struct CudaRunnerConfig {
   uint32_t max_batch_tokens = 8192;    // tokens of one forward pass: the prefill chunk
   uint32_t max_batch_sequences = 256;  // sequences of one decode step
   bool cuda_graphs = true;             // replay decode steps as CUDA graphs
-  // Queries per prefill attention block: 64 (4 warps, more blocks per SM) or 128 (8 warps, half
-  // the K/V traffic per query).
-  uint32_t prefill_tile_queries = 128;
 };
 
 // Whether this build has the CUDA backend.

@@ -14,6 +14,15 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float toFloat(bf16 x) { return __bfloat162float(x); }
 
+// 2^x on the special-function unit, results below 2^-126 flushed to 0 (exp2f without
+// --use_fast_math adds a range test and two multiplies around it to keep them: a softmax
+// weight that small changes nothing, and the prefill kernel takes 64 of these a thread a tile).
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // ---- tensor-core and async-copy building blocks (sm_80+) ----
 
 __device__ __forceinline__ uint32_t sharedAddress(const void* p) {
@@ -61,21 +70,26 @@ __device__ __forceinline__ uint32_t packBf16(float low, float high) {
 
 // ---- prefill: FlashAttention-2 on mma.sync ----
 //
-// kWarps warps; warp w owns queries 16w..16w+15 of the tile (kWarps × 16 queries). K and V tiles
-// of 64 keys are double-buffered: the next tile's copies fly while this one is computed.
+// kWarps warps; warp w owns kMTiles 16-query m-tiles of the block's tile (kWarps × 16 × kMTiles
+// queries). Each K or V fragment a warp loads from shared memory feeds all its m-tiles, so two
+// m-tiles per warp halve the shared-memory traffic per multiply (FlashAttention-2's 128-query,
+// four-warp layout); one m-tile keeps Q's fragments in registers, two reload them per step (the
+// registers go to the second tile's accumulators). K and V tiles of kKeys keys are
+// double-buffered: the next tile's copies fly while this one is computed.
 // Fragment layouts are PTX's for m16n8k16: lane = 4·g + t; C rows g and g + 8, columns 2t and
 // 2t + 1. The scores' C fragments of two adjacent 8-key tiles are exactly the A fragment of P for
 // the next product.
-template <int kDim, int kWarps>
+template <int kDim, int kWarps, int kMTiles, int kKeys>
 __global__ void __launch_bounds__(kWarps * 32)
     prefillKernel(const bf16* q, const bf16* key_pool, const bf16* value_pool,
                   const int32_t* block_tables, const PrefillChunk* chunks, const PrefillTile* tiles,
                   AttentionShape shape, bf16* out) {
-  constexpr uint32_t kRows = kWarps * 16;
-  constexpr uint32_t kKeys = 64;
+  constexpr uint32_t kWarpRows = 16 * kMTiles;
+  constexpr uint32_t kRows = kWarps * kWarpRows;
   constexpr uint32_t kStride = kDim + 8;  // padded rows: ldmatrix reads hit distinct banks
   constexpr uint32_t kPieces = kDim / 8;  // 16-byte pieces of a row
   constexpr uint32_t kThreads = kWarps * 32;
+  constexpr bool kQInRegisters = kMTiles == 1;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   bf16* q_tile = reinterpret_cast<bf16*>(shared_raw);
   bf16* kv_tiles = q_tile + kRows * kStride;  // [stage][K, V][kKeys][kStride]
@@ -99,6 +113,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const uint32_t lane = tid % 32;
   const uint32_t g = lane / 4;
   const uint32_t t4 = lane % 4;
+  const uint32_t warp_row = warp * kWarpRows;  // the warp's first row in the tile
 
   for (uint32_t c = tid; c < kRows * kPieces; c += kThreads) {
     const uint32_t r = c / kPieces;
@@ -138,14 +153,20 @@ __global__ void __launch_bounds__(kWarps * 32)
   commitAsync();  // with the Q tile
 
   const float scale_log2 = shape.scale * kLog2e;
-  const uint32_t q_position0 = chunk.start_position + first_row + warp * 16 + g;
-  const uint32_t q_position1 = q_position0 + 8;
-  uint32_t q_frag[kDim / 16][4];
-  float acc[kDim / 8][4];
+  const uint32_t warp_first_position = chunk.start_position + first_row + warp_row;
+  uint32_t q_frag[kQInRegisters ? kDim / 16 : 1][4];
+  float acc[kMTiles][kDim / 8][4];
+  float row_max[kMTiles][2];
+  float row_sum[kMTiles][2];  // this thread's share; the quad's are added at the end
 #pragma unroll
-  for (uint32_t n = 0; n < kDim / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.0f, 0.0f};  // this thread's share; the quad's are added at the end
+  for (uint32_t m = 0; m < kMTiles; ++m) {
+#pragma unroll
+    for (uint32_t n = 0; n < kDim / 8; ++n) {
+      acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+    }
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.0f;
+  }
 
   for (uint32_t index = 0; index < key_tiles; ++index) {
     const uint32_t stage = index % 2;
@@ -157,157 +178,199 @@ __global__ void __launch_bounds__(kWarps * 32)
       waitAsync<0>();
     }
     __syncthreads();  // this tile (and, the first time, Q) is in shared memory for every warp
-    if (index == 0) {
+    if (kQInRegisters && index == 0) {
 #pragma unroll
       for (uint32_t k = 0; k < kDim / 16; ++k) {
-        loadMatrices(q_frag[k],
-                     q_tile + (warp * 16 + lane % 16) * kStride + k * 16 + (lane / 16) * 8);
+        loadMatrices(q_frag[kQInRegisters ? k : 0],
+                     q_tile + (warp_row + lane % 16) * kStride + k * 16 + (lane / 16) * 8);
       }
     }
     const uint32_t first_key = index * kKeys;
     // A warp whose queries all precede this tile skips it (the mask would zero it all).
-    const bool active = first_key <= chunk.start_position + first_row + warp * 16 + 15;
+    const bool active = first_key <= warp_first_position + kWarpRows - 1;
     if (active) {
       const bf16* keys = k_tile(stage);
       const bf16* values = v_tile(stage);
-      float s[kKeys / 8][4];
+      float s[kMTiles][kKeys / 8][4];
+      uint32_t p[kMTiles][kKeys / 16][4];  // the probabilities as bf16 A fragments
 #pragma unroll
-      for (uint32_t n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      for (uint32_t m = 0; m < kMTiles; ++m) {
+#pragma unroll
+        for (uint32_t n = 0; n < kKeys / 8; ++n)
+          s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.0f;
+      }
 #pragma unroll
       for (uint32_t k = 0; k < kDim / 16; ++k) {
+        uint32_t a[kMTiles][4];
+#pragma unroll
+        for (uint32_t m = 0; m < kMTiles; ++m) {
+          if constexpr (kQInRegisters) {
+#pragma unroll
+            for (uint32_t i = 0; i < 4; ++i) a[m][i] = q_frag[kQInRegisters ? k : 0][i];
+          } else {
+            loadMatrices(a[m], q_tile + (warp_row + 16 * m + lane % 16) * kStride + k * 16 +
+                                   (lane / 16) * 8);
+          }
+        }
 #pragma unroll
         for (uint32_t pair = 0; pair < kKeys / 16; ++pair) {
           uint32_t b[4];
           const uint32_t key = pair * 16 + (lane / 16) * 8 + lane % 8;
           const uint32_t dim = k * 16 + ((lane / 8) % 2) * 8;
           loadMatrices(b, keys + key * kStride + dim);
-          mma(s[2 * pair], q_frag[k], b[0], b[1]);
-          mma(s[2 * pair + 1], q_frag[k], b[2], b[3]);
+#pragma unroll
+          for (uint32_t m = 0; m < kMTiles; ++m) {
+            mma(s[m][2 * pair], a[m], b[0], b[1]);
+            mma(s[m][2 * pair + 1], a[m], b[2], b[3]);
+          }
         }
       }
 
       // Mask only where the tile reaches past a query's position or the keys' end (the tile on
       // the diagonal); the scale to log2 units is folded into the exponent's FFMA below.
-      const uint32_t warp_first_position = chunk.start_position + first_row + warp * 16;
       const bool masked = first_key + kKeys - 1 > warp_first_position || first_key + kKeys > kv_end;
       if (masked) {
+#pragma unroll
+        for (uint32_t m = 0; m < kMTiles; ++m) {
+#pragma unroll
+          for (uint32_t n = 0; n < kKeys / 8; ++n) {
+#pragma unroll
+            for (uint32_t e = 0; e < 4; ++e) {
+              const uint32_t key = first_key + n * 8 + 2 * t4 + (e & 1);
+              const uint32_t q_position = warp_first_position + 16 * m + g + (e < 2 ? 0 : 8);
+              if (key > q_position || key >= kv_end) s[m][n][e] = -INFINITY;
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (uint32_t m = 0; m < kMTiles; ++m) {
+        float tile_max[2] = {row_max[m][0], row_max[m][1]};
+#pragma unroll
+        for (uint32_t n = 0; n < kKeys / 8; ++n) {
+          tile_max[0] = fmaxf(tile_max[0], fmaxf(s[m][n][0], s[m][n][1]));
+          tile_max[1] = fmaxf(tile_max[1], fmaxf(s[m][n][2], s[m][n][3]));
+        }
+        // row_max stays in raw score units; exponents are (s - max) · scale · log2(e).
+        float correction[2];
+        float offset[2];
+#pragma unroll
+        for (uint32_t r = 0; r < 2; ++r) {
+          tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 1));
+          tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 2));
+          correction[r] = tile_max[r] == -INFINITY
+                              ? 1.0f
+                              : fastExp2((row_max[m][r] - tile_max[r]) * scale_log2);
+          row_max[m][r] = tile_max[r];
+          row_sum[m][r] *= correction[r];
+          offset[r] = tile_max[r] == -INFINITY ? 0.0f : tile_max[r] * scale_log2;
+        }
 #pragma unroll
         for (uint32_t n = 0; n < kKeys / 8; ++n) {
 #pragma unroll
           for (uint32_t e = 0; e < 4; ++e) {
-            const uint32_t key = first_key + n * 8 + 2 * t4 + (e & 1);
-            const uint32_t q_position = e < 2 ? q_position0 : q_position1;
-            if (key > q_position || key >= kv_end) s[n][e] = -INFINITY;
+            const uint32_t r = e / 2;
+            s[m][n][e] = fastExp2(fmaf(s[m][n][e], scale_log2, -offset[r]));  // -inf: 0
+            row_sum[m][r] += s[m][n][e];
           }
         }
-      }
-      float tile_max[2] = {row_max[0], row_max[1]};
+        // Packed at once, so the floats' registers are free before the products with V.
 #pragma unroll
-      for (uint32_t n = 0; n < kKeys / 8; ++n) {
-        tile_max[0] = fmaxf(tile_max[0], fmaxf(s[n][0], s[n][1]));
-        tile_max[1] = fmaxf(tile_max[1], fmaxf(s[n][2], s[n][3]));
-      }
-      // row_max stays in raw score units; exponents are (s - max) · scale · log2(e).
-      float correction[2];
-      float offset[2];
-#pragma unroll
-      for (uint32_t r = 0; r < 2; ++r) {
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 1));
-        tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(kFullMask, tile_max[r], 2));
-        correction[r] =
-            tile_max[r] == -INFINITY ? 1.0f : exp2f((row_max[r] - tile_max[r]) * scale_log2);
-        row_max[r] = tile_max[r];
-        row_sum[r] *= correction[r];
-        offset[r] = tile_max[r] == -INFINITY ? 0.0f : tile_max[r] * scale_log2;
-      }
-#pragma unroll
-      for (uint32_t n = 0; n < kKeys / 8; ++n) {
-#pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) {
-          const uint32_t r = e / 2;
-          s[n][e] = exp2f(fmaf(s[n][e], scale_log2, -offset[r]));  // -inf: 0
-          row_sum[r] += s[n][e];
+        for (uint32_t k = 0; k < kKeys / 16; ++k) {
+          p[m][k][0] = packBf16(s[m][2 * k][0], s[m][2 * k][1]);
+          p[m][k][1] = packBf16(s[m][2 * k][2], s[m][2 * k][3]);
+          p[m][k][2] = packBf16(s[m][2 * k + 1][0], s[m][2 * k + 1][1]);
+          p[m][k][3] = packBf16(s[m][2 * k + 1][2], s[m][2 * k + 1][3]);
         }
-      }
 #pragma unroll
-      for (uint32_t n = 0; n < kDim / 8; ++n) {
-        acc[n][0] *= correction[0];
-        acc[n][1] *= correction[0];
-        acc[n][2] *= correction[1];
-        acc[n][3] *= correction[1];
+        for (uint32_t n = 0; n < kDim / 8; ++n) {
+          acc[m][n][0] *= correction[0];
+          acc[m][n][1] *= correction[0];
+          acc[m][n][2] *= correction[1];
+          acc[m][n][3] *= correction[1];
+        }
       }
 #pragma unroll
       for (uint32_t k = 0; k < kKeys / 16; ++k) {
-        const uint32_t p[4] = {
-            packBf16(s[2 * k][0], s[2 * k][1]), packBf16(s[2 * k][2], s[2 * k][3]),
-            packBf16(s[2 * k + 1][0], s[2 * k + 1][1]), packBf16(s[2 * k + 1][2], s[2 * k + 1][3])};
 #pragma unroll
         for (uint32_t pair = 0; pair < kDim / 16; ++pair) {
           uint32_t b[4];
           const uint32_t key = k * 16 + lane % 8 + ((lane / 8) % 2) * 8;
           const uint32_t dim = pair * 16 + (lane / 16) * 8;
           loadMatricesTransposed(b, values + key * kStride + dim);
-          mma(acc[2 * pair], p, b[0], b[1]);
-          mma(acc[2 * pair + 1], p, b[2], b[3]);
+#pragma unroll
+          for (uint32_t m = 0; m < kMTiles; ++m) {
+            mma(acc[m][2 * pair], p[m][k], b[0], b[1]);
+            mma(acc[m][2 * pair + 1], p[m][k], b[2], b[3]);
+          }
         }
       }
     }
     __syncthreads();  // every warp is done with this stage before the next copy into it
   }
 
-  float inverse[2];
 #pragma unroll
-  for (uint32_t r = 0; r < 2; ++r) {
-    row_sum[r] += __shfl_xor_sync(kFullMask, row_sum[r], 1);
-    row_sum[r] += __shfl_xor_sync(kFullMask, row_sum[r], 2);
-    inverse[r] = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
-  }
-  const uint32_t r0 = warp * 16 + g;
+  for (uint32_t m = 0; m < kMTiles; ++m) {
+    float inverse[2];
 #pragma unroll
-  for (uint32_t n = 0; n < kDim / 8; ++n) {
-    const uint32_t dim = head * kDim + n * 8 + 2 * t4;
-    if (r0 < rows) {
-      *reinterpret_cast<__nv_bfloat162*>(
-          out + static_cast<uint64_t>(chunk.q_start + first_row + r0) * q_dim + dim) =
-          __floats2bfloat162_rn(acc[n][0] * inverse[0], acc[n][1] * inverse[0]);
+    for (uint32_t r = 0; r < 2; ++r) {
+      float sum = row_sum[m][r];
+      sum += __shfl_xor_sync(kFullMask, sum, 1);
+      sum += __shfl_xor_sync(kFullMask, sum, 2);
+      inverse[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
     }
-    if (r0 + 8 < rows) {
-      *reinterpret_cast<__nv_bfloat162*>(
-          out + static_cast<uint64_t>(chunk.q_start + first_row + r0 + 8) * q_dim + dim) =
-          __floats2bfloat162_rn(acc[n][2] * inverse[1], acc[n][3] * inverse[1]);
+    const uint32_t r0 = warp_row + 16 * m + g;
+#pragma unroll
+    for (uint32_t n = 0; n < kDim / 8; ++n) {
+      const uint32_t dim = head * kDim + n * 8 + 2 * t4;
+      if (r0 < rows) {
+        *reinterpret_cast<__nv_bfloat162*>(
+            out + static_cast<uint64_t>(chunk.q_start + first_row + r0) * q_dim + dim) =
+            __floats2bfloat162_rn(acc[m][n][0] * inverse[0], acc[m][n][1] * inverse[0]);
+      }
+      if (r0 + 8 < rows) {
+        *reinterpret_cast<__nv_bfloat162*>(
+            out + static_cast<uint64_t>(chunk.q_start + first_row + r0 + 8) * q_dim + dim) =
+            __floats2bfloat162_rn(acc[m][n][2] * inverse[1], acc[m][n][3] * inverse[1]);
+      }
     }
   }
 }
 
-template <int kDim, int kWarps>
+template <int kDim, int kWarps, int kMTiles, int kKeys>
 cudaError_t prefill(const bf16* q, const bf16* key_pool, const bf16* value_pool,
                     const int32_t* block_tables, const PrefillChunk* chunks,
                     const PrefillTile* tiles, uint32_t tile_count, const AttentionShape& shape,
                     bf16* out, cudaStream_t stream) {
-  const uint32_t bytes = (kWarps * 16 + 4 * 64) * (kDim + 8) * sizeof(bf16);
+  const uint32_t bytes = (kWarps * 16 * kMTiles + 4 * kKeys) * (kDim + 8) * sizeof(bf16);
   static const cudaError_t configured =
-      cudaFuncSetAttribute(prefillKernel<kDim, kWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(bytes));
+      cudaFuncSetAttribute(prefillKernel<kDim, kWarps, kMTiles, kKeys>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   if (configured != cudaSuccess) return configured;
   const dim3 grid(tile_count, shape.heads);
-  return launchDependent(prefillKernel<kDim, kWarps>, grid, dim3(kWarps * 32), bytes, stream, q,
-                         key_pool, value_pool, block_tables, chunks, tiles, shape, out);
+  return launchDependent(prefillKernel<kDim, kWarps, kMTiles, kKeys>, grid, dim3(kWarps * 32),
+                         bytes, stream, q, key_pool, value_pool, block_tables, chunks, tiles, shape,
+                         out);
 }
 
 template <int kDim>
-cudaError_t prefillForTile(uint32_t tile_queries, const bf16* q, const bf16* key_pool,
-                           const bf16* value_pool, const int32_t* block_tables,
-                           const PrefillChunk* chunks, const PrefillTile* tiles,
-                           uint32_t tile_count, const AttentionShape& shape, bf16* out,
-                           cudaStream_t stream) {
-  if (tile_queries == 64) {
-    return prefill<kDim, 4>(q, key_pool, value_pool, block_tables, chunks, tiles, tile_count, shape,
-                            out, stream);
-  }
-  if (tile_queries == 128) {
-    return prefill<kDim, 8>(q, key_pool, value_pool, block_tables, chunks, tiles, tile_count, shape,
-                            out, stream);
-  }
+cudaError_t prefillForTiling(PrefillTiling tiling, const bf16* q, const bf16* key_pool,
+                             const bf16* value_pool, const int32_t* block_tables,
+                             const PrefillChunk* chunks, const PrefillTile* tiles,
+                             uint32_t tile_count, const AttentionShape& shape, bf16* out,
+                             cudaStream_t stream) {
+  const auto run = [&](auto kernel) {
+    return kernel(q, key_pool, value_pool, block_tables, chunks, tiles, tile_count, shape, out,
+                  stream);
+  };
+  const auto is = [&](uint32_t queries, uint32_t warps, uint32_t keys) {
+    return tiling.queries == queries && tiling.warps == warps && tiling.keys == keys;
+  };
+  if (is(64, 4, 64)) return run(prefill<kDim, 4, 1, 64>);
+  if (is(128, 8, 64)) return run(prefill<kDim, 8, 1, 64>);
+  if (is(128, 4, 64)) return run(prefill<kDim, 4, 2, 64>);
+  if (is(128, 4, 32)) return run(prefill<kDim, 4, 2, 32>);
+  if (is(256, 8, 64)) return run(prefill<kDim, 8, 2, 64>);
   return cudaErrorInvalidValue;
 }
 
@@ -423,8 +486,8 @@ __global__ void __launch_bounds__(128)
       score += __shfl_xor_sync(kFullMask, score, 4);
       if (!valid || g >= group) continue;
       const float new_max = fmaxf(m[g], score);
-      const float correction = exp2f(m[g] - new_max);  // 0 while m is -inf
-      const float p = exp2f(score - new_max);
+      const float correction = fastExp2(m[g] - new_max);  // 0 while m is -inf
+      const float p = fastExp2(score - new_max);
       l[g] = l[g] * correction + p;
 #pragma unroll
       for (uint32_t i = 0; i < kLaneDims; ++i) acc[g][i] = acc[g][i] * correction + p * v_values[i];
@@ -439,7 +502,7 @@ __global__ void __launch_bounds__(128)
     float warp_m = m[g];
     warp_m = fmaxf(warp_m, __shfl_xor_sync(kFullMask, warp_m, 8));
     warp_m = fmaxf(warp_m, __shfl_xor_sync(kFullMask, warp_m, 16));
-    const float weight = m[g] == -INFINITY ? 0.0f : exp2f(m[g] - warp_m);
+    const float weight = m[g] == -INFINITY ? 0.0f : fastExp2(m[g] - warp_m);
     float sum = l[g] * weight;
     sum += __shfl_xor_sync(kFullMask, sum, 8);
     sum += __shfl_xor_sync(kFullMask, sum, 16);
@@ -464,7 +527,8 @@ __global__ void __launch_bounds__(128)
     float sum = 0.0f;
     float value = 0.0f;
     for (uint32_t w = 0; w < 4; ++w) {
-      const float weight = warp_max[w][g] == -INFINITY ? 0.0f : exp2f(warp_max[w][g] - block_max);
+      const float weight =
+          warp_max[w][g] == -INFINITY ? 0.0f : fastExp2(warp_max[w][g] - block_max);
       sum += warp_sum[w][g] * weight;
       value += warp_out[w][g][d] * weight;
     }
@@ -496,7 +560,7 @@ __global__ void combineKernel(const float* workspace, uint32_t splits, uint32_t 
     float value = 0.0f;
     for (uint32_t s = 0; s < splits; ++s) {
       if (!(in_sum[first + s] > 0.0f)) continue;
-      const float weight = exp2f(in_max[first + s] - total_max);
+      const float weight = fastExp2(in_max[first + s] - total_max);
       sum += in_sum[first + s] * weight;
       value += in_acc[(first + s) * head_dim + d] * weight;
     }
@@ -588,8 +652,8 @@ __global__ void genericKernel(const bf16* q, const bf16* key_pool, const bf16* v
       score += __shfl_xor_sync(kFullMask, score, offset);
     }
     const float new_max = fmaxf(m, score);
-    const float correction = exp2f(m - new_max);
-    const float p = exp2f(score - new_max);
+    const float correction = fastExp2(m - new_max);
+    const float p = fastExp2(score - new_max);
     l = l * correction + p;
 #pragma unroll
     for (uint32_t i = 0; i < kPerLane; ++i) {
@@ -612,16 +676,16 @@ bool fastAttentionSupports(uint32_t head_dim) { return head_dim == 64 || head_di
 cudaError_t launchPrefillAttention(const bf16* q, const bf16* key_pool, const bf16* value_pool,
                                    const int32_t* block_tables, const PrefillChunk* chunks,
                                    const PrefillTile* tiles, uint32_t tile_count,
-                                   uint32_t tile_queries, const AttentionShape& shape, bf16* out,
+                                   PrefillTiling tiling, const AttentionShape& shape, bf16* out,
                                    cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   switch (shape.head_dim) {
     case 64:
-      return prefillForTile<64>(tile_queries, q, key_pool, value_pool, block_tables, chunks, tiles,
-                                tile_count, shape, out, stream);
+      return prefillForTiling<64>(tiling, q, key_pool, value_pool, block_tables, chunks, tiles,
+                                  tile_count, shape, out, stream);
     case 128:
-      return prefillForTile<128>(tile_queries, q, key_pool, value_pool, block_tables, chunks, tiles,
-                                 tile_count, shape, out, stream);
+      return prefillForTiling<128>(tiling, q, key_pool, value_pool, block_tables, chunks, tiles,
+                                   tile_count, shape, out, stream);
     default:
       return cudaErrorInvalidValue;
   }

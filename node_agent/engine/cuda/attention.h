@@ -4,8 +4,8 @@
 // block_table[p / block_tokens] × block_tokens + p % block_tokens.
 //
 //   prefill: FlashAttention-2 style on tensor cores (mma.sync bf16, fp32 accumulation, online
-//     softmax): a block owns a tile of 64 or 128 queries (4 or 8 warps) of one chunk and one head
-//     and walks the chunk's keys (its cached prefix and itself, causal) 64 at a time,
+//     softmax): a block owns a tile of queries (kPrefillTilings) of one chunk and one head and
+//     walks the chunk's keys (its cached prefix and itself, causal) 64 at a time,
 //     double-buffered, so no score matrix is materialised.
 //   decode: one query per sequence; the keys are split into partitions processed by separate
 //     blocks (all query heads of a KV group at once, so each K/V row is read once), then combined.
@@ -41,19 +41,29 @@ struct PrefillChunk {
   uint32_t start_position = 0;
   uint32_t table_offset = 0;
 };
-// A tile of queries of a chunk (64 or 128: kPrefillTileChoices): the unit of the prefill grid.
+// A tile of queries of a chunk: the unit of the prefill grid.
 struct PrefillTile {
   uint32_t chunk = 0;
   uint32_t tile = 0;
 };
-inline constexpr uint32_t kPrefillTileChoices[] = {64, 128};
+// How a block covers its tile: `queries` rows over `warps` warps (16 or 32 rows a warp; a warp
+// with 32 reuses each K/V fragment it loads for both halves), walking the keys `keys` at a time.
+struct PrefillTiling {
+  uint32_t queries = 0;
+  uint32_t warps = 0;
+  uint32_t keys = 0;
+};
+inline constexpr PrefillTiling kPrefillTilings[] = {
+    {64, 4, 64}, {128, 8, 64}, {128, 4, 64}, {128, 4, 32}, {256, 8, 64}};
+// The one the engine uses (the 8K rate test in cuda_kernels_test.cc prints them all).
+inline constexpr PrefillTiling kPrefillTiling = {128, 4, 64};
 
 // q, out: [tokens × heads·head_dim]. chunks and tiles in device memory, the tiles cut at
-// tile_queries (64 or 128) and ordered as the caller likes (longest first balances the grid).
+// tiling.queries and ordered as the caller likes (longest first balances the grid).
 cudaError_t launchPrefillAttention(const __nv_bfloat16* q, const __nv_bfloat16* key_pool,
                                    const __nv_bfloat16* value_pool, const int32_t* block_tables,
                                    const PrefillChunk* chunks, const PrefillTile* tiles,
-                                   uint32_t tile_count, uint32_t tile_queries,
+                                   uint32_t tile_count, PrefillTiling tiling,
                                    const AttentionShape& shape, __nv_bfloat16* out,
                                    cudaStream_t stream);
 

@@ -29,7 +29,7 @@ struct PlanLimits {
   uint32_t max_rows = 0;             // chunks with logits in one pass (decode rows)
   uint32_t kv_heads = 0;
   uint32_t multiprocessors = 0;         // decode splits aim at two blocks per multiprocessor
-  uint32_t prefill_tile_queries = 128;  // one of kPrefillTileChoices
+  uint32_t prefill_tile_queries = 128;  // the queries of one of kPrefillTilings
 };
 
 // What a graph is captured for.

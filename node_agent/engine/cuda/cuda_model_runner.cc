@@ -165,9 +165,6 @@ Result<std::unique_ptr<ModelRunner>> CudaModelRunner::create(const model::LlamaP
   if (config.max_batch_sequences == 0) {
     return invalidArgument("max_batch_sequences must be positive");
   }
-  if (config.prefill_tile_queries != 64 && config.prefill_tile_queries != 128) {
-    return invalidArgument("prefill_tile_queries must be 64 or 128");
-  }
   if (!(config.memory_fraction > 0.0f && config.memory_fraction <= 1.0f)) {
     return invalidArgument("gpu memory_fraction must be in (0, 1]");
   }
@@ -206,7 +203,7 @@ Status CudaModelRunner::allocate(const model::LlamaTensors& tensors, const CudaR
   limits_.max_tokens = config.max_batch_tokens;
   limits_.max_rows = static_cast<uint32_t>(rows);
   limits_.kv_heads = p.head_count_kv;
-  limits_.prefill_tile_queries = config.prefill_tile_queries;
+  limits_.prefill_tile_queries = cuda::kPrefillTiling.queries;
   int multiprocessors = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device_));
   limits_.multiprocessors = static_cast<uint32_t>(multiprocessors);
@@ -354,10 +351,10 @@ Status CudaModelRunner::attention(const cuda::BatchPlan& plan, uint32_t layer) {
                                         shape_, workspace_.as<float>(), attn_, stream_.get());
   } else {
     what = "prefill attention";
-    error = cuda::launchPrefillAttention(
-        q_, keyPoolOf(layer), valuePoolOf(layer), tables,
-        staged<cuda::PrefillChunk>(plan.chunks_at), staged<cuda::PrefillTile>(plan.tiles_at),
-        plan.tile_count, limits_.prefill_tile_queries, shape_, attn_, stream_.get());
+    error = cuda::launchPrefillAttention(q_, keyPoolOf(layer), valuePoolOf(layer), tables,
+                                         staged<cuda::PrefillChunk>(plan.chunks_at),
+                                         staged<cuda::PrefillTile>(plan.tiles_at), plan.tile_count,
+                                         cuda::kPrefillTiling, shape_, attn_, stream_.get());
   }
   return cuda::cudaStatus(error, what);
 }

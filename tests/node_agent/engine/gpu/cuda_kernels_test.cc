@@ -227,13 +227,14 @@ TEST_P(AttentionTest, PrefillDecodeAndGenericMatchFloat64) {
   const uint32_t q_dim = shape.heads * head_dim;
   const uint32_t kv_dim = shape.kv_heads * head_dim;
   const uint32_t num_blocks = 64;
-  // Two sequences: one prefills 150 new tokens after a 37-token cached prefix, one 5 tokens.
+  // Three sequences: 150 new tokens after a 37-token cached prefix, 5 tokens, and 300 after 100
+  // (several tiles of every tiling, the last one partial).
   struct Seq {
     uint32_t start;
     uint32_t length;
     std::vector<int32_t> table;
   };
-  std::vector<Seq> seqs = {{37, 150, {}}, {0, 5, {}}};
+  std::vector<Seq> seqs = {{37, 150, {}}, {0, 5, {}}, {100, 300, {}}};
   uint32_t next_block = num_blocks - 1;
   for (Seq& s : seqs) {
     for (uint32_t b = 0; b * 16 < s.start + s.length; ++b)
@@ -314,10 +315,10 @@ TEST_P(AttentionTest, PrefillDecodeAndGenericMatchFloat64) {
       cudaSuccess);
   check(downloadBf16(generic, uint64_t{tokens} * q_dim), "generic", 0, tokens);
 
-  for (uint32_t tile_queries : kPrefillTileChoices) {
+  for (const PrefillTiling tiling : kPrefillTilings) {
     std::vector<PrefillTile> tiles;
     for (uint32_t c = 0; c < seqs.size(); ++c) {
-      for (uint32_t tile = 0; tile * tile_queries < seqs[c].length; ++tile)
+      for (uint32_t tile = 0; tile * tiling.queries < seqs[c].length; ++tile)
         tiles.push_back({c, tile});
     }
     DeviceBuffer dtiles = upload(tiles);
@@ -325,10 +326,12 @@ TEST_P(AttentionTest, PrefillDecodeAndGenericMatchFloat64) {
     ASSERT_EQ(launchPrefillAttention(dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(),
                                      dtables.as<int32_t>(), dchunks.as<PrefillChunk>(),
                                      dtiles.as<PrefillTile>(), static_cast<uint32_t>(tiles.size()),
-                                     tile_queries, shape, prefill.as<bf16>(), nullptr),
+                                     tiling, shape, prefill.as<bf16>(), nullptr),
               cudaSuccess);
-    check(downloadBf16(prefill, uint64_t{tokens} * q_dim),
-          tile_queries == 64 ? "prefill (64-query tiles)" : "prefill (128-query tiles)", 0, tokens);
+    const std::string what = "prefill (" + std::to_string(tiling.queries) + " queries over " +
+                             std::to_string(tiling.warps) + " warps, " +
+                             std::to_string(tiling.keys) + " keys a step)";
+    check(downloadBf16(prefill, uint64_t{tokens} * q_dim), what.c_str(), 0, tokens);
   }
 
   // Decode: the last query of each sequence as a batch of two, with several split counts.
@@ -375,7 +378,7 @@ TEST_P(AttentionTest, PrefillDecodeAndGenericMatchFloat64) {
 }
 
 // Not a check: the prefill attention's rate on an 8K causal prompt at Llama-3-8B's head shape,
-// per tile size, printed for the record (CudaRunnerConfig::prefill_tile_queries picks one).
+// per tiling, printed for the record (kPrefillTiling is the engine's).
 TEST(AttentionRateTest, PrefillAttentionRateAt8K) {
   AttentionShape shape{32, 8, 128, 16, 1.0f / std::sqrt(128.0f)};
   const uint32_t length = 8192;
@@ -392,19 +395,18 @@ TEST(AttentionRateTest, PrefillAttentionRateAt8K) {
   cudaEvent_t start, stop;
   ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
   ASSERT_EQ(cudaEventCreate(&stop), cudaSuccess);
-  for (uint32_t tile_queries : kPrefillTileChoices) {
+  for (const PrefillTiling tiling : kPrefillTilings) {
     std::vector<PrefillTile> tiles;
-    for (uint32_t tile = length / tile_queries; tile-- > 0;) tiles.push_back({0, tile});
+    for (uint32_t tile = length / tiling.queries; tile-- > 0;) tiles.push_back({0, tile});
     DeviceBuffer dtiles = upload(tiles);
     float best = 1e30f;
     for (int run = 0; run < 6; ++run) {
       ASSERT_EQ(cudaEventRecord(start), cudaSuccess);
-      ASSERT_EQ(
-          launchPrefillAttention(dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dtable.as<int32_t>(),
-                                 dchunks.as<PrefillChunk>(), dtiles.as<PrefillTile>(),
-                                 static_cast<uint32_t>(tiles.size()), tile_queries, shape,
-                                 out.as<bf16>(), nullptr),
-          cudaSuccess);
+      ASSERT_EQ(launchPrefillAttention(
+                    dq.as<bf16>(), dk.as<bf16>(), dv.as<bf16>(), dtable.as<int32_t>(),
+                    dchunks.as<PrefillChunk>(), dtiles.as<PrefillTile>(),
+                    static_cast<uint32_t>(tiles.size()), tiling, shape, out.as<bf16>(), nullptr),
+                cudaSuccess);
       ASSERT_EQ(cudaEventRecord(stop), cudaSuccess);
       ASSERT_EQ(cudaEventSynchronize(stop), cudaSuccess);
       float ms = 0;
@@ -413,9 +415,9 @@ TEST(AttentionRateTest, PrefillAttentionRateAt8K) {
     }
     const double flops = 4.0 * 32 * 128 * (double{length} * (length + 1) / 2);
     std::printf(
-        "[ prefill attention, 8192 causal, 32 heads × 128, %u-query tiles: %.3f ms, %.0f TFLOP/s "
-        "]\n",
-        tile_queries, best, flops / (best / 1e3) / 1e12);
+        "[ prefill attention, 8192 causal, 32 heads × 128, %u queries over %u warps, %u keys a "
+        "step: %.3f ms, %.0f TFLOP/s ]\n",
+        tiling.queries, tiling.warps, tiling.keys, best, flops / (best / 1e3) / 1e12);
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
