@@ -1,5 +1,7 @@
 #include <cuda_runtime.h>
 
+#include <cstring>
+
 #include "rdma/cuda_ipc/batch_copy.h"
 
 namespace kvferry::rdma::cuda_ipc {
@@ -8,8 +10,8 @@ namespace {
 constexpr unsigned kThreads = 256;
 constexpr unsigned kUnroll = 8;  // a 32 KiB op is one round: 8 × 16 bytes per thread
 
-__global__ void __launch_bounds__(kThreads) batchCopyKernel(const CopyOp* ops) {
-  const CopyOp op = ops[blockIdx.x];
+// One thread block copies one 64 KiB piece (blockIdx.y) of one op.
+__device__ __forceinline__ void copyPiece(const CopyOp& op) {
   const uint64_t begin = static_cast<uint64_t>(blockIdx.y) * kCopyPieceBytes;
   if (begin >= op.bytes) return;
   const uint64_t end = begin + kCopyPieceBytes < op.bytes ? begin + kCopyPieceBytes : op.bytes;
@@ -37,15 +39,63 @@ __global__ void __launch_bounds__(kThreads) batchCopyKernel(const CopyOp* ops) {
   for (uint64_t i = begin + threadIdx.x; i < end; i += kThreads) dst[i] = src[i];
 }
 
+__global__ void __launch_bounds__(kThreads) batchCopyKernel(const CopyOp* ops) {
+  copyPiece(ops[blockIdx.x]);
+}
+
+// The ops inside the launch's parameters: no block waits on a read of the op list (from pinned
+// host memory, a PCIe round trip of a microsecond or two) before its first load.
+// (Plain words: a CopyOp array would be zeroed on every launch, the unused tail included.)
+template <uint32_t kOps>
+struct InlineOps {
+  uint64_t words[3 * kOps];  // src, dst, bytes of each op
+};
+static_assert(sizeof(CopyOp) == 3 * sizeof(uint64_t));
+template <uint32_t kOps>
+__global__ void __launch_bounds__(kThreads)
+    inlineBatchCopyKernel(const __grid_constant__ InlineOps<kOps> list) {
+  const uint64_t* op = list.words + 3 * blockIdx.x;
+  copyPiece(CopyOp{op[0], op[1], op[2]});
+}
+static_assert(sizeof(InlineOps<kMaxInlineOps>) <= 32764, "a launch's parameters hold 32,764 bytes");
+
+dim3 gridFor(uint32_t count, uint64_t longest_bytes) {
+  const uint64_t pieces = (longest_bytes + kCopyPieceBytes - 1) / kCopyPieceBytes;
+  return dim3(count, static_cast<unsigned>(pieces == 0 ? 1 : pieces));
+}
+
+// The smallest parameter block (of 10, 20, 40, … 1,280 ops) that holds `count` ops: the launch
+// copies all of it.
+template <uint32_t kOps>
+cudaError_t launchInline(const CopyOp* host_ops, uint32_t count, uint64_t longest_bytes,
+                         cudaStream_t stream) {
+  if (count > kOps) {
+    if constexpr (kOps * 2 <= kMaxInlineOps) {
+      return launchInline<kOps * 2>(host_ops, count, longest_bytes, stream);
+    } else {
+      return launchInline<kMaxInlineOps>(host_ops, count, longest_bytes, stream);
+    }
+  }
+  InlineOps<kOps> list;
+  std::memcpy(list.words, host_ops, count * sizeof(CopyOp));
+  inlineBatchCopyKernel<kOps><<<gridFor(count, longest_bytes), kThreads, 0, stream>>>(list);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
                             cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  const uint64_t pieces = (longest_bytes + kCopyPieceBytes - 1) / kCopyPieceBytes;
-  const dim3 grid(count, static_cast<unsigned>(pieces == 0 ? 1 : pieces));
-  batchCopyKernel<<<grid, kThreads, 0, stream>>>(ops);
+  batchCopyKernel<<<gridFor(count, longest_bytes), kThreads, 0, stream>>>(ops);
   return cudaGetLastError();
+}
+
+cudaError_t launchBatchCopyFromHost(const CopyOp* host_ops, uint32_t count, uint64_t longest_bytes,
+                                    cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  if (count > kMaxInlineOps) return launchBatchCopy(host_ops, count, longest_bytes, stream);
+  return launchInline<10>(host_ops, count, longest_bytes, stream);
 }
 
 }  // namespace kvferry::rdma::cuda_ipc

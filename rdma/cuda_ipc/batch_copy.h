@@ -23,4 +23,11 @@ inline constexpr uint64_t kCopyPieceBytes = 64 * 1024;
 cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
                             cudaStream_t stream);
 
+// The same from ops in host memory: up to kMaxInlineOps travel inside the launch's parameters
+// (copied before this returns); a longer list is read by the device where it lies, so it must
+// be pinned and stay untouched until the copy has run.
+inline constexpr uint32_t kMaxInlineOps = 1280;
+cudaError_t launchBatchCopyFromHost(const CopyOp* host_ops, uint32_t count, uint64_t longest_bytes,
+                                    cudaStream_t stream);
+
 }  // namespace kvferry::rdma::cuda_ipc

@@ -43,6 +43,12 @@ constexpr uint32_t kStreams = 4;
 // three-round A/B moved 16 MiB batches 0.42 → 0.51 with one round below the base, and 4 MiB
 // ones slightly down: results/gpu/h200-2026-12-06/ab-streams).
 constexpr uint64_t kTurnBytes = 32ull << 20;
+// Batches this large pass their ops inside the copy kernel's launch (no PCIe read of the op list
+// before the first load); smaller ones leave them in pinned memory, where the launch costs the
+// host less. One H100, one run: 512 × 32 KiB batches 0.55 → 0.66 of a contiguous copy inline,
+// 512 × 8 KiB ones 0.31 → 0.25, host-bound, the post 2 µs dearer
+// (results/gpu/h100-2026-12-06-night).
+constexpr uint64_t kInlineOpsBytes = 8ull << 20;
 // How many times a post tries mu_ (yielding between) before it sleeps on it.
 constexpr int kPostSpins = 64;
 // How often an initiator looks for targets that closed their doorbell socket.
@@ -448,9 +454,11 @@ class CudaIpcTransport final : public Transport {
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
       // `staged` stays untouched until the slot's event has completed (slot.busy).
-      launched = cudaStatus(
-          cuda_ipc::launchBatchCopy(staged, static_cast<uint32_t>(ops.size()), longest, stream),
-          "batch copy");
+      const auto count = static_cast<uint32_t>(ops.size());
+      launched = cudaStatus(total >= kInlineOpsBytes
+                                ? cuda_ipc::launchBatchCopyFromHost(staged, count, longest, stream)
+                                : cuda_ipc::launchBatchCopy(staged, count, longest, stream),
+                            "batch copy");
     }
     if (launched.isOk())
       launched = cudaStatus(cudaEventRecord(slot.done, stream), "cudaEventRecord");

@@ -9,13 +9,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <thread>
 
+#include "rdma/cuda_ipc/batch_copy.h"
 #include "rdma/cuda_ipc/device_memory.h"
 #include "rdma/endpoint_blob.h"
 #include "rdma/factory.h"
@@ -91,6 +94,43 @@ TEST_F(CudaIpcTest, ScatteredBlocksArriveIntactWithOneImmediatePerBatchAfterTheD
   }
   std::vector<ImmediateEvent> extra(4);
   EXPECT_EQ(target_->pollImmediates(extra, 50ms), 0u);
+}
+
+// A batch of 8 MiB or more passes its ops inside the copy kernel's launch parameters (up to
+// kMaxInlineOps of them); a smaller or longer one leaves them in pinned memory. Every way, and
+// at the edges, every piece lands.
+TEST_F(CudaIpcTest, BatchesOfEveryLengthLandWhetherTheirOpsFitTheLaunchOrNot) {
+  constexpr uint64_t kPiece = 8 * 1024;
+  constexpr uint64_t kPieces = 2048;  // 16 MiB pools
+  // Transports of its own: the fixture's have connected before these pools existed.
+  std::unique_ptr<Transport> target = std::move(makeTransport(ipcConfig())).value();
+  std::unique_ptr<Transport> initiator = std::move(makeTransport(ipcConfig())).value();
+  DevicePool from = makeDevicePool(*initiator, kPiece, kPieces, 3);
+  DevicePool to = makeDevicePool(*target, kPiece, kPieces, 0);
+  Result<PeerId> peer = initiator->connect(*target->localBlob());
+  ASSERT_TRUE(peer.isOk()) << peer.status().toString();
+  std::mt19937 rng(11);
+  uint64_t cookie = 100;
+  for (uint64_t count :
+       {uint64_t{1}, uint64_t{11}, uint64_t{1023}, uint64_t{1024},
+        uint64_t{cuda_ipc::kMaxInlineOps}, uint64_t{cuda_ipc::kMaxInlineOps} + 1, kPieces}) {
+    std::vector<uint64_t> order(kPieces);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<TransferOp> ops;
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint64_t src = order[i];
+      const uint64_t dst = order[(i + 1) % kPieces];
+      ops.push_back({from.pool.region, src * kPiece, to.pool.region, dst * kPiece, kPiece});
+      std::memcpy(to.host.data() + dst * kPiece, from.host.data() + src * kPiece, kPiece);
+    }
+    ASSERT_TRUE(initiator->postWrite(*peer, ops, 0, cookie).isOk()) << count << " ops";
+    ASSERT_TRUE(waitOne(*initiator, cookie).isOk()) << count << " ops";
+    ASSERT_EQ(deviceBytes(to), to.host) << count << " ops";
+    std::vector<ImmediateEvent> events(4);
+    ASSERT_EQ(target->pollImmediates(events, 2s), 1u);
+    ++cookie;
+  }
 }
 
 TEST_F(CudaIpcTest, ReadsPullRemoteBlocks) {
