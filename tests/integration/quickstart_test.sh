@@ -12,8 +12,11 @@ command -v node >/dev/null || { echo "SKIP: node is not installed (scripts/insta
 export KVFERRY_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 trap '"$repo/scripts/quickstart.sh" stop >/dev/null 2>&1 || true; rm -rf "$KVFERRY_RUN_DIR"' EXIT
 
-out="$("$repo/scripts/quickstart.sh")"
+# Its messages go to stdout: shown whether or not it succeeds (a failed start once left nothing).
+status=0
+out="$("$repo/scripts/quickstart.sh")" || status=$?
 echo "$out"
+[ "$status" = 0 ] || { echo "FAIL: quickstart.sh exited $status"; exit 1; }
 grep -q "^Once upon a time" <<<"$out" || { echo "FAIL: no story printed"; exit 1; }
 grep -q "endpoint: http://127.0.0.1:$KVFERRY_PORT/v1" <<<"$out" || { echo "FAIL: no endpoint line"; exit 1; }
 grep -q "scripts/quickstart.sh stop" <<<"$out" || { echo "FAIL: no stop line"; exit 1; }
