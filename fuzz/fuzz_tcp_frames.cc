@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -88,6 +89,34 @@ struct Target {
   }
 };
 
+// A fresh connection to the target. The fuzzer makes thousands a second and each leaves its
+// 4-tuple a minute in TIME_WAIT (this side closes first), which ran a CI run out of ephemeral
+// ports; so each comes from another source address of 127/8, cycling over 64,516 of them. A
+// failed connect is retried for a second before it counts.
+int connectToTarget(const sockaddr_in& address) {
+  static uint32_t next_source = 0;
+  for (int attempt = 0;; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) fail("socket");
+    const uint32_t n = next_source++ % (254 * 254);
+    sockaddr_in source{};
+    source.sin_family = AF_INET;
+    source.sin_addr.s_addr =
+        htonl((127u << 24) | (1u << 16) | ((1 + n / 254) << 8) | (1 + n % 254));
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&source), sizeof source) == 0 &&
+        connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) {
+      return fd;
+    }
+    const int error = errno;
+    close(fd);
+    if (attempt == 100) {
+      std::fprintf(stderr, "fuzz_tcp_frames: connect: %s\n", std::strerror(error));
+      fail("cannot connect to the target");
+    }
+    usleep(10000);
+  }
+}
+
 void sendAll(int fd, const uint8_t* data, size_t size) {
   while (size > 0) {
     const ssize_t n = send(fd, data, size, MSG_NOSIGNAL);
@@ -104,10 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::memset(target.region(), 0, kRegionBytes);
 
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) fail("socket");
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&target.address), sizeof target.address) != 0)
-    fail("cannot connect to the target");
+  const int fd = connectToTarget(target.address);
   if (data[0] & 1) {
     wire::FrameHeader hello;
     hello.opcode = wire::Opcode::kHello;
