@@ -74,7 +74,7 @@ struct VerbsConfig {
   // connections); 0: only the send queues bound it. A batch larger than the share still goes
   // alone. Deep queues into one receiver make a lossy fabric (Soft-RoCE, incast on real NICs)
   // drop and retransmit.
-  uint32_t max_inflight_bytes = 0;  // 0..2 GiB
+  uint32_t max_inflight_bytes = 0;                            // 0..2 GiB
   GpuRegistration gpu_registration = GpuRegistration::kAuto;  // auto | dmabuf | peermem
   GpuFlush gpu_flush = GpuFlush::kAuto;                       // auto | always | never
 };

@@ -88,9 +88,9 @@ struct QpState {
   verbs::QueuePair qp;
   std::mutex mu;
   SendBudget budget;
-  uint64_t posted = 0;           // WRs posted so far
-  uint64_t completed = 0;        // WRs known complete (every WR up to a completed signaled one)
-  uint64_t posted_bytes = 0;     // payload bytes of those
+  uint64_t posted = 0;        // WRs posted so far
+  uint64_t completed = 0;     // WRs known complete (every WR up to a completed signaled one)
+  uint64_t posted_bytes = 0;  // payload bytes of those
   uint64_t completed_bytes = 0;
   struct Signal {
     uint64_t wr = 0;     // SQ sequence of a signaled WR in flight

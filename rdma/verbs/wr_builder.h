@@ -60,8 +60,7 @@ struct SendBudget {
   uint64_t sq_depth = 0;
   uint64_t max_bytes = 0;
 
-  bool fits(uint64_t wrs_in_flight, uint64_t bytes_in_flight, uint64_t wrs,
-            uint64_t bytes) const {
+  bool fits(uint64_t wrs_in_flight, uint64_t bytes_in_flight, uint64_t wrs, uint64_t bytes) const {
     if (wrs_in_flight + wrs > sq_depth) return false;
     return max_bytes == 0 || bytes_in_flight == 0 || bytes_in_flight + bytes <= max_bytes;
   }
