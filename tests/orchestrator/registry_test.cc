@@ -51,6 +51,13 @@ class RegistryTest : public ::testing::Test {
     EXPECT_TRUE(r.isOk()) << r.status().toString();
     return r.isOk() ? r->id : 0;
   }
+  // A heartbeat from node `id` with the token of its registration, nothing else filled in.
+  wire::HeartbeatRequest heartbeatFrom(NodeId id) {
+    wire::HeartbeatRequest hb;
+    hb.node_id = id;
+    hb.node_token = registry_.node(id)->token;
+    return hb;
+  }
   Status refusal(const wire::RegisterRequest& request) {
     auto r = registry_.registerNode(request, t0_);
     return r.isOk() ? Status::ok() : r.status();
@@ -154,9 +161,7 @@ TEST_F(RegistryTest, ARestartedAgentReplacesItsOldRecord) {
 
 TEST_F(RegistryTest, HeartbeatUpdatesLoadAndAppliesKvEventsInOrder) {
   NodeId id = add("prefill", 9000);
-  wire::HeartbeatRequest hb;
-  hb.node_id = id;
-  hb.node_token = registry_.node(id)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(id);
   hb.load.queued_prefill_tokens = 1000;
   hb.load.queued_prefill_requests = 2;
   hb.load.free_kv_blocks = 40;
@@ -187,9 +192,7 @@ TEST_F(RegistryTest, HeartbeatUpdatesLoadAndAppliesKvEventsInOrder) {
 
 TEST_F(RegistryTest, AGapAsksForASnapshotWhichReplacesTheSet) {
   NodeId id = add("decode", 9000);
-  wire::HeartbeatRequest hb;
-  hb.node_id = id;
-  hb.node_token = registry_.node(id)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(id);
   hb.kv_events = {{1, {1, 2}, {}}};
   ASSERT_FALSE(registry_.heartbeat(hb, t0_)->resync);
   // Batch 2 is lost; 3 .. 3 + window wait behind the hole until it counts as a gap.
@@ -216,17 +219,13 @@ TEST_F(RegistryTest, AGapAsksForASnapshotWhichReplacesTheSet) {
 TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   NodeId quiet = add("prefill", 9000);
   NodeId chatty = add("decode", 9001);
-  wire::HeartbeatRequest hb;
-  hb.node_id = quiet;
-  hb.node_token = registry_.node(quiet)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(quiet);
   hb.kv_events = {{1, {5, 6}, {}}};
   ASSERT_TRUE(registry_.heartbeat(hb, t0_ + 1s).isOk());
   EXPECT_EQ(registry_.cachedBlocks(quiet), 2u);
 
   EXPECT_TRUE(registry_.expire(t0_ + 5s).empty());
-  hb = {};
-  hb.node_id = chatty;
-  hb.node_token = registry_.node(chatty)->token;
+  hb = heartbeatFrom(chatty);
   ASSERT_TRUE(registry_.heartbeat(hb, t0_ + 5s).isOk());
   // quiet's last heartbeat was at 1 s: dead past 6 s; chatty's (5 s) not yet.
   EXPECT_TRUE(registry_.expire(t0_ + 6s).empty());
@@ -237,9 +236,7 @@ TEST_F(RegistryTest, ExpiryKillsSilentNodesAndDropsTheirIndexEntries) {
   EXPECT_EQ(registry_.cachedBlocks(quiet), 0u);
   EXPECT_TRUE(registry_.expire(t0_ + 6s + 2ms).empty());  // reported once
 
-  hb.node_id = quiet;
-
-  hb.node_token = registry_.node(quiet)->token;
+  hb = heartbeatFrom(quiet);  // a node now dead
   auto answer = registry_.heartbeat(hb, t0_ + 7s);
   EXPECT_EQ(answer.status().code(), StatusCode::kNotFound);
   EXPECT_NE(answer.status().message().find("register again"), std::string::npos);
@@ -282,9 +279,7 @@ TEST_F(RegistryTest, ViewMapsRolesAndAliveness) {
   NodeId both = add("both", 9002);
   NodeId draining = add("both", 9003);
   NodeId gone = add("decode", 9004);
-  wire::HeartbeatRequest hb;
-  hb.node_id = draining;
-  hb.node_token = registry_.node(draining)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(draining);
   hb.draining = true;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
   ASSERT_TRUE(registry_.leave(gone, registry_.node(gone)->token).isOk());
@@ -314,9 +309,7 @@ TEST_F(RegistryTest, LocalAccountingCoversWorkTheHeartbeatsHaveNotShownYet) {
   EXPECT_EQ(view.node(id).queued_prefill_tokens, 300u);
   EXPECT_EQ(view.node(id).queued_prefill_requests, 1u);
   EXPECT_EQ(view.node(id).active_decode_seqs, 1u);
-  wire::HeartbeatRequest hb;
-  hb.node_id = id;
-  hb.node_token = registry_.node(id)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(id);
   hb.load.active_decode_seqs = 5;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
   EXPECT_EQ(registry_.view().node(id).active_decode_seqs, 5u);  // the larger of the two
@@ -355,9 +348,7 @@ TEST_F(RegistryTest, KvRoomCountsWhatRequestsTookAndGaveBackSinceTheLastReport) 
   add("prefill", 9001);  // not a decode node: no room of its own
   ASSERT_EQ(registry_.decodeKvRoom().size(), 1u);
   EXPECT_EQ(registry_.decodeKvRoom()[0].available, 100u);  // the registered capacity
-  wire::HeartbeatRequest hb;
-  hb.node_id = decode;
-  hb.node_token = registry_.node(decode)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(decode);
   hb.load.total_kv_blocks = 100;
   hb.load.free_kv_blocks = 60;
   ASSERT_TRUE(registry_.heartbeat(hb, t0_).isOk());
@@ -384,9 +375,7 @@ TEST_F(RegistryTest, KvRoomCountsWhatRequestsTookAndGaveBackSinceTheLastReport) 
 // a report at or past its number arrives.
 TEST_F(RegistryTest, AReportThatPredatesAReservationKeepsItsTake) {
   const NodeId decode = add("decode", 9000);
-  wire::HeartbeatRequest hb;
-  hb.node_id = decode;
-  hb.node_token = registry_.node(decode)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(decode);
   hb.load.total_kv_blocks = 100;
   hb.load.free_kv_blocks = 60;
   hb.load.kv_sequence = 4;
@@ -421,9 +410,7 @@ TEST_F(RegistryTest, KvBlockStatesAreOneDefinitionThatSumsToTheTotal) {
   KvBlockStates states = kvBlockStates(*registry_.node(id));
   EXPECT_EQ(states.free, 100u);
   EXPECT_EQ(states.total, 100u);
-  wire::HeartbeatRequest hb;
-  hb.node_id = id;
-  hb.node_token = registry_.node(id)->token;
+  wire::HeartbeatRequest hb = heartbeatFrom(id);
   hb.load.total_kv_blocks = 100;
   hb.load.free_kv_blocks = 50;    // free or cached
   hb.load.cached_kv_blocks = 20;  // of those, cached
