@@ -125,29 +125,8 @@ class NodeAgentImpl final : public NodeAgent {
 };
 
 wire::RegisterRequest NodeAgentImpl::registration() const {
-  const engine::KvGeometry& g = engine_->kvGeometry();
-  wire::RegisterRequest r;
-  std::string address = "127.0.0.1:" + std::to_string(control_api_.port());
-  if (auto ep = http::parseEndpoint(config_.control_address, "control_address"); ep.isOk()) {
-    if (!ep->address().is_unspecified()) {
-      address = http::endpointText(http::tcp::endpoint(ep->address(), control_api_.port()));
-    }
-  }
-  r.name = config_.name.empty() ? address : config_.name;
-  r.role = config::nodeRoleName(config_.role);
-  r.control_address = address;
-  r.model_fingerprint = identity_.model_fingerprint;
-  r.tokenizer_hash = identity_.tokenizer_hash;
-  r.hash_seed_id = identity_.hash_seed_id;
-  r.device = identity_.device;
-  r.device_memory_bytes = identity_.device_memory_bytes;
-  r.block_tokens = g.block_tokens;
-  r.kv_layout = kv_transfer::kvLayoutOf(g);
-  r.transport = std::string(transport_->name());
-  r.transport_blob = blob_base64_;
-  r.kv_blocks = g.num_blocks;
-  r.max_sequence_tokens = engine_->maxSequenceTokens();
-  return r;
+  return registrationOf(config_, identity_, control_api_.port(), engine_->kvGeometry(),
+                        engine_->maxSequenceTokens(), transport_->name(), blob_base64_);
 }
 
 void NodeAgentImpl::start() {

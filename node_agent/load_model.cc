@@ -10,15 +10,22 @@
 
 namespace kvferry::agent {
 
+Result<ModelIdentity> modelIdentity(const model::ModelFiles& files, std::string_view hash_seed) {
+  ASSIGN_OR_RETURN(model::BlockHashSeed seed, model::parseHashSeed(hash_seed));
+  ModelIdentity identity;
+  identity.model_fingerprint = model::hex64(files.fingerprint());
+  identity.tokenizer_hash = model::hex64(model::vocabularyHash(files.vocabulary()));
+  identity.hash_seed_id = model::hashSeedId(seed);
+  return identity;
+}
+
 Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   if (config.model.path.empty()) return invalidArgument("model.path is not set");
   // A GGUF file or a Hugging Face directory: params, weights, vocabulary and fingerprint alike.
   ASSIGN_OR_RETURN(model::ModelFiles files, model::ModelFiles::open(config.model.path));
   ASSIGN_OR_RETURN(model::BlockHashSeed seed, model::parseHashSeed(config.model.hash_seed));
   LoadedModel loaded;
-  loaded.identity.model_fingerprint = model::hex64(files.fingerprint());
-  loaded.identity.tokenizer_hash = model::hex64(model::vocabularyHash(files.vocabulary()));
-  loaded.identity.hash_seed_id = model::hashSeedId(seed);
+  ASSIGN_OR_RETURN(loaded.identity, modelIdentity(files, config.model.hash_seed));
 
   engine::EngineConfig ec;
   ec.block_tokens = config.model.block_tokens;

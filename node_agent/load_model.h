@@ -6,6 +6,7 @@
 
 #include "common/status.h"
 #include "config/config.h"
+#include "model/model_files.h"
 #include "node_agent/agent.h"
 #include "node_agent/engine/engine.h"
 
@@ -15,6 +16,11 @@ struct LoadedModel {
   std::unique_ptr<engine::Engine> engine;
   ModelIdentity identity;
 };
+
+// The model's identity in the cluster (what the orchestrator compares at registration) from its
+// files and the config's `model.hash_seed`; INVALID_ARGUMENT for a malformed seed. The device is
+// the CPU's.
+Result<ModelIdentity> modelIdentity(const model::ModelFiles& files, std::string_view hash_seed);
 
 // Reads the model, its tokenizer and the block-hash seed, and creates the engine: the CPU runtime
 // with engine.kv_blocks blocks of model.block_tokens tokens, or with engine.gpu set the CUDA

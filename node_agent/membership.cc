@@ -8,6 +8,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "node_agent/kv_transfer/kv_regions.h"
+
 // GCC 12 flags Asio's coroutine frames (aligned_alloc'd, freed with free() by
 // awaitable_frame_base::operator delete) as -Wmismatched-new-delete when it inlines the frame
 // allocation: a false positive (GCC PR 109224, fixed in GCC 13).
@@ -25,6 +27,35 @@ using std::chrono::milliseconds;
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 
 }  // namespace
+
+wire::RegisterRequest registrationOf(const config::NodeAgentConfig& config,
+                                     const ModelIdentity& identity, uint16_t control_port,
+                                     const engine::KvGeometry& geometry,
+                                     uint32_t max_sequence_tokens, std::string_view transport,
+                                     std::string transport_blob) {
+  wire::RegisterRequest r;
+  std::string address = "127.0.0.1:" + std::to_string(control_port);
+  if (auto ep = http::parseEndpoint(config.control_address, "control_address"); ep.isOk()) {
+    if (!ep->address().is_unspecified()) {
+      address = http::endpointText(http::tcp::endpoint(ep->address(), control_port));
+    }
+  }
+  r.name = config.name.empty() ? address : config.name;
+  r.role = config::nodeRoleName(config.role);
+  r.control_address = address;
+  r.model_fingerprint = identity.model_fingerprint;
+  r.tokenizer_hash = identity.tokenizer_hash;
+  r.hash_seed_id = identity.hash_seed_id;
+  r.device = identity.device;
+  r.device_memory_bytes = identity.device_memory_bytes;
+  r.block_tokens = geometry.block_tokens;
+  r.kv_layout = kv_transfer::kvLayoutOf(geometry);
+  r.transport = std::string(transport);
+  r.transport_blob = std::move(transport_blob);
+  r.kv_blocks = geometry.num_blocks;
+  r.max_sequence_tokens = max_sequence_tokens;
+  return r;
+}
 
 Membership::Membership(asio::io_context& io, http::ClientPool& client,
                        http::tcp::endpoint orchestrator, milliseconds register_timeout,

@@ -15,13 +15,27 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/control_wire.h"
 #include "common/http.h"
+#include "config/config.h"
+#include "node_agent/agent.h"
+#include "node_agent/engine/model_runner.h"
 #include "node_agent/engine_work.h"
 
 namespace kvferry::agent {
+
+// What an agent registers with (docs/control_plane.md): its control address (the configured
+// host, or 127.0.0.1 when that is unspecified, with the bound port), its name (that address
+// unless agent.name says), role, the model's identity, its KV layout and capacity, its transport.
+wire::RegisterRequest registrationOf(const config::NodeAgentConfig& config,
+                                     const ModelIdentity& identity, uint16_t control_port,
+                                     const engine::KvGeometry& geometry,
+                                     uint32_t max_sequence_tokens, std::string_view transport,
+                                     std::string transport_blob);
 
 class Membership {
  public:
