@@ -36,6 +36,10 @@ PACKAGES=(
   qemu-system-x86 rdmacm-utils iproute2 xz-utils
   # Benchmarks: the TCP ceiling for bench_transfer.sh; jq to read JSON results in scripts.
   iperf3 jq gnuplot-nox
+  # The reverse proxy bench_orchestrator.sh measures the orchestrator against; it runs its own
+  # nginx unprivileged from a generated config (note: where systemd runs, the package also
+  # enables the system nginx on port 80).
+  nginx
   # Metrics: prometheus and promtool for tests/integration/metrics_test.sh (dashboards/).
   prometheus
   # Cluster scripts: smart_deploy/run/stop.sh work over ssh + rsync and poll with curl;
