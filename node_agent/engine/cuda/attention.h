@@ -56,7 +56,7 @@ struct PrefillTiling {
 inline constexpr PrefillTiling kPrefillTilings[] = {
     {64, 4, 64}, {128, 8, 64}, {128, 4, 64}, {128, 4, 32}, {256, 8, 64}};
 // The one the engine uses (the 8K rate test in cuda_kernels_test.cc prints them all).
-inline constexpr PrefillTiling kPrefillTiling = {128, 4, 64};
+inline constexpr PrefillTiling kPrefillTiling = {256, 8, 64};
 
 // q, out: [tokens × heads·head_dim]. chunks and tiles in device memory, the tiles cut at
 // tiling.queries and ordered as the caller likes (longest first balances the grid).
