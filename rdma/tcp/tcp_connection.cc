@@ -6,7 +6,10 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <cstring>
+
+#include "rdma/tcp/stream_copy.h"
 
 namespace kvferry::rdma::tcp_backend {
 namespace {
@@ -27,36 +30,72 @@ Status receiveMessage(const FrameHeader& h, std::string& message, uint8_t*& dest
 // Connection: sending
 
 void Connection::flush() {
-  if (writing_ || closed_ || queue_.empty()) return;
-  if (isStaged(queue_.front())) return startStagedSend(queue_.front());
-  size_t items = 0;
-  const std::vector<asio::const_buffer>* buffers = nullptr;
-  if (queue_.front().batch != nullptr) {
-    buffers = &queue_.front().batch->gather;
-    items = 1;
-  } else {
-    gather_.clear();
+  while (!writing_ && !deferring_ && !closed_ && !queue_.empty()) {
+    if (isStaged(queue_.front())) return startStagedSend(queue_.front());
+    iov_.clear();
+    iov_pos_ = 0;
+    write_items_ = 0;
+    const auto add = [this](const void* data, size_t bytes) {
+      if (bytes > 0) iov_.push_back(iovec{const_cast<void*>(data), bytes});
+    };
     for (const OutItem& item : queue_) {
-      if (item.batch != nullptr || item.staged || items == kMaxGatherItems) break;
-      gather_.emplace_back(&item.header, kHeaderBytes);
-      if (item.payload.size() > 0) gather_.push_back(item.payload);
-      if (!item.message.empty()) gather_.emplace_back(item.message.data(), item.message.size());
-      ++items;
+      if (isStaged(item)) break;
+      const size_t buffers = item.batch != nullptr ? item.batch->gather.size() : 3;
+      if (write_items_ > 0 && iov_.size() + buffers > kMaxWriteBuffers) break;
+      if (item.batch != nullptr) {
+        for (const asio::const_buffer& b : item.batch->gather) add(b.data(), b.size());
+      } else {
+        add(&item.header, kHeaderBytes);
+        add(item.payload.data(), item.payload.size());
+        add(item.message.data(), item.message.size());
+      }
+      ++write_items_;
     }
-    buffers = &gather_;
+    writing_ = true;
+    if (!writeQueued()) return;
   }
-  writing_ = true;
-  asio::async_write(
-      socket_, *buffers,
-      [self = shared_from_this(), items](const boost::system::error_code& ec, size_t) {
-        self->writing_ = false;
-        if (ec) return self->onIoError(ec, "send");
-        for (size_t i = 0; i < items && !self->queue_.empty(); ++i) {
-          self->queue_.pop_front();
-        }
-        if (self->close_after_flush_ && self->queue_.empty()) return self->close();
-        self->flush();
-      });
+}
+
+bool Connection::writeQueued() {
+  while (iov_pos_ < iov_.size()) {
+    msghdr msg{};
+    msg.msg_iov = &iov_[iov_pos_];
+    msg.msg_iovlen = std::min(iov_.size() - iov_pos_, kMaxWriteBuffers);
+    const ssize_t sent = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        socket_.async_wait(tcp::socket::wait_write,
+                           [self = shared_from_this()](const boost::system::error_code& ec) {
+                             if (ec) return self->onIoError(ec, "send");
+                             if (self->closed_ || !self->writeQueued()) return;
+                             self->flush();
+                           });
+        return false;
+      }
+      onIoError(boost::system::error_code(errno, boost::system::system_category()), "send");
+      return false;
+    }
+    for (size_t left = static_cast<size_t>(sent); left > 0;) {
+      iovec& v = iov_[iov_pos_];
+      if (left < v.iov_len) {
+        v.iov_base = static_cast<uint8_t*>(v.iov_base) + left;
+        v.iov_len -= left;
+        break;
+      }
+      left -= v.iov_len;
+      ++iov_pos_;
+    }
+  }
+  // Every item of the write is on the wire.
+  writing_ = false;
+  for (size_t i = 0; i < write_items_ && !queue_.empty(); ++i) queue_.pop_front();
+  write_items_ = 0;
+  if (close_after_flush_ && queue_.empty()) {
+    close();
+    return false;
+  }
+  return true;
 }
 
 void Connection::onIoError(const boost::system::error_code& ec, const char* what) {
@@ -92,12 +131,20 @@ void Connection::readMore() {
 }
 
 void Connection::process() {
+  deferring_ = true;
+  processFrames();
+  deferring_ = false;
+  flush();
+}
+
+void Connection::processFrames() {
   while (!closed_) {
     if (!in_payload_) {
       if (rx_end_ - rx_begin_ < kHeaderBytes) return readMore();
       std::memcpy(&rx_header_, &staging_[rx_begin_], kHeaderBytes);
       rx_begin_ += kHeaderBytes;
       rx_dest_ = nullptr;
+      rx_region_ = false;
       rx_device_ = false;
       rx_done_ = 0;
       rx_left_ = rx_header_.length;
@@ -121,17 +168,25 @@ void Connection::process() {
       const size_t avail = rx_end_ - rx_begin_;
       if (avail > 0) {
         const size_t take = static_cast<size_t>(std::min<uint64_t>(avail, rx_left_));
-        if (rx_dest_ != nullptr) std::memcpy(rx_dest_ + rx_done_, &staging_[rx_begin_], take);
+        if (rx_region_) {
+          streamCopy(rx_dest_ + rx_done_, &staging_[rx_begin_], take);
+        } else if (rx_dest_ != nullptr) {
+          std::memcpy(rx_dest_ + rx_done_, &staging_[rx_begin_], take);
+        }
         rx_begin_ += take;
         rx_done_ += take;
         rx_left_ -= take;
         continue;
       }
-      if (rx_batch_ && !rx_in_table_ && rx_dest_ != nullptr) {
+      // What is left of a payload this large is read straight into its place; a smaller one
+      // through staging and streamCopy(), which is quicker than the kernel's copy into a cold
+      // place of a large pool.
+      const bool direct = rx_dest_ != nullptr && rx_left_ >= owner_.config().direct_receive_bytes;
+      if (direct && rx_batch_ && !rx_in_table_) {
         scatterRead();
         return;
       }
-      if (rx_dest_ != nullptr && rx_left_ >= owner_.config().direct_receive_bytes) {
+      if (direct) {
         asio::async_read(
             socket_, asio::buffer(rx_dest_ + rx_done_, rx_left_),
             [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
@@ -192,6 +247,7 @@ Status Connection::nextBatchPart() {
     return Status::ok();
   }
   rx_dest_ = rx_op_dest_[rx_op_];
+  rx_region_ = rx_dest_ != nullptr;
   rx_device_ = rx_op_device_[rx_op_];
   rx_done_ = 0;
   rx_left_ = rx_table_[rx_op_].length;
@@ -223,6 +279,7 @@ void Connection::scatterRead() {
 
 void Connection::finishFrame() {
   if (closed_) return;
+  streamFence();  // the frame's bytes are in its regions before its ack or immediate says so
   Status s = onFrameEnd();
   if (!s.isOk()) {
     spdlog::warn("tcp transport: protocol error from {}: {}", remote_, s.toString());
@@ -334,6 +391,7 @@ Status Connection::onInitiatorHeader() {
       ASSIGN_OR_RETURN(ReadDestination dest,
                        owner_.readDestination(h.request_id, h.op_index, h.length));
       rx_dest_ = dest.data;
+      rx_region_ = true;
       rx_device_ = dest.device;
       return Status::ok();
     }

@@ -13,6 +13,8 @@
 // Threading: every member of a Connection runs on the transport's progress thread.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -44,8 +46,11 @@ using wire::Opcode;
 
 inline constexpr size_t kHeaderBytes = sizeof(FrameHeader);
 inline constexpr size_t kStagingBytes = 256 * 1024;
-inline constexpr size_t kMaxGatherItems = 32;  // small frames (acks, read responses) per writev
-inline constexpr size_t kMaxScatterOps = 64;   // ops of a write batch received by one readv
+// One sendmsg takes the queued items' buffers up to Linux's IOV_MAX: several batches, or many
+// acks, leave in one system call (asio's own writes stop at 64 buffers, less than one batch of
+// 1 KiB blocks).
+inline constexpr size_t kMaxWriteBuffers = 1024;
+inline constexpr size_t kMaxScatterOps = 64;  // ops of a write batch received by one readv
 
 // One in-flight batch on the initiator. Request slots are reused, so these vectors stop
 // allocating once they have grown to the batch size.
@@ -121,7 +126,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     remote_ = endpointText(socket_.remote_endpoint(ec));
   }
 
-  void start() { process(); }
+  void start() {
+    boost::system::error_code ignored;
+    socket_.native_non_blocking(true, ignored);  // writeQueued() sends with sendmsg itself
+    process();
+  }
   void setPeer(PeerId peer) { peer_ = peer; }
   bool closed() const { return closed_; }
   const std::string& remote() const { return remote_; }
@@ -163,8 +172,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
  private:
+  // Sends what is queued: staged items through startStagedSend(), the rest as many items per
+  // sendmsg as kMaxWriteBuffers allows. Held while process() parses (deferring_), so the acks and
+  // read responses of every frame one read brought in leave together.
   void flush();
+  // Writes iov_ from iov_pos_; false when the socket is full (an async_wait resumes it) or failed.
+  bool writeQueued();
   void process();
+  void processFrames();
   void readMore();
   void onIoError(const boost::system::error_code& ec, const char* what);
   Status onHeader();
@@ -206,7 +221,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Send side.
   std::deque<OutItem> queue_;
   bool writing_ = false;
-  std::vector<asio::const_buffer> gather_;
+  bool deferring_ = false;  // process() is parsing: flush() waits for its end
+  std::vector<iovec> iov_;  // the write under way: the buffers of its first write_items_ items
+  size_t iov_pos_ = 0;
+  size_t write_items_ = 0;
 
   // Receive side: a staging buffer parsed in place, plus the frame being received.
   std::vector<uint8_t> staging_;
@@ -215,6 +233,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool in_payload_ = false;
   FrameHeader rx_header_;
   uint8_t* rx_dest_ = nullptr;  // where the payload goes; null = discard it
+  bool rx_region_ = false;      // rx_dest_ is in a registered region: streamCopy() into it
   uint64_t rx_left_ = 0;
   uint64_t rx_done_ = 0;
   std::string rx_message_;

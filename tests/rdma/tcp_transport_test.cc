@@ -4,10 +4,13 @@
 
 #include <array>
 #include <boost/asio.hpp>
+#include <cstring>
+#include <random>
 #include <thread>
 
 #include "rdma/endpoint_blob.h"
 #include "rdma/factory.h"
+#include "rdma/tcp/stream_copy.h"
 #include "rdma/tcp/tcp_wire.h"
 #include "tests/rdma/transport_test_util.h"
 
@@ -79,6 +82,98 @@ TEST(TcpWireTest, EveryStatusCodeCrossesTheWireAsItself) {
       "UNKNOWN");
   EXPECT_EQ(wire::statusCodeOf(static_cast<uint16_t>(StatusCode::kDataLoss) + 1),
             StatusCode::kInternal);
+}
+
+// streamCopy (non-temporal stores into regions) copies what memcpy would, at every length around
+// its thresholds and every alignment of either side, and not a byte more.
+TEST(StreamCopyTest, CopiesEveryLengthAndAlignmentExactly) {
+  std::vector<uint8_t> src(80 * 1024);
+  std::mt19937 rng(3);
+  for (uint8_t& b : src) b = static_cast<uint8_t>(rng());
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n < 700; ++n) lengths.push_back(n);
+  for (size_t n : {4095, 4096, 4097, 65536, 65536 + 33}) lengths.push_back(n);
+  for (size_t length : lengths) {
+    for (size_t src_at : {0, 1, 7, 16, 31}) {
+      for (size_t dst_at : {0, 3, 8, 15, 64}) {
+        std::vector<uint8_t> dst(length + 160, 0x5A);
+        tcp_backend::streamCopy(dst.data() + dst_at, src.data() + src_at, length);
+        tcp_backend::streamFence();
+        ASSERT_EQ(std::memcmp(dst.data() + dst_at, src.data() + src_at, length), 0)
+            << length << " bytes from +" << src_at << " to +" << dst_at;
+        for (size_t i = 0; i < dst_at; ++i) ASSERT_EQ(dst[i], 0x5A) << "before, " << length;
+        for (size_t i = dst_at + length; i < dst.size(); ++i) {
+          ASSERT_EQ(dst[i], 0x5A) << "after, " << length << " bytes to +" << dst_at;
+        }
+      }
+    }
+  }
+}
+
+// Many batches posted without waiting leave together (several to one sendmsg, a write split
+// where they pass its 1,024 buffers), their ops of every size (under the streaming copy's
+// threshold, over it, past the direct-read size) land intact, every batch completes once and
+// every immediate comes after its bytes.
+TEST(TcpTransportTest, BatchesPostedBackToBackLandIntactWithEveryImmediate) {
+  config::TransportConfig c = tcpConfig();
+  c.connections_per_peer = 1;         // every batch on one connection: they queue behind each other
+  c.socket_buffer_bytes = 64 * 1024;  // full at once: writes stop part-way and resume
+  auto target = makeTcp(c);
+  auto initiator = makeTcp(c);
+  std::mt19937 rng(11);
+  std::vector<uint8_t> source(8 << 20);
+  std::vector<uint8_t> dest(40 << 20, 0);
+  for (uint8_t& b : source) b = static_cast<uint8_t>(rng());
+  const RegionId from =
+      *initiator->registerRegion(source.data(), source.size(), MemoryKind::host());
+  const RegionId to = *target->registerRegion(dest.data(), dest.size(), MemoryKind::host());
+  Result<PeerId> peer = initiator->connect(*target->localBlob());
+  ASSERT_TRUE(peer.isOk()) << peer.status().toString();
+
+  // 24 batches of 150 ops (3,600 buffers): op i of batch b is a slice of its own 8 KiB slot, or
+  // of a 96 KiB one for every 50th op; lengths 1 … 8 KiB.
+  constexpr uint32_t kBatches = 24;
+  constexpr uint32_t kOps = 150;
+  uint64_t next = 0;
+  std::vector<std::vector<TransferOp>> batches(kBatches);
+  for (auto& ops : batches) {
+    for (uint32_t i = 0; i < kOps; ++i) {
+      const bool large = i % 50 == 49;
+      const uint64_t slot = large ? 96 * 1024 : 8192;
+      const uint64_t length = large ? slot - rng() % 64 : 1 + rng() % slot;
+      const uint64_t at = next + rng() % (slot - length + 1);
+      ops.push_back(TransferOp{from, (at * 7 + 5) % (source.size() - length), to, at, length});
+      next += slot;
+    }
+  }
+  ASSERT_LE(next, dest.size());
+  for (uint32_t b = 0; b < kBatches; ++b) {
+    ASSERT_TRUE(initiator->postWrite(*peer, batches[b], 100 + b, b).isOk()) << "batch " << b;
+  }
+  std::vector<Completion> done = drainCompletions(*initiator, kBatches, std::chrono::seconds(20));
+  ASSERT_EQ(done.size(), kBatches);
+  std::vector<int> seen(kBatches, 0);
+  for (const Completion& completion : done) {
+    ASSERT_TRUE(completion.status.isOk()) << completion.status.toString();
+    ASSERT_LT(completion.cookie, kBatches);
+    ++seen[completion.cookie];
+  }
+  EXPECT_EQ(seen, std::vector<int>(kBatches, 1));
+  std::vector<ImmediateEvent> imms(kBatches + 1);
+  size_t got = 0;
+  for (int i = 0; i < 100 && got < kBatches; ++i) {
+    got += target->pollImmediates({imms.data() + got, imms.size() - got}, 50ms);
+  }
+  ASSERT_EQ(got, kBatches);
+  for (size_t i = 0; i < got; ++i) EXPECT_EQ(imms[i].imm, 100 + i) << "in posting order";
+  for (const auto& ops : batches) {
+    for (const TransferOp& op : ops) {
+      ASSERT_EQ(
+          std::memcmp(dest.data() + op.remote_offset, source.data() + op.local_offset, op.length),
+          0)
+          << op.length << " bytes at " << op.remote_offset;
+    }
+  }
 }
 
 TEST(TcpTransportTest, TargetRefusesOutOfRangeWritesItself) {
