@@ -65,7 +65,20 @@ Membership::Membership(asio::io_context& io, http::ClientPool& client,
       orchestrator_(std::move(orchestrator)),
       register_timeout_(register_timeout),
       work_(work),
-      engine_(std::move(engine)) {}
+      engine_(std::move(engine)),
+      gather_(std::make_shared<Gather>(io)) {}
+
+void Membership::startGather(bool snapshot) {
+  gather_->in_flight = true;
+  asio::post(engine_, [gather = gather_, &work = work_, &io = io_, snapshot] {
+    NodeReport report = work.report(snapshot);
+    asio::post(io, [gather, report = std::move(report)]() mutable {
+      gather->report = std::move(report);
+      gather->in_flight = false;
+      gather->ready.cancel();
+    });
+  });
+}
 
 void Membership::start(wire::RegisterRequest registration,
                        std::function<void(const Status&)> on_fatal) {
@@ -142,16 +155,27 @@ http::Task<void> Membership::heartbeatLoop() {
       backoff = milliseconds(50);
     }
 
-    const bool snapshot = need_snapshot_ || unacked_.size() > 64;
+    if (!gather_->report && !gather_->in_flight) {
+      startGather(need_snapshot_ || unacked_.size() > 64);
+    }
+    if (!gather_->report) {
+      // Until a first report there is no load to repeat: wait for it.
+      gather_->ready.expires_at(last_load_ ? Clock::now() + milliseconds(heartbeat_interval_ms_)
+                                           : asio::steady_timer::time_point::max());
+      co_await gather_->ready.async_wait(kNoThrow);
+    }
     NodeReport report;
-    auto gather = [this, snapshot, &report](std::shared_ptr<ReplyChannel> ch) {
-      report = work_.report(snapshot);
-      sendReply(*ch, Reply{});
-    };  // named: GCC 12 destroys the init-captures of a lambda temporary in co_await twice
-    Reply ignored = co_await onEngine(io_.get_executor(), engine_, std::move(gather));
-    (void)ignored;
-    // A registration after a 404 tells the cost model as it stands now.
-    registration_.prefill_model = report.prefill_model;
+    if (gather_->report) {
+      report = std::move(*gather_->report);
+      gather_->report.reset();
+      last_load_ = report.load;
+      // A registration after a 404 tells the cost model as it stands now.
+      registration_.prefill_model = report.prefill_model;
+    } else {
+      spdlog::debug("node agent: the engine is in a long step; heartbeat with the last load");
+      report.load = *last_load_;
+      report.prefill_model = registration_.prefill_model;
+    }
     wire::HeartbeatRequest hb;
     hb.node_id = *node_id_;
     hb.node_token = node_token_;

@@ -6,14 +6,19 @@
 // snapshot instead.
 //
 // Thread: the io thread owns it; the load and events are gathered on the engine thread
-// (EngineWork::report) and come back through a reply channel.
+// (EngineWork::report, between two of its steps) and posted back. A heartbeat waits for them at
+// most one interval: past it (the engine is in a long step, a big prefill chunk) it carries the
+// last report's load again and no new events, so a busy node is never taken for a dead one; the
+// report still on its way goes with the next heartbeat, so no event is lost.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -55,6 +60,17 @@ class Membership {
  private:
   http::Task<void> heartbeatLoop();
   http::Task<Status> registerOnce();
+  // Asks the engine thread for a report (EngineWork::report(snapshot)) into gather_.
+  void startGather(bool snapshot);
+
+  // The engine's report on its way to the next heartbeat. Shared with the gather in flight,
+  // which may land after this Membership is gone.
+  struct Gather {
+    explicit Gather(boost::asio::io_context& io) : ready(io) {}
+    boost::asio::steady_timer ready;  // cancelled when `report` lands
+    std::optional<NodeReport> report;
+    bool in_flight = false;
+  };
 
   boost::asio::io_context& io_;
   http::ClientPool& client_;
@@ -71,6 +87,8 @@ class Membership {
   uint32_t heartbeat_interval_ms_ = 1000;
   uint64_t event_sequence_ = 0;
   std::vector<wire::KvEventBatchWire> unacked_;
+  std::shared_ptr<Gather> gather_;
+  std::optional<wire::Load> last_load_;  // the last report's: sent again while the engine is busy
   bool need_snapshot_ = true;
   bool draining_ = false;
   bool left_ = false;

@@ -1,0 +1,170 @@
+// Membership against a fake orchestrator (register + heartbeat routes on 127.0.0.1): a step of
+// the engine longer than several heartbeat intervals does not silence the node, and the events of
+// the report that was late still reach the orchestrator.
+#include "node_agent/membership.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "common/control_wire.h"
+#include "common/http.h"
+
+namespace kvferry::agent {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+// An engine side whose reports each store one new block hash (1, 2, 3, …).
+class ReportingWork final : public EngineWork {
+ public:
+  Reply reserve(const wire::ReserveRequest&) override { return {}; }
+  void prefill(wire::PrefillRequest, std::shared_ptr<ReplyChannel>,
+               std::shared_ptr<const StopFlag>) override {}
+  void decode(wire::DecodeRequest, std::shared_ptr<Stream>) override {}
+  void generate(wire::GenerateRequest, std::shared_ptr<Stream>,
+                std::shared_ptr<const StopFlag>) override {}
+  void release(uint64_t, bool) override {}
+  void cancel(uint64_t) override {}
+  bool idle() const override { return true; }
+  NodeReport report(bool snapshot) override {
+    NodeReport r;
+    r.load.free_kv_blocks = 100;
+    r.load.total_kv_blocks = 100;
+    const uint64_t n = ++reports_;
+    r.load.kv_sequence = n;
+    if (snapshot) {
+      r.snapshot.emplace();
+    } else {
+      r.stored.push_back(n);
+    }
+    return r;
+  }
+  uint64_t reports() const { return reports_; }
+
+ private:
+  std::atomic<uint64_t> reports_{0};
+};
+
+// What the fake orchestrator saw; heartbeats signal `changed`.
+struct Seen {
+  std::mutex mu;
+  std::condition_variable changed;
+  uint32_t heartbeats = 0;
+  std::set<uint64_t> stored;      // every hash of every event batch
+  std::set<uint64_t> sequences;   // event batches applied (a resent batch counts once)
+  uint64_t last_kv_sequence = 0;  // of the last heartbeat's load
+};
+
+TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) {
+  // The client pool and the server outlive the io_context, whose end destroys the coroutines still
+  // suspended in them (a request, a session), which deregister from them.
+  Seen seen;
+  std::optional<http::ClientPool> client;
+  std::optional<http::Server> server;
+  asio::io_context io;
+  client.emplace(io);
+  http::Server& orchestrator = server.emplace(io, http::ServerOptions{});
+  orchestrator.route(http::Verb::post, std::string(wire::route::kRegister),
+                     [](const http::Request&, http::ResponseWriter& w) -> http::Task<void> {
+                       wire::RegisterResponse r{7, 99, 20, 1000};
+                       co_await w.sendJson(http::HttpStatus::ok, wire::encode(r));
+                     });
+  orchestrator.route(
+      http::Verb::post, std::string(wire::route::kHeartbeat),
+      [&seen](const http::Request& req, http::ResponseWriter& w) -> http::Task<void> {
+        auto hb = wire::decode<wire::HeartbeatRequest>(req.body());
+        EXPECT_TRUE(hb.isOk()) << hb.status().toString();
+        if (hb.isOk()) {
+          std::lock_guard lock(seen.mu);
+          ++seen.heartbeats;
+          seen.last_kv_sequence = hb->load.kv_sequence;
+          for (const wire::KvEventBatchWire& batch : hb->kv_events) {
+            if (seen.sequences.insert(batch.sequence).second) {
+              seen.stored.insert(batch.stored.begin(), batch.stored.end());
+            }
+          }
+          seen.changed.notify_all();
+        }
+        co_await w.sendJson(http::HttpStatus::ok, wire::encode(wire::HeartbeatResponse{}));
+      });
+  ASSERT_TRUE(orchestrator.listen("127.0.0.1:0").isOk());
+  orchestrator.start();
+
+  // The io thread (agent and fake orchestrator) and the engine thread; stopped and joined on
+  // every way out of the test.
+  asio::io_context engine;
+  struct Threads {
+    asio::io_context& io;
+    asio::io_context& engine;
+    asio::executor_work_guard<asio::io_context::executor_type> io_guard{io.get_executor()};
+    asio::executor_work_guard<asio::io_context::executor_type> engine_guard{engine.get_executor()};
+    std::thread io_thread{[this] { io.run(); }};
+    std::thread engine_thread{[this] { engine.run(); }};
+    ~Threads() {
+      io.stop();
+      engine.stop();
+      io_thread.join();
+      engine_thread.join();
+    }
+  };
+  ReportingWork work;
+  Membership membership(
+      io, *client, http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), orchestrator.port()),
+      5s, work, engine.get_executor());
+  membership.start(wire::RegisterRequest{}, [](const Status& s) { FAIL() << s.toString(); });
+  Threads threads{io, engine};
+
+  const auto waitFor = [&seen](auto done) {
+    std::unique_lock lock(seen.mu);
+    return seen.changed.wait_for(lock, 20s, [&] { return done(seen); });
+  };
+  // Running normally: a few heartbeats (every 20 ms), each with a fresh report.
+  ASSERT_TRUE(waitFor([](const Seen& s) { return s.heartbeats >= 3; }));
+
+  // The engine thread is now busy in one long "step" until the orchestrator has had ten more
+  // heartbeats. Without them the step never ends (and the test fails after 20 s).
+  uint32_t before = 0;
+  {
+    std::lock_guard lock(seen.mu);
+    before = seen.heartbeats;
+  }
+  std::mutex step_mu;
+  std::condition_variable step_done;
+  bool step_ended = false;
+  bool heartbeats_went_on = false;
+  asio::post(engine, [&] {
+    heartbeats_went_on = waitFor([before](const Seen& s) { return s.heartbeats >= before + 10; });
+    std::lock_guard lock(step_mu);
+    step_ended = true;
+    step_done.notify_all();
+  });
+  {
+    std::unique_lock lock(step_mu);
+    step_done.wait(lock, [&] { return step_ended; });
+  }
+  EXPECT_TRUE(heartbeats_went_on) << "heartbeats stopped while the engine was busy";
+
+  // After the step: the report that waited behind it, and later ones, arrive; every report's
+  // hash reaches the orchestrator once the heartbeats catch up (none lost with the late one).
+  const uint64_t after_step = work.reports();
+  ASSERT_TRUE(
+      waitFor([after_step](const Seen& s) { return s.last_kv_sequence >= after_step + 2; }));
+  {
+    std::lock_guard lock(seen.mu);
+    for (uint64_t hash = 2; hash + 1 < seen.last_kv_sequence; ++hash) {
+      EXPECT_TRUE(seen.stored.count(hash)) << "the events of report " << hash << " were lost";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvferry::agent
