@@ -3,13 +3,18 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/buffers_range.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <cerrno>
+#include <cstdio>
+#include <optional>
+#include <span>
 
 namespace kvferry::http {
 namespace {
@@ -90,9 +95,9 @@ Task<bool> ResponseWriter::send(HttpStatus status, std::string_view content_type
   co_return !ec;
 }
 
-Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view content_type,
-                                       Headers headers) {
-  if (state_ != State::kNone) co_return false;
+bhttp::response<bhttp::empty_body> ResponseWriter::streamHeader(HttpStatus status,
+                                                                std::string_view content_type,
+                                                                const Headers& headers) {
   state_ = State::kStreaming;
   bhttp::response<bhttp::empty_body> response{status, version_};
   response.set(bhttp::field::server, "kvferry");
@@ -104,6 +109,13 @@ Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view conte
   if (!chunked_) keep_alive_ = false;
   response.keep_alive(keep_alive_);
   response.chunked(chunked_);
+  return response;
+}
+
+Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view content_type,
+                                       Headers headers) {
+  if (state_ != State::kNone) co_return false;
+  bhttp::response<bhttp::empty_body> response = streamHeader(status, content_type, headers);
   bhttp::response_serializer<bhttp::empty_body> serializer{response};
   stream_.expires_after(timeout_);
   auto [ec, bytes] = co_await bhttp::async_write_header(stream_, serializer, kNoThrow);
@@ -112,33 +124,57 @@ Task<bool> ResponseWriter::beginStream(HttpStatus status, std::string_view conte
   co_return !ec;
 }
 
-Task<bool> ResponseWriter::writeChunk(std::string_view data) {
-  if (state_ != State::kStreaming || failed_) co_return false;
-  if (data.empty()) co_return true;  // an empty chunk would end the body
-  stream_.expires_after(timeout_);
-  const asio::const_buffer buffer(data.data(), data.size());
+void ResponseWriter::beginStreamWithNextWrite(HttpStatus status, std::string_view content_type,
+                                              const Headers& headers) {
+  if (state_ != State::kNone) return;
+  bhttp::response<bhttp::empty_body> response = streamHeader(status, content_type, headers);
+  bhttp::response_serializer<bhttp::empty_body> serializer{response};
+  serializer.split(true);
   boost::system::error_code ec;
-  if (chunked_) {
-    auto [chunk_ec, bytes] =
-        co_await asio::async_write(stream_, bhttp::make_chunk(buffer), kNoThrow);
-    (void)bytes;
-    ec = chunk_ec;
-  } else {
-    auto [raw_ec, bytes] = co_await asio::async_write(stream_, buffer, kNoThrow);
-    (void)bytes;
-    ec = raw_ec;
+  while (!ec && !serializer.is_header_done()) {
+    serializer.next(ec, [&](boost::system::error_code&, const auto& buffers) {
+      for (const asio::const_buffer piece : beast::buffers_range_ref(buffers)) {
+        held_header_.append(static_cast<const char*>(piece.data()), piece.size());
+      }
+      serializer.consume(beast::buffer_bytes(buffers));
+    });
   }
-  if (ec) failed_ = true;
-  co_return !ec;
 }
 
-Task<bool> ResponseWriter::endStream() {
+Task<bool> ResponseWriter::writeChunk(std::string_view data) {
+  if (state_ != State::kStreaming || failed_) co_return false;
+  // An empty chunk would end the body.
+  if (data.empty() && held_header_.empty()) co_return true;
+  const bool written = co_await writeBody(data, false);
+  co_return written;
+}
+
+Task<bool> ResponseWriter::endStream(std::string_view last_data) {
   if (state_ != State::kStreaming || failed_) co_return false;
   state_ = State::kDone;
-  if (!chunked_) co_return true;  // the connection's close ends the body
+  const bool written = co_await writeBody(last_data, true);
+  co_return written;
+}
+
+Task<bool> ResponseWriter::writeBody(std::string_view data, bool last) {
+  // The parts of one gather write: [held header] [chunk size, data, CRLF] [last chunk]; raw data
+  // without chunked encoding, whose end is the connection's close.
+  std::array<asio::const_buffer, 5> parts;
+  size_t count = 0;
+  char size_line[24];
+  if (!held_header_.empty()) parts[count++] = asio::buffer(held_header_);
+  if (!data.empty() && chunked_) {
+    const int n = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", data.size());
+    parts[count++] = asio::const_buffer(size_line, static_cast<size_t>(n));
+  }
+  if (!data.empty()) parts[count++] = asio::const_buffer(data.data(), data.size());
+  if (!data.empty() && chunked_) parts[count++] = asio::const_buffer("\r\n", 2);
+  if (last && chunked_) parts[count++] = asio::const_buffer("0\r\n\r\n", 5);
+  if (count == 0) co_return true;
   stream_.expires_after(timeout_);
-  auto [ec, bytes] = co_await asio::async_write(stream_, bhttp::make_chunk_last(), kNoThrow);
+  auto [ec, bytes] = co_await asio::async_write(stream_, std::span(parts.data(), count), kNoThrow);
   (void)bytes;
+  held_header_.clear();
   if (ec) failed_ = true;
   co_return !ec;
 }
@@ -431,7 +467,33 @@ Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::connect(
   co_return std::move(stream);
 }
 
+Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::connection(
+    const tcp::endpoint& endpoint, int attempt, bool& reused, std::chrono::milliseconds timeout) {
+  std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? takeIdle(endpoint) : nullptr;
+  reused = stream != nullptr;
+  if (stream != nullptr) co_return std::move(stream);
+  co_return co_await connect(endpoint, timeout);
+}
+
 namespace {
+
+// Whether a reused connection failed as one the server had closed while it was idle: nothing of
+// the response came, so the request may go again on a fresh connection.
+bool closedWhileIdle(const boost::system::error_code& ec, const beast::flat_buffer& buffer) {
+  return buffer.size() == 0 && (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+                                ec == asio::error::connection_reset);
+}
+
+// Whether the response parser can go on without waiting for the peer: the bytes already read hold
+// a line end past what may be the closing CRLF of the chunk just parsed (the next chunk's size
+// line, the last chunk), or more bytes have arrived on the socket. Only decides when on_drained
+// runs: at worst, held lines wait for the rest of a write the peer has already sent.
+bool readableWithoutWait(beast::tcp_stream& stream, const beast::flat_buffer& buffer) {
+  const std::string_view bytes(static_cast<const char*>(buffer.data().data()), buffer.size());
+  if (bytes.size() > 2 && bytes.find('\n', 2) != std::string_view::npos) return true;
+  boost::system::error_code ec;
+  return stream.socket().available(ec) > 0 && !ec;
+}
 
 Status transportError(const boost::system::error_code& ec, const tcp::endpoint& endpoint,
                       std::string_view what) {
@@ -468,35 +530,41 @@ Response responseOf(Parser& parser) {
 
 }  // namespace
 
+Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::send(
+    const tcp::endpoint& endpoint, Request& request, int attempt, bool& reused,
+    std::optional<BusyStream>& busy, std::chrono::milliseconds timeout) {
+  if (sign_) sign_(request);  // again on a retry: a nonce is for one delivery
+  CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
+                      co_await connection(endpoint, attempt, reused, timeout));
+  busy.emplace(*this, endpoint, stream.get());
+  stream->expires_after(timeout);
+  auto [ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
+  (void)written;
+  if (!ec) co_return std::move(stream);
+  busy.reset();
+  if (reused && ec != asio::error::operation_aborted) {
+    co_return std::unique_ptr<beast::tcp_stream>();  // the server closed it while idle
+  }
+  co_return transportError(ec, endpoint, "send to");
+}
+
 Task<Result<Response>> ClientPool::request(tcp::endpoint endpoint, Verb verb, std::string target,
                                            std::string body, std::chrono::milliseconds timeout) {
   Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (sign_) sign_(request);  // again on a retry: a nonce is for one delivery
-    std::unique_ptr<beast::tcp_stream> stream = attempt == 0 ? takeIdle(endpoint) : nullptr;
-    const bool reused = stream != nullptr;
-    if (!stream) {
-      CO_ASSIGN_OR_RETURN(stream, co_await connect(endpoint, timeout));
-    }
-    const BusyStream busy(*this, endpoint, stream.get());
-    stream->expires_after(timeout);
-    auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
-    (void)written;
-    if (write_ec) {
-      if (reused && write_ec != asio::error::operation_aborted) continue;
-      co_return transportError(write_ec, endpoint, "send to");
-    }
+    bool reused = false;
+    std::optional<BusyStream> busy;
+    CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
+                        co_await send(endpoint, request, attempt, reused, busy, timeout));
+    if (stream == nullptr) continue;  // a reused connection the server had closed
     beast::flat_buffer buffer;
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(64 << 20);
     auto [read_ec, read] = co_await bhttp::async_read(*stream, buffer, parser, kNoThrow);
     (void)read;
     if (read_ec) {
-      if (reused && buffer.size() == 0 &&
-          (read_ec == bhttp::error::end_of_stream || read_ec == asio::error::eof ||
-           read_ec == asio::error::connection_reset)) {
-        continue;  // the server closed the idle connection: one more try on a fresh one
-      }
+      // The server closed the idle connection: one more try on a fresh one.
+      if (reused && closedWhileIdle(read_ec, buffer)) continue;
       co_return transportError(read_ec, endpoint, "read from");
     }
     Response response = responseOf(parser);
@@ -507,62 +575,74 @@ Task<Result<Response>> ClientPool::request(tcp::endpoint endpoint, Verb verb, st
   co_return unavailable("request to " + endpointText(endpoint) + " failed twice");
 }
 
-Task<Result<Response>> ClientPool::streamLines(
-    tcp::endpoint endpoint, Verb verb, std::string target, std::string body,
-    std::chrono::milliseconds first_byte_timeout, std::chrono::milliseconds idle_timeout,
-    std::function<Task<bool>(std::string_view)> on_line) {
-  // Streams always use a fresh connection: a stopped stream cannot be reused, and a retry after
-  // a partial body is the caller's decision.
-  CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
-                      co_await connect(endpoint, first_byte_timeout));
+Task<Result<Response>> ClientPool::streamLines(tcp::endpoint endpoint, Verb verb,
+                                               std::string target, std::string body,
+                                               std::chrono::milliseconds first_byte_timeout,
+                                               std::chrono::milliseconds idle_timeout,
+                                               std::function<Task<bool>(std::string_view)> on_line,
+                                               std::function<Task<bool>()> on_drained) {
   Request request = makeRequest(endpoint, verb, std::move(target), std::move(body));
-  if (sign_) sign_(request);
-  const BusyStream busy(*this, endpoint, stream.get());
-  stream->expires_after(first_byte_timeout);
-  auto [write_ec, written] = co_await bhttp::async_write(*stream, request, kNoThrow);
-  (void)written;
-  if (write_ec) co_return transportError(write_ec, endpoint, "send to");
-
-  beast::flat_buffer buffer;
-  bhttp::response_parser<bhttp::buffer_body> parser;
-  parser.body_limit(boost::none);
-  auto [header_ec, header_bytes] =
-      co_await bhttp::async_read_header(*stream, buffer, parser, kNoThrow);
-  (void)header_bytes;
-  if (header_ec) co_return transportError(header_ec, endpoint, "read from");
-  Response response = responseOf(parser);
-  const bool success = response.status >= 200 && response.status < 300;
-
-  std::string pending;
-  char chunk[16384];
-  while (!parser.is_done()) {
-    parser.get().body().data = chunk;
-    parser.get().body().size = sizeof(chunk);
-    stream->expires_after(idle_timeout);
-    auto [ec, n] = co_await bhttp::async_read_some(*stream, buffer, parser, kNoThrow);
-    (void)n;
-    if (ec && ec != bhttp::error::need_buffer) {
-      co_return transportError(ec, endpoint, "stream from");
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reused = false;
+    std::optional<BusyStream> busy;
+    CO_ASSIGN_OR_RETURN(std::unique_ptr<beast::tcp_stream> stream,
+                        co_await send(endpoint, request, fresh_streams_ ? 1 : attempt, reused, busy,
+                                      first_byte_timeout));
+    if (stream == nullptr) continue;  // a reused connection the server had closed
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::buffer_body> parser;
+    parser.body_limit(boost::none);
+    auto [header_ec, header_bytes] =
+        co_await bhttp::async_read_header(*stream, buffer, parser, kNoThrow);
+    (void)header_bytes;
+    if (header_ec) {
+      if (reused && closedWhileIdle(header_ec, buffer)) continue;
+      co_return transportError(header_ec, endpoint, "read from");
     }
-    size_t got = sizeof(chunk) - parser.get().body().size;
-    if (!success) {
-      response.body.append(chunk, got);
-      if (response.body.size() > (1 << 20)) break;
-      continue;
-    }
-    pending.append(chunk, got);
-    size_t start = 0;
-    for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-      // Awaited into a local (common/coroutine_rules.h).
-      const bool more = co_await on_line(std::string_view(pending).substr(start, nl - start));
-      if (!more) {
-        co_return response;  // the stream closes with the connection
+    Response response = responseOf(parser);
+    const bool success = response.status >= 200 && response.status < 300;
+
+    std::string pending;
+    char chunk[16384];
+    bool handed = false;  // lines went to on_line since on_drained last ran
+    while (!parser.is_done()) {
+      if (handed && on_drained && !readableWithoutWait(*stream, buffer)) {
+        handed = false;
+        // Awaited into a local (common/coroutine_rules.h).
+        const bool more = co_await on_drained();
+        if (!more) co_return response;  // the stream closes with the connection
       }
+      parser.get().body().data = chunk;
+      parser.get().body().size = sizeof(chunk);
+      stream->expires_after(idle_timeout);
+      auto [ec, n] = co_await bhttp::async_read_some(*stream, buffer, parser, kNoThrow);
+      (void)n;
+      if (ec && ec != bhttp::error::need_buffer) {
+        co_return transportError(ec, endpoint, "stream from");
+      }
+      size_t got = sizeof(chunk) - parser.get().body().size;
+      if (!success) {
+        response.body.append(chunk, got);
+        if (response.body.size() > (1 << 20)) break;
+        continue;
+      }
+      pending.append(chunk, got);
+      size_t start = 0;
+      for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+        handed = true;
+        const bool more = co_await on_line(std::string_view(pending).substr(start, nl - start));
+        if (!more) co_return response;  // the stream closes with the connection
+      }
+      pending.erase(0, start);
     }
-    pending.erase(0, start);
+    if (success && !pending.empty()) co_await on_line(pending);
+    // Read to its end: the connection may carry the next request.
+    if (parser.is_done() && parser.get().keep_alive() && !fresh_streams_) {
+      giveBack(endpoint, std::move(stream));
+    }
+    co_return response;
   }
-  if (success && !pending.empty()) co_await on_line(pending);
-  co_return response;
+  co_return unavailable("stream from " + endpointText(endpoint) + " failed twice");
 }
 
 }  // namespace kvferry::http

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -75,8 +76,14 @@ class ResponseWriter {
     return send(status, "application/json", std::move(body));
   }
   Task<bool> beginStream(HttpStatus status, std::string_view content_type, Headers headers = {});
+  // beginStream() without a write of its own: the header goes out with the next writeChunk() or
+  // endStream(), in the same write. For a handler that has its first bytes in hand.
+  void beginStreamWithNextWrite(HttpStatus status, std::string_view content_type,
+                                const Headers& headers = {});
   Task<bool> writeChunk(std::string_view data);
-  Task<bool> endStream();
+  // Ends the stream; `last_data`, when not empty, goes out as its last chunk in the same write
+  // (one send instead of two).
+  Task<bool> endStream(std::string_view last_data = {});
 
   bool responded() const { return state_ != State::kNone; }
   // Whether the connection may carry another request after this response.
@@ -105,6 +112,14 @@ class ResponseWriter {
  private:
   enum class State { kNone, kStreaming, kDone };
 
+  // A stream's header (state_ becomes kStreaming; chunked_ and keep_alive_ are settled).
+  beast::http::response<beast::http::empty_body> streamHeader(HttpStatus status,
+                                                              std::string_view content_type,
+                                                              const Headers& headers);
+  // The held header, then `data` as a chunk (raw without chunked encoding), then with `last` the
+  // body's end: one write.
+  Task<bool> writeBody(std::string_view data, bool last);
+
   beast::tcp_stream& stream_;
   unsigned version_;
   bool keep_alive_;
@@ -112,6 +127,7 @@ class ResponseWriter {
   State state_ = State::kNone;
   bool chunked_ = true;  // the stream's encoding; HTTP/1.0 streams are raw until the close
   bool failed_ = false;
+  std::string held_header_;  // beginStreamWithNextWrite()'s, until that write
   std::shared_ptr<Watch> watch_;
 };
 
@@ -183,6 +199,8 @@ struct Response {
   std::string retry_after;  // the Retry-After header, empty when absent
 };
 
+class BusyStream;  // a connection in use, listed for abort() (http.cc)
+
 // Outgoing requests with pooled keep-alive connections, one pool per io_context. A request on a
 // reused connection that fails before any response byte is retried once on a fresh connection
 // (the server may have closed an idle connection).
@@ -198,13 +216,24 @@ class ClientPool {
 
   // A request whose response body is read as it arrives and handed to `on_line` one line at a
   // time ('\n' stripped); `on_line` returning false stops reading and closes the connection.
+  // `on_drained` (optional) runs whenever every line that has arrived was handed over and the
+  // body goes on: before each wait for more of it. A caller that holds back what it makes of
+  // the lines (to write them out together) sends it there; false stops reading, as from on_line.
   // `first_byte_timeout` bounds the wait for the response header, `idle_timeout` the wait for
   // each later piece of body. A non-2xx status returns a Response with the whole body and no
-  // lines; OK with status 2xx when the body ended (or on_line stopped it).
+  // lines; OK with status 2xx when the body ended (or on_line stopped it). Like request(), it
+  // uses an idle keep-alive connection when there is one (retried once on a fresh connection if
+  // that fails before any response byte), and keeps the connection for later requests when the
+  // body was read to its end (unless freshConnectionPerStream()).
   Task<Result<Response>> streamLines(tcp::endpoint endpoint, Verb verb, std::string target,
                                      std::string body, std::chrono::milliseconds first_byte_timeout,
                                      std::chrono::milliseconds idle_timeout,
-                                     std::function<Task<bool>(std::string_view)> on_line);
+                                     std::function<Task<bool>(std::string_view)> on_line,
+                                     std::function<Task<bool>()> on_drained = nullptr);
+
+  // From now on every streamLines() opens a connection of its own and closes it at the end, as a
+  // new client would (a load generator that measures the connect in each request's latency).
+  void freshConnectionPerStream() { fresh_streams_ = true; }
 
   // Called on every request just before it is sent (its method, target and body final), e.g. to
   // add the control plane's MAC (common/control_auth.h). Set before the first request.
@@ -226,10 +255,23 @@ class ClientPool {
   void giveBack(const tcp::endpoint& endpoint, std::unique_ptr<beast::tcp_stream> stream);
   Task<Result<std::unique_ptr<beast::tcp_stream>>> connect(const tcp::endpoint& endpoint,
                                                            std::chrono::milliseconds timeout);
+  // `request`, signed, written on connection(): nullptr when a reused connection failed the
+  // write (the server had closed it; try again). `busy` lists the connection for abort() from
+  // before the write until the caller is done with it.
+  Task<Result<std::unique_ptr<beast::tcp_stream>>> send(const tcp::endpoint& endpoint,
+                                                        Request& request, int attempt, bool& reused,
+                                                        std::optional<BusyStream>& busy,
+                                                        std::chrono::milliseconds timeout);
+  // An idle connection to `endpoint` (on the first attempt, when there is one: `reused` says so)
+  // or a new one.
+  Task<Result<std::unique_ptr<beast::tcp_stream>>> connection(const tcp::endpoint& endpoint,
+                                                              int attempt, bool& reused,
+                                                              std::chrono::milliseconds timeout);
 
   asio::io_context& io_;
   std::chrono::milliseconds idle_keep_;
   std::function<void(Request&)> sign_;
+  bool fresh_streams_ = false;
   std::mutex mutex_;
   std::map<tcp::endpoint, std::vector<Idle>> idle_;
   std::map<tcp::endpoint, std::set<beast::tcp_stream*>> busy_;  // requests and streams in progress

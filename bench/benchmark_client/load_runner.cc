@@ -139,6 +139,7 @@ LoadRunner::LoadRunner(asio::io_context& io, Target target, Load load, const Tex
       watchdog_timer_(io),
       progress_timer_(io) {
   useApiKey(pool_, target_.api_key);
+  pool_.freshConnectionPerStream();  // each request connects, as a new client does
 }
 
 void useApiKey(http::ClientPool& pool, const std::string& api_key) {

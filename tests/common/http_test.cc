@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -48,6 +49,15 @@ class HttpTest : public ::testing::Test {
         }
       }
       co_await w.endStream();
+    });
+    // `n` lines in one write, with the stream's end.
+    server_.route(Verb::get, "/burst", [](const Request& r, ResponseWriter& w) -> Task<void> {
+      int count = std::stoi(std::string(r.target().substr(r.target().find('=') + 1)));
+      const bool started = co_await w.beginStream(HttpStatus::ok, "application/x-ndjson");
+      if (!started) co_return;
+      std::string lines;
+      for (int i = 0; i < count; ++i) lines += "line " + std::to_string(i) + "\n";
+      co_await w.endStream(lines);
     });
     // Waits up to 5 s for its client to leave; answers whether it saw that.
     server_.route(Verb::get, "/wait", [this](const Request&, ResponseWriter& w) -> Task<void> {
@@ -256,6 +266,37 @@ TEST_F(HttpTest, StreamsLines) {
   EXPECT_EQ(r->status, 200u);
   ASSERT_EQ(lines.size(), 20u);
   EXPECT_EQ(lines[19], "line 19");
+}
+
+// on_drained runs when the lines read so far were handed over and the stream waits for more:
+// between lines that come apart, never twice without a line between, and not for lines that
+// came in one write with the body's end.
+TEST_F(HttpTest, DrainedRunsWhenTheStreamWaitsForMore) {
+  for (const char* target : {"/lines?n=5", "/burst?n=50"}) {
+    std::vector<std::string> events;
+    const std::function<Task<bool>()> drained = [&events]() -> Task<bool> {
+      events.emplace_back("drained");
+      co_return true;
+    };
+    auto r = run(pool_.streamLines(
+        endpoint_, Verb::get, target, "", 2s, 2s,
+        [&events](std::string_view line) -> Task<bool> {
+          events.emplace_back(line);
+          co_return true;
+        },
+        drained));
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    const auto count = std::count(events.begin(), events.end(), "drained");
+    EXPECT_EQ(events.size() - static_cast<size_t>(count), target[1] == 'l' ? 5u : 50u);
+    ASSERT_FALSE(events.empty());
+    EXPECT_NE(events.front(), "drained") << target;
+    for (size_t i = 1; i < events.size(); ++i) {
+      EXPECT_FALSE(events[i] == "drained" && events[i - 1] == "drained") << target;
+    }
+    if (target[1] == 'b') {
+      EXPECT_EQ(count, 0) << "one write needs no wait";
+    }
+  }
 }
 
 TEST_F(HttpTest, StoppingAStreamMakesTheServerWritesFail) {
