@@ -177,9 +177,8 @@ ControlApi::Task ControlApi::writeStream(std::shared_ptr<Stream> stream,
   }
   // The stream's outcome is its finish line's (an engine that stopped sends none).
   AgentMetrics::Outcome outcome = AgentMetrics::Outcome::kError;
-  for (;;) {
-    auto [ec, line, last] = co_await stream->lines.async_receive(kNoThrow);
-    if (ec) break;
+  // Appends a line to `out`; true when it was the finish line.
+  const auto append = [&outcome](std::string& out, const std::string& line, bool last) {
     if (last) {
       Result<wire::StreamLine> finish = wire::decode<wire::StreamLine>(line);
       if (finish.isOk() && (finish->finish == "stop" || finish->finish == "length")) {
@@ -188,14 +187,38 @@ ControlApi::Task ControlApi::writeStream(std::shared_ptr<Stream> stream,
         outcome = AgentMetrics::Outcome::kCancelled;
       }
     }
-    line.push_back('\n');
-    const bool written = co_await writer.writeChunk(line);
+    out += line;
+    out += '\n';
+    return last;
+  };
+  std::string out;
+  for (;;) {
+    auto [ec, line, last] = co_await stream->lines.async_receive(kNoThrow);
+    if (ec) break;
+    // Lines the engine queued meanwhile (a finish right after the last token, the tokens of
+    // several steps while this connection was slow) go out in the same write.
+    out.clear();
+    bool done = append(out, line, last);
+    while (!done && stream->lines.try_receive(
+                        [&](boost::system::error_code more_ec, std::string more, bool more_last) {
+                          if (!more_ec) done = append(out, more, more_last);
+                        })) {
+    }
+    bool written = false;  // awaited into a local (common/coroutine_rules.h)
+    if (done) {
+      written = co_await writer.endStream(out);
+    } else {
+      written = co_await writer.writeChunk(out);
+    }
     if (!written) {
       metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
       cancelStream(stream);  // the orchestrator closed the stream: stop decoding
       co_return;
     }
-    if (last) break;
+    if (done) {
+      metrics_.countRequest(kind, outcome);
+      co_return;
+    }
   }
   metrics_.countRequest(kind, outcome);
   co_await writer.endStream();
