@@ -31,6 +31,7 @@ AnswerRenderer::AnswerRenderer(AnswerSpec spec, const model::Tokenizer& tokenize
   context_.model = spec_.model;
   context_.include_usage = spec_.include_usage;
   context_.system_fingerprint = spec_.system_fingerprint;
+  if (spec_.stream) prepareTextChunks(context_);
 }
 
 std::string AnswerRenderer::token(model::TokenId id, const GeneratedLogprobs* logprobs) {
@@ -40,6 +41,7 @@ std::string AnswerRenderer::token(model::TokenId id, const GeneratedLogprobs* lo
   if (std::find(spec_.stop_tokens.begin(), spec_.stop_tokens.end(), id) !=
       spec_.stop_tokens.end()) {
     end_reason_ = "stop";
+    stopped_on_token_ = true;
   } else {
     Result<std::string> piece = detokenizer_.feed(id);
     if (!piece.isOk()) {

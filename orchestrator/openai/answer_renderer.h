@@ -87,6 +87,10 @@ class AnswerRenderer {
   const std::string& badToken() const { return bad_token_; }
   // "stop" | "length" once the answer ended here; "" while it goes on.
   const std::string& endReason() const { return end_reason_; }
+  // The answer ended where the agent generating it ends too: at the token budget (the agent is
+  // given the same) or on a stop token (the agent stops on it). Not on a stop string, which only
+  // the renderer looks for: the agent would go on.
+  bool endedWithTheAgent() const { return end_reason_ == "length" || stopped_on_token_; }
   // The finish reason finish() reported.
   const std::string& finishReason() const { return finish_reason_; }
   uint32_t completionTokens() const { return static_cast<uint32_t>(token_ids_.size()); }
@@ -118,7 +122,8 @@ class AnswerRenderer {
   std::string end_reason_;
   std::string finish_reason_;
   std::string bad_token_;
-  bool opened_ = false;  // the role chunk was rendered
+  bool opened_ = false;            // the role chunk was rendered
+  bool stopped_on_token_ = false;  // a stop token ended the answer
 };
 
 }  // namespace kvferry::openai

@@ -160,8 +160,28 @@ std::string streamRoleChunk(const StreamContext& ctx) {
   return streamChunk(ctx, std::move(delta), "", "", nullptr);
 }
 
+void prepareTextChunks(StreamContext& ctx) {
+  ctx.text_prefix.clear();
+  ctx.text_suffix.clear();
+  // A chunk of empty text, cut where the text goes: the last `"text":""` (chat: `"content":""`).
+  // The header's strings come before it, and none can hold an unescaped quote.
+  const std::string whole = streamTextChunk(ctx, "");
+  const std::string_view empty = isChat(ctx.endpoint) ? R"("content":"")" : R"("text":"")";
+  const size_t at = whole.rfind(empty);
+  if (at == std::string::npos) return;
+  const size_t text_at = at + empty.size() - 2;  // the opening quote of ""
+  ctx.text_prefix = whole.substr(0, text_at);
+  ctx.text_suffix = whole.substr(text_at + 2);
+}
+
 std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
                             const Logprobs* logprobs) {
+  if (logprobs == nullptr && !ctx.text_prefix.empty()) {
+    std::string out = ctx.text_prefix;
+    out += json::serialize(view(text));
+    out += ctx.text_suffix;
+    return out;
+  }
   json::object delta;
   delta["content"] = view(text);
   return streamChunk(ctx, std::move(delta), text, "", logprobs);

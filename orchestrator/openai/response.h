@@ -66,7 +66,16 @@ struct StreamContext {
   bool include_usage = false;  // stream_options.include_usage: every chunk but the last carries
                                // "usage":null, and streamUsageChunk() sends the counts
   std::string system_fingerprint = std::string(kSystemFingerprint);
+  // What every text chunk without logprobs has around its text, serialized once per stream by
+  // prepareTextChunks() (empty: each chunk is built as a JSON object).
+  std::string text_prefix = {};
+  std::string text_suffix = {};
 };
+
+// Serializes into `ctx` what streamTextChunk() puts around a chunk's text, from the fields above
+// (call it again after changing them): each chunk then costs the escaping of its text, not a JSON
+// object of a dozen fields built and serialized per token, and its bytes are the same.
+void prepareTextChunks(StreamContext& ctx);
 
 // Each returns one complete SSE event, "data: {json}\n\n". The chunk objects are
 // "chat.completion.chunk" (chat) or "text_completion" (completions), with id, created, model,

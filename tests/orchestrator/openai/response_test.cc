@@ -132,6 +132,24 @@ TEST(ResponseTest, CompletionsStream) {
   EXPECT_EQ(finish.at("choices").at(0).at("finish_reason"), "stop");
 }
 
+TEST(ResponseTest, PreparedTextChunksAreTheBytesOfBuiltOnes) {
+  // Texts that need escaping, and header strings that look like the text's key.
+  const std::vector<std::string> texts = {
+      "", " Once", "a\"b\\c", "line\nnext\t\x01", "你好 🙂", "\"text\":\"\""};
+  for (Endpoint endpoint : {kChat, kCompletions}) {
+    for (bool usage : {false, true}) {
+      StreamContext built{endpoint, R"(id-"text":"")", 7, "m\"content\":\"\"", usage};
+      built.system_fingerprint = "fp\\";
+      StreamContext prepared = built;
+      prepareTextChunks(prepared);
+      ASSERT_FALSE(prepared.text_prefix.empty());
+      for (const std::string& text : texts) {
+        EXPECT_EQ(streamTextChunk(prepared, text), streamTextChunk(built, text)) << text;
+      }
+    }
+  }
+}
+
 TEST(ResponseTest, IncludeUsage) {
   for (Endpoint endpoint : {kChat, kCompletions}) {
     StreamContext ctx{endpoint, "id", 1, "m", /*include_usage=*/true};
