@@ -53,7 +53,7 @@ http::Task<bool> TokenStreamReader::line(std::string_view text) {
 
 http::Task<bool> TokenStreamReader::line(const wire::StreamLine& line) {
   if (!finish_.empty()) co_return true;
-  const bool more = co_await on_line_(line);
+  const bool more = co_await on_line_.line(line);
   if (!more) {
     stopped_ = true;
     co_return false;  // closing the connection cancels the sequence on the agent
@@ -64,6 +64,13 @@ http::Task<bool> TokenStreamReader::line(const wire::StreamLine& line) {
     code_ = line.code;
   }
   co_return true;
+}
+
+http::Task<bool> TokenStreamReader::drained() {
+  if (!on_line_.drained || stopped_) co_return !stopped_;
+  const bool more = co_await on_line_.drained();
+  if (!more) stopped_ = true;  // closing the connection cancels the sequence on the agent
+  co_return more;
 }
 
 AgentResult<StreamEnd> TokenStreamReader::end(const Status& connection,
@@ -158,9 +165,10 @@ http::Task<AgentResult<StreamEnd>> HttpAgentClient::stream(std::string name, Nod
   // (common/coroutine_rules.h, rules 2 and 4).
   const std::function<http::Task<bool>(std::string_view)> read_line =
       [&reader](std::string_view line) { return reader.line(line); };
+  const std::function<http::Task<bool>()> read_all = [&reader] { return reader.drained(); };
   Result<http::Response> streamed =
       co_await pool_.streamLines(record->control_endpoint, http::Verb::post, std::move(target),
-                                 std::move(body), timeout_, timeout_, read_line);
+                                 std::move(body), timeout_, timeout_, read_line, read_all);
   if (!streamed.isOk()) {
     co_return reader.end(streamed.status().withContext(name + " on " + label(node)),
                          AgentFailure::kNoAnswer);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "common/control_wire.h"
@@ -58,9 +59,28 @@ class AgentResult {
   bool writes_settled_ = false;
 };
 
-// Called for each line of a token stream, in order; false stops reading (the agent sees the
-// connection close and cancels the sequence).
-using StreamLineHandler = std::function<http::Task<bool>(const wire::StreamLine&)>;
+template <typename F>
+concept LineCallable = std::is_invocable_r_v<http::Task<bool>, F&, const wire::StreamLine&>;
+
+// What a token stream's lines go to. `line` gets each line, in order; false stops reading (the
+// agent sees the connection close and cancels the sequence). `drained` (optional) runs when the
+// lines that have arrived were all handed to `line` and the stream waits for more: a handler that
+// holds back what it makes of the lines, to write them out together, writes it there (false
+// stops reading too). The stream's end is not announced: the code after the call completes what
+// the handler holds.
+struct StreamLineHandler {
+  using Line = std::function<http::Task<bool>(const wire::StreamLine&)>;
+  using Drained = std::function<http::Task<bool>()>;
+
+  // From a line callable alone (implicit), for a handler that writes each line at once.
+  template <LineCallable F>
+  StreamLineHandler(F on_line) : line(std::move(on_line)) {}  // NOLINT(google-explicit-constructor)
+  StreamLineHandler(Line on_line, Drained on_drained)
+      : line(std::move(on_line)), drained(std::move(on_drained)) {}
+
+  Line line;
+  Drained drained;
+};
 
 // How a token stream ended without an error.
 struct StreamEnd {
@@ -80,7 +100,8 @@ class AgentClient {
   virtual http::Task<AgentResult<wire::PrefillResponse>> prefill(
       NodeId node, const wire::PrefillRequest& request) = 0;
   // POST /agent/decode (the lease's sequence) and POST /agent/generate (prefill and decode on
-  // one node): the stream's lines go to `on_line`. Per TokenStreamReader: a stream that ends
+  // one node): the stream's lines go to `on_line`, and its `drained` runs whenever the stream
+  // waits for more lines (StreamLineHandler). Per TokenStreamReader: a stream that ends
   // with a "stop" or "length" finish line, or that `on_line` stops, is OK; one that breaks off
   // before its finish, finishes with "error", ends without a finish or has a malformed line
   // fails.
@@ -110,6 +131,9 @@ class TokenStreamReader {
   http::Task<bool> line(std::string_view text);
   // One parsed line; false: stop reading.
   http::Task<bool> line(const wire::StreamLine& line);
+  // The lines so far were all read and the stream waits for more: the handler's `drained`, if it
+  // has one; false: stop reading.
+  http::Task<bool> drained();
   // The result, once the stream is over. `connection` is how the carrier ended, already naming
   // the call and node (OK: the body ended, or reading stopped), and `failure` its kind.
   AgentResult<StreamEnd> end(const Status& connection, AgentFailure failure) const;

@@ -42,7 +42,7 @@ http::Task<bool> AnswerWriter::token(model::TokenId id,
   if (!answer_.wantsMore() || client_gone_) co_return false;
   std::optional<openai::GeneratedLogprobs> view;
   if (logprobs) view = openai::GeneratedLogprobs{logprobs->logprob, logprobs->top};
-  std::string events = answer_.token(id, view ? &*view : nullptr);
+  const std::string events = answer_.token(id, view ? &*view : nullptr);
   if (!answer_.badToken().empty()) co_return false;  // not counted
   const Clock::time_point now = Clock::now();
   if (last_token_at_) {
@@ -51,9 +51,18 @@ http::Task<bool> AnswerWriter::token(model::TokenId id,
     first_token_at_ = now;
   }
   last_token_at_ = now;
-  // Awaited into a local (common/coroutine_rules.h).
-  const bool sent = co_await emit(std::move(events));
-  co_return sent&& answer_.wantsMore();
+  held_ += events;
+  if (held_.size() >= kMaxHeldBytes) {
+    const bool sent = co_await flush();  // awaited into a local (common/coroutine_rules.h)
+    if (!sent) co_return false;
+  }
+  co_return answer_.wantsMore();
+}
+
+http::Task<bool> AnswerWriter::flush() {
+  if (held_.empty()) co_return !client_gone_;
+  const bool sent = co_await emit(takeHeld());
+  co_return sent;
 }
 
 http::Task<void> AnswerWriter::finish(std::string_view agent_reason) {
@@ -63,23 +72,20 @@ http::Task<void> AnswerWriter::finish(std::string_view agent_reason) {
     client_gone_ = !sent;
     co_return;
   }
-  // emit() and endStream() do nothing once the client is gone, so the sequence needs no checks.
-  co_await emit(std::move(out));
-  co_await endStream();
+  co_await emit(takeHeld() + out, true);
 }
 
 http::Task<void> AnswerWriter::fail(const openai::ApiError& error) {
-  if (!begun_) {
+  if (!begun()) {
     begun_ = true;
     co_await sendApiError(writer_, error);
     co_return;
   }
-  co_await write(answer_.failure(error));
-  co_await endStream();
+  co_await emit(takeHeld() + answer_.failure(error), true);
 }
 
 http::Task<bool> AnswerWriter::keepAliveWhileResuming() {
-  if (stream_ && begun_) co_await write(": resuming the answer on another node\n\n");
+  if (stream_ && begun()) co_await emit(takeHeld() + ": resuming the answer on another node\n\n");
   co_return !clientLeft();
 }
 
@@ -92,28 +98,21 @@ void AnswerWriter::watchClient(std::function<void()> on_gone) {
 
 void AnswerWriter::unwatchClient() { writer_.watchDisconnect(nullptr); }
 
-http::Task<bool> AnswerWriter::emit(std::string bytes) {
+http::Task<bool> AnswerWriter::emit(std::string bytes, bool last) {
   if (!stream_) co_return true;
-  if (!begun_) {
-    begun_ = true;
-    const bool started = co_await writer_.beginStream(http::HttpStatus::ok, "text/event-stream");
-    client_gone_ = !started;
-  }
-  if (!bytes.empty()) co_await write(std::move(bytes));
-  co_return !client_gone_;
-}
-
-http::Task<bool> AnswerWriter::write(std::string bytes) {
   if (client_gone_) co_return false;
-  const bool written = co_await writer_.writeChunk(bytes);
+  if (!begun_) {
+    begun_ = true;  // the header goes out with these bytes, in one write
+    writer_.beginStreamWithNextWrite(http::HttpStatus::ok, "text/event-stream");
+  }
+  bool written = true;  // awaited into a local (common/coroutine_rules.h)
+  if (last) {
+    written = co_await writer_.endStream(bytes);
+  } else {
+    written = co_await writer_.writeChunk(bytes);
+  }
   client_gone_ = !written;
   co_return written;
-}
-
-http::Task<void> AnswerWriter::endStream() {
-  if (client_gone_) co_return;
-  const bool ended = co_await writer_.endStream();
-  client_gone_ = !ended;
 }
 
 }  // namespace kvferry::orchestrator

@@ -116,7 +116,8 @@ class RequestAttempts {
   Task<AttemptResult> runColocated(NodeId node, uint64_t prefill_tokens);
   Task<AttemptResult> runSplit(NodeId prefill, NodeId decode, uint64_t prefill_tokens);
   // Each line of an agent's token stream (generate or decode): its tokens go to the answer;
-  // `first_token` runs when the first one arrives. False: the answer wants no more.
+  // `first_token` runs when the first one arrives. False: stop the agent's stream (the answer
+  // wants no more, and the agent would not end it by itself now).
   Task<bool> onStreamLine(bool& saw_token, const wire::StreamLine& line,
                           const std::function<void()>& first_token);
   // Completes the answer after a token stream on `node` ended (or fails the attempt).
@@ -373,9 +374,10 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runColocated(NodeId node,
     answer_->unwatchClient();
     work.decoding();
   };
-  const StreamLineHandler on_line = [this, &saw_token, &first_token](const wire::StreamLine& line) {
-    return onStreamLine(saw_token, line, first_token);
-  };
+  const StreamLineHandler on_line{[this, &saw_token, &first_token](const wire::StreamLine& line) {
+                                    return onStreamLine(saw_token, line, first_token);
+                                  },
+                                  [this] { return answer_->flush(); }};
   // A client that leaves while its prompt waits or prefills: stop the work on the agent.
   answer_->watchClient([this, node] { ctx_.agents.cancel(node, request_.id); });
   AgentResult<StreamEnd> ended = co_await ctx_.agents.generate(node, generate, on_line);
@@ -444,7 +446,12 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   if (first->transfer_bytes > 0) {
     ctx_.metrics.observePhase(OrchestratorMetrics::Phase::kTransfer, first->transfer_ms / 1000);
   }
-  const bool more = co_await answer_->token(first->first_token, first->logprobs);
+  bool more = co_await answer_->token(first->first_token, first->logprobs);
+  // The first token goes to the client now, not with the decode stream's first lines.
+  if (more) {
+    const bool sent = co_await answer_->flush();
+    more = sent;
+  }
   if (!more) {
     ctx_.agents.release(decode, lease_id, true);  // nothing to decode
     if (!answer_->answer().badToken().empty()) {
@@ -466,9 +473,10 @@ Task<RequestAttempts::AttemptResult> RequestAttempts::runSplit(NodeId prefill, N
   NodeRegistry::WorkTicket decoding = ctx_.registry.startDecode(decode);
   bool saw_token = false;
   const std::function<void()> nothing = [] {};
-  const StreamLineHandler on_line = [this, &saw_token, &nothing](const wire::StreamLine& line) {
-    return onStreamLine(saw_token, line, nothing);
-  };
+  const StreamLineHandler on_line{[this, &saw_token, &nothing](const wire::StreamLine& line) {
+                                    return onStreamLine(saw_token, line, nothing);
+                                  },
+                                  [this] { return answer_->flush(); }};
   AgentResult<StreamEnd> ended = co_await ctx_.agents.decode(decode, decode_request, on_line);
   // KV that landed corrupt blames the pair's prefill side (its transport sent the bytes; the
   // decode node only found out): the next attempt prefills elsewhere.
@@ -487,7 +495,10 @@ Task<bool> RequestAttempts::onStreamLine(bool& saw_token, const wire::StreamLine
   if (!saw_token) first_token();
   saw_token = true;
   const bool more = co_await answer_->token(*line.token, line.logprobs);
-  co_return more;
+  // An answer the agent ends at the same token reads on to the agent's finish line (sent with
+  // that token), so the stream ends cleanly and its connection carries the next call. One that
+  // ended otherwise (a stop string, a departed client, a bad token) stops the agent's stream now.
+  co_return more || (!answer_->clientGone() && answer_->answer().endedWithTheAgent());
 }
 
 Task<RequestAttempts::AttemptResult> RequestAttempts::afterStream(

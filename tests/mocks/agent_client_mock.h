@@ -1,7 +1,7 @@
 // A gmock mock of orchestrator::AgentClient (orchestrator/agent_client.h), and actions that
 // answer its coroutine methods: answerWith() for reserve/prefill, playStream() for
 // decode/generate (the scripted lines go through the same TokenStreamReader as the HTTP
-// client's). Runs on whatever io_context drives the code under test.
+// client's, which is drained after each). Runs on whatever io_context drives the code under test.
 #pragma once
 
 #include <gmock/gmock.h>
@@ -71,7 +71,12 @@ inline http::Task<AgentResult<StreamEnd>> playLines(std::vector<wire::StreamLine
   TokenStreamReader reader("stream", "node " + std::to_string(node), on_line);
   for (const wire::StreamLine& line : lines) {
     // Awaited into a local (common/coroutine_rules.h).
-    const bool more = co_await reader.line(line);
+    bool more = co_await reader.line(line);
+    // As an agent decoding a token a step: the stream waits after each line.
+    if (more) {
+      const bool waited = co_await reader.drained();
+      more = waited;
+    }
     if (!more) break;
   }
   co_return reader.end(connection, AgentFailure::kNoAnswer);
