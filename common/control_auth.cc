@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "common/format.h"
@@ -60,7 +61,41 @@ bool parseHeader(std::string_view value, std::string_view& ts, std::string_view&
   return field("ts=", ts) && field("nonce=", nonce) && field("mac=", mac) && value.empty();
 }
 
+// HMAC-SHA256 keyed with `secret`; null (after a log line) when OpenSSL cannot set it up.
+std::shared_ptr<EVP_MAC_CTX> keyedHmac(const std::string& secret) {
+  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC_CTX* ctx = hmac != nullptr ? EVP_MAC_CTX_new(hmac) : nullptr;
+  EVP_MAC_free(hmac);  // the context holds its own reference
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_END};
+  if (ctx == nullptr || EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(secret.data()),
+                                     secret.size(), params) != 1) {
+    EVP_MAC_CTX_free(ctx);
+    spdlog::error("control_auth: OpenSSL cannot set up HMAC-SHA256");
+    return nullptr;
+  }
+  return std::shared_ptr<EVP_MAC_CTX>(ctx, EVP_MAC_CTX_free);
+}
+
+uint64_t randomNoncePrefix() {
+  uint64_t prefix = 0;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&prefix), sizeof(prefix)) != 1) {
+    // Without OpenSSL's randomness, the OS's: only uniqueness across restarts rests on it.
+    spdlog::error("control_auth: OpenSSL RAND_bytes failed; nonces from std::random_device");
+    std::random_device os;
+    prefix = (uint64_t{os()} << 32) | os();
+  }
+  return prefix;
+}
+
 }  // namespace
+
+Authenticator::Authenticator(std::string secret, Options options)
+    : secret_(std::move(secret)),
+      options_(options),
+      keyed_(keyedHmac(secret_)),
+      nonce_prefix_(randomNoncePrefix()) {}
 
 Result<std::shared_ptr<Authenticator>> Authenticator::create(std::string secret, Options options) {
   if (secret.size() < kMinSecretBytes) {
@@ -92,14 +127,8 @@ std::string Authenticator::mac(http::Verb verb, std::string_view target, std::st
   // method and target come from a parsed request line, ts and nonce are digits and hex).
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   size_t out_size = 0;
-  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  EVP_MAC_CTX* ctx = hmac != nullptr ? EVP_MAC_CTX_new(hmac) : nullptr;
-  char digest[] = "SHA256";
-  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-                               OSSL_PARAM_END};
-  bool ok =
-      ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char*>(secret_.data()),
-                                     secret_.size(), params) == 1;
+  EVP_MAC_CTX* ctx = keyed_ != nullptr ? EVP_MAC_CTX_dup(keyed_.get()) : nullptr;
+  bool ok = ctx != nullptr;
   const auto update = [&](std::string_view part) {
     ok = ok &&
          EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(part.data()), part.size()) == 1;
@@ -117,7 +146,6 @@ std::string Authenticator::mac(http::Verb verb, std::string_view target, std::st
   update(body);
   ok = ok && EVP_MAC_final(ctx, out.data(), &out_size, out.size()) == 1;
   EVP_MAC_CTX_free(ctx);
-  EVP_MAC_free(hmac);
   // A failure here is OpenSSL's own (no HMAC or SHA-256 in the library): an empty MAC never
   // matches, so every call is refused and the logs say why.
   if (!ok) {
@@ -136,11 +164,11 @@ std::string Authenticator::headerValue(http::Verb verb, std::string_view target,
 }
 
 void Authenticator::sign(http::Request& request) const {
+  const uint64_t count = nonce_count_.fetch_add(1, std::memory_order_relaxed);
   std::array<unsigned char, 16> nonce{};
-  if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) {
-    // Without randomness a nonce could repeat; the receiver would refuse it as a replay, which
-    // is safe. Log, and go on with whatever bytes are there.
-    spdlog::error("control_auth: OpenSSL RAND_bytes failed");
+  for (int i = 0; i < 8; ++i) {
+    nonce[i] = static_cast<unsigned char>(nonce_prefix_ >> (56 - 8 * i));
+    nonce[8 + i] = static_cast<unsigned char>(count >> (56 - 8 * i));
   }
   request.set(kHeader, headerValue(request.method(), request.target(), request.body(), nowUnixMs(),
                                    hex(nonce.data(), nonce.size())));

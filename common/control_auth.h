@@ -1,6 +1,6 @@
 // The control plane's authentication (DESIGN.md §3, docs/control_plane.md "Authentication"):
 // every call between the orchestrator and the agents carries an HMAC-SHA256, keyed by the
-// cluster secret, over its method, target, body, a timestamp and a random nonce:
+// cluster secret, over its method, target, body, a timestamp and a nonce that never repeats:
 //
 //   X-Kvferry-Auth: v1 ts=<unix ms> nonce=<32 hex> mac=<64 hex>
 //
@@ -16,6 +16,7 @@
 // Thread-safety: sign() is const and safe from any thread; verify() locks the nonce cache.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -27,6 +28,8 @@
 
 #include "common/http.h"
 #include "common/status.h"
+
+struct evp_mac_ctx_st;  // OpenSSL's EVP_MAC_CTX
 
 namespace kvferry::control_auth {
 
@@ -67,8 +70,8 @@ class Authenticator {
   std::string headerValue(http::Verb verb, std::string_view target, std::string_view body,
                           int64_t unix_ms, std::string_view nonce_hex) const;
 
-  explicit Authenticator(std::string secret, Options options)
-      : secret_(std::move(secret)), options_(options) {}
+  // Keys HMAC-SHA256 with `secret` once (mac() fails, saying so, if OpenSSL cannot).
+  Authenticator(std::string secret, Options options);
 
  private:
   std::string mac(http::Verb verb, std::string_view target, std::string_view body,
@@ -86,6 +89,14 @@ class Authenticator {
 
   const std::string secret_;
   const Options options_;
+  // HMAC-SHA256 keyed with the secret, set up once: each MAC starts from a copy of it, without
+  // the provider lookup and key set-up a fresh context costs. Null when OpenSSL could not.
+  std::shared_ptr<evp_mac_ctx_st> keyed_;
+  // The nonces sign() uses: 64 random bits drawn at creation, then a count. They never repeat,
+  // which is all a nonce must do here (a replay is refused by its nonce; the MAC, not the nonce,
+  // is what only the secret's holders can make), and cost no random draw per call.
+  const uint64_t nonce_prefix_;
+  mutable std::atomic<uint64_t> nonce_count_{0};
   std::mutex mutex_;
   std::unordered_set<Nonce, NonceHash> nonces_;
   std::deque<std::pair<int64_t, Nonce>> nonce_order_;  // (timestamp, nonce), oldest first
