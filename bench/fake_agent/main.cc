@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <variant>
@@ -101,7 +102,7 @@ int fail(const std::string& message) {
 
 // The OpenAI side: POST /v1/completions answered from the same token cycle as the control API,
 // rendered by the orchestrator's own renderer, so a proxy in front of it moves the bytes the
-// orchestrator would send.
+// orchestrator would send, written as the orchestrator writes tokens that come together.
 class OpenAiBackend {
  public:
   OpenAiBackend(asio::io_context& io, const bench::InstantWork& work,
@@ -154,7 +155,10 @@ class OpenAiBackend {
     // benchmark_client's synthesized prompts encode to.
     spec.prompt_tokens = promptWords(api.prompt) + 1;
     spec.max_tokens = api.max_tokens.value_or(16);
-    openai::AnswerRenderer answer(std::move(spec), tokenizer_, {});
+    // After a token of text, as the orchestrator renders after the prompt: the first piece keeps
+    // its leading space, so both paths send the same text.
+    const model::TokenId context = work_.tokenAt(0);
+    openai::AnswerRenderer answer(std::move(spec), tokenizer_, std::span(&context, 1));
     const uint32_t count = answer.spec().max_tokens;
     if (!api.stream) {
       for (uint32_t i = 0; i < count; ++i) answer.token(work_.tokenAt(i));
@@ -162,15 +166,16 @@ class OpenAiBackend {
       co_await writer.sendJson(http::HttpStatus::ok, std::move(body));
       co_return;
     }
-    bool alive = co_await writer.beginStream(http::HttpStatus::ok, "text/event-stream");
-    for (uint32_t i = 0; i < count && alive && answer.wantsMore(); ++i) {
-      const std::string events = answer.token(work_.tokenAt(i));
-      if (!events.empty()) alive = co_await writer.writeChunk(events);
-    }
+    // Every token is ready at once, so the events go out in one write after the header, as the
+    // agent's control API sends the lines its engine has queued.
+    const bool alive = co_await writer.beginStream(http::HttpStatus::ok, "text/event-stream");
     if (!alive) co_return;
-    const std::string tail = answer.finish("length");
-    alive = co_await writer.writeChunk(tail);
-    if (alive) co_await writer.endStream();
+    std::string events;
+    for (uint32_t i = 0; i < count && answer.wantsMore(); ++i) {
+      events += answer.token(work_.tokenAt(i));
+    }
+    events += answer.finish("length");
+    co_await writer.endStream(events);
   }
 
   static uint32_t promptWords(std::string_view prompt) {
