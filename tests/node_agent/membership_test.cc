@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <thread>
 
@@ -65,14 +67,10 @@ struct Seen {
 };
 
 TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) {
-  // The client pool and the server outlive the io_context, whose end destroys the coroutines still
-  // suspended in them (a request, a session), which deregister from them.
   Seen seen;
-  std::optional<http::ClientPool> client;
-  std::optional<http::Server> server;
   asio::io_context io;
-  client.emplace(io);
-  http::Server& orchestrator = server.emplace(io, http::ServerOptions{});
+  http::ClientPool client(io);
+  http::Server orchestrator(io, http::ServerOptions{});
   orchestrator.route(http::Verb::post, std::string(wire::route::kRegister),
                      [](const http::Request&, http::ResponseWriter& w) -> http::Task<void> {
                        wire::RegisterResponse r{7, 99, 20, 1000};
@@ -99,29 +97,36 @@ TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) 
   ASSERT_TRUE(orchestrator.listen("127.0.0.1:0").isOk());
   orchestrator.start();
 
-  // The io thread (agent and fake orchestrator) and the engine thread; stopped and joined on
-  // every way out of the test.
   asio::io_context engine;
+  ReportingWork work;
+  Membership membership(
+      io, client, http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), orchestrator.port()), 5s,
+      work, engine.get_executor());
+  membership.start(wire::RegisterRequest{}, [](const Status& s) { FAIL() << s.toString(); });
+  // The io thread (agent and fake orchestrator) and the engine thread. On every way out of the
+  // test the agent leaves (its heartbeat loop ends) and the server closes, so the io thread runs
+  // out of work with no coroutine left suspended, and both threads are joined.
   struct Threads {
     asio::io_context& io;
     asio::io_context& engine;
+    std::function<void()> end;
     asio::executor_work_guard<asio::io_context::executor_type> io_guard{io.get_executor()};
     asio::executor_work_guard<asio::io_context::executor_type> engine_guard{engine.get_executor()};
     std::thread io_thread{[this] { io.run(); }};
     std::thread engine_thread{[this] { engine.run(); }};
     ~Threads() {
-      io.stop();
-      engine.stop();
+      asio::post(io, end);
+      io_guard.reset();
       io_thread.join();
+      engine_guard.reset();
       engine_thread.join();
     }
   };
-  ReportingWork work;
-  Membership membership(
-      io, *client, http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), orchestrator.port()),
-      5s, work, engine.get_executor());
-  membership.start(wire::RegisterRequest{}, [](const Status& s) { FAIL() << s.toString(); });
-  Threads threads{io, engine};
+  Threads threads{io, engine, [&] {
+                    membership.drain();
+                    orchestrator.stop();
+                    asio::co_spawn(io, membership.leave(), asio::detached);
+                  }};
 
   const auto waitFor = [&seen](auto done) {
     std::unique_lock lock(seen.mu);
