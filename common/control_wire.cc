@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <span>
 
 namespace kvferry::wire {
@@ -487,8 +488,10 @@ std::string encode(const T& message) {
   return json::serialize(toJson(message));
 }
 
+namespace {
+
 template <typename T>
-Result<T> decode(std::string_view text) {
+Result<T> decodeJson(std::string_view text) {
   boost::system::error_code ec;
   json::value root = json::parse(text, ec);
   if (ec) return invalidArgument("malformed JSON: " + ec.message());
@@ -500,6 +503,70 @@ Result<T> decode(std::string_view text) {
   read(reader, message);
   if (!error.empty()) return invalidArgument(error);
   return message;
+}
+
+// A StreamLine with only a token (and a first line's cached_tokens).
+bool plainTokenLine(const StreamLine& m) {
+  return m.token && !m.logprobs && m.finish.empty() && m.message.empty() && m.code.empty();
+}
+
+// `text` starts with a JSON unsigned integer (digits, no leading zero) no larger than `max`: it is
+// taken off `text` into `out`.
+bool takeUnsigned(std::string_view& text, uint64_t max, uint64_t& out) {
+  size_t n = 0;
+  out = 0;
+  while (n < text.size() && n < 11 && text[n] >= '0' && text[n] <= '9') {
+    out = out * 10 + static_cast<uint64_t>(text[n] - '0');
+    ++n;
+  }
+  if (n == 0 || n == 11 || (n > 1 && text[0] == '0') || out > max) return false;
+  text.remove_prefix(n);
+  return true;
+}
+
+// {"token":N} or {"token":N,"cached_tokens":M} exactly, with N and M in range; nullopt for
+// anything else (the general decoder then decides).
+std::optional<StreamLine> tokenLine(std::string_view text) {
+  constexpr std::string_view kToken = R"({"token":)";
+  constexpr std::string_view kCached = R"(,"cached_tokens":)";
+  if (!text.starts_with(kToken)) return std::nullopt;
+  text.remove_prefix(kToken.size());
+  uint64_t token = 0;
+  if (!takeUnsigned(text, static_cast<uint64_t>(std::numeric_limits<int32_t>::max()), token)) {
+    return std::nullopt;
+  }
+  StreamLine line;
+  line.token = static_cast<int32_t>(token);
+  if (text.starts_with(kCached)) {
+    text.remove_prefix(kCached.size());
+    uint64_t cached = 0;
+    if (!takeUnsigned(text, std::numeric_limits<uint32_t>::max(), cached)) return std::nullopt;
+    line.cached_tokens = static_cast<uint32_t>(cached);
+  }
+  if (text != "}") return std::nullopt;
+  return line;
+}
+
+}  // namespace
+
+template <typename T>
+Result<T> decode(std::string_view text) {
+  return decodeJson<T>(text);
+}
+
+template <>
+std::string encode<StreamLine>(const StreamLine& message) {
+  if (!plainTokenLine(message)) return json::serialize(toJson(message));
+  std::string out = R"({"token":)" + std::to_string(*message.token);
+  if (message.cached_tokens) out += R"(,"cached_tokens":)" + std::to_string(*message.cached_tokens);
+  out += '}';
+  return out;
+}
+
+template <>
+Result<StreamLine> decode<StreamLine>(std::string_view text) {
+  if (std::optional<StreamLine> line = tokenLine(text)) return std::move(*line);
+  return decodeJson<StreamLine>(text);
 }
 
 #define KVF_WIRE_MESSAGE(T)                 \
@@ -516,7 +583,6 @@ KVF_WIRE_MESSAGE(PrefillRequest)
 KVF_WIRE_MESSAGE(PrefillResponse)
 KVF_WIRE_MESSAGE(DecodeRequest)
 KVF_WIRE_MESSAGE(GenerateRequest)
-KVF_WIRE_MESSAGE(StreamLine)
 KVF_WIRE_MESSAGE(IdRequest)
 KVF_WIRE_MESSAGE(ReleaseRequest)
 KVF_WIRE_MESSAGE(AgentError)

@@ -303,6 +303,14 @@ std::string encode(const T& message);
 template <typename T>
 Result<T> decode(std::string_view json);
 
+// A stream's token lines, one per generated token each way, are written and read without a JSON
+// tree: {"token":N} and {"token":N,"cached_tokens":M}, byte for byte what Boost.JSON writes for
+// them; any other line takes the general path.
+template <>
+std::string encode<StreamLine>(const StreamLine& message);
+template <>
+Result<StreamLine> decode<StreamLine>(std::string_view json);
+
 // Base64 (RFC 4648, with padding) for endpoint blobs.
 std::string base64Encode(std::span<const uint8_t> bytes);
 Result<std::vector<uint8_t>> base64Decode(std::string_view text);

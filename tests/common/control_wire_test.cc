@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json/serialize.hpp>
+#include <limits>
+#include <optional>
 
 namespace kvferry::wire {
 namespace {
@@ -202,6 +204,33 @@ TEST(ControlWire, NamesTheBadField) {
       << line.status().message();
   EXPECT_TRUE(
       decode<StreamLine>(R"({"token":7,"logprobs":{"logprob":-2.1,"top":[[7,-3e38]]}})").isOk());
+}
+
+// Token lines skip the JSON tree both ways: what they write is what Boost.JSON writes, and what
+// they read is what the general decoder reads (or refuses).
+TEST(ControlWire, TokenLinesAreTheBytesAndValuesOfTheGeneralPath) {
+  for (int32_t token : {0, 7, 31999, -3, std::numeric_limits<int32_t>::max()}) {
+    for (std::optional<uint32_t> cached : {std::optional<uint32_t>{}, std::optional<uint32_t>{0},
+                                           std::optional<uint32_t>{4294967295u}}) {
+      StreamLine line;
+      line.token = token;
+      line.cached_tokens = cached;
+      const std::string text = encode(line);
+      EXPECT_EQ(text, boost::json::serialize(toJson(line)));
+      Result<StreamLine> back = decode<StreamLine>(text);
+      ASSERT_TRUE(back.isOk()) << text;
+      EXPECT_EQ(back->token, token);
+      EXPECT_EQ(back->cached_tokens, cached);
+    }
+  }
+  // Other shapes go through Boost.JSON: spaces, other keys, leading zeros, out of range.
+  EXPECT_EQ(decode<StreamLine>(R"({ "token" : 5 })")->token, 5);
+  EXPECT_EQ(decode<StreamLine>(R"({"cached_tokens":2,"token":5})")->cached_tokens, 2u);
+  EXPECT_EQ(decode<StreamLine>(R"({"token":5,"finish":"length"})")->finish, "length");
+  EXPECT_FALSE(decode<StreamLine>(R"({"token":05})").isOk());
+  EXPECT_FALSE(decode<StreamLine>(R"({"token":2147483648})").isOk());
+  EXPECT_FALSE(decode<StreamLine>(R"({"token":5)").isOk());
+  EXPECT_FALSE(decode<StreamLine>(R"({"token":5,"cached_tokens":4294967296})").isOk());
 }
 
 TEST(ControlWire, Base64) {
