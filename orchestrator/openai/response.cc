@@ -161,17 +161,21 @@ std::string streamRoleChunk(const StreamContext& ctx) {
 }
 
 void prepareTextChunks(StreamContext& ctx) {
-  ctx.text_prefix.clear();
-  ctx.text_suffix.clear();
-  // A chunk of empty text, cut where the text goes: the last `"text":""` (chat: `"content":""`).
-  // The header's strings come before it, and none can hold an unescaped quote.
-  const std::string whole = streamTextChunk(ctx, "");
-  const std::string_view empty = isChat(ctx.endpoint) ? R"("content":"")" : R"("text":"")";
-  const size_t at = whole.rfind(empty);
-  if (at == std::string::npos) return;
-  const size_t text_at = at + empty.size() - 2;  // the opening quote of ""
-  ctx.text_prefix = whole.substr(0, text_at);
-  ctx.text_suffix = whole.substr(text_at + 2);
+  // What streamChunk() builds as a JSON object for a text chunk without logprobs, in its key
+  // order, written out once (the unit test holds the two to the same bytes).
+  const bool chat = isChat(ctx.endpoint);
+  std::string& prefix = ctx.text_prefix;
+  prefix = R"(data: {"id":)" + json::serialize(view(ctx.id));
+  prefix += chat ? R"(,"object":"chat.completion.chunk")" : R"(,"object":"text_completion")";
+  prefix += R"(,"created":)" + std::to_string(ctx.created);
+  prefix += R"(,"model":)" + json::serialize(view(ctx.model));
+  prefix += R"(,"system_fingerprint":)" + json::serialize(view(ctx.system_fingerprint));
+  prefix +=
+      chat ? R"(,"choices":[{"index":0,"delta":{"content":)" : R"(,"choices":[{"index":0,"text":)";
+  ctx.text_suffix = chat ? R"(},"logprobs":null,"finish_reason":null}])"
+                         : R"(,"logprobs":null,"finish_reason":null}])";
+  if (ctx.include_usage) ctx.text_suffix += R"(,"usage":null)";
+  ctx.text_suffix += "}\n\n";
 }
 
 std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
