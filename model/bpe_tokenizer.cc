@@ -2,6 +2,7 @@
 // behind a ByteLevel pre-tokenizer, which llama.cpp's llm_tokenizer_bpe also follows.
 #include <array>
 #include <queue>
+#include <unordered_map>
 #include <utility>
 
 #include "model/pre_tokenizer.h"
@@ -67,10 +68,7 @@ class BpeTokenizer final : public Tokenizer {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
            static_cast<uint32_t>(right);
   }
-  TokenId lookup(std::string_view text) const {
-    auto it = ids_.find(text);
-    return it == ids_.end() ? kNoToken : it->second;
-  }
+  TokenId lookup(std::string_view text) const { return ids_.find(text); }
   Status readMerges();
   Status encodeWord(std::string_view word, std::vector<TokenId>& out) const;
   // Whether the token carries text (normal, user-defined and byte tokens do).

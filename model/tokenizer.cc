@@ -80,10 +80,7 @@ Result<std::unique_ptr<Tokenizer>> SpmTokenizer::create(Vocabulary vocab) {
   return std::unique_ptr<Tokenizer>(std::move(tokenizer));
 }
 
-TokenId SpmTokenizer::lookup(std::string_view text) const {
-  auto it = ids_.find(text);
-  return it == ids_.end() ? kNoToken : it->second;
-}
+TokenId SpmTokenizer::lookup(std::string_view text) const { return ids_.find(text); }
 
 Status SpmTokenizer::tokenizeEscaped(std::string_view text, std::vector<TokenId>& out) const {
   struct Symbol {
@@ -243,6 +240,56 @@ Result<std::string> SpmTokenizer::piece(TokenId id) const {
 }  // namespace
 
 namespace internal {
+
+uint64_t TokenIndex::hashOf(std::string_view text) {
+  // FNV-1a: keys are short (a token, or two adjacent symbols of a candidate merge).
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (char c : text) hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return hash;
+}
+
+size_t TokenIndex::slotOf(std::string_view text, uint64_t hash) const {
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    const Slot& slot = slots_[i];
+    if (slot.id == kNoToken) return i;
+    if (slot.hash == hash && slot.length == text.size() &&
+        std::string_view(bytes_).substr(slot.offset, slot.length) == text) {
+      return i;
+    }
+  }
+}
+
+void TokenIndex::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+  for (const Slot& slot : old) {
+    if (slot.id == kNoToken) continue;
+    const size_t mask = slots_.size() - 1;
+    size_t i = slot.hash & mask;
+    while (slots_[i].id != kNoToken) i = (i + 1) & mask;
+    slots_[i] = slot;
+  }
+}
+
+void TokenIndex::insert_or_assign(std::string_view text, TokenId id) {
+  if (2 * (count_ + 1) > slots_.size()) grow();
+  const uint64_t hash = hashOf(text);
+  Slot& slot = slots_[slotOf(text, hash)];
+  if (slot.id == kNoToken) {
+    slot.hash = hash;
+    slot.offset = static_cast<uint32_t>(bytes_.size());
+    slot.length = static_cast<uint32_t>(text.size());
+    bytes_.append(text);
+    ++count_;
+  }
+  slot.id = id;
+}
+
+TokenId TokenIndex::find(std::string_view text) const {
+  if (slots_.empty()) return kNoToken;
+  return slots_[slotOf(text, hashOf(text))].id;
+}
 
 std::string hexByte(uint8_t byte) {
   constexpr char kHex[] = "0123456789ABCDEF";
