@@ -28,10 +28,15 @@
 #      the first that failed, STEP_S seconds each. A rate passes when p99 < SLO_MS, no request
 #      failed and the client achieved at least 90% of the rate. The highest passing rate is the
 #      target's "max req/s".
-# Every figure is the median over the rounds. Prints the table and writes
-# bench-results/orchestrator.json: {"rounds", "config", "targets": {T: {"p50_ms", "p99_ms",
-# "added_p50_ms", "added_p99_ms", "max_rps", and each round's samples}}, "runs": [every
-# measurement]}.
+# Every figure is the median over the rounds. During the fixed-rate runs the script also reads
+# the CPU time (user + system, /proc) that the orchestrator, fake_agent and nginx spent, per
+# request: "server CPU" is the sum for the processes a target's requests go through (direct:
+# fake_agent; nginx: nginx and fake_agent; orchestrator: orchestrator and fake_agent). With every
+# process on the same cores, the highest rate follows the CPU a request costs in all of them, the
+# client's included. Prints the table and writes bench-results/orchestrator.json: {"rounds",
+# "config", "targets": {T: {"p50_ms", "p99_ms", "added_p50_ms", "added_p99_ms", "max_rps",
+# "server_cpu_us_per_request", and each round's samples}}, "runs": [every measurement, with its
+# cpu_us_per_request per process]}.
 #
 # Environment: BUILD_DIR (default build/release, configured with the release preset if needed;
 # orchestrator, fake_agent and benchmark_client are brought up to date there with
@@ -126,12 +131,14 @@ api_key="$(head -n 1 "$work/secrets/api_keys")"
   --api-keys-file "$work/secrets/api_keys" --cluster-secret-file "$work/secrets/cluster.secret" \
   >"$work/orchestrator.log" 2>&1 &
 pids+=($!)
+orchestrator_pid=$!
 wait_for_file "$work/orchestrator.port" 30 || die_with_log "the orchestrator did not start" "$work/orchestrator.log"
 orchestrator_port="$(cat "$work/orchestrator.port")"
 "$fake_agent" --model "$model" --orchestrator "127.0.0.1:$orchestrator_port" \
   --cluster-secret-file "$work/secrets/cluster.secret" --openai-port-file "$work/backend.port" \
   >"$work/fake_agent.log" 2>&1 &
 pids+=($!)
+fake_pid=$!
 wait_for_file "$work/backend.port" 30 || die_with_log "fake_agent did not start" "$work/fake_agent.log"
 backend_port="$(cat "$work/backend.port")"
 for _ in $(seq 200); do
@@ -176,6 +183,7 @@ EOF
 "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
   >"$work/nginx/stdout.log" 2>&1 &
 pids+=($!)
+nginx_pid=$!
 for _ in $(seq 200); do
   curl -s -o /dev/null "http://127.0.0.1:$nginx_port/v1/models" && break
   sleep 0.05
@@ -193,12 +201,26 @@ model_name="$(curl -sf -H "Authorization: Bearer $api_key" "http://127.0.0.1:$or
 runs="$work/runs.jsonl"
 : >"$runs"
 
+# cpu_ticks PID: user + system clock ticks of PID and its children (nginx's workers) so far.
+cpu_ticks() {
+  local total=0 p fields
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r -a fields <"/proc/$p/stat" || continue
+    total=$((total + fields[13] + fields[14]))
+  done
+  echo "$total"
+}
+tick_hz="$(getconf CLK_TCK)"
+
 # measure ROUND PHASE TARGET RATE SECONDS: one benchmark_client run; appends its figures to
-# $runs and prints "p50 p99 rps failed".
+# $runs (with the CPU time each server process spent per request meanwhile) and prints
+# "p50 p99 rps failed".
 measure() {
   local round=$1 phase=$2 target=$3 r=$4 secs=$5
   local n=$((r * secs)) json="$work/run-$round-$phase-$target-$r.json"
   [ "$n" -ge 50 ] || n=50
+  local before_o before_f before_n
+  before_o=$(cpu_ticks "$orchestrator_pid") before_f=$(cpu_ticks "$fake_pid") before_n=$(cpu_ticks "$nginx_pid")
   if ! timeout $((secs * 3 + 60)) "$client" --base-url "${url[$target]}" --model "$model_name" \
     --api-key "$api_key" --tokenizer "$model" --dataset random --input-len "$input_len" \
     --output-len "$tokens" --max-tokens "$tokens" --ignore-eos --num-prompts "$n" \
@@ -212,11 +234,17 @@ measure() {
       return
     fi
   fi
+  local cpu_o=$(($(cpu_ticks "$orchestrator_pid") - before_o)) cpu_f=$(($(cpu_ticks "$fake_pid") - before_f))
+  local cpu_n=$(($(cpu_ticks "$nginx_pid") - before_n))
   jq -c --arg round "$round" --arg phase "$phase" --arg target "$target" --argjson rate "$r" \
+    --argjson hz "$tick_hz" --argjson o "$cpu_o" --argjson f "$cpu_f" --argjson ng "$cpu_n" \
     '{round: ($round | tonumber), phase: $phase, target: $target, rate: $rate,
       requests: .num_prompts, completed, failed, not_sent, rps: .request_throughput,
       p50_ms: .p50_e2el_ms, p99_ms: .p99_e2el_ms, mean_ms: .mean_e2el_ms,
-      tokens: .total_output_tokens}' "$json" >>"$runs"
+      tokens: .total_output_tokens,
+      cpu_us_per_request: ((.completed + 10) as $done | if $done == 0 then null else
+        {orchestrator: ($o * 1e6 / $hz / $done), fake_agent: ($f * 1e6 / $hz / $done),
+         nginx: ($ng * 1e6 / $hz / $done)} end)}' "$json" >>"$runs"
   tail -n 1 "$runs" | jq -r '"\(.p50_ms) \(.p99_ms) \(.rps) \(.failed + .not_sent)"'
 }
 
@@ -291,15 +319,18 @@ jq -s --argjson rate "$rate" --argjson duration "$duration" --argjson tokens "$t
       added_p99_ms: (if $t == "direct" then 0 else (added($t; "p99_ms") | median) end),
       added_p50_samples_ms: (if $t == "direct" then [] else added($t; "p50_ms") end),
       added_p99_samples_ms: (if $t == "direct" then [] else added($t; "p99_ms") end),
-      max_rps: (maxes($t) | median), max_rps_samples: maxes($t)})}) | from_entries),
+      max_rps: (maxes($t) | median), max_rps_samples: maxes($t),
+      server_cpu_us_per_request: (fixed($t) | map(.cpu_us_per_request // {} | to_entries
+        | map(.value) | add) | median)})}) | from_entries),
    runs: $runs}' "$runs" >"$out"
 
 echo
-printf "%-13s | %8s | %8s | %9s | %9s | %22s | %s\n" "target" "p50 ms" "p99 ms" "added p50" "added p99" "max req/s (p99<${slo_ms}ms)" "max req/s per round"
+printf "%-13s | %8s | %8s | %9s | %9s | %22s | %s | %s\n" "target" "p50 ms" "p99 ms" "added p50" "added p99" "max req/s (p99<${slo_ms}ms)" "server CPU us/req" "max req/s per round"
 jq -r '.targets | to_entries[] | [.key, .value.p50_ms, .value.p99_ms, .value.added_p50_ms,
-    .value.added_p99_ms, .value.max_rps, (.value.max_rps_samples | map(tostring) | join(" "))] | @tsv' "$out" |
-  while IFS=$'\t' read -r t p50 p99 a50 a99 mx samples; do
-    printf "%-13s | %8.2f | %8.2f | %9.2f | %9.2f | %22s | %s\n" "$t" "$p50" "$p99" "$a50" "$a99" "$mx" "$samples"
+    .value.added_p99_ms, .value.max_rps, (.value.server_cpu_us_per_request // 0),
+    (.value.max_rps_samples | map(tostring) | join(" "))] | @tsv' "$out" |
+  while IFS=$'\t' read -r t p50 p99 a50 a99 mx cpu samples; do
+    printf "%-13s | %8.2f | %8.2f | %9.2f | %9.2f | %22s | %17.0f | %s\n" "$t" "$p50" "$p99" "$a50" "$a99" "$mx" "$cpu" "$samples"
   done
 jq -r '.targets as $t | "orchestrator vs nginx: added p99 \($t.orchestrator.added_p99_ms | . * 100 | round / 100) vs \($t.nginx.added_p99_ms | . * 100 | round / 100) ms (\(if $t.orchestrator.added_p99_ms <= $t.nginx.added_p99_ms then "met" else "missed" end)), max req/s \($t.orchestrator.max_rps) vs \($t.nginx.max_rps) (\(if $t.orchestrator.max_rps >= $t.nginx.max_rps then "met" else "missed" end))"' "$out"
 echo "wrote $out (medians of $repeat rounds; $rate req/s, $tokens-token streamed answers)"
