@@ -77,7 +77,9 @@ class ResponseWriter {
   }
   Task<bool> beginStream(HttpStatus status, std::string_view content_type, Headers headers = {});
   // beginStream() without a write of its own: the header goes out with the next writeChunk() or
-  // endStream(), in the same write. For a handler that has its first bytes in hand.
+  // endStream(), in the same write (one send, and one wake-up of the client, fewer). For a
+  // handler whose client has nothing to do with the header before the first bytes; the handler
+  // must then write or end the stream.
   void beginStreamWithNextWrite(HttpStatus status, std::string_view content_type,
                                 const Headers& headers = {});
   Task<bool> writeChunk(std::string_view data);

@@ -169,12 +169,9 @@ ControlApi::Task ControlApi::handleGenerate(const http::Request& request,
 
 ControlApi::Task ControlApi::writeStream(std::shared_ptr<Stream> stream,
                                          http::ResponseWriter& writer, AgentMetrics::Kind kind) {
-  const bool started = co_await writer.beginStream(HttpStatus::ok, "application/x-ndjson");
-  if (!started) {
-    metrics_.countRequest(kind, AgentMetrics::Outcome::kCancelled);
-    cancelStream(stream);
-    co_return;
-  }
+  // The header goes with the first lines: one write, and one wake-up of the orchestrator, fewer
+  // per stream (its wait for them is bounded as its wait for the first line was).
+  writer.beginStreamWithNextWrite(HttpStatus::ok, "application/x-ndjson");
   // The stream's outcome is its finish line's (an engine that stopped sends none).
   AgentMetrics::Outcome outcome = AgentMetrics::Outcome::kError;
   // Appends a line to `out`; true when it was the finish line.

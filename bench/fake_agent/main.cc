@@ -166,10 +166,9 @@ class OpenAiBackend {
       co_await writer.sendJson(http::HttpStatus::ok, std::move(body));
       co_return;
     }
-    // Every token is ready at once, so the events go out in one write after the header, as the
+    // Every token is ready at once, so the events go out in one write with the header, as the
     // agent's control API sends the lines its engine has queued.
-    const bool alive = co_await writer.beginStream(http::HttpStatus::ok, "text/event-stream");
-    if (!alive) co_return;
+    writer.beginStreamWithNextWrite(http::HttpStatus::ok, "text/event-stream");
     std::string events;
     for (uint32_t i = 0; i < count && answer.wantsMore(); ++i) {
       events += answer.token(work_.tokenAt(i));
