@@ -212,8 +212,8 @@ struct PrefillResponse {
   double transfer_ms = 0;  // from the first layer's post to the last completion
   uint64_t transfer_bytes = 0;
   std::optional<TokenLogprobs> logprobs;  // the first token's, when sampling.logprobs asked
-  // agent.kv_checksum on the prefill agent: per layer, kvChecksum() of the K and V it wrote
-  // (node_agent/kv_transfer/kv_checksum.h). Empty otherwise; optional on the wire.
+  // agent.kv_checksum on the prefill agent: per layer, the KvChecksummer checksum of the K and V it
+  // wrote (node_agent/kv_transfer/kv_checksum.h). Empty otherwise; optional on the wire.
   std::vector<uint64_t> kv_checksums;
 };
 

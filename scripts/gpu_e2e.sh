@@ -8,9 +8,12 @@
 #   scripts/gpu_e2e.sh test  BUILD_DIR MODEL.gguf WORK_DIR
 #       (MODEL.gguf is written with kvferry-make-model --shape tiny when it does not exist)
 #       greedy outputs of several prompts (some sharing a prefix, so the second hits the prefix
-#       cache) must be identical token for token, disaggregated over cuda_ipc, disaggregated over
-#       tcp and on one both agent; afterwards no lease and no block in use remain on any agent.
-#       Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
+#       cache) must be identical token for token, disaggregated over cuda_ipc (with
+#       agent.kv_checksum on: every layer's KV digested on the GPU at both ends), disaggregated
+#       over tcp and on one both agent; afterwards no lease and no block in use remain on any
+#       agent. Then a tcp pair whose prefill agent corrupts every batch it sends, checksums on:
+#       no request may answer 200 (corrupt KV is never decoded) and the orchestrator must count
+#       the corruptions. Exit 0 when so, 1 otherwise, 77 (skipped) without a GPU.
 #   scripts/gpu_e2e.sh bench BUILD_DIR MODEL.gguf WORK_DIR
 #       benchmark_client at 1K, 4K and 8K-token prompts and a shared-prefix workload against each
 #       cluster (the pair over cuda_ipc, the pair over tcp, one both agent; KVFERRY_E2E_CLUSTERS
@@ -27,6 +30,8 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   exit 77
 fi
 pids=()
+agent_yaml=""
+prefill_flags=""
 stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -41,7 +46,8 @@ wait_file() {
 }
 
 # cluster NAME TRANSPORT FRACTION ROLE...: an orchestrator and one agent per role on GPU 0;
-# sets `port`. Called directly (not in $(...)) so the PIDs stay in this shell.
+# sets `port`. Called directly (not in $(...)) so the PIDs stay in this shell. Every agent's YAML
+# ends with $agent_yaml; the prefill agent also gets the flags in $prefill_flags.
 cluster() {
   local name="$1" transport="$2" fraction="$3"
   shift 3
@@ -61,10 +67,13 @@ engine:
   gpu_memory_fraction: $fraction
   max_batch_tokens: 8192
   max_batch_sequences: 64
+$agent_yaml
 YAML
+    local flags=()
+    [ "$role" = prefill ] && flags=($prefill_flags)
     "$build/node_agent/node_agent" --config "$work/$name-agent$i.yaml" --model "$model" \
       --role "$role" --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0 \
-      --port-file "$work/$name-agent$i.port" >"$work/$name-agent$i.log" 2>&1 &
+      --port-file "$work/$name-agent$i.port" "${flags[@]}" >"$work/$name-agent$i.log" 2>&1 &
     pids+=($!)
     wait_file "$work/$name-agent$i.port"  # one at a time: each sizes its pools from free memory
     i=$((i + 1))
@@ -80,7 +89,7 @@ YAML
 
 # Greedy token ids of /v1/completions for one prompt.
 complete() {
-  curl -sf "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
+  curl -sf -m 120 "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
     -d "{\"model\": \"$(basename "$model" .gguf)\", \"prompt\": \"$1\", \"max_tokens\": 32,
          \"temperature\": 0, \"return_token_ids\": true}" | jq -c '.choices[0].token_ids'
 }
@@ -107,11 +116,25 @@ check_clean() {
 if [ "$mode" = test ]; then
   [ -f "$model" ] || "$build/model/kvferry-make-model" --shape tiny --out "$(dirname "$model")" \
     >/dev/null
+  agent_yaml=$'agent:\n  kv_checksum: true'
   cluster disaggregated cuda_ipc 0.3 prefill decode
   for p in "${prompts[@]}"; do complete "$p"; done >"$work/disaggregated.tokens"
   sleep 1
   check_clean
   stop_all
+  prefill_flags="--transport-faults corrupt_rate=1,seed=4"
+  cluster corrupted-tcp tcp 0.3 prefill decode
+  for p in "${prompts[@]:0:2}"; do complete "$p" || true; done >"$work/corrupted-tcp.tokens"
+  corruptions="$(curl -sf "http://127.0.0.1:$port/metrics" |
+    awk '$1 == "kvferry_kv_corruptions_total" {print $2}')"
+  stop_all
+  agent_yaml=""
+  prefill_flags=""
+  if grep -qv '^null$' "$work/corrupted-tcp.tokens" || [ "${corruptions:-0}" = 0 ]; then
+    echo "gpu_e2e: corrupted KV was decoded, or no corruption was counted" \
+      "(tokens: $(tr '\n' ' ' <"$work/corrupted-tcp.tokens"), corruptions: ${corruptions:-none})" >&2
+    exit 1
+  fi
   cluster disaggregated-tcp tcp 0.3 prefill decode
   for p in "${prompts[@]}"; do complete "$p"; done >"$work/disaggregated-tcp.tokens"
   sleep 1
@@ -132,7 +155,8 @@ if [ "$mode" = test ]; then
       exit 1
     fi
   done
-  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc and tcp) and colocated"
+  echo "gpu_e2e: ${#prompts[@]} prompts, greedy tokens identical disaggregated (cuda_ipc with KV" \
+    "checksums, and tcp) and colocated; $corruptions corrupted transfers caught, none decoded"
   exit 0
 fi
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "common/status.h"
@@ -53,6 +54,21 @@ Result<DeviceCeilings> measureDeviceCeilings(int device);
 // Starts (true) or stops (false) the CUDA profilers' collection (cudaProfilerStart/Stop), so a
 // profiler started with collection off (`ncu --profile-from-start off`) sees only that range.
 Status setCudaProfiling(bool on);
+
+// Digests (kv_digest.h) of KV blocks in device memory, computed on the device: what
+// agent.kv_checksum hashes when the pools are on a GPU. Keeps a stream and buffers it grows as
+// needed; one per user (not thread-safe), any thread.
+class DeviceBlockDigester {
+ public:
+  virtual ~DeviceBlockDigester() = default;
+  // out[p · ids.size() + i] = kvBlockDigest of block ids[i] of the pool at pools[p] (device
+  // addresses of this digester's GPU; block b at b · block_bytes, a multiple of kDigestWordBytes;
+  // the caller checks the ids against the pools). Returns when the digests are in `out`.
+  virtual Status digest(std::span<const void* const> pools, uint64_t block_bytes,
+                        std::span<const uint32_t> ids, std::span<uint64_t> out) = 0;
+};
+// A digester for GPU `device`. UNAVAILABLE without CUDA (in the build, the driver, or a device).
+Result<std::unique_ptr<DeviceBlockDigester>> createDeviceBlockDigester(int device);
 
 // Loads a model's weights (F32, F16, BF16 or Q8_0 tensors, converted to bfloat16; llama, qwen2
 // with its q/k/v biases, qwen3 with its q/k norms; either RoPE pairing) onto the device and sizes

@@ -20,6 +20,10 @@ Result<DeviceCeilings> measureDeviceCeilings(int /*device*/) { return notBuilt()
 
 Status setCudaProfiling(bool /*on*/) { return notBuilt(); }
 
+Result<std::unique_ptr<DeviceBlockDigester>> createDeviceBlockDigester(int /*device*/) {
+  return notBuilt();
+}
+
 Result<std::unique_ptr<ModelRunner>> createCudaModelRunner(const model::LlamaParams& /*params*/,
                                                            const model::LlamaTensors& /*tensors*/,
                                                            const CudaRunnerConfig& /*config*/) {

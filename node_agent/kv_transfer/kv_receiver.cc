@@ -124,7 +124,7 @@ void KvReceiver::handOn(Lease& lease) {
   on_landed_(std::move(landed));
 }
 
-Status KvReceiver::checkLandedKv(const Lease& lease) const {
+Status KvReceiver::checkLandedKv(const Lease& lease) {
   const std::vector<uint64_t>& expected = lease.decode.kv_checksums;
   if (expected.empty() || lease.expected_layers == 0) return Status();
   if (expected.size() != lease.expected_layers) {
@@ -135,12 +135,13 @@ Status KvReceiver::checkLandedKv(const Lease& lease) const {
   auto view = engine_.sequence(lease.seq);
   if (!view.isOk()) return view.status();
   const auto sent = std::span<const uint32_t>(view->block_ids).subspan(lease.cached_blocks);
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> landed,
+                   checksummer_.layers(0, lease.expected_layers, sent));
   for (uint32_t layer = 0; layer < lease.expected_layers; ++layer) {
-    ASSIGN_OR_RETURN(uint64_t landed, kvChecksum(engine_, layer, sent));
-    if (landed != expected[layer]) {
+    if (landed[layer] != expected[layer]) {
       return dataLoss(fmt::format(
           "the KV of layer {} arrived corrupt (checksum {:016x}, the prefill sent {:016x})", layer,
-          landed, expected[layer]));
+          landed[layer], expected[layer]));
     }
   }
   return Status();

@@ -29,6 +29,7 @@
 #include "common/control_wire.h"
 #include "node_agent/channels.h"
 #include "node_agent/engine/engine.h"
+#include "node_agent/kv_transfer/kv_checksum.h"
 #include "node_agent/metrics.h"
 #include "rdma/transport.h"
 
@@ -94,7 +95,7 @@ class KvReceiver {
 
   void handOn(Lease& lease);
   // OK, or why the landed KV differs from the decode request's checksums (DATA_LOSS).
-  Status checkLandedKv(const Lease& lease) const;
+  Status checkLandedKv(const Lease& lease);
   // Ends a lease that will not decode: tells a waiting stream why (with `code`), frees or
   // quarantines it.
   void endLease(uint64_t lease_id, std::string_view why, bool writer_done = false,
@@ -106,6 +107,7 @@ class KvReceiver {
   const std::chrono::milliseconds quarantine_;
   AgentMetrics& metrics_;
   const OnLanded on_landed_;
+  KvChecksummer checksummer_{engine_};  // checkLandedKv's
   LeaseMap leases_;
   std::unordered_map<uint32_t, uint64_t> slot_leases_;
   uint32_t next_slot_ = 0;

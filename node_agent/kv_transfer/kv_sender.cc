@@ -189,7 +189,7 @@ void KvSender::onLayer(uint64_t key, Pending& p, uint32_t layer) {
     }
   }
   if (kv_checksum_) {
-    Result<uint64_t> checksum = kvChecksum(engine_, layer, local);
+    Result<uint64_t> checksum = checksummer_.layer(layer, local);
     if (!checksum.isOk()) {
       p.error = checksum.status();
       return;

@@ -31,6 +31,7 @@
 #include "common/control_wire.h"
 #include "node_agent/channels.h"
 #include "node_agent/engine/engine.h"
+#include "node_agent/kv_transfer/kv_checksum.h"
 #include "node_agent/kv_transfer/peer_connector.h"
 #include "node_agent/metrics.h"
 #include "node_agent/prefill_runner.h"
@@ -122,6 +123,7 @@ class KvSender {
   AgentMetrics& metrics_;
   const std::chrono::milliseconds op_timeout_;
   const bool kv_checksum_;
+  KvChecksummer checksummer_{engine_};  // on the engine thread, per layer (onLayer)
 
   std::unordered_map<uint64_t, Pending> pending_;  // by key: the completions' cookie
   uint64_t next_key_ = 1;
