@@ -337,6 +337,9 @@ void readTransport(MapReader& reader, TransportConfig& config) {
   reader.uint32("socket_buffer_bytes", config.socket_buffer_bytes, 0, 1u << 30);
   reader.uint32("gpu_staging_chunk_bytes", config.gpu_staging_chunk_bytes, 4096, 1u << 28);
   reader.uint32("gpu_staging_chunks", config.gpu_staging_chunks, 2, 1024);
+  reader.stringList("rails", config.rails);
+  reader.uint32("stripe_min_bytes", config.stripe_min_bytes, 4096, 1u << 30);
+  reader.uint32("rail_cooldown_ms", config.rail_cooldown_ms, 1, 600000);
   reader.section("verbs", config.verbs, readVerbs);
   reader.section("faults", config.faults, readFaults);
 }

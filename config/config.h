@@ -111,6 +111,14 @@ struct TransportConfig {
   // is registered.
   uint32_t gpu_staging_chunk_bytes = 1024 * 1024;
   uint32_t gpu_staging_chunks = 8;
+  // Several NICs (rdma/striped/striped_transport.h): one rail per entry, a batch's bytes sliced
+  // over them. verbs: an RDMA device name per rail; tcp: a local address per rail, "host" or
+  // "host:port", that rail listens on (a peer's rail i is reached from this one's rail i). One
+  // entry only names the device or address; none: one NIC, as verbs.devices / listen_address say.
+  std::vector<std::string> rails;
+  uint32_t stripe_min_bytes =
+      256 * 1024;                    // a batch this large is sliced over the rails, 4096..1 GiB
+  uint32_t rail_cooldown_ms = 2000;  // a failed rail sits out this long, then reconnects, 1..600000
   VerbsConfig verbs;
   TransportFaults faults;
 };

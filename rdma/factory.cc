@@ -2,6 +2,7 @@
 
 #include "rdma/fault/fault_transport.h"
 #include "rdma/loopback/loopback_transport.h"
+#include "rdma/striped/striped_transport.h"
 #include "rdma/tcp/tcp_transport.h"
 #ifdef KVFERRY_HAVE_VERBS
 #include "rdma/verbs/verbs_transport.h"
@@ -43,11 +44,42 @@ Result<std::unique_ptr<Transport>> makeBackend(const config::TransportConfig& co
   return invalidArgument("unknown transport kind");
 }
 
+// One backend per entry of transport.rails (striped when there are several), or one backend.
+Result<std::unique_ptr<Transport>> makeRails(const config::TransportConfig& config,
+                                             std::shared_ptr<LoopbackFabric> fabric) {
+  if (config.rails.empty()) return makeBackend(config, std::move(fabric));
+  const bool striped = config.rails.size() > 1;
+  std::vector<std::unique_ptr<Transport>> rails;
+  for (size_t r = 0; r < config.rails.size(); ++r) {
+    const std::string& rail = config.rails[r];
+    config::TransportConfig c = config;
+    c.rails.clear();
+    if (config.kind == config::TransportKind::kVerbs) {
+      c.verbs.devices = {rail};
+    } else if (config.kind == config::TransportKind::kTcp) {
+      c.listen_address = rail.find(':') == std::string::npos ? rail + ":0" : rail;
+    } else {
+      return invalidArgument("transport.rails: only tcp and verbs have NICs to stripe over");
+    }
+    if (striped) {  // room for a batch's slices on every rail, and for the op a cut adds
+      c.queue_depth = 2 * config.queue_depth;
+      c.max_batch_ops = config.max_batch_ops + 2;
+    }
+    Result<std::unique_ptr<Transport>> made = makeBackend(c, fabric);
+    if (!made.isOk()) {
+      return made.status().withContext("transport.rails[" + std::to_string(r) + "] '" + rail + "'");
+    }
+    rails.push_back(std::move(made).value());
+  }
+  if (!striped) return std::move(rails.front());
+  return makeStripedTransport(std::move(rails), config);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Transport>> makeTransport(const config::TransportConfig& config,
                                                  std::shared_ptr<LoopbackFabric> fabric) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Transport> backend, makeBackend(config, std::move(fabric)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> backend, makeRails(config, std::move(fabric)));
   if (!config.faults.any()) return backend;
   return wrapWithFaults(std::move(backend), config);
 }

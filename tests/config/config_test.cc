@@ -22,7 +22,8 @@ auto fields(const TransportConfig& c) {
   return std::tie(c.kind, c.listen_address, c.queue_depth, c.connections_per_peer, c.chain_length,
                   c.signal_interval, c.max_batch_ops, c.connect_timeout_ms, c.connect_retries,
                   c.retry_backoff_ms, c.op_timeout_ms, c.direct_receive_bytes,
-                  c.socket_buffer_bytes, c.gpu_staging_chunk_bytes, c.gpu_staging_chunks);
+                  c.socket_buffer_bytes, c.gpu_staging_chunk_bytes, c.gpu_staging_chunks, c.rails,
+                  c.stripe_min_bytes, c.rail_cooldown_ms);
 }
 
 // The error message of parsing `yaml` as a node_agent.yaml named "t.yaml"; "" when it parses.
@@ -55,6 +56,8 @@ const std::vector<UintField> kUintFields = {
     {"socket_buffer_bytes", &TransportConfig::socket_buffer_bytes, 0, 1073741824},
     {"gpu_staging_chunk_bytes", &TransportConfig::gpu_staging_chunk_bytes, 4096, 268435456},
     {"gpu_staging_chunks", &TransportConfig::gpu_staging_chunks, 2, 1024},
+    {"stripe_min_bytes", &TransportConfig::stripe_min_bytes, 4096, 1073741824},
+    {"rail_cooldown_ms", &TransportConfig::rail_cooldown_ms, 1, 600000},
 };
 
 TEST(ConfigDefaultsTest, EmptyCommentOnlyAndEmptySectionsGiveDefaults) {
@@ -101,6 +104,9 @@ transport:
   socket_buffer_bytes: 11
   gpu_staging_chunk_bytes: 65536
   gpu_staging_chunks: 13
+  stripe_min_bytes: 16384
+  rail_cooldown_ms: 15
+  rails: [mlx5_0, mlx5_1]
 )",
                                                         "t.yaml");
   ASSERT_TRUE(config.isOk()) << config.status().toString();
@@ -108,10 +114,13 @@ transport:
   const TransportConfig& t = config->transport;
   EXPECT_EQ(t.kind, TransportKind::kVerbs);
   EXPECT_EQ(t.listen_address, "[::1]:7000");
+  EXPECT_EQ(t.rails, (std::vector<std::string>{"mlx5_0", "mlx5_1"}));
   for (size_t i = 0; i < kUintFields.size(); ++i) {
     // Each knob its own value (its index + 1, or a value in range where that is below it).
-    const uint64_t want =
-        std::string(kUintFields[i].name) == "gpu_staging_chunk_bytes" ? 65536 : i + 1;
+    const std::string name = kUintFields[i].name;
+    const uint64_t want = name == "gpu_staging_chunk_bytes" ? 65536
+                          : name == "stripe_min_bytes"      ? 16384
+                                                            : i + 1;
     EXPECT_EQ(t.*kUintFields[i].field, want) << kUintFields[i].name;
   }
 
@@ -136,7 +145,7 @@ TEST(ConfigErrorTest, UnknownKeysListTheAllowedOnes) {
             "queue_depth, connections_per_peer, chain_length, signal_interval, max_batch_ops, "
             "connect_timeout_ms, connect_retries, retry_backoff_ms, op_timeout_ms, "
             "direct_receive_bytes, socket_buffer_bytes, gpu_staging_chunk_bytes, "
-            "gpu_staging_chunks, verbs, faults)");
+            "gpu_staging_chunks, rails, stripe_min_bytes, rail_cooldown_ms, verbs, faults)");
   EXPECT_EQ(agentError("logging:\n  level: info\n  colour: true\n"),
             "t.yaml:3: logging.colour: unknown key (allowed: level)");
   Result<OrchestratorConfig> orchestrator =

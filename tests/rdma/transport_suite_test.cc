@@ -69,6 +69,15 @@ struct TcpFaultWrappedBackend : TcpBackend {
   static std::string name() { return "tcp_fault_wrapped"; }
   static void configure(config::TransportConfig& c, Side) { c.faults.cut_every_batches = 1u << 30; }
 };
+// tcp over two rails (two listeners on 127.0.0.1, rdma/striped/): every batch of 4 KiB or more
+// is sliced over both, a batch with an immediate sealed by its last bytes.
+struct TcpTwoRailsBackend : TcpBackend {
+  static std::string name() { return "tcp_two_rails"; }
+  static void configure(config::TransportConfig& c, Side) {
+    c.rails = {"127.0.0.1", "127.0.0.1"};
+    c.stripe_min_bytes = 4096;
+  }
+};
 struct LoopbackBackend : DefaultBackend {
   static constexpr config::TransportKind kKind = config::TransportKind::kLoopback;
   static std::string name() { return "loopback"; }
@@ -154,11 +163,12 @@ class TransportSuite : public ::testing::Test {
 };
 
 #ifdef KVFERRY_HAVE_VERBS
-using Backends = ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend,
-                                  TcpFaultWrappedBackend, LoopbackBackend, VerbsBackend>;
+using Backends =
+    ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend, TcpFaultWrappedBackend,
+                     TcpTwoRailsBackend, LoopbackBackend, VerbsBackend>;
 #else
 using Backends = ::testing::Types<TcpBackend, TcpFakeGpuBackend, TcpFakeGpuToHostBackend,
-                                  TcpFaultWrappedBackend, LoopbackBackend>;
+                                  TcpFaultWrappedBackend, TcpTwoRailsBackend, LoopbackBackend>;
 #endif
 class BackendNames {
  public:
@@ -449,6 +459,7 @@ TYPED_TEST(TransportSuite, BadBlobsAreRejected) {
                        ? config::TransportKind::kLoopback
                        : config::TransportKind::kTcp;
   other_cfg.listen_address = "127.0.0.1:0";
+  other_cfg.rails.clear();
   auto other = this->make(other_cfg);
   ASSERT_TRUE(other);
   Result<PeerId> foreign = t->connect(*other->localBlob());

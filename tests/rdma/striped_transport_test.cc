@@ -1,0 +1,282 @@
+// Several rails per endpoint (rdma/striped/): how a batch is cut, that the bytes spread over the
+// rails, that a rail whose connection is cut loses no batch, and a peer with one NIC. The typed
+// suite (transport_suite_test.cc, tcp_two_rails) holds the striped transport to every guarantee
+// of a backend; the Soft-RoCE VM runs it over two verbs rails (verbs_test.cc).
+#include "rdma/striped/striped_transport.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "rdma/factory.h"
+#include "rdma/fault/fault_transport.h"
+#include "rdma/kv_layout.h"
+#include "rdma/tcp/tcp_transport.h"
+#include "tests/rdma/transport_test_util.h"
+
+namespace kvferry::rdma {
+namespace {
+
+using namespace std::chrono_literals;
+
+uint64_t totalBytes(std::span<const TransferOp> ops) {
+  uint64_t n = 0;
+  for (const TransferOp& op : ops) n += op.length;
+  return n;
+}
+
+TEST(SliceOpsTest, PiecesCoverTheOpsInOrderCutAtTheShares) {
+  const std::vector<TransferOp> ops{{1, 0, 2, 100, 10}, {1, 50, 2, 500, 30}, {3, 7, 4, 9, 5}};
+  const std::vector<uint64_t> shares{12, 25, 8};
+  const std::vector<std::vector<TransferOp>> pieces = sliceOps(ops, shares);
+  ASSERT_EQ(pieces.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(totalBytes(pieces[i]), shares[i]);
+  // Piece 0: all of op 0, the first 2 bytes of op 1.
+  ASSERT_EQ(pieces[0].size(), 2u);
+  EXPECT_EQ(pieces[0][1].local_offset, 50u);
+  EXPECT_EQ(pieces[0][1].length, 2u);
+  // Piece 1: 25 bytes of op 1 from its byte 2 on (both offsets moved alike); piece 2 its last 3
+  // bytes and all of op 2.
+  ASSERT_EQ(pieces[1].size(), 1u);
+  EXPECT_EQ(pieces[1][0].local_offset, 52u);
+  EXPECT_EQ(pieces[1][0].remote_offset, 502u);
+  EXPECT_EQ(pieces[1][0].length, 25u);
+  ASSERT_EQ(pieces[2].size(), 2u);
+  EXPECT_EQ(pieces[2][0].local_offset, 77u);
+  EXPECT_EQ(pieces[2][0].length, 3u);
+  EXPECT_EQ(pieces[2][1].local_region, 3u);
+  // Byte for byte, the pieces concatenated are the ops.
+  std::vector<std::pair<uint64_t, uint64_t>> bytes_in, bytes_out;
+  for (const TransferOp& op : ops) {
+    for (uint64_t b = 0; b < op.length; ++b)
+      bytes_in.push_back({op.local_offset + b, op.remote_offset + b});
+  }
+  for (const auto& piece : pieces) {
+    for (const TransferOp& op : piece) {
+      for (uint64_t b = 0; b < op.length; ++b)
+        bytes_out.push_back({op.local_offset + b, op.remote_offset + b});
+    }
+  }
+  EXPECT_EQ(bytes_in, bytes_out);
+}
+
+class StripedTransportTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kBlockBytes = 64 * 1024;
+  static constexpr uint64_t kBlocks = 64;
+  static constexpr uint32_t kInFlight = 8;  // batches; each lands in a part of the target's own
+  static constexpr uint32_t kBatchBlocks = 16;
+
+  config::TransportConfig tcpConfig() const {
+    config::TransportConfig c;
+    c.kind = config::TransportKind::kTcp;
+    c.listen_address = "127.0.0.1:0";
+    c.queue_depth = 64;
+    c.max_batch_ops = 4096 + 2;
+    c.connect_timeout_ms = 2000;
+    c.connect_retries = 0;
+    c.op_timeout_ms = 3000;
+    return c;
+  }
+  // The striped transport's own settings (its rails get tcpConfig()'s).
+  config::TransportConfig options() const {
+    config::TransportConfig o = tcpConfig();
+    o.queue_depth = 32;
+    o.max_batch_ops = 4096;
+    o.stripe_min_bytes = 64 * 1024;
+    o.rail_cooldown_ms = 50;
+    return o;
+  }
+  std::unique_ptr<Transport> tcp() {
+    Result<std::unique_ptr<Transport>> t = makeTcpTransport(tcpConfig());
+    EXPECT_TRUE(t.isOk()) << t.status().toString();
+    return t.isOk() ? std::move(t).value() : nullptr;
+  }
+  std::unique_ptr<Transport> striped(std::vector<std::unique_ptr<Transport>> rails) {
+    Result<std::unique_ptr<Transport>> t = makeStripedTransport(std::move(rails), options());
+    EXPECT_TRUE(t.isOk()) << t.status().toString();
+    return t.isOk() ? std::move(t).value() : nullptr;
+  }
+  std::vector<std::unique_ptr<Transport>> tcpRails(size_t n) {
+    std::vector<std::unique_ptr<Transport>> rails;
+    for (size_t i = 0; i < n; ++i) rails.push_back(tcp());
+    return rails;
+  }
+
+  void connectPair() {
+    ASSERT_TRUE(target_ && initiator_);
+    target_mem_.assign(kBlockBytes * kInFlight * kBatchBlocks, 0);
+    initiator_mem_.resize(kBlockBytes * kBlocks);
+    fillRandom(initiator_mem_, 7);
+    target_pool_ = registerPool(*target_, target_mem_, kBlockBytes);
+    initiator_pool_ = registerPool(*initiator_, initiator_mem_, kBlockBytes);
+    Result<EndpointBlob> blob = target_->localBlob();
+    ASSERT_TRUE(blob.isOk()) << blob.status().toString();
+    Result<PeerId> peer = initiator_->connect(*blob);
+    ASSERT_TRUE(peer.isOk()) << peer.status().toString();
+    peer_ = *peer;
+  }
+
+  // `batches` batches of 16 scattered blocks (1 MiB), up to 8 in flight, each with an
+  // immediate; every one must complete OK, every immediate arrive, every block land intact.
+  void writeAndCheck(int batches) {
+    std::mt19937 rng(3);
+    struct InFlight {
+      std::vector<uint32_t> src, dst;
+      uint32_t part = 0;
+    };
+    std::map<uint64_t, InFlight> in_flight;
+    std::vector<uint32_t> free_parts(kInFlight);
+    std::iota(free_parts.begin(), free_parts.end(), 0u);
+    std::set<uint32_t> imms_sent;
+    int posted = 0;
+    int completed = 0;
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (completed < batches && std::chrono::steady_clock::now() < give_up) {
+      while (posted < batches && !free_parts.empty()) {
+        InFlight batch;
+        batch.part = free_parts.back();
+        free_parts.pop_back();
+        batch.src = randomIds(kBlocks, kBatchBlocks, rng);
+        // Scattered blocks of a part no other batch in flight writes.
+        for (uint32_t id : randomIds(kBatchBlocks, kBatchBlocks, rng)) {
+          batch.dst.push_back(batch.part * kBatchBlocks + id);
+        }
+        std::vector<TransferOp> ops;
+        ASSERT_TRUE(
+            appendBlockOps(initiator_pool_, target_pool_, batch.src, batch.dst, ops).isOk());
+        const uint32_t imm = 1000 + posted;
+        Status s = initiator_->postWrite(peer_, ops, imm, posted);
+        ASSERT_TRUE(s.isOk()) << s.toString();
+        imms_sent.insert(imm);
+        in_flight[posted] = std::move(batch);
+        ++posted;
+      }
+      for (const Completion& c : drainCompletions(*initiator_, 1, 100ms)) {
+        EXPECT_TRUE(c.status.isOk()) << "batch " << c.cookie << ": " << c.status.toString();
+        const InFlight& batch = in_flight.at(c.cookie);
+        for (size_t i = 0; i < kBatchBlocks; ++i) {
+          EXPECT_EQ(blockChecksum(target_mem_, target_pool_, batch.dst[i]),
+                    blockChecksum(initiator_mem_, initiator_pool_, batch.src[i]))
+              << "batch " << c.cookie << " block " << i;
+        }
+        free_parts.push_back(batch.part);
+        in_flight.erase(c.cookie);
+        ++completed;
+      }
+    }
+    EXPECT_EQ(completed, batches);
+    // Every immediate, at least once (twice only when a rail died between landing it and
+    // reporting it).
+    std::set<uint32_t> imms_seen;
+    ImmediateEvent buf[64];
+    const auto imm_give_up = std::chrono::steady_clock::now() + 5s;
+    while (imms_seen.size() < imms_sent.size() && std::chrono::steady_clock::now() < imm_give_up) {
+      const size_t n = target_->pollImmediates(buf, 50ms);
+      for (size_t i = 0; i < n; ++i) imms_seen.insert(buf[i].imm);
+    }
+    EXPECT_EQ(imms_seen, imms_sent);
+  }
+
+  std::unique_ptr<Transport> target_, initiator_;
+  std::vector<uint8_t> target_mem_, initiator_mem_;
+  KvPool target_pool_, initiator_pool_;
+  PeerId peer_ = 0;
+};
+
+TEST_F(StripedTransportTest, BytesSpreadOverEveryRail) {
+  target_ = striped(tcpRails(2));
+  initiator_ = striped(tcpRails(2));
+  connectPair();
+  writeAndCheck(40);
+  const std::vector<RailStats> stats = railStats(*initiator_);
+  ASSERT_EQ(stats.size(), 2u);
+  const uint64_t total = stats[0].bytes + stats[1].bytes;
+  EXPECT_EQ(total, 40u * kBatchBlocks * kBlockBytes);
+  for (size_t r = 0; r < 2; ++r) {
+    EXPECT_GT(stats[r].bytes, total / 10) << "rail " << r << " carried almost nothing";
+    EXPECT_EQ(stats[r].failures, 0u);
+  }
+}
+
+// Rail 1's connection is cut every third batch handed to it (the fault wrapper): its slices go
+// to rail 0, it reconnects after its cooldown, and no batch fails.
+TEST_F(StripedTransportTest, ARailCutMidRunLosesNoBatch) {
+  target_ = striped(tcpRails(2));
+  std::vector<std::unique_ptr<Transport>> rails;
+  rails.push_back(tcp());
+  config::TransportConfig cut = tcpConfig();
+  cut.faults.cut_every_batches = 3;
+  Result<std::unique_ptr<Transport>> wrapped = wrapWithFaults(tcp(), cut);
+  ASSERT_TRUE(wrapped.isOk()) << wrapped.status().toString();
+  rails.push_back(std::move(wrapped).value());
+  initiator_ = striped(std::move(rails));
+  connectPair();
+  writeAndCheck(40);
+  const std::vector<RailStats> stats = railStats(*initiator_);
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_GT(stats[1].failures, 0u) << "the cut never happened: the test tested nothing";
+  EXPECT_GT(stats[1].bytes, 0u) << "rail 1 never came back after its cooldown";
+  EXPECT_EQ(stats[0].failures, 0u);
+}
+
+// Every rail of the peer gone: the batches in flight fail (typed), none hangs.
+TEST_F(StripedTransportTest, ABatchFailsWhenNoRailIsLeft) {
+  target_ = striped(tcpRails(2));
+  initiator_ = striped(tcpRails(2));
+  connectPair();
+  target_.reset();
+  std::vector<TransferOp> ops;
+  ASSERT_TRUE(appendBlockOps(initiator_pool_, target_pool_, std::vector<uint32_t>{1, 2, 3},
+                             std::vector<uint32_t>{4, 5, 6}, ops)
+                  .isOk());
+  Status posted = initiator_->postWrite(peer_, ops, 7u, 1);
+  if (posted.isOk()) {
+    const Status s = waitOne(*initiator_, 1);
+    EXPECT_FALSE(s.isOk());
+    EXPECT_TRUE(s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kCancelled ||
+                s.code() == StatusCode::kDeadlineExceeded)
+        << s.toString();
+  } else {
+    EXPECT_EQ(posted.code(), StatusCode::kUnavailable) << posted.toString();
+  }
+}
+
+// A peer with one NIC (a plain tcp blob): rail 0 reaches it.
+TEST_F(StripedTransportTest, APeerWithOneNicIsReachedOnRailZero) {
+  target_ = tcp();
+  initiator_ = striped(tcpRails(2));
+  connectPair();
+  writeAndCheck(6);
+  const std::vector<RailStats> stats = railStats(*initiator_);
+  EXPECT_GT(stats[0].bytes, 0u);
+  EXPECT_EQ(stats[1].bytes, 0u);
+}
+
+TEST_F(StripedTransportTest, RailsTooSmallForTheStripeAreRefused) {
+  config::TransportConfig small = tcpConfig();
+  small.queue_depth = 8;
+  std::vector<std::unique_ptr<Transport>> rails;
+  rails.push_back(makeTcpTransport(small).value());
+  Result<std::unique_ptr<Transport>> t = makeStripedTransport(std::move(rails), options());
+  ASSERT_FALSE(t.isOk());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find("striping needs 64"), std::string::npos)
+      << t.status().toString();
+}
+
+TEST(StripedConfigTest, RailsForALoopbackTransportAreRefused) {
+  config::TransportConfig c;
+  c.kind = config::TransportKind::kLoopback;
+  c.rails = {"a", "b"};
+  Result<std::unique_ptr<Transport>> t = makeTransport(c);
+  ASSERT_FALSE(t.isOk());
+  EXPECT_NE(t.status().message().find("only tcp and verbs"), std::string::npos)
+      << t.status().toString();
+}
+
+}  // namespace
+}  // namespace kvferry::rdma
