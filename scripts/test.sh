@@ -49,20 +49,17 @@ cd "build/$preset"
 ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
 cd "$root"
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" != 0 ]; then
-  # The threads of the transfer engine and the orchestrator under the sanitizers, and the agent's
-  # (control API, membership, batching loop) under ASan. Only these test binaries: building the
-  # whole tree once more per sanitizer would not fit CI's time.
+  # The threads of the transfer engine, the orchestrator and the agent (control API, membership,
+  # batching loop, KV sender and receiver) under the sanitizers. Only these test binaries:
+  # building the whole tree once more per sanitizer would not fit CI's time.
   for sanitizer in asan tsan; do
-    targets=(rdma_tests orchestrator_tests)
-    [ "$sanitizer" = asan ] && targets+=(node_agent_tests)
+    targets=(rdma_tests orchestrator_tests node_agent_tests)
     echo "== $sanitizer: ${targets[*]}"
     cmake --preset "$sanitizer" >/dev/null
     cmake --build "build/$sanitizer" -j "$jobs" "${targets[@]/#/--target=}"
     "build/$sanitizer/tests/rdma/rdma_tests" --gtest_brief=1
     "build/$sanitizer/tests/orchestrator/orchestrator_tests" --gtest_brief=1
-    if [ "$sanitizer" = asan ]; then
-      "build/$sanitizer/tests/node_agent/node_agent_tests" --gtest_brief=1
-    fi
+    "build/$sanitizer/tests/node_agent/node_agent_tests" --gtest_brief=1
   done
 fi
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
