@@ -1,0 +1,198 @@
+// transport.rails over real verbs: two RDMA devices per side on two links (the Soft-RoCE VM's
+// two veth pairs, tests/rdma/rxe_rails.sh, ctest -L rxe), or the devices the environment names
+// on a host with RDMA NICs:
+//   KVFERRY_RAILS_TARGET_DEVS / KVFERRY_RAILS_INITIATOR_DEVS  comma-separated device names
+//   KVFERRY_RAILS_TARGET_IP / KVFERRY_RAILS_INITIATOR_IP      where each side's handshakes listen
+//   KVFERRY_RAILS_LINK_DOWN / KVFERRY_RAILS_LINK_UP           shell commands that take the last
+//                                                             rail's link down and up again
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "rdma/factory.h"
+#include "rdma/kv_layout.h"
+#include "rdma/striped/striped_transport.h"
+#include "tests/rdma/transport_test_util.h"
+
+namespace kvferry::rdma {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::string> splitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+class VerbsRailsTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kBlockBytes = 64 * 1024;
+  static constexpr uint32_t kSourceBlocks = 64;
+  static constexpr uint32_t kBatchBlocks = 16;
+  static constexpr uint32_t kInFlight = 4;
+
+  void SetUp() override {
+    target_devs_ = splitList(envOr("KVFERRY_RAILS_TARGET_DEVS", ""));
+    initiator_devs_ = splitList(envOr("KVFERRY_RAILS_INITIATOR_DEVS", ""));
+    if (target_devs_.size() < 2 || initiator_devs_.size() != target_devs_.size()) {
+      GTEST_SKIP() << "no two RDMA rails per side named (KVFERRY_RAILS_TARGET_DEVS, "
+                      "KVFERRY_RAILS_INITIATOR_DEVS; ctest -L rxe runs tests/rdma/rxe_rails.sh)";
+    }
+  }
+
+  config::TransportConfig railsConfig(const std::vector<std::string>& devs, const char* ip_env) {
+    config::TransportConfig c;
+    c.kind = config::TransportKind::kVerbs;
+    c.rails = devs;
+    c.listen_address = envOr(ip_env, "127.0.0.1") + ":0";
+    c.queue_depth = 16;
+    c.connect_timeout_ms = 2000;
+    c.connect_retries = 0;
+    c.op_timeout_ms =
+        5000;  // a slice stuck on a dead link (rxe may never fail it) is retried after this
+    c.stripe_min_bytes = 64 * 1024;
+    c.rail_cooldown_ms = 500;
+    return c;
+  }
+
+  void connect() {
+    Result<std::unique_ptr<Transport>> target =
+        makeTransport(railsConfig(target_devs_, "KVFERRY_RAILS_TARGET_IP"));
+    ASSERT_TRUE(target.isOk()) << target.status().toString();
+    Result<std::unique_ptr<Transport>> initiator =
+        makeTransport(railsConfig(initiator_devs_, "KVFERRY_RAILS_INITIATOR_IP"));
+    ASSERT_TRUE(initiator.isOk()) << initiator.status().toString();
+    target_ = std::move(target).value();
+    initiator_ = std::move(initiator).value();
+    target_mem_.assign(kBlockBytes * kInFlight * kBatchBlocks, 0);
+    initiator_mem_.resize(kBlockBytes * kSourceBlocks);
+    fillRandom(initiator_mem_, 11);
+    target_pool_ = registerPool(*target_, target_mem_, kBlockBytes);
+    initiator_pool_ = registerPool(*initiator_, initiator_mem_, kBlockBytes);
+    Result<EndpointBlob> blob = target_->localBlob();
+    ASSERT_TRUE(blob.isOk()) << blob.status().toString();
+    Result<PeerId> peer = initiator_->connect(*blob);
+    ASSERT_TRUE(peer.isOk()) << peer.status().toString();
+    peer_ = *peer;
+  }
+
+  // `batches` batches of 16 scattered 64 KiB blocks, kInFlight at a time, each with an immediate;
+  // `after_completions(n)` runs once n have completed. Every batch must complete OK with its
+  // blocks intact and every immediate arrive.
+  void run(int batches, const std::function<void(int)>& after_completions = nullptr) {
+    std::mt19937 rng(5);
+    struct InFlight {
+      std::vector<uint32_t> src, dst;
+      uint32_t part = 0;
+    };
+    std::map<uint64_t, InFlight> in_flight;
+    std::vector<uint32_t> free_parts(kInFlight);
+    std::iota(free_parts.begin(), free_parts.end(), 0u);
+    int posted = 0;
+    int completed = 0;
+    const auto give_up = std::chrono::steady_clock::now() + 240s;
+    while (completed < batches && std::chrono::steady_clock::now() < give_up) {
+      while (posted < batches && !free_parts.empty()) {
+        InFlight batch;
+        batch.part = free_parts.back();
+        free_parts.pop_back();
+        batch.src = randomIds(kSourceBlocks, kBatchBlocks, rng);
+        for (uint32_t id : randomIds(kBatchBlocks, kBatchBlocks, rng)) {
+          batch.dst.push_back(batch.part * kBatchBlocks + id);
+        }
+        std::vector<TransferOp> ops;
+        ASSERT_TRUE(
+            appendBlockOps(initiator_pool_, target_pool_, batch.src, batch.dst, ops).isOk());
+        Status s = initiator_->postWrite(peer_, ops, 5000 + posted, posted);
+        ASSERT_TRUE(s.isOk()) << s.toString();
+        in_flight[posted++] = std::move(batch);
+      }
+      for (const Completion& c : drainCompletions(*initiator_, 1, 200ms)) {
+        EXPECT_TRUE(c.status.isOk()) << "batch " << c.cookie << ": " << c.status.toString();
+        const InFlight& batch = in_flight.at(c.cookie);
+        for (uint32_t i = 0; i < kBatchBlocks; ++i) {
+          EXPECT_EQ(blockChecksum(target_mem_, target_pool_, batch.dst[i]),
+                    blockChecksum(initiator_mem_, initiator_pool_, batch.src[i]))
+              << "batch " << c.cookie << " block " << i;
+        }
+        free_parts.push_back(batch.part);
+        in_flight.erase(c.cookie);
+        ++completed;
+        if (after_completions) after_completions(completed);
+      }
+    }
+    ASSERT_EQ(completed, batches);
+    std::set<uint32_t> seen;
+    ImmediateEvent buf[64];
+    const auto imm_give_up = std::chrono::steady_clock::now() + 10s;
+    while (seen.size() < size_t(batches) && std::chrono::steady_clock::now() < imm_give_up) {
+      const size_t n = target_->pollImmediates(buf, 100ms);
+      for (size_t i = 0; i < n; ++i) seen.insert(buf[i].imm);
+    }
+    EXPECT_EQ(seen.size(), size_t(batches)) << "immediates missing";
+  }
+
+  std::vector<std::string> target_devs_, initiator_devs_;
+  std::unique_ptr<Transport> target_, initiator_;
+  std::vector<uint8_t> target_mem_, initiator_mem_;
+  KvPool target_pool_, initiator_pool_;
+  PeerId peer_ = 0;
+};
+
+TEST_F(VerbsRailsTest, BytesSpreadOverEveryRail) {
+  connect();
+  run(24);
+  const std::vector<RailStats> stats = railStats(*initiator_);
+  ASSERT_EQ(stats.size(), target_devs_.size());
+  uint64_t total = 0;
+  for (const RailStats& s : stats) total += s.bytes;
+  EXPECT_EQ(total, 24u * kBatchBlocks * kBlockBytes);
+  for (size_t r = 0; r < stats.size(); ++r) {
+    std::printf("rail %zu (%s): %lu bytes, %lu slices, %.1f MB/s estimated\n", r,
+                initiator_devs_[r].c_str(), static_cast<unsigned long>(stats[r].bytes),
+                static_cast<unsigned long>(stats[r].slices), stats[r].bytes_per_s / 1e6);
+    EXPECT_GT(stats[r].bytes, total / 10) << "rail " << r << " carried almost nothing";
+  }
+}
+
+// The last rail's link goes down after a few batches and comes back near the end: every batch
+// still completes with its bytes and immediate.
+TEST_F(VerbsRailsTest, ALinkDownMidRunLosesNoBatch) {
+  const std::string down = envOr("KVFERRY_RAILS_LINK_DOWN", "");
+  const std::string up = envOr("KVFERRY_RAILS_LINK_UP", "");
+  if (down.empty() || up.empty()) {
+    GTEST_SKIP() << "KVFERRY_RAILS_LINK_DOWN / _UP name no commands to take a link down and up";
+  }
+  connect();
+  bool link_down = false;
+  run(40, [&](int completed) {
+    if (completed == 6) {
+      ASSERT_EQ(std::system(down.c_str()), 0) << down;
+      link_down = true;
+    }
+    if (completed == 30 && link_down) {
+      ASSERT_EQ(std::system(up.c_str()), 0) << up;
+      link_down = false;
+    }
+  });
+  if (link_down) std::system(up.c_str());
+  const std::vector<RailStats> stats = railStats(*initiator_);
+  ASSERT_FALSE(stats.empty());
+  EXPECT_GT(stats.back().failures, 0u) << "the link went down and no slice failed: not tested";
+  for (size_t r = 0; r < stats.size(); ++r) {
+    std::printf("rail %zu: %lu bytes, %lu slices, %lu failed\n", r,
+                static_cast<unsigned long>(stats[r].bytes),
+                static_cast<unsigned long>(stats[r].slices),
+                static_cast<unsigned long>(stats[r].failures));
+  }
+}
+
+}  // namespace
+}  // namespace kvferry::rdma
