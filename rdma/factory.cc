@@ -62,7 +62,7 @@ Result<std::unique_ptr<Transport>> makeRails(const config::TransportConfig& conf
       return invalidArgument("transport.rails: only tcp and verbs have NICs to stripe over");
     }
     if (striped) {  // room for a batch's slices on every rail, and for the op a cut adds
-      c.queue_depth = 2 * config.queue_depth;
+      c.queue_depth = railQueueDepth(config.queue_depth, config.rails.size());
       c.max_batch_ops = config.max_batch_ops + 2;
     }
     Result<std::unique_ptr<Transport>> made = makeBackend(c, fabric);

@@ -717,6 +717,10 @@ class StripedTransport final : public TransportBase {
 
 }  // namespace
 
+uint32_t railQueueDepth(uint32_t queue_depth, size_t rails) {
+  return static_cast<uint32_t>(std::min<uint64_t>(uint64_t{queue_depth} * (rails + 1), 1u << 20));
+}
+
 std::vector<std::vector<TransferOp>> sliceOps(std::span<const TransferOp> ops,
                                               std::span<const uint64_t> shares) {
   std::vector<std::vector<TransferOp>> pieces(shares.size());
@@ -743,15 +747,14 @@ std::vector<std::vector<TransferOp>> sliceOps(std::span<const TransferOp> ops,
 Result<std::unique_ptr<Transport>> makeStripedTransport(
     std::vector<std::unique_ptr<Transport>> rails, const config::TransportConfig& config) {
   if (rails.empty()) return invalidArgument("a striped transport needs at least one rail");
+  const uint64_t depth = railQueueDepth(config.queue_depth, rails.size());
   for (size_t r = 0; r < rails.size(); ++r) {
     const Capabilities caps = rails[r]->capabilities();
-    if (caps.queue_depth < 2 * config.queue_depth ||
-        caps.max_batch_ops < config.max_batch_ops + 2) {
-      return invalidArgument("rail " + std::to_string(r) + " holds " +
-                             std::to_string(caps.queue_depth) + " batches of " +
-                             std::to_string(caps.max_batch_ops) + " ops; striping needs " +
-                             std::to_string(2 * config.queue_depth) + " of " +
-                             std::to_string(config.max_batch_ops + 2));
+    if (caps.queue_depth < depth || caps.max_batch_ops < config.max_batch_ops + 2) {
+      return invalidArgument(
+          "rail " + std::to_string(r) + " holds " + std::to_string(caps.queue_depth) +
+          " batches of " + std::to_string(caps.max_batch_ops) + " ops; striping needs " +
+          std::to_string(depth) + " of " + std::to_string(config.max_batch_ops + 2));
     }
   }
   auto striped = std::make_unique<StripedTransport>(std::move(rails), config);

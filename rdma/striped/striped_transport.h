@@ -16,7 +16,8 @@
 //
 // What it cannot promise that a single backend does: when a rail dies after the seal's immediate
 // reached the target but before its completion came back, the seal is posted again and the
-// target sees the immediate twice (the agent counts each layer once). And verbs' GPU flush (a
+// target sees the immediate twice (the agent counts each layer once). An immediate's source_id is
+// the initiator's rail's endpoint id, not the striped blob's. And verbs' GPU flush (a
 // read before the immediate) runs on the seal's rail only, so a platform that needs it should use
 // one rail.
 #pragma once
@@ -43,10 +44,14 @@ struct RailStats {
 
 // Stripes over `rails` (at least one; each a fresh transport with nothing registered) as
 // `config` says: queue_depth, max_batch_ops, op_timeout_ms, stripe_min_bytes, rail_cooldown_ms
-// (the rest is the rails'). The rails' queue depth must hold 2 × queue_depth batches and their
-// max_batch_ops be max_batch_ops + 2 (a cut adds an op).
+// (the rest is the rails'). Each rail's queue depth must be railQueueDepth() and its
+// max_batch_ops max_batch_ops + 2 (a cut adds an op).
 Result<std::unique_ptr<Transport>> makeStripedTransport(
     std::vector<std::unique_ptr<Transport>> rails, const config::TransportConfig& config);
+
+// The batches a rail must hold: a striped batch keeps one slice on each rail, and when rails
+// fail their slices move onto the others (and its seal follows them).
+uint32_t railQueueDepth(uint32_t queue_depth, size_t rails);
 
 // Per rail, for a transport made by makeStripedTransport(); empty for any other.
 std::vector<RailStats> railStats(const Transport& transport);

@@ -74,7 +74,7 @@ class StripedTransportTest : public ::testing::Test {
     config::TransportConfig c;
     c.kind = config::TransportKind::kTcp;
     c.listen_address = "127.0.0.1:0";
-    c.queue_depth = 64;
+    c.queue_depth = railQueueDepth(32, 2);
     c.max_batch_ops = 4096 + 2;
     c.connect_timeout_ms = 2000;
     c.connect_retries = 0;
