@@ -2,6 +2,9 @@
 // 127.0.0.1 serving the stories260K model over the TCP transport.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -61,10 +64,17 @@ describe('disaggregation invariance', () => {
   before(async () => {
     single = await new Cluster({ both: 1 }).start();
     singleOut = await runAll(single);
+    // The pairs move KV over two tcp rails each (transport.rails: two local addresses), every
+    // layer's batch of 4 KiB or more sliced over both.
+    const railsYaml = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kvferry-rails-')), 'agent.yaml');
+    fs.writeFileSync(railsYaml,
+      'transport:\n  rails: ["127.0.0.1", "127.0.0.2"]\n  stripe_min_bytes: 4096\n');
+    const rails = ['--config', railsYaml];
     disaggregated = await new Cluster({
       prefill: 2,
       decode: 2,
       orchestratorYaml: 'scheduler:\n  policy: round_robin\n',
+      agentArgs: { prefill0: rails, prefill1: rails, decode0: rails, decode1: rails },
     }).start();
     disaggregatedOut = await runAll(disaggregated);
   });
@@ -74,7 +84,7 @@ describe('disaggregation invariance', () => {
     }
   });
 
-  test('2 prefill + 2 decode agents over TCP give a single agent\'s tokens exactly', () => {
+  test('2 prefill + 2 decode agents over two TCP rails give a single agent\'s tokens exactly', () => {
     assert.equal(singleOut.length, disaggregatedOut.length);
     for (let i = 0; i < singleOut.length; ++i) {
       const a = singleOut[i];
