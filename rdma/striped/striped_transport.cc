@@ -360,6 +360,19 @@ class StripedTransport final : public TransportBase {
     batch.is_read = is_read;
     batch.imm = imm;
     std::vector<TransferOp> data(ops.begin(), ops.end());
+    uint64_t total = 0;
+    for (const TransferOp& op : data) total += op.length;
+    if (total < config_.stripe_min_bytes || usable.size() == 1) {
+      // Whole, on one rail, its immediate with it: the rail orders a batch's immediate after its
+      // bytes, so no seal (and no round trip) is needed.
+      Slice whole;
+      whole.ops = std::move(data);
+      whole.bytes = total;
+      whole.rail = bestRail(usable, total);
+      batch.slices.push_back(std::move(whole));
+      batch.sealed = imm.has_value();
+      return launch(std::move(batch));
+    }
     std::optional<TransferOp> seal;
     if (imm) {
       TransferOp& last = data.back();
@@ -374,17 +387,12 @@ class StripedTransport final : public TransportBase {
         data.pop_back();
       }
     }
-    uint64_t total = 0;
+    total = 0;
     for (const TransferOp& op : data) total += op.length;
     if (total > 0) {
       std::vector<uint64_t> shares;
       std::vector<uint32_t> chosen;
-      if (total >= config_.stripe_min_bytes && usable.size() > 1) {
-        sharesOver(usable, total, chosen, shares);
-      } else {
-        chosen.push_back(bestRail(usable, total));
-        shares.push_back(total);
-      }
+      sharesOver(usable, total, chosen, shares);
       std::vector<std::vector<TransferOp>> pieces = sliceOps(data, shares);
       for (size_t i = 0; i < pieces.size(); ++i) {
         Slice slice;
@@ -398,14 +406,21 @@ class StripedTransport final : public TransportBase {
       Slice slice;
       slice.ops = {*seal};
       slice.bytes = seal->length;
+      slice.rail = bestRail(usable, slice.bytes);
       batch.slices.push_back(std::move(slice));
       batch.sealed = true;
     }
+    return launch(std::move(batch));
+  }
+
+  // Posts a new batch's data slices, or its seal when it has nothing else; the seal of one with
+  // data goes once they complete (settleIfDone). mu_ held.
+  Status launch(Batch batch) {
     const uint64_t id = next_batch_++;
     Batch& b = batches_.emplace(id, std::move(batch)).first->second;
     const size_t data_slices = b.slices.size() - (b.sealed ? 1 : 0);
     for (uint32_t i = 0; i < data_slices; ++i) postSlice(id, b, i, b.slices[i].rail);
-    if (data_slices == 0) postSlice(id, b, 0, bestRail(usable, b.slices[0].bytes));
+    if (data_slices == 0) postSlice(id, b, 0, b.slices[0].rail);
     settleIfDone(id);
     return Status::ok();
   }

@@ -3,11 +3,11 @@
 // peer is reachable on, in proportion to each rail's measured throughput.
 //
 // - A batch of at least stripe_min_bytes is cut at byte boundaries (an op may be split in two)
-//   into one slice per usable rail, all posted at once; a smaller one goes whole to the rail
-//   expected to finish it first (its queued bytes over its throughput).
-// - An immediate must follow every byte of its batch: a batch that carries one keeps its last
-//   bytes (up to 4 KiB) back as the seal, posted with the immediate on one rail once every other
-//   slice has completed.
+//   into one slice per usable rail, all posted at once; a smaller one goes whole, with its
+//   immediate, to the rail expected to finish it first (its queued bytes over its throughput).
+// - An immediate must follow every byte of its batch: a sliced batch that carries one keeps its
+//   last bytes (up to 4 KiB) back as the seal, posted with the immediate on one rail once every
+//   other slice has completed (one round trip more than a batch on one rail).
 // - A slice that fails as a link fails (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED) puts
 //   that rail in cooldown for the peer and is posted again on another rail; the batch fails only
 //   when no rail is left, or when the target refuses an op (that is not the link's fault). A rail
