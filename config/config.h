@@ -83,6 +83,9 @@ struct VerbsConfig {
 // refuses a larger write batch from a peer).
 inline constexpr uint32_t kMaxBatchOps = 1u << 20;
 
+// transport.rails: [auto]: the RDMA devices, nearest the agent's GPU first.
+inline constexpr std::string_view kAutoRails = "auto";
+
 // `transport:` section: every knob of the KV transfer engine.
 struct TransportConfig {
   TransportKind kind = TransportKind::kTcp;  // transport.kind: tcp | verbs | loopback | cuda_ipc
@@ -115,6 +118,9 @@ struct TransportConfig {
   // over them. verbs: an RDMA device name per rail; tcp: a local address per rail, "host" or
   // "host:port", that rail listens on (a peer's rail i is reached from this one's rail i). One
   // entry only names the device or address; none: one NIC, as verbs.devices / listen_address say.
+  // verbs only: [auto] (kAutoRails, alone) is every RDMA device on the host, the one nearest the
+  // agent's GPU on the PCIe tree first (rail 0 matters most), by name without a GPU; the agent
+  // resolves it at start-up (rdma/nic_topology.h), before it makes its transport.
   std::vector<std::string> rails;
   uint32_t stripe_min_bytes =
       256 * 1024;                    // a batch this large is sliced over the rails, 4096..1 GiB

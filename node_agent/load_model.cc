@@ -1,12 +1,17 @@
 #include "node_agent/load_model.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "model/cluster_identity.h"
 #include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/llama_weights.h"
+#include "rdma/nic_topology.h"
 
 namespace kvferry::agent {
 
@@ -61,6 +66,35 @@ Result<LoadedModel> loadModel(const config::NodeAgentConfig& config) {
   loaded.identity.device = gpu.name + " (GPU " + std::to_string(gpu.index) + ")";
   loaded.identity.device_memory_bytes = gpu.total_bytes;
   return loaded;
+}
+
+Status resolveAutoRails(config::NodeAgentConfig& config, const std::filesystem::path& sysfs) {
+  config::TransportConfig& transport = config.transport;
+  if (transport.kind != config::TransportKind::kVerbs || transport.rails.size() != 1 ||
+      transport.rails.front() != config::kAutoRails) {
+    return Status::ok();
+  }
+  std::string bus_id;  // empty on the CPU runtime: no GPU to be near, so by name
+  if (config.gpu >= 0) {
+    Result<std::string> id = engine::gpuPciBusId(config.gpu);
+    if (!id.isOk()) {
+      return id.status().withContext("transport.rails: auto: the PCI address of engine.gpu " +
+                                     std::to_string(config.gpu));
+    }
+    bus_id = std::move(id).value();
+  }
+  Result<std::vector<std::string>> devices = rdma::rdmaDevicesNearest(bus_id, sysfs);
+  if (!devices.isOk()) return devices.status().withContext("transport.rails: auto");
+  transport.rails = std::move(devices).value();
+  std::string order;
+  for (const std::string& rail : transport.rails) order += (order.empty() ? "" : ", ") + rail;
+  if (bus_id.empty()) {
+    spdlog::info("transport.rails: auto: {} (by name: the CPU runtime has no GPU)", order);
+  } else {
+    spdlog::info("transport.rails: auto: {} (nearest GPU {} at {} first)", order, config.gpu,
+                 bus_id);
+  }
+  return Status::ok();
 }
 
 }  // namespace kvferry::agent

@@ -2,6 +2,7 @@
 // (model.path) with the engine settings, and the model's identity in the cluster.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 
 #include "common/status.h"
@@ -28,5 +29,12 @@ Result<ModelIdentity> modelIdentity(const model::ModelFiles& files, std::string_
 // A GPU index that does not exist, a model that does not fit, a build without CUDA: each a clear
 // error.
 Result<LoadedModel> loadModel(const config::NodeAgentConfig& config);
+
+// Resolves `transport.rails: [auto]` (verbs) in place: every RDMA device in <sysfs>, the one
+// nearest engine.gpu on the PCIe tree first, by name on the CPU runtime (engine.gpu < 0); logs
+// the order. Anything else is left as it is (rdma::makeTransport refuses an `auto` left there).
+// Errors name transport.rails: no RDMA device, a GPU whose PCI address CUDA or sysfs lacks.
+Status resolveAutoRails(config::NodeAgentConfig& config,
+                        const std::filesystem::path& sysfs = "/sys");
 
 }  // namespace kvferry::agent

@@ -162,6 +162,8 @@ int main(int argc, char** argv) {
   // The concrete model runtime and transport are chosen here, from the config (DESIGN.md §1).
   auto model = agent::loadModel(config);
   if (!model.isOk()) return fail(model.status().toString());
+  // [auto] rails need the GPU's PCI address: resolved here, in the config the agent is given too.
+  if (Status s = agent::resolveAutoRails(config); !s.isOk()) return fail(s.toString());
   auto transport = rdma::makeTransport(config.transport);
   if (!transport.isOk()) return fail(transport.status().toString());
   boost::asio::io_context io;

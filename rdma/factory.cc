@@ -1,5 +1,7 @@
 #include "rdma/factory.h"
 
+#include <algorithm>
+
 #include "rdma/fault/fault_transport.h"
 #include "rdma/loopback/loopback_transport.h"
 #include "rdma/striped/striped_transport.h"
@@ -48,6 +50,19 @@ Result<std::unique_ptr<Transport>> makeBackend(const config::TransportConfig& co
 Result<std::unique_ptr<Transport>> makeRails(const config::TransportConfig& config,
                                              std::shared_ptr<LoopbackFabric> fabric) {
   if (config.rails.empty()) return makeBackend(config, std::move(fabric));
+  // `auto` needs the GPU's PCI address, which only the agent knows (node_agent resolves it with
+  // rdma/nic_topology.h); one that reaches here was not resolved.
+  if (std::find(config.rails.begin(), config.rails.end(), config::kAutoRails) !=
+      config.rails.end()) {
+    if (config.kind != config::TransportKind::kVerbs) {
+      return invalidArgument(
+          "transport.rails: auto picks RDMA devices, so it is for transport.kind verbs only");
+    }
+    if (config.rails.size() > 1) {
+      return invalidArgument("transport.rails: auto stands alone ([auto]), not beside names");
+    }
+    return invalidArgument("transport.rails: auto is resolved by the agent, which knows its GPU");
+  }
   const bool striped = config.rails.size() > 1;
   std::vector<std::unique_ptr<Transport>> rails;
   for (size_t r = 0; r < config.rails.size(); ++r) {

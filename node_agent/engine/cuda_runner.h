@@ -43,6 +43,10 @@ struct GpuInfo {
 // NOT_FOUND for an index past the devices present.
 Result<GpuInfo> describeGpu(int device);
 
+// GPU `device`'s PCI address as CUDA gives it ("0000:41:00.0"), to find the NICs nearest it
+// (rdma/nic_topology.h). UNAVAILABLE without CUDA, NOT_FOUND for an index past the devices present.
+Result<std::string> gpuPciBusId(int device);
+
 // What one GPU can do, measured: the ceilings engine_bench prints next to the engine's rates.
 struct DeviceCeilings {
   double copy_bytes_per_s = 0;  // bytes read + written per second by a 4 GiB device-to-device copy

@@ -16,6 +16,8 @@ bool cudaRuntimeBuilt() { return false; }
 
 Result<GpuInfo> describeGpu(int /*device*/) { return notBuilt(); }
 
+Result<std::string> gpuPciBusId(int /*device*/) { return notBuilt(); }
+
 Result<DeviceCeilings> measureDeviceCeilings(int /*device*/) { return notBuilt(); }
 
 Status setCudaProfiling(bool /*on*/) { return notBuilt(); }

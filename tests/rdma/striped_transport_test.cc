@@ -278,5 +278,33 @@ TEST(StripedConfigTest, RailsForALoopbackTransportAreRefused) {
       << t.status().toString();
 }
 
+// [auto] is resolved by the agent (it knows its GPU); one that reaches the factory is refused
+// rather than taken for a device named "auto".
+TEST(StripedConfigTest, UnresolvedAutoRailsAreRefused) {
+  config::TransportConfig c;
+  c.kind = config::TransportKind::kVerbs;
+  c.rails = {"auto"};
+  Result<std::unique_ptr<Transport>> t = makeTransport(c);
+  ASSERT_FALSE(t.isOk());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find("auto is resolved by the agent"), std::string::npos)
+      << t.status().toString();
+
+  c.rails = {"auto", "mlx5_0"};
+  t = makeTransport(c);
+  ASSERT_FALSE(t.isOk());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(StripedConfigTest, AutoRailsForTcpAreRefused) {
+  config::TransportConfig c;
+  c.kind = config::TransportKind::kTcp;
+  c.rails = {"auto"};
+  Result<std::unique_ptr<Transport>> t = makeTransport(c);
+  ASSERT_FALSE(t.isOk());
+  EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(t.status().message().find("verbs only"), std::string::npos) << t.status().toString();
+}
+
 }  // namespace
 }  // namespace kvferry::rdma

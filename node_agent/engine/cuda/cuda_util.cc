@@ -2,6 +2,8 @@
 
 #include <cublas_v2.h>
 
+#include "node_agent/engine/cuda_runner.h"
+
 namespace kvferry::engine::cuda {
 
 Status cudaStatus(cudaError_t error, const char* call) {
@@ -84,3 +86,16 @@ Result<DeviceInfo> selectDevice(int device) {
 }
 
 }  // namespace kvferry::engine::cuda
+
+namespace kvferry::engine {
+
+Result<std::string> gpuPciBusId(int device) {
+  // selectDevice checks the index against the devices present, with the errors describeGpu gives.
+  ASSIGN_OR_RETURN(cuda::DeviceInfo info, cuda::selectDevice(device));
+  // "dddd:bb:dd.f" and its terminator; CUDA documents 13 bytes as enough, more costs nothing.
+  char bus_id[64] = {};
+  CUDA_CHECK(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), info.index));
+  return std::string(bus_id);
+}
+
+}  // namespace kvferry::engine
