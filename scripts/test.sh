@@ -49,17 +49,24 @@ cd "build/$preset"
 ctest --output-on-failure -j "$jobs" --timeout 300 "$@"
 cd "$root"
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" != 0 ]; then
-  # The threads of the transfer engine, the orchestrator and the agent (control API, membership,
-  # batching loop, KV sender and receiver) under the sanitizers. Only these test binaries:
-  # building the whole tree once more per sanitizer would not fit CI's time.
+  # Every unit test binary under ASan + UBSan, and the threads of the transfer engine, the
+  # orchestrator and the agent (control API, membership, batching loop, KV sender and receiver)
+  # under TSan. Test binaries only: building the whole tree once more per sanitizer would not fit
+  # CI's time.
+  threaded=(rdma/rdma_tests orchestrator/orchestrator_tests node_agent/node_agent_tests)
+  unit=("${threaded[@]}" common/common_tests common/http_tests common/control_wire_tests
+    common/control_auth_tests config/config_tests model/model_tests node_agent/engine/engine_tests
+    orchestrator/openai/openai_tests orchestrator/scheduler/scheduler_tests
+    bench/benchmark_client_tests)
   for sanitizer in asan tsan; do
-    targets=(rdma_tests orchestrator_tests node_agent_tests)
-    echo "== $sanitizer: ${targets[*]}"
+    tests=("${threaded[@]}")
+    [ "$sanitizer" = asan ] && tests=("${unit[@]}")
+    targets=()
+    for t in "${tests[@]}"; do targets+=(--target "${t##*/}"); done
+    echo "== $sanitizer: ${tests[*]##*/}"
     cmake --preset "$sanitizer" >/dev/null
-    cmake --build "build/$sanitizer" -j "$jobs" "${targets[@]/#/--target=}"
-    "build/$sanitizer/tests/rdma/rdma_tests" --gtest_brief=1
-    "build/$sanitizer/tests/orchestrator/orchestrator_tests" --gtest_brief=1
-    "build/$sanitizer/tests/node_agent/node_agent_tests" --gtest_brief=1
+    cmake --build "build/$sanitizer" -j "$jobs" "${targets[@]}"
+    for t in "${tests[@]}"; do "build/$sanitizer/tests/$t" --gtest_brief=1; done
   done
 fi
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
