@@ -123,62 +123,12 @@ class StripedTransportTest : public ::testing::Test {
   // `batches` batches of 16 scattered blocks (1 MiB), up to 8 in flight, each with an
   // immediate; every one must complete OK, every immediate arrive, every block land intact.
   void writeAndCheck(int batches) {
-    std::mt19937 rng(3);
-    struct InFlight {
-      std::vector<uint32_t> src, dst;
-      uint32_t part = 0;
-    };
-    std::map<uint64_t, InFlight> in_flight;
-    std::vector<uint32_t> free_parts(kInFlight);
-    std::iota(free_parts.begin(), free_parts.end(), 0u);
-    std::set<uint32_t> imms_sent;
-    int posted = 0;
-    int completed = 0;
-    const auto give_up = std::chrono::steady_clock::now() + 30s;
-    while (completed < batches && std::chrono::steady_clock::now() < give_up) {
-      while (posted < batches && !free_parts.empty()) {
-        InFlight batch;
-        batch.part = free_parts.back();
-        free_parts.pop_back();
-        batch.src = randomIds(kBlocks, kBatchBlocks, rng);
-        // Scattered blocks of a part no other batch in flight writes.
-        for (uint32_t id : randomIds(kBatchBlocks, kBatchBlocks, rng)) {
-          batch.dst.push_back(batch.part * kBatchBlocks + id);
-        }
-        std::vector<TransferOp> ops;
-        ASSERT_TRUE(
-            appendBlockOps(initiator_pool_, target_pool_, batch.src, batch.dst, ops).isOk());
-        const uint32_t imm = 1000 + posted;
-        Status s = initiator_->postWrite(peer_, ops, imm, posted);
-        ASSERT_TRUE(s.isOk()) << s.toString();
-        imms_sent.insert(imm);
-        in_flight[posted] = std::move(batch);
-        ++posted;
-      }
-      for (const Completion& c : drainCompletions(*initiator_, 1, 100ms)) {
-        EXPECT_TRUE(c.status.isOk()) << "batch " << c.cookie << ": " << c.status.toString();
-        const InFlight& batch = in_flight.at(c.cookie);
-        for (size_t i = 0; i < kBatchBlocks; ++i) {
-          EXPECT_EQ(blockChecksum(target_mem_, target_pool_, batch.dst[i]),
-                    blockChecksum(initiator_mem_, initiator_pool_, batch.src[i]))
-              << "batch " << c.cookie << " block " << i;
-        }
-        free_parts.push_back(batch.part);
-        in_flight.erase(c.cookie);
-        ++completed;
-      }
-    }
-    EXPECT_EQ(completed, batches);
-    // Every immediate, at least once (twice only when a rail died between landing it and
-    // reporting it).
-    std::set<uint32_t> imms_seen;
-    ImmediateEvent buf[64];
-    const auto imm_give_up = std::chrono::steady_clock::now() + 5s;
-    while (imms_seen.size() < imms_sent.size() && std::chrono::steady_clock::now() < imm_give_up) {
-      const size_t n = target_->pollImmediates(buf, 50ms);
-      for (size_t i = 0; i < n; ++i) imms_seen.insert(buf[i].imm);
-    }
-    EXPECT_EQ(imms_seen, imms_sent);
+    ScatteredBatches run;
+    run.batches = batches;
+    run.batch_blocks = kBatchBlocks;
+    run.in_flight = kInFlight;
+    runScatteredBatches(*initiator_, peer_, initiator_pool_, initiator_mem_, *target_, target_pool_,
+                        target_mem_, run);
   }
 
   std::unique_ptr<Transport> target_, initiator_;

@@ -8,7 +8,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <numeric>
 #include <random>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,6 +73,80 @@ inline Status waitOne(Transport& t, uint64_t cookie) {
   if (c.empty()) return deadlineExceeded("no completion within 10 s");
   EXPECT_EQ(c[0].cookie, cookie);
   return c[0].status;
+}
+
+// What runScatteredBatches() sends.
+struct ScatteredBatches {
+  int batches = 0;
+  uint32_t batch_blocks = 16;  // scattered source blocks per batch
+  uint32_t in_flight = 8;      // batches at once; the target pool holds in_flight × batch_blocks
+  uint32_t imm_base = 1000;    // batch n carries immediate imm_base + n
+  std::chrono::seconds limit{30};
+  std::function<void(int completed)> after_completion;  // optional, after each completion
+};
+
+// Write batches of scattered blocks from `from` to `to`, each landing in a part of the target's
+// pool no other batch in flight writes, each with an immediate: every batch must complete OK
+// with its blocks intact, and every immediate arrive (at least once).
+inline void runScatteredBatches(Transport& initiator, PeerId peer, const KvPool& from,
+                                const std::vector<uint8_t>& from_mem, Transport& target,
+                                const KvPool& to, const std::vector<uint8_t>& to_mem,
+                                const ScatteredBatches& run) {
+  using namespace std::chrono_literals;
+  ASSERT_GE(to.num_blocks, uint64_t{run.in_flight} * run.batch_blocks);
+  std::mt19937 rng(3);
+  struct InFlight {
+    std::vector<uint32_t> src, dst;
+    uint32_t part = 0;
+  };
+  std::map<uint64_t, InFlight> in_flight;
+  std::vector<uint32_t> free_parts(run.in_flight);
+  std::iota(free_parts.begin(), free_parts.end(), 0u);
+  int posted = 0;
+  int completed = 0;
+  const auto give_up = std::chrono::steady_clock::now() + run.limit;
+  while (completed < run.batches && std::chrono::steady_clock::now() < give_up) {
+    while (posted < run.batches && !free_parts.empty()) {
+      InFlight batch;
+      batch.part = free_parts.back();
+      free_parts.pop_back();
+      batch.src = randomIds(static_cast<uint32_t>(from.num_blocks), run.batch_blocks, rng);
+      for (uint32_t id : randomIds(run.batch_blocks, run.batch_blocks, rng)) {
+        batch.dst.push_back(batch.part * run.batch_blocks + id);
+      }
+      std::vector<TransferOp> ops;
+      ASSERT_TRUE(appendBlockOps(from, to, batch.src, batch.dst, ops).isOk());
+      Status s = initiator.postWrite(peer, ops, run.imm_base + posted, posted);
+      ASSERT_TRUE(s.isOk()) << s.toString();
+      in_flight[posted++] = std::move(batch);
+    }
+    for (const Completion& c : drainCompletions(initiator, 1, 100ms)) {
+      EXPECT_TRUE(c.status.isOk()) << "batch " << c.cookie << ": " << c.status.toString();
+      const InFlight& batch = in_flight.at(c.cookie);
+      for (size_t i = 0; i < run.batch_blocks; ++i) {
+        EXPECT_EQ(blockChecksum(to_mem, to, batch.dst[i]),
+                  blockChecksum(from_mem, from, batch.src[i]))
+            << "batch " << c.cookie << " block " << i;
+      }
+      free_parts.push_back(batch.part);
+      in_flight.erase(c.cookie);
+      ++completed;
+      if (run.after_completion) run.after_completion(completed);
+    }
+  }
+  ASSERT_EQ(completed, run.batches);
+  std::set<uint32_t> seen;
+  ImmediateEvent buf[64];
+  const auto imm_give_up = std::chrono::steady_clock::now() + 10s;
+  while (seen.size() < size_t(run.batches) && std::chrono::steady_clock::now() < imm_give_up) {
+    const size_t n = target.pollImmediates(buf, 50ms);
+    for (size_t i = 0; i < n; ++i) seen.insert(buf[i].imm);
+  }
+  EXPECT_EQ(seen.size(), size_t(run.batches)) << "immediates missing";
+  if (!seen.empty()) {
+    EXPECT_EQ(*seen.begin(), run.imm_base);
+    EXPECT_EQ(*seen.rbegin(), run.imm_base + run.batches - 1);
+  }
 }
 
 // Where the verbs tests run: the rxe VM's two devices, or devices named by the environment.

@@ -87,56 +87,15 @@ class VerbsRailsTest : public ::testing::Test {
   // `after_completions(n)` runs once n have completed. Every batch must complete OK with its
   // blocks intact and every immediate arrive.
   void run(int batches, const std::function<void(int)>& after_completions = nullptr) {
-    std::mt19937 rng(5);
-    struct InFlight {
-      std::vector<uint32_t> src, dst;
-      uint32_t part = 0;
-    };
-    std::map<uint64_t, InFlight> in_flight;
-    std::vector<uint32_t> free_parts(kInFlight);
-    std::iota(free_parts.begin(), free_parts.end(), 0u);
-    int posted = 0;
-    int completed = 0;
-    const auto give_up = std::chrono::steady_clock::now() + 240s;
-    while (completed < batches && std::chrono::steady_clock::now() < give_up) {
-      while (posted < batches && !free_parts.empty()) {
-        InFlight batch;
-        batch.part = free_parts.back();
-        free_parts.pop_back();
-        batch.src = randomIds(kSourceBlocks, kBatchBlocks, rng);
-        for (uint32_t id : randomIds(kBatchBlocks, kBatchBlocks, rng)) {
-          batch.dst.push_back(batch.part * kBatchBlocks + id);
-        }
-        std::vector<TransferOp> ops;
-        ASSERT_TRUE(
-            appendBlockOps(initiator_pool_, target_pool_, batch.src, batch.dst, ops).isOk());
-        Status s = initiator_->postWrite(peer_, ops, 5000 + posted, posted);
-        ASSERT_TRUE(s.isOk()) << s.toString();
-        in_flight[posted++] = std::move(batch);
-      }
-      for (const Completion& c : drainCompletions(*initiator_, 1, 200ms)) {
-        EXPECT_TRUE(c.status.isOk()) << "batch " << c.cookie << ": " << c.status.toString();
-        const InFlight& batch = in_flight.at(c.cookie);
-        for (uint32_t i = 0; i < kBatchBlocks; ++i) {
-          EXPECT_EQ(blockChecksum(target_mem_, target_pool_, batch.dst[i]),
-                    blockChecksum(initiator_mem_, initiator_pool_, batch.src[i]))
-              << "batch " << c.cookie << " block " << i;
-        }
-        free_parts.push_back(batch.part);
-        in_flight.erase(c.cookie);
-        ++completed;
-        if (after_completions) after_completions(completed);
-      }
-    }
-    ASSERT_EQ(completed, batches);
-    std::set<uint32_t> seen;
-    ImmediateEvent buf[64];
-    const auto imm_give_up = std::chrono::steady_clock::now() + 10s;
-    while (seen.size() < size_t(batches) && std::chrono::steady_clock::now() < imm_give_up) {
-      const size_t n = target_->pollImmediates(buf, 100ms);
-      for (size_t i = 0; i < n; ++i) seen.insert(buf[i].imm);
-    }
-    EXPECT_EQ(seen.size(), size_t(batches)) << "immediates missing";
+    ScatteredBatches run;
+    run.batches = batches;
+    run.batch_blocks = kBatchBlocks;
+    run.in_flight = kInFlight;
+    run.imm_base = 5000;
+    run.limit = std::chrono::seconds(240);
+    run.after_completion = after_completions;
+    runScatteredBatches(*initiator_, peer_, initiator_pool_, initiator_mem_, *target_, target_pool_,
+                        target_mem_, run);
   }
 
   std::vector<std::string> target_devs_, initiator_devs_;
