@@ -63,7 +63,7 @@ TEST(SliceOpsTest, PiecesCoverTheOpsInOrderCutAtTheShares) {
   EXPECT_EQ(bytes_in, bytes_out);
 }
 
-class StripedTransportTest : public ::testing::Test {
+class StripedTransportTest : public ScatteredPairTest {
  protected:
   static constexpr uint64_t kBlockBytes = 64 * 1024;
   static constexpr uint64_t kBlocks = 64;
@@ -107,17 +107,7 @@ class StripedTransportTest : public ::testing::Test {
   }
 
   void connectPair() {
-    ASSERT_TRUE(target_ && initiator_);
-    target_mem_.assign(kBlockBytes * kInFlight * kBatchBlocks, 0);
-    initiator_mem_.resize(kBlockBytes * kBlocks);
-    fillRandom(initiator_mem_, 7);
-    target_pool_ = registerPool(*target_, target_mem_, kBlockBytes);
-    initiator_pool_ = registerPool(*initiator_, initiator_mem_, kBlockBytes);
-    Result<EndpointBlob> blob = target_->localBlob();
-    ASSERT_TRUE(blob.isOk()) << blob.status().toString();
-    Result<PeerId> peer = initiator_->connect(*blob);
-    ASSERT_TRUE(peer.isOk()) << peer.status().toString();
-    peer_ = *peer;
+    ScatteredPairTest::connectPair(kBlockBytes, kBlocks, kInFlight * kBatchBlocks, 7);
   }
 
   // `batches` batches of 16 scattered blocks (1 MiB), up to 8 in flight, each with an
@@ -130,11 +120,6 @@ class StripedTransportTest : public ::testing::Test {
     runScatteredBatches(*initiator_, peer_, initiator_pool_, initiator_mem_, *target_, target_pool_,
                         target_mem_, run);
   }
-
-  std::unique_ptr<Transport> target_, initiator_;
-  std::vector<uint8_t> target_mem_, initiator_mem_;
-  KvPool target_pool_, initiator_pool_;
-  PeerId peer_ = 0;
 };
 
 TEST_F(StripedTransportTest, BytesSpreadOverEveryRail) {

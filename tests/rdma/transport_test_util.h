@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -148,6 +149,36 @@ inline void runScatteredBatches(Transport& initiator, PeerId peer, const KvPool&
     EXPECT_EQ(*seen.rbegin(), run.imm_base + run.batches - 1);
   }
 }
+
+// A fixture for runScatteredBatches(): an initiator's pool of random blocks, a target's pool
+// of room for `run.in_flight × run.batch_blocks` of them, registered and connected.
+class ScatteredPairTest : public ::testing::Test {
+ protected:
+  // Registers the pools on target_ and initiator_ (made by the test) and connects them.
+  void connectPair(uint64_t block_bytes, uint64_t source_blocks, uint64_t target_blocks,
+                   uint32_t seed) {
+    ASSERT_TRUE(target_ && initiator_);
+    target_mem_.assign(block_bytes * target_blocks, 0);
+    initiator_mem_.resize(block_bytes * source_blocks);
+    fillRandom(initiator_mem_, seed);
+    target_pool_ = registerPool(*target_, target_mem_, block_bytes);
+    initiator_pool_ = registerPool(*initiator_, initiator_mem_, block_bytes);
+    Result<EndpointBlob> blob = target_->localBlob();
+    ASSERT_TRUE(blob.isOk()) << blob.status().toString();
+    Result<PeerId> peer = initiator_->connect(*blob);
+    ASSERT_TRUE(peer.isOk()) << peer.status().toString();
+    peer_ = *peer;
+  }
+  void runBatches(const ScatteredBatches& run) {
+    runScatteredBatches(*initiator_, peer_, initiator_pool_, initiator_mem_, *target_, target_pool_,
+                        target_mem_, run);
+  }
+
+  std::unique_ptr<Transport> target_, initiator_;
+  std::vector<uint8_t> target_mem_, initiator_mem_;
+  KvPool target_pool_, initiator_pool_;
+  PeerId peer_ = 0;
+};
 
 // Where the verbs tests run: the rxe VM's two devices, or devices named by the environment.
 struct VerbsTestEndpoint {

@@ -31,7 +31,7 @@ std::vector<std::string> splitList(const std::string& text) {
   return out;
 }
 
-class VerbsRailsTest : public ::testing::Test {
+class VerbsRailsTest : public ScatteredPairTest {
  protected:
   static constexpr uint64_t kBlockBytes = 64 * 1024;
   static constexpr uint32_t kSourceBlocks = 64;
@@ -71,16 +71,7 @@ class VerbsRailsTest : public ::testing::Test {
     ASSERT_TRUE(initiator.isOk()) << initiator.status().toString();
     target_ = std::move(target).value();
     initiator_ = std::move(initiator).value();
-    target_mem_.assign(kBlockBytes * kInFlight * kBatchBlocks, 0);
-    initiator_mem_.resize(kBlockBytes * kSourceBlocks);
-    fillRandom(initiator_mem_, 11);
-    target_pool_ = registerPool(*target_, target_mem_, kBlockBytes);
-    initiator_pool_ = registerPool(*initiator_, initiator_mem_, kBlockBytes);
-    Result<EndpointBlob> blob = target_->localBlob();
-    ASSERT_TRUE(blob.isOk()) << blob.status().toString();
-    Result<PeerId> peer = initiator_->connect(*blob);
-    ASSERT_TRUE(peer.isOk()) << peer.status().toString();
-    peer_ = *peer;
+    connectPair(kBlockBytes, kSourceBlocks, kInFlight * kBatchBlocks, 11);
   }
 
   // `batches` batches of 16 scattered 64 KiB blocks, kInFlight at a time, each with an immediate;
@@ -99,10 +90,6 @@ class VerbsRailsTest : public ::testing::Test {
   }
 
   std::vector<std::string> target_devs_, initiator_devs_;
-  std::unique_ptr<Transport> target_, initiator_;
-  std::vector<uint8_t> target_mem_, initiator_mem_;
-  KvPool target_pool_, initiator_pool_;
-  PeerId peer_ = 0;
 };
 
 TEST_F(VerbsRailsTest, BytesSpreadOverEveryRail) {
