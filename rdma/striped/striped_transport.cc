@@ -29,6 +29,7 @@ constexpr uint64_t kSealBytes = 4096;       // held back to carry a batch's imme
 constexpr uint64_t kMinSliceBytes = 16384;  // a rail's share below this goes to the others
 constexpr auto kPollWait = std::chrono::milliseconds(20);  // how long a poller blocks on a rail
 constexpr size_t kPollBatch = 64;
+constexpr uint32_t kAnyRail = UINT32_MAX;  // postSlice: the usable rail that finishes first
 
 bool isLinkFailure(const Status& s) {
   switch (s.code()) {
@@ -503,9 +504,11 @@ class StripedTransport final : public TransportBase {
     }
   }
 
-  // Posts slice `index` of batch `id` on rail `rail`, or, when that fails as a link fails, on
-  // another usable rail. Records the batch's error when none takes it. mu_ held.
-  void postSlice(uint64_t id, Batch& b, uint32_t index, uint32_t rail) {
+  // Posts slice `index` of batch `id` on `rail`, or (kAnyRail, or that one failing as a link
+  // fails) on the usable rail expected to finish it first. Records the batch's error when no rail
+  // takes it; `why` says what sent the slice looking for a rail. mu_ held.
+  void postSlice(uint64_t id, Batch& b, uint32_t index, uint32_t rail,
+                 Status why = unavailable("no rail reaches the peer")) {
     auto peer_it = peers_.find(b.peer);
     if (peer_it == peers_.end()) {
       if (b.error.isOk()) b.error = cancelled("the peer was disconnected");
@@ -514,20 +517,23 @@ class StripedTransport final : public TransportBase {
     Peer& peer = *peer_it->second;
     Slice& slice = b.slices[index];
     while (true) {
+      if (rail == kAnyRail) {
+        std::vector<uint32_t> usable = usableRails(peer);
+        if (usable.empty()) {
+          if (b.error.isOk()) b.error = why.withContext("no rail left");
+          return;
+        }
+        rail = bestRail(usable, slice.bytes);
+      }
       Status s = postOn(peer, b, slice, rail, id, index);
       if (s.isOk()) return;
+      why = s.withContext("rail " + std::to_string(rail));
       if (!isLinkFailure(s)) {
-        if (b.error.isOk()) b.error = s.withContext("rail " + std::to_string(rail));
+        if (b.error.isOk()) b.error = why;
         return;
       }
       railFailed(peer, rail, peer.rails[rail].id, s);
-      std::vector<uint32_t> usable = usableRails(peer);
-      if (usable.empty()) {
-        if (b.error.isOk())
-          b.error = s.withContext("no rail left (the last, rail " + std::to_string(rail) + ")");
-        return;
-      }
-      rail = bestRail(usable, slice.bytes);
+      rail = kAnyRail;
     }
   }
 
@@ -597,15 +603,9 @@ class StripedTransport final : public TransportBase {
         r.done_bytes /= 2;
       }
     } else if (isLinkFailure(c.status) && b.error.isOk() && peers_.contains(b.peer)) {
-      Peer& peer = *peers_.at(b.peer);
-      railFailed(peer, rail, slice.rail_peer, c.status);
-      std::vector<uint32_t> usable = usableRails(peer);
-      if (usable.empty()) {
-        b.error =
-            c.status.withContext("no rail left (the last, rail " + std::to_string(rail) + ")");
-      } else {
-        postSlice(ref.batch, b, ref.slice, bestRail(usable, slice.bytes));
-      }
+      railFailed(*peers_.at(b.peer), rail, slice.rail_peer, c.status);
+      postSlice(ref.batch, b, ref.slice, kAnyRail,
+                c.status.withContext("rail " + std::to_string(rail)));
     } else if (b.error.isOk()) {
       b.error = c.status;
     }
@@ -619,18 +619,8 @@ class StripedTransport final : public TransportBase {
     if (b.pending > 0) return;
     const uint32_t seal = static_cast<uint32_t>(b.slices.size() - 1);
     if (b.error.isOk() && b.sealed && !b.slices[seal].done) {
-      auto peer = peers_.find(b.peer);
-      if (peer == peers_.end()) {
-        b.error = cancelled("the peer was disconnected");
-      } else {
-        std::vector<uint32_t> usable = usableRails(*peer->second);
-        if (usable.empty()) {
-          b.error = unavailable("no rail reaches the peer for the batch's last bytes");
-        } else {
-          postSlice(id, b, seal, bestRail(usable, b.slices[seal].bytes));
-          if (b.pending > 0) return;
-        }
-      }
+      postSlice(id, b, seal, kAnyRail);
+      if (b.pending > 0) return;
     }
     completions_.push(Completion{b.cookie, b.error});
     batches_.erase(it);
