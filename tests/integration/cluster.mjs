@@ -82,6 +82,15 @@ class Proc {
     if (!this.dead) this.child.kill(signal);
     return this.exited;
   }
+  // Resolves once the process is stopped (SIGSTOP, or its own `action=stall` fault point):
+  // state T in /proc/<pid>/stat.
+  async stopped(ms = 30000) {
+    return waitFor(`${this.name} to stop (log: ${this.log})`, ms, () => {
+      if (this.dead) throw new Error(`${this.name} exited: ${this.tail()}`);
+      const stat = fs.readFileSync(`/proc/${this.child.pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'T';
+    });
+  }
 }
 
 // options: { prefill: n, decode: n, both: n, orchestratorYaml: extra YAML, kvBlocks,

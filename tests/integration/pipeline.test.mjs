@@ -675,8 +675,11 @@ describe('capacity: only a full queue answers 429', () => {
         body: JSON.stringify({ ...body(1), max_tokens: running, stream: true }) });
       assert.equal(response.status, 200);
       const reader = response.body.getReader();
-      await reader.read();  // it runs: its KV is taken, and the agent is about to stop
+      await reader.read();  // it runs: its KV is taken
       try {
+        // Only once the agent has stopped itself: a SIGCONT sent before its 20th step (a loaded
+        // machine decodes slowly) was lost, the agent then stopped for good and was judged dead.
+        await agent.stopped();
         const waiting = cluster.post('/v1/completions', body(2));
         await sleep(100);
         const refused = await cluster.post('/v1/completions', body(3));

@@ -19,4 +19,6 @@ if [ ! -f "$npm_dir/node_modules/openai/package.json" ] ||
   fi
 fi
 export KVFERRY_OPENAI_MODULE="$npm_dir/node_modules/openai"
-exec node --test --test-concurrency=1 "$test_file"
+# A test that hangs fails alone after 4 minutes (its file's other tests still run and report)
+# instead of holding the whole file until ctest's limit.
+exec node --test --test-concurrency=1 --test-timeout=240000 "$test_file"
