@@ -68,6 +68,10 @@ class EngineWork {
   // /agent/cancel: ends every lease, sequence and waiting prefill of the request; work of it not
   // yet run is refused when it runs.
   virtual void cancel(uint64_t request_id) = 0;
+  // The orchestrator no longer knows this node (it restarted, or judged the node dead): no request
+  // it serves counts on a lease taken before, so every lease ends now (its blocks quarantined
+  // while writes into them may still land) instead of holding them until it expires.
+  virtual void forgotten() = 0;
   // No lease, sequence or prefill in progress (the drain waits for this).
   virtual bool idle() const = 0;
   virtual NodeReport report(bool snapshot) = 0;

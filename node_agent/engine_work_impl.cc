@@ -1,5 +1,7 @@
 #include "node_agent/engine_work_impl.h"
 
+#include <spdlog/spdlog.h>
+
 namespace kvferry::agent {
 
 Reply EngineWorkImpl::reserve(const wire::ReserveRequest& request) {
@@ -46,6 +48,14 @@ void EngineWorkImpl::cancel(uint64_t request_id) {
       cancelled_.erase(cancelled_order_.front());
       cancelled_order_.pop_front();
     }
+  }
+}
+
+void EngineWorkImpl::forgotten() {
+  const size_t ended = receiver_.endAll("the orchestrator no longer knows this node");
+  if (ended > 0) {
+    spdlog::warn("node agent: ended {} lease(s) the orchestrator took before it forgot this node",
+                 ended);
   }
 }
 

@@ -31,6 +31,7 @@ class EngineWorkImpl final : public EngineWork {
                 std::shared_ptr<const StopFlag> stop) override;
   void release(uint64_t lease_id, bool writer_done) override;
   void cancel(uint64_t request_id) override;
+  void forgotten() override;
   bool idle() const override;
   NodeReport report(bool snapshot) override;
 

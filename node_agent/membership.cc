@@ -206,6 +206,7 @@ http::Task<void> Membership::heartbeatLoop() {
       spdlog::warn("node agent: the orchestrator no longer knows node {}; registering again",
                    *node_id_);
       node_id_.reset();
+      asio::post(engine_, [&work = work_] { work.forgotten(); });
       continue;
     } else {
       unacked_.clear();

@@ -40,6 +40,7 @@ class InstantWork final : public agent::EngineWork {
                 std::shared_ptr<const agent::StopFlag> stop) override;
   void release(uint64_t lease_id, bool writer_done) override;
   void cancel(uint64_t request_id) override;
+  void forgotten() override {}
   bool idle() const override { return true; }
   agent::NodeReport report(bool snapshot) override;
 

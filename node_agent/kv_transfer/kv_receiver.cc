@@ -169,6 +169,15 @@ void KvReceiver::freeLease(LeaseMap::iterator it) {
   leases_.erase(it);
 }
 
+size_t KvReceiver::endAll(std::string_view why) {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, lease] : leases_) {
+    if (!lease.quarantined) ids.push_back(id);
+  }
+  for (uint64_t id : ids) endLease(id, why);
+  return ids.size();
+}
+
 bool KvReceiver::cancel(uint64_t request_id) {
   std::vector<uint64_t> ids;
   for (const auto& [id, lease] : leases_) {

@@ -275,6 +275,28 @@ TEST_F(KvReceiverTest, ACancelEndsTheRequestsLeasesOnly) {
   EXPECT_FALSE(receiver_.cancel(3));
 }
 
+// The orchestrator forgot this node (EngineWork::forgotten): every lease ends, a waiting stream is
+// told why, and blocks that may still receive writes stay quarantined until the writer's timeout.
+TEST_F(KvReceiverTest, EndAllEndsEveryLeaseAndQuarantinesThoseStillOpenToWrites) {
+  const wire::ReserveResponse complete = reserve(1, 10);
+  for (uint32_t layer = 0; layer < kLayers; ++layer) land(complete.slot, layer);
+  const wire::ReserveResponse waiting = reserve(2, 4, 60000, /*first=*/30);
+  auto stream = decode(waiting, 2);
+  reserve(3, 4, 60000, /*first=*/40);
+  const uint32_t used = usedBlocks();
+  EXPECT_EQ(receiver_.endAll("forgotten"), 3u);
+  auto lines = readStream(*stream, 1s);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].message, "forgotten");
+  // Every layer of `complete` landed: its lease is gone at once; the other two wait out the
+  // quarantine, and a second call finds nothing left to end.
+  EXPECT_EQ(receiver_.leaseCount(), 2u);
+  EXPECT_LT(usedBlocks(), used);
+  EXPECT_EQ(receiver_.endAll("again"), 0u);
+  receiver_.expire(Clock::now() + kQuarantine + 50ms);
+  EXPECT_EQ(receiver_.leaseCount(), 0u);
+}
+
 TEST_F(KvReceiverTest, ALeaseIsDecodedOnce) {
   const wire::ReserveResponse lease = reserve(1, 10);
   decode(lease, 1);

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -36,6 +37,7 @@ class ReportingWork final : public EngineWork {
                 std::shared_ptr<const StopFlag>) override {}
   void release(uint64_t, bool) override {}
   void cancel(uint64_t) override {}
+  void forgotten() override { ++forgotten_; }
   bool idle() const override { return true; }
   NodeReport report(bool snapshot) override {
     NodeReport r;
@@ -51,87 +53,110 @@ class ReportingWork final : public EngineWork {
     return r;
   }
   uint64_t reports() const { return reports_; }
+  uint32_t forgottenCalls() const { return forgotten_; }
 
  private:
   std::atomic<uint64_t> reports_{0};
+  std::atomic<uint32_t> forgotten_{0};
 };
 
 // What the fake orchestrator saw; heartbeats signal `changed`.
 struct Seen {
   std::mutex mu;
   std::condition_variable changed;
+  uint32_t registrations = 0;
   uint32_t heartbeats = 0;
+  uint32_t forget = 0;            // the next this many heartbeats are answered 404 (node unknown)
   std::set<uint64_t> stored;      // every hash of every event batch
   std::set<uint64_t> sequences;   // event batches applied (a resent batch counts once)
   uint64_t last_kv_sequence = 0;  // of the last heartbeat's load
 };
 
-TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) {
-  Seen seen;
-  asio::io_context io;
-  http::ClientPool client(io);
-  http::Server orchestrator(io, http::ServerOptions{});
-  orchestrator.route(http::Verb::post, std::string(wire::route::kRegister),
-                     [](const http::Request&, http::ResponseWriter& w) -> http::Task<void> {
-                       wire::RegisterResponse r{7, 99, 20, 1000};
-                       co_await w.sendJson(http::HttpStatus::ok, wire::encode(r));
-                     });
-  orchestrator.route(
-      http::Verb::post, std::string(wire::route::kHeartbeat),
-      [&seen](const http::Request& req, http::ResponseWriter& w) -> http::Task<void> {
-        auto hb = wire::decode<wire::HeartbeatRequest>(req.body());
-        EXPECT_TRUE(hb.isOk()) << hb.status().toString();
-        if (hb.isOk()) {
-          std::lock_guard lock(seen.mu);
-          ++seen.heartbeats;
-          seen.last_kv_sequence = hb->load.kv_sequence;
-          for (const wire::KvEventBatchWire& batch : hb->kv_events) {
-            if (seen.sequences.insert(batch.sequence).second) {
-              seen.stored.insert(batch.stored.begin(), batch.stored.end());
+// A fake orchestrator (register + heartbeat routes on 127.0.0.1), a Membership registered with it,
+// and the io and engine threads they run on. On every way out of a test the agent leaves (its
+// heartbeat loop ends) and the server closes, so the io thread runs out of work with no coroutine
+// left suspended, and both threads are joined.
+struct Harness {
+  Harness() {
+    orchestrator.route(http::Verb::post, std::string(wire::route::kRegister),
+                       [this](const http::Request&, http::ResponseWriter& w) -> http::Task<void> {
+                         {
+                           std::lock_guard lock(seen.mu);
+                           ++seen.registrations;
+                           seen.changed.notify_all();
+                         }
+                         wire::RegisterResponse r{7, 99, 20, 1000};
+                         co_await w.sendJson(http::HttpStatus::ok, wire::encode(r));
+                       });
+    orchestrator.route(
+        http::Verb::post, std::string(wire::route::kHeartbeat),
+        [this](const http::Request& req, http::ResponseWriter& w) -> http::Task<void> {
+          auto hb = wire::decode<wire::HeartbeatRequest>(req.body());
+          EXPECT_TRUE(hb.isOk()) << hb.status().toString();
+          bool forget = false;
+          if (hb.isOk()) {
+            std::lock_guard lock(seen.mu);
+            ++seen.heartbeats;
+            forget = seen.forget > 0;
+            if (forget) --seen.forget;
+            seen.last_kv_sequence = hb->load.kv_sequence;
+            for (const wire::KvEventBatchWire& batch : hb->kv_events) {
+              if (!forget && seen.sequences.insert(batch.sequence).second) {
+                seen.stored.insert(batch.stored.begin(), batch.stored.end());
+              }
             }
+            seen.changed.notify_all();
           }
-          seen.changed.notify_all();
-        }
-        co_await w.sendJson(http::HttpStatus::ok, wire::encode(wire::HeartbeatResponse{}));
-      });
-  ASSERT_TRUE(orchestrator.listen("127.0.0.1:0").isOk());
-  orchestrator.start();
-
-  asio::io_context engine;
-  ReportingWork work;
-  Membership membership(
-      io, client, http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), orchestrator.port()), 5s,
-      work, engine.get_executor());
-  membership.start(wire::RegisterRequest{}, [](const Status& s) { FAIL() << s.toString(); });
-  // The io thread (agent and fake orchestrator) and the engine thread. On every way out of the
-  // test the agent leaves (its heartbeat loop ends) and the server closes, so the io thread runs
-  // out of work with no coroutine left suspended, and both threads are joined.
-  struct Threads {
-    asio::io_context& io;
-    asio::io_context& engine;
-    std::function<void()> end;
-    asio::executor_work_guard<asio::io_context::executor_type> io_guard{io.get_executor()};
-    asio::executor_work_guard<asio::io_context::executor_type> engine_guard{engine.get_executor()};
-    std::thread io_thread{[this] { io.run(); }};
-    std::thread engine_thread{[this] { engine.run(); }};
-    ~Threads() {
-      asio::post(io, end);
-      io_guard.reset();
-      io_thread.join();
-      engine_guard.reset();
-      engine_thread.join();
-    }
-  };
-  Threads threads{io, engine, [&] {
-                    membership.drain();
-                    orchestrator.stop();
-                    asio::co_spawn(io, membership.leave(), asio::detached);
-                  }};
-
-  const auto waitFor = [&seen](auto done) {
+          if (forget) {
+            co_await w.sendJson(http::HttpStatus::not_found, R"({"error":"unknown node"})");
+          } else {
+            co_await w.sendJson(http::HttpStatus::ok, wire::encode(wire::HeartbeatResponse{}));
+          }
+        });
+    EXPECT_TRUE(orchestrator.listen("127.0.0.1:0").isOk());
+    orchestrator.start();
+    membership.emplace(
+        io, client, http::tcp::endpoint(asio::ip::make_address("127.0.0.1"), orchestrator.port()),
+        5s, work, engine.get_executor());
+    membership->start(wire::RegisterRequest{}, [](const Status& s) { FAIL() << s.toString(); });
+    io_thread = std::thread([this] { io.run(); });
+    engine_thread = std::thread([this] { engine.run(); });
+  }
+  ~Harness() {
+    asio::post(io, [this] {
+      membership->drain();
+      orchestrator.stop();
+      asio::co_spawn(io, membership->leave(), asio::detached);
+    });
+    io_guard.reset();
+    io_thread.join();
+    engine_guard.reset();
+    engine_thread.join();
+  }
+  bool waitFor(const std::function<bool(const Seen&)>& done) {
     std::unique_lock lock(seen.mu);
     return seen.changed.wait_for(lock, 20s, [&] { return done(seen); });
-  };
+  }
+
+  Seen seen;
+  asio::io_context io;
+  http::ClientPool client{io};
+  http::Server orchestrator{io, http::ServerOptions{}};
+  asio::io_context engine;
+  ReportingWork work;
+  std::optional<Membership> membership;  // once the orchestrator listens
+  asio::executor_work_guard<asio::io_context::executor_type> io_guard{io.get_executor()};
+  asio::executor_work_guard<asio::io_context::executor_type> engine_guard{engine.get_executor()};
+  std::thread io_thread;
+  std::thread engine_thread;
+};
+
+TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) {
+  Harness h;
+  Seen& seen = h.seen;
+  ReportingWork& work = h.work;
+  asio::io_context& engine = h.engine;
+  const auto waitFor = [&h](auto done) { return h.waitFor(done); };
   // Running normally: a few heartbeats (every 20 ms), each with a fresh report.
   ASSERT_TRUE(waitFor([](const Seen& s) { return s.heartbeats >= 3; }));
 
@@ -169,6 +194,21 @@ TEST(MembershipTest, ALongEngineStepDoesNotSilenceHeartbeatsNorLoseTheirEvents) 
       EXPECT_TRUE(seen.stored.count(hash)) << "the events of report " << hash << " were lost";
     }
   }
+}
+
+// An orchestrator that no longer knows the node (it restarted, or judged the node dead): the
+// agent registers again, and its engine side hears of it once, so it can end the leases that
+// orchestrator took (EngineWork::forgotten).
+TEST(MembershipTest, ANodeTheOrchestratorForgotRegistersAgainAndEndsItsLeases) {
+  Harness h;
+  ASSERT_TRUE(h.waitFor([](const Seen& s) { return s.heartbeats >= 2; }));
+  EXPECT_EQ(h.work.forgottenCalls(), 0u);
+  {
+    std::lock_guard lock(h.seen.mu);
+    h.seen.forget = 1;
+  }
+  ASSERT_TRUE(h.waitFor([](const Seen& s) { return s.registrations >= 2 && s.heartbeats >= 6; }));
+  EXPECT_EQ(h.work.forgottenCalls(), 1u);
 }
 
 }  // namespace
