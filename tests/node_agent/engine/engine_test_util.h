@@ -89,6 +89,16 @@ inline EngineConfig smallConfig(uint32_t block_tokens, uint32_t num_blocks = 64,
   return config;
 }
 
+// Deterministic pseudo-random bytes (a KV block's stand-in for checksum tests).
+inline std::vector<uint8_t> randomBytes(uint64_t seed, size_t n) {
+  std::vector<uint8_t> out(n);
+  for (uint8_t& b : out) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    b = static_cast<uint8_t>(seed >> 56);
+  }
+  return out;
+}
+
 // Deterministic pseudo-random token ids in [3, vocab): no BOS/EOS inside prompts.
 inline std::vector<model::TokenId> randomTokens(size_t n, uint32_t vocab, uint64_t seed) {
   std::vector<model::TokenId> out;

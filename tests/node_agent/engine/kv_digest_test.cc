@@ -10,17 +10,12 @@
 #include <set>
 #include <vector>
 
+#include "tests/node_agent/engine/engine_test_util.h"
+
 namespace kvferry::engine {
 namespace {
 
-std::vector<uint8_t> bytesFrom(uint64_t seed, size_t n) {
-  std::vector<uint8_t> out(n);
-  for (uint8_t& b : out) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    b = static_cast<uint8_t>(seed >> 56);
-  }
-  return out;
-}
+using testing::randomBytes;
 
 uint64_t digestOf(const std::vector<uint8_t>& block) {
   return kvBlockDigest(block.data(), block.size());
@@ -39,7 +34,7 @@ TEST(KvDigestTest, KnownValues) {
 
 // Any one bit flipped anywhere in a block gives another digest, and no two of those are equal.
 TEST(KvDigestTest, EveryOneBitChangeIsSeen) {
-  const std::vector<uint8_t> block = bytesFrom(1, 512);
+  const std::vector<uint8_t> block = randomBytes(1, 512);
   const uint64_t intact = digestOf(block);
   std::set<uint64_t> seen{intact};
   for (size_t byte = 0; byte < block.size(); ++byte) {
@@ -53,7 +48,7 @@ TEST(KvDigestTest, EveryOneBitChangeIsSeen) {
 
 // Words in another order, a zeroed block and a block of another length are other digests.
 TEST(KvDigestTest, OrderAndLengthCount) {
-  std::vector<uint8_t> block = bytesFrom(2, 256);
+  std::vector<uint8_t> block = randomBytes(2, 256);
   const uint64_t intact = digestOf(block);
   std::vector<uint8_t> swapped = block;
   std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 64);
@@ -64,7 +59,7 @@ TEST(KvDigestTest, OrderAndLengthCount) {
 
 // The reference reads words wherever they lie: an unaligned copy digests alike.
 TEST(KvDigestTest, AlignmentDoesNotMatter) {
-  const std::vector<uint8_t> block = bytesFrom(3, 1024);
+  const std::vector<uint8_t> block = randomBytes(3, 1024);
   std::vector<uint8_t> shifted(block.size() + 3);
   std::memcpy(shifted.data() + 3, block.data(), block.size());
   EXPECT_EQ(kvBlockDigest(shifted.data() + 3, block.size()), digestOf(block));

@@ -8,21 +8,14 @@
 
 #include "node_agent/engine/cuda_runner.h"
 #include "node_agent/engine/kv_digest.h"
+#include "tests/node_agent/engine/engine_test_util.h"
 #include "tests/node_agent/engine/gpu/gpu_test_util.h"
 
 namespace kvferry::engine::cuda {
 namespace {
 
+using engine::testing::randomBytes;
 using testing::upload;
-
-std::vector<uint8_t> randomBytes(uint64_t seed, uint64_t n) {
-  std::vector<uint8_t> out(n);
-  for (uint8_t& b : out) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    b = static_cast<uint8_t>(seed >> 56);
-  }
-  return out;
-}
 
 std::unique_ptr<DeviceBlockDigester> makeDigester() {
   Result<std::unique_ptr<DeviceBlockDigester>> made = createDeviceBlockDigester(0);
