@@ -5,9 +5,11 @@
 #   scripts/test.sh asan          # the same under ASan + UBSan (tsan: ThreadSanitizer)
 #   scripts/test.sh default -L unit   # extra arguments go to ctest
 #
-# The default preset, run whole (no ctest arguments), then runs the transfer engine's and the
-# orchestrator's unit tests (rdma_tests, orchestrator_tests) under ASan + UBSan and under TSan
-# (KVFERRY_SANITIZER_TESTS=0 skips that), and fuzzes every libFuzzer target for
+# The default preset, run whole (no ctest arguments), then runs every unit test binary under
+# ASan + UBSan, the transfer engine's, the orchestrator's and the agent's (rdma_tests,
+# orchestrator_tests, node_agent_tests) under TSan, and the integration tests that serve through
+# real orchestrator and agent processes with those processes built with ASan + UBSan
+# (KVFERRY_SANITIZER_TESTS=0 skips all that), and fuzzes every libFuzzer target for
 # KVFERRY_FUZZ_SECONDS (default 45) each (scripts/fuzz.sh; 0 skips it).
 #
 # Labels: unit (no hardware), integration (real processes on 127.0.0.1). Tests that need a GPU
@@ -68,6 +70,23 @@ if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" 
     cmake --build "build/$sanitizer" -j "$jobs" "${targets[@]}"
     for t in "${tests[@]}"; do "build/$sanitizer/tests/$t" --gtest_brief=1; done
   done
+  # The integration tests that drive real orchestrator and agent processes under load (the
+  # disaggregated pipeline, faults under load, a Hugging Face directory) with those processes
+  # built with ASan + UBSan. A sanitizer report kills the process that found it and is written
+  # under $reports (leaks: when a process exits); any report fails the run.
+  echo "== asan: integration tests (pipeline_end_to_end, faults_under_load, hf_directory_end_to_end)"
+  cmake --build build/asan -j "$jobs" --target orchestrator node_agent kvferry-make-model \
+    kvferry-tokenize
+  reports="$(mktemp -d)"
+  (cd build/asan && ASAN_OPTIONS="log_path=$reports/asan" \
+    UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1" ctest --output-on-failure \
+    -R '^(pipeline_end_to_end|faults_under_load|hf_directory_end_to_end)$')
+  if [ -n "$(ls -A "$reports")" ]; then
+    for report in "$reports"/*; do echo "--- $report"; cat "$report"; done
+    echo "test.sh: the sanitizers reported errors in the integration tests' processes" >&2
+    exit 1
+  fi
+  rm -rf "$reports"
 fi
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
   echo "== fuzz"
