@@ -50,7 +50,10 @@ own cost per batch: past batch bytes / GB/s, the host is the bottleneck).
                                  device comes from the config's transport.verbs section).
                                  cuda_ipc puts both pools in GPU memory (--gpu) and prints,
                                  beside each row, the same blocks moved without the transport:
-                                 one contiguous cudaMemcpyAsync of the batch's bytes, one
+                                 one contiguous cudaMemcpyAsync of the batch's bytes
+                                 (contig: each run the next window of the pool, as the
+                                 batches walk it; hot: the same window each run, from L2
+                                 when it fits there), one
                                  cudaMemcpyAsync per block, and a gather kernel then a scatter
                                  kernel (PyTorch's index_select + index_copy_)
   --memory host|cuda             tcp: where both pools live (default host). cuda puts them in
@@ -355,6 +358,7 @@ struct Row {
   double post_us = 0;  // mean time the initiator spent inside one post call (host cost per batch)
   // cuda_ipc: the same batch's bytes without the transport (0 elsewhere).
   double contiguous_gbps = 0;
+  double contiguous_hot_gbps = 0;
   double per_block_gbps = 0;
   double gather_scatter_gbps = 0;
   // tcp --memory cuda: the batch's bytes through pinned memory without the transport.
@@ -521,6 +525,7 @@ Status addCopyBaselines(const Options& o, Pool& pool, Row& row) {
                    rdma::cuda_ipc::measureCopyBaselines(pool.device(), other, row.block_bytes,
                                                         src.data(), dst.data(), row.batch, 20));
   row.contiguous_gbps = b.contiguous_bytes_per_s / 1e9;
+  row.contiguous_hot_gbps = b.contiguous_hot_bytes_per_s / 1e9;
   row.per_block_gbps = b.per_block_bytes_per_s / 1e9;
   row.gather_scatter_gbps = b.gather_scatter_bytes_per_s / 1e9;
 #else
@@ -548,7 +553,8 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
   if (device && o.cuda_memory) {
     std::printf(" %12s %12s %10s", "d2h_GB/s", "h2d_GB/s", "x_d2h");
   } else if (device) {
-    std::printf(" %12s %12s %14s %10s", "contig_GB/s", "perblk_GB/s", "gath+scat_GB/s", "x_contig");
+    std::printf(" %12s %12s %12s %14s %10s", "contig_GB/s", "hot_GB/s", "perblk_GB/s",
+                "gath+scat_GB/s", "x_contig");
   }
   std::printf("\n");
   boost::json::array rows;
@@ -563,8 +569,9 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
       std::printf(" %12.1f %12.1f %10.2f", row.pinned_d2h_gbps, row.pinned_h2d_gbps,
                   row.gbps / row.pinned_d2h_gbps);
     } else if (device) {
-      std::printf(" %12.1f %12.1f %14.1f %10.2f", row.contiguous_gbps, row.per_block_gbps,
-                  row.gather_scatter_gbps, row.gbps / row.contiguous_gbps);
+      std::printf(" %12.1f %12.1f %12.1f %14.1f %10.2f", row.contiguous_gbps,
+                  row.contiguous_hot_gbps, row.per_block_gbps, row.gather_scatter_gbps,
+                  row.gbps / row.contiguous_gbps);
     }
     std::printf("\n");
     std::fflush(stdout);
@@ -576,6 +583,7 @@ Status runInitiator(Transport& initiator, const rdma::EndpointBlob& blob, const 
                                        {"batches", row.batches},
                                        {"post_us", row.post_us},
                                        {"contiguous_gbps", row.contiguous_gbps},
+                                       {"contiguous_hot_gbps", row.contiguous_hot_gbps},
                                        {"per_block_gbps", row.per_block_gbps},
                                        {"gather_scatter_gbps", row.gather_scatter_gbps},
                                        {"pinned_d2h_gbps", row.pinned_d2h_gbps},

@@ -6,7 +6,9 @@
 # Each round runs transfer_bench --transport cuda_ipc (two processes on GPU 0, scattered blocks,
 # 512 per batch, 16 in flight) with BASE_BUILD's binaries, then NEW_BUILD's; OUT_DIR gets every
 # sweep (<base|new>-<round>.json) and ab.json: per block size and side the median GB/s, the
-# median of the contiguous copy measured beside it, their ratio and the mean host time per post.
+# median of the contiguous copy measured beside it (walking the pool as the batches do; `hot`:
+# the same window every time, L2-resident up to ~25 MiB batches), their ratio and the mean host
+# time per post.
 # Build a base with, e.g., `git worktree add /tmp/base <commit>` and
 # `scripts/build_gpu.sh /tmp/base/build transfer_bench`.
 set -euo pipefail
@@ -49,15 +51,16 @@ for side in ("base", "new"):
         for row in json.load(open(f"{out}/{side}-{r}.json"))["rows"]:
             rows.setdefault((row["block_bytes"], side), []).append(row)
 summary = []
-print(f"{'block':>8} {'side':>5} {'GB/s':>9} {'contig':>9} {'ratio':>6} {'post_us':>8}  every GB/s")
+print(f"{'block':>8} {'side':>5} {'GB/s':>9} {'contig':>9} {'hot':>9} {'ratio':>6} {'post_us':>8}  every GB/s")
 for (block, side), samples in sorted(rows.items()):
     gbps = statistics.median(s["gbps"] for s in samples)
     contig = statistics.median(s["contiguous_gbps"] for s in samples)
+    hot = statistics.median(s.get("contiguous_hot_gbps", 0) for s in samples)
     post = statistics.mean(s.get("post_us", 0) for s in samples)
     summary.append({"block_bytes": block, "side": side, "gbps": gbps, "contiguous_gbps": contig,
-                    "ratio": gbps / contig, "post_us": post,
+                    "contiguous_hot_gbps": hot, "ratio": gbps / contig, "post_us": post,
                     "samples_gbps": [s["gbps"] for s in samples]})
-    print(f"{block:>8} {side:>5} {gbps:9.1f} {contig:9.1f} {gbps / contig:6.2f} {post:8.2f}  "
+    print(f"{block:>8} {side:>5} {gbps:9.1f} {contig:9.1f} {hot:9.1f} {gbps / contig:6.2f} {post:8.2f}  "
           + " ".join(f"{s['gbps']:.0f}" for s in samples))
 json.dump({"rounds": rounds, "rows": summary}, open(f"{out}/ab.json", "w"), indent=1)
 PY

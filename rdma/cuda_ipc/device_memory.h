@@ -38,12 +38,18 @@ std::string deviceUnavailableReason();
 
 // What moving `blocks` blocks of `block_bytes` costs on one GPU without the transport, each
 // timed over `repeats` repetitions with CUDA events (bytes moved / second, payload only):
-//   contiguous:   one cudaMemcpyAsync of blocks × block_bytes contiguous bytes;
+//   contiguous:   one cudaMemcpyAsync of blocks × block_bytes contiguous bytes, each repetition
+//                 the next such window of the pools (so, like the transport's batches, it reads
+//                 device memory and not what the L2 cache kept of the last repetition);
+//   contiguous_hot: the same copy of the pools' first window every time: from batches of about
+//                 half the L2 cache down (25 MiB on an H100), source and target stay in L2, and
+//                 this rate is the cache's rather than the memory's;
 //   per_block:    one cudaMemcpyAsync per block between scattered block ids;
 //   gather_scatter: a gather kernel into a contiguous buffer, then a scatter kernel out of it
 //                 (PyTorch's index_select + index_copy_).
 struct CopyBaselines {
   double contiguous_bytes_per_s = 0;
+  double contiguous_hot_bytes_per_s = 0;
   double per_block_bytes_per_s = 0;
   double gather_scatter_bytes_per_s = 0;
 };
