@@ -63,7 +63,8 @@ class KvReceiver {
   void release(uint64_t lease_id, bool writer_done) { endLease(lease_id, "released", writer_done); }
   // Ends every lease of the request; true when there was one.
   bool cancel(uint64_t request_id);
-  // Ends every lease (quarantined where writes into it may still land); how many there were.
+  // Ends every lease not already ended (quarantined where writes into it may still land); how
+  // many it ended.
   size_t endAll(std::string_view why);
 
   // One immediate polled from the transport.

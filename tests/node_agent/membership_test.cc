@@ -1,6 +1,7 @@
 // Membership against a fake orchestrator (register + heartbeat routes on 127.0.0.1): a step of
 // the engine longer than several heartbeat intervals does not silence the node, and the events of
-// the report that was late still reach the orchestrator.
+// the report that was late still reach the orchestrator; a node the orchestrator forgot registers
+// again and tells its engine side.
 #include "node_agent/membership.h"
 
 #include <gtest/gtest.h>
