@@ -7,8 +7,8 @@
 #
 # The default preset, run whole (no ctest arguments), then runs every unit test binary under
 # ASan + UBSan, the transfer engine's, the orchestrator's and the agent's (rdma_tests,
-# orchestrator_tests, node_agent_tests) under TSan, and the integration tests that serve through
-# real orchestrator and agent processes with those processes built with ASan + UBSan
+# orchestrator_tests, node_agent_tests) under TSan, and every integration test with the
+# processes it starts built with ASan + UBSan
 # (KVFERRY_SANITIZER_TESTS=0 skips all that), and fuzzes every libFuzzer target for
 # KVFERRY_FUZZ_SECONDS (default 45) each (scripts/fuzz.sh; 0 skips it).
 #
@@ -70,17 +70,17 @@ if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" 
     cmake --build "build/$sanitizer" -j "$jobs" "${targets[@]}"
     for t in "${tests[@]}"; do "build/$sanitizer/tests/$t" --gtest_brief=1; done
   done
-  # The integration tests that drive real orchestrator and agent processes under load (the
-  # disaggregated pipeline, faults under load, a Hugging Face directory) with those processes
-  # built with ASan + UBSan. A sanitizer report kills the process that found it and is written
-  # under $reports (leaks: when a process exits); any report fails the run.
-  echo "== asan: integration tests (pipeline_end_to_end, faults_under_load, hf_directory_end_to_end)"
+  # Every integration test (the disaggregated pipeline, faults under load, the cluster scripts,
+  # quickstart, ...) with the processes it starts built with ASan + UBSan. A sanitizer report
+  # kills the process that found it and is written under $reports (leaks: when a process exits);
+  # any report fails the run. (Processes the cluster scripts start over ssh report on stderr.)
+  echo "== asan: integration tests"
   cmake --build build/asan -j "$jobs" --target orchestrator node_agent kvferry-make-model \
-    kvferry-tokenize
+    kvferry-tokenize transfer_bench fake_agent benchmark_client benchmark_client_integration_tests
   reports="$(mktemp -d)"
   (cd build/asan && ASAN_OPTIONS="log_path=$reports/asan" \
     UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1" ctest --output-on-failure \
-    -R '^(pipeline_end_to_end|faults_under_load|hf_directory_end_to_end)$')
+    -L integration --timeout 600)
   if [ -n "$(ls -A "$reports")" ]; then
     for report in "$reports"/*; do echo "--- $report"; cat "$report"; done
     echo "test.sh: the sanitizers reported errors in the integration tests' processes" >&2
