@@ -20,6 +20,8 @@
 #       cluster (the pair over cuda_ipc, the pair over tcp, one both agent; KVFERRY_E2E_CLUSTERS
 #       names a subset); writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
 #       table; the prefill agent's per-layer transfer timing comes from its /metrics.
+#       KVFERRY_E2E_WORKLOADS names a subset of the workloads, or adds ttft8k (8K prompts one at
+#       a time: the transfer's share of TTFT on an idle cluster).
 set -euo pipefail
 mode="${1:?usage: gpu_e2e.sh test|bench BUILD_DIR MODEL WORK_DIR}"
 build="${2:?build dir}"
@@ -179,16 +181,26 @@ run_load() {  # NAME WORKLOAD benchmark_client flags...
   tail -n 25 "$work/e2e-$name-$workload.txt"
 }
 
+# KVFERRY_E2E_WORKLOADS picks the workloads (default in1k in4k in8k shared). ttft8k: 8K-token
+# prompts one at a time, two output tokens: on an otherwise idle cluster, what the KV transfer
+# adds to TTFT over the prefill itself (the colocated agent's TTFT is the prefill alone).
 workloads() {
-  local name="$1"
-  run_load "$name" in1k --dataset random --input-len 1024 --output-len 128 --num-prompts 64 \
-    --request-rate 8 --warmup-requests 4
-  run_load "$name" in4k --dataset random --input-len 4096 --output-len 128 --num-prompts 48 \
-    --request-rate 4 --warmup-requests 2
-  run_load "$name" in8k --dataset random --input-len 8192 --output-len 128 --num-prompts 32 \
-    --request-rate 2 --warmup-requests 2
-  run_load "$name" shared --dataset shared-prefix --num-groups 4 --prefix-len 2048 \
-    --prompts-per-group 12 --suffix-len 128 --output-len 128 --request-rate 8
+  local name="$1" workload
+  for workload in ${KVFERRY_E2E_WORKLOADS:-in1k in4k in8k shared}; do
+    case "$workload" in
+      in1k) run_load "$name" in1k --dataset random --input-len 1024 --output-len 128 \
+        --num-prompts 64 --request-rate 8 --warmup-requests 4 ;;
+      in4k) run_load "$name" in4k --dataset random --input-len 4096 --output-len 128 \
+        --num-prompts 48 --request-rate 4 --warmup-requests 2 ;;
+      in8k) run_load "$name" in8k --dataset random --input-len 8192 --output-len 128 \
+        --num-prompts 32 --request-rate 2 --warmup-requests 2 ;;
+      ttft8k) run_load "$name" ttft8k --dataset random --input-len 8192 --output-len 2 \
+        --num-prompts 16 --max-concurrency 1 --warmup-requests 2 ;;
+      shared) run_load "$name" shared --dataset shared-prefix --num-groups 4 --prefix-len 2048 \
+        --prompts-per-group 12 --suffix-len 128 --output-len 128 --request-rate 8 ;;
+      *) echo "gpu_e2e: unknown workload '$workload' in KVFERRY_E2E_WORKLOADS" >&2; exit 2 ;;
+    esac
+  done
 }
 
 # KVFERRY_E2E_CLUSTERS picks the clusters (default all three, in this order).
@@ -200,6 +212,7 @@ for name in ${KVFERRY_E2E_CLUSTERS:-disaggregated disaggregated-tcp colocated}; 
     *) echo "gpu_e2e: unknown cluster '$name' in KVFERRY_E2E_CLUSTERS" >&2; exit 2 ;;
   esac
   workloads "$name"
+  curl -sf "http://127.0.0.1:$port/metrics" >"$work/orchestrator-$name.metrics" || true
   if [ "$name" != colocated ]; then  # the prefill agent's per-layer transfer timing
     curl -sf "http://127.0.0.1:$(cat "$work/$name-agent0.port")/metrics" \
       >"$work/prefill-agent-$name.metrics" || true

@@ -156,6 +156,7 @@ void KvSender::compute(uint64_t key) {
   auto prefilled = prefills_.run(tokens, p.sampling, processor, p.request.rng_draws, on_layer,
                                  p.stop.get(), nullptr);
   p.computed = true;
+  p.computed_at = Clock::now();
   if (!prefilled.isOk()) {
     if (p.error.isOk()) p.error = prefilled.status();
     dropRefused(key);  // the engine took the blocks back: nothing more may be read from them
@@ -202,6 +203,7 @@ void KvSender::onLayer(uint64_t key, Pending& p, uint32_t layer) {
     p.posted = true;
   }
   post(key, p, encodeImmediate(target.slot, layer));
+  p.last_post = Clock::now();
   faultPoint(config::FaultPhase::kTransferLayer, layer);
 }
 
@@ -308,7 +310,19 @@ void KvSender::finish(uint64_t key) {
                        p.posted ? "" : capacityCode(p.error), !p.write_failed);
   } else {
     p.response.transfer_ms = p.posted ? msSince(p.first_post) : 0;
-    if (p.posted) metrics_.transfer_seconds.Observe(p.response.transfer_ms / 1000);
+    if (p.posted) {
+      metrics_.transfer_seconds.Observe(p.response.transfer_ms / 1000);
+      // Where a transfer's time goes, from its first post: the layers' posts, the prefill's end,
+      // the last write's completion (now).
+      const auto at = [&p](Clock::time_point t) {
+        return std::chrono::duration<double, std::milli>(t - p.first_post).count();
+      };
+      spdlog::debug(
+          "node agent: request {}: {} bytes of KV sent; from the first post, the last post at "
+          "+{:.2f} ms, the prefill done at +{:.2f} ms, the last write done at +{:.2f} ms",
+          p.request.request_id, p.response.transfer_bytes, at(p.last_post), at(p.computed_at),
+          p.response.transfer_ms);
+    }
     reply = jsonReply(200, wire::encode(p.response));
   }
   sendReply(*p.reply, std::move(reply));

@@ -83,6 +83,8 @@ class KvSender {
     bool posted = false;
     bool write_failed = false;  // a posted batch failed: its bytes may still land on the target
     Clock::time_point first_post;
+    Clock::time_point last_post;
+    Clock::time_point computed_at;
     wire::PrefillResponse response;
   };
   // A peer is connecting (no id yet; prefills wait) or connected.
