@@ -78,15 +78,18 @@ if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_SANITIZER_TESTS:-1}" 
   cmake --build build/asan -j "$jobs" --target orchestrator node_agent kvferry-make-model \
     kvferry-tokenize transfer_bench fake_agent benchmark_client benchmark_client_integration_tests
   reports="$(mktemp -d)"
+  status=0
   (cd build/asan && ASAN_OPTIONS="log_path=$reports/asan" \
     UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1" ctest --output-on-failure \
-    -L integration --timeout 600)
+    -L integration --timeout 600) || status=$?
+  # The reports first: a failed test is often a process a sanitizer stopped.
   if [ -n "$(ls -A "$reports")" ]; then
     for report in "$reports"/*; do echo "--- $report"; cat "$report"; done
     echo "test.sh: the sanitizers reported errors in the integration tests' processes" >&2
-    exit 1
+    status=1
   fi
   rm -rf "$reports"
+  [ "$status" = 0 ] || exit "$status"
 fi
 if [ "$preset" = default ] && [ $# -eq 0 ] && [ "${KVFERRY_FUZZ_SECONDS:-45}" != 0 ]; then
   echo "== fuzz"
