@@ -100,23 +100,27 @@ Result<CopyBaselines> measureCopyBaselines(const DeviceMemory& from, const Devic
   const auto* src = static_cast<const uint8_t*>(from.data());
   auto* dst = static_cast<uint8_t*>(to.data());
   CopyBaselines out;
-  // Each run copies the next batch-sized window of the pools, as the transport's batches walk
-  // its pools: the bytes come from device memory, not from the L2 cache the last run filled.
-  const uint64_t windows = std::max<uint64_t>(1, std::min(from.bytes(), to.bytes()) / batch_bytes);
-  uint64_t run = 0;
-  ASSIGN_OR_RETURN(const double contiguous_ms, timeRuns(stream, repeats, [&] {
-                     const uint64_t offset = (run++ % windows) * batch_bytes;
-                     return check(cudaMemcpyAsync(dst + offset, src + offset, batch_bytes,
-                                                  cudaMemcpyDeviceToDevice, stream),
-                                  "cudaMemcpyAsync");
-                   }));
-  out.contiguous_bytes_per_s = repeats * static_cast<double>(batch_bytes) / (contiguous_ms / 1e3);
-  ASSIGN_OR_RETURN(const double hot_ms, timeRuns(stream, repeats, [&] {
-                     return check(
-                         cudaMemcpyAsync(dst, src, batch_bytes, cudaMemcpyDeviceToDevice, stream),
-                         "cudaMemcpyAsync");
-                   }));
-  out.contiguous_hot_bytes_per_s = repeats * static_cast<double>(batch_bytes) / (hot_ms / 1e3);
+  const auto bytesPerSecond = [&](double ms) {
+    return repeats * static_cast<double>(batch_bytes) / (ms / 1e3);
+  };
+  // One contiguous copy of the batch's bytes per run, run r at window r % windows of the pools.
+  const auto timeContiguous = [&](uint64_t windows) {
+    uint64_t run = 0;
+    return timeRuns(stream, repeats, [&] {
+      const uint64_t offset = (run++ % windows) * batch_bytes;
+      return check(cudaMemcpyAsync(dst + offset, src + offset, batch_bytes,
+                                   cudaMemcpyDeviceToDevice, stream),
+                   "cudaMemcpyAsync");
+    });
+  };
+  // Walking the pools' windows, as the transport's batches walk its pools: the bytes come from
+  // device memory, not from the L2 cache the last run filled. Hot: the first window every run.
+  ASSIGN_OR_RETURN(
+      const double contiguous_ms,
+      timeContiguous(std::max<uint64_t>(1, std::min(from.bytes(), to.bytes()) / batch_bytes)));
+  out.contiguous_bytes_per_s = bytesPerSecond(contiguous_ms);
+  ASSIGN_OR_RETURN(const double hot_ms, timeContiguous(1));
+  out.contiguous_hot_bytes_per_s = bytesPerSecond(hot_ms);
   ASSIGN_OR_RETURN(
       const double per_block_ms, timeRuns(stream, repeats, [&] {
         for (uint64_t i = 0; i < blocks; ++i) {
@@ -127,7 +131,7 @@ Result<CopyBaselines> measureCopyBaselines(const DeviceMemory& from, const Devic
         }
         return Status::ok();
       }));
-  out.per_block_bytes_per_s = repeats * static_cast<double>(batch_bytes) / (per_block_ms / 1e3);
+  out.per_block_bytes_per_s = bytesPerSecond(per_block_ms);
   // Gather into a staging buffer, then scatter out of it: two launches of the batch copy.
   ASSIGN_OR_RETURN(DeviceMemory staging, DeviceMemory::allocate(from.gpu(), batch_bytes));
   std::vector<CopyOp> gather(blocks);
@@ -154,8 +158,7 @@ Result<CopyBaselines> measureCopyBaselines(const DeviceMemory& from, const Devic
                                      block_bytes, stream),
                      "scatter");
       }));
-  out.gather_scatter_bytes_per_s =
-      repeats * static_cast<double>(batch_bytes) / (two_kernel_ms / 1e3);
+  out.gather_scatter_bytes_per_s = bytesPerSecond(two_kernel_ms);
   return out;
 }
 
