@@ -1,9 +1,12 @@
 #include "node_agent/control_api.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
+#include <chrono>
 
 #include "common/metrics.h"
 
@@ -91,7 +94,13 @@ http::Task<std::optional<T>> ControlApi::accept(const http::Request& request,
     co_await writer.sendJson(static_cast<HttpStatus>(status), http::errorBody(*refusal));
     co_return std::nullopt;
   }
+  const auto decoding = std::chrono::steady_clock::now();
   Result<T> message = wire::decode<T>(request.body());
+  spdlog::debug(
+      "control API: {} bytes of {} decoded in {:.2f} ms", request.body().size(),
+      std::string_view(request.target()),
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - decoding)
+          .count());
   if (!message.isOk()) {
     metrics_.countRequest(kind, AgentMetrics::Outcome::kError);
     co_await writer.sendJson(HttpStatus::bad_request, http::errorBody(message.status().message()));

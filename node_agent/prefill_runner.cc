@@ -1,5 +1,7 @@
 #include "node_agent/prefill_runner.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 
 #include "node_agent/fault_point.h"
@@ -60,6 +62,8 @@ Result<PrefillRunner::Prefilled> PrefillRunner::run(
   out.rng = std::move(rng);
   out.first = std::move(first);
   out.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  spdlog::debug("node agent: prefill of {} tokens ({} cached) in {:.2f} ms", tokens.size(),
+                result.cached_tokens, out.prefill_ms);
   return out;
 }
 

@@ -376,6 +376,9 @@ Task<void> OrchestratorServer::Impl::completion(std::shared_ptr<Impl> self,
     co_return;
   }
   PreparedRequest& ready = std::get<PreparedRequest>(prepared);
+  spdlog::debug("request {}: {} prompt tokens, parsed, tokenized and hashed in {:.2f} ms", id,
+                ready.tokens.size(),
+                std::chrono::duration<double, std::milli>(Clock::now() - arrived).count());
   ready.openai_id = openai::requestId(ready.api.endpoint, randomBits(), randomBits());
 
   // It waits for a slot and for a decode node with room for its prompt, until its deadline.

@@ -21,7 +21,8 @@
 #       names a subset); writes WORK_DIR/e2e-<cluster>-<workload>.json (vLLM bench-serve names) and a
 #       table; the prefill agent's per-layer transfer timing comes from its /metrics.
 #       KVFERRY_E2E_WORKLOADS names a subset of the workloads, or adds ttft8k (8K prompts one at
-#       a time: the transfer's share of TTFT on an idle cluster).
+#       a time: the transfer's share of TTFT on an idle cluster). KVFERRY_E2E_LOG_LEVEL sets the
+#       orchestrator's and the agents' log level (debug: where each request's time went).
 set -euo pipefail
 mode="${1:?usage: gpu_e2e.sh test|bench BUILD_DIR MODEL WORK_DIR}"
 build="${2:?build dir}"
@@ -36,6 +37,7 @@ pids=()
 agent_yaml=""
 prefill_flags=""
 policy=kvferry
+log_level="${KVFERRY_E2E_LOG_LEVEL:-info}"
 stop_all() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -59,7 +61,7 @@ cluster() {
   local name="$1" transport="$2" fraction="$3"
   shift 3
   "$build/orchestrator/orchestrator" --model "$model" --listen 127.0.0.1:0 --policy "$policy" \
-    --port-file "$work/$name.port" >"$work/$name-orchestrator.log" 2>&1 &
+    --log-level "$log_level" --port-file "$work/$name.port" >"$work/$name-orchestrator.log" 2>&1 &
   pids+=($!)
   wait_file "$work/$name.port"
   port="$(cat "$work/$name.port")"
@@ -80,7 +82,8 @@ YAML
     [ "$role" = prefill ] && flags=($prefill_flags)
     "$build/node_agent/node_agent" --config "$work/$name-agent$i.yaml" --model "$model" \
       --role "$role" --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0 \
-      --port-file "$work/$name-agent$i.port" "${flags[@]}" >"$work/$name-agent$i.log" 2>&1 &
+      --log-level "$log_level" --port-file "$work/$name-agent$i.port" "${flags[@]}" \
+      >"$work/$name-agent$i.log" 2>&1 &
     pids+=($!)
     wait_file "$work/$name-agent$i.port"  # one at a time: each sizes its pools from free memory
     i=$((i + 1))
