@@ -808,7 +808,8 @@ TEST(EngineTest, LayerDoneFiresWhenEachLayersKvIsFinal) {
 }
 
 // A runner that fails the forward passes it is told to, and otherwise runs the CPU runner: the
-// engine's promise that nothing changes on error covers backend failures too.
+// engine's promise that nothing changes on error covers backend failures too. It also records
+// the tokens of each pass.
 class FailingRunner final : public ModelRunner {
  public:
   explicit FailingRunner(std::unique_ptr<ModelRunner> inner) : inner_(std::move(inner)) {}
@@ -820,24 +821,76 @@ class FailingRunner final : public ModelRunner {
   KvPoolRegion valuePool(uint32_t layer) override { return inner_->valuePool(layer); }
   Status forward(std::span<const SequenceChunk> chunks, std::span<float> logits,
                  const LayerDoneCallback& on_layer_done = nullptr) override {
-    if (fail_at_ == 0) return internalError("injected failure");
-    if (fail_at_ > 0) --fail_at_;
+    RETURN_IF_ERROR(pass(chunks));
     return inner_->forward(chunks, logits, on_layer_done);
   }
   Status forwardSampled(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws,
                         std::span<model::TokenId> tokens,
                         const LayerDoneCallback& on_layer_done = nullptr) override {
-    if (fail_at_ == 0) return internalError("injected failure");
-    if (fail_at_ > 0) --fail_at_;
+    RETURN_IF_ERROR(pass(chunks));
     return inner_->forwardSampled(chunks, draws, tokens, on_layer_done);
   }
   // The forward pass after `passes` more successful ones fails; -1: none does.
   void failAfter(int passes) { fail_at_ = passes; }
+  // The token count of every pass so far.
+  const std::vector<size_t>& passTokens() const { return pass_tokens_; }
 
  private:
+  Status pass(std::span<const SequenceChunk> chunks) {
+    if (fail_at_ == 0) return internalError("injected failure");
+    if (fail_at_ > 0) --fail_at_;
+    size_t tokens = 0;
+    for (const SequenceChunk& chunk : chunks) tokens += chunk.tokens.size();
+    pass_tokens_.push_back(tokens);
+    return Status::ok();
+  }
+
   std::unique_ptr<ModelRunner> inner_;
   int fail_at_ = -1;
+  std::vector<size_t> pass_tokens_;
 };
+
+// A prompt longer than the batch cap is computed in as few passes as the cap allows, of even
+// sizes: never a last pass of a few tokens (which costs a whole pass over the weights).
+TEST(EngineTest, APromptPastTheBatchCapIsSplitIntoEvenChunks) {
+  std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(1, 2, 1), 37);
+  ASSERT_NE(model, nullptr);
+  EngineConfig config = smallConfig(4, 32);
+  config.max_batch_tokens = 8;
+  Result<std::unique_ptr<cpu::CpuModelRunner>> cpu_runner = cpu::CpuModelRunner::create(
+      model->weights, {config.block_tokens, config.num_blocks, config.max_batch_tokens, 1});
+  ASSERT_TRUE(cpu_runner.isOk());
+  auto recording = std::make_unique<FailingRunner>(std::move(cpu_runner).value());
+  FailingRunner* runner = recording.get();
+  Result<std::unique_ptr<Engine>> created = Engine::create(std::move(recording), config);
+  ASSERT_TRUE(created.isOk()) << created.status().toString();
+  Engine& engine = **created;
+  std::unique_ptr<Engine> reference = makeEngine(model->weights, smallConfig(4, 32));
+  ASSERT_NE(reference, nullptr);
+  std::vector<float> logits(engine.vocabSize());
+  std::vector<float> expected(engine.vocabSize());
+  std::vector<SequenceId> live;
+  // 17 tokens: 6 + 6 + 5, not 8 + 8 + 1; 16: 8 + 8; 8: one pass.
+  for (size_t length : {17, 16, 8}) {
+    SCOPED_TRACE("a prompt of " + std::to_string(length));
+    const std::vector<TokenId> prompt = randomTokens(length, 300, 200 + length);
+    const size_t before = runner->passTokens().size();
+    Result<PrefillResult> r = engine.prefill(prompt, logits);
+    ASSERT_TRUE(r.isOk()) << r.status().toString();
+    const std::vector<size_t> passes(runner->passTokens().begin() + before,
+                                     runner->passTokens().end());
+    const std::vector<size_t> even = length == 17   ? std::vector<size_t>{6, 6, 5}
+                                     : length == 16 ? std::vector<size_t>{8, 8}
+                                                    : std::vector<size_t>{8};
+    EXPECT_EQ(passes, even);
+    Result<PrefillResult> whole = reference->prefill(prompt, expected);
+    ASSERT_TRUE(whole.isOk());
+    EXPECT_TRUE(sameBits(expected, logits));  // the split changes no result
+    live.push_back(r->id);
+    ASSERT_TRUE(reference->release(whole->id).isOk());
+  }
+  for (SequenceId id : live) ASSERT_TRUE(engine.release(id).isOk());
+}
 
 TEST(EngineTest, BackendFailuresLeaveNoTrace) {
   std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(1, 2, 1), 31);
@@ -897,10 +950,11 @@ TEST(EngineTest, StopRequestedEndsAPrefillBetweenChunks) {
   std::unique_ptr<testing::RandomModel> model = randomModel(tinyParams(2, 2, 1), 41);
   ASSERT_NE(model, nullptr);
   EngineConfig config = smallConfig(4, 16);
-  config.max_batch_tokens = 4;  // a 10-token prompt takes three forward passes
+  config.max_batch_tokens = 4;  // a 10-token prompt takes three forward passes: 4, 3 and 3
   std::unique_ptr<Engine> engine = makeEngine(model->weights, config);
   ASSERT_NE(engine, nullptr);
   const std::vector<TokenId> prompt = randomTokens(10, 300, 6);
+  const int done_before[] = {0, 0, 4, 7};  // tokens computed before chunk 1, 2, 3
   std::vector<float> logits(engine->vocabSize());
   std::vector<KvBlockEvent> events;
   engine->drainKvEvents(events);
@@ -911,7 +965,7 @@ TEST(EngineTest, StopRequestedEndsAPrefillBetweenChunks) {
     Result<PrefillResult> r = engine->prefill(
         prompt, logits, [&](uint32_t) { ++layers_done; }, [&] { return ++asked == stop_at; });
     ASSERT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().toString();
-    EXPECT_NE(r.status().message().find("stopped after " + std::to_string((stop_at - 1) * 4) +
+    EXPECT_NE(r.status().message().find("stopped after " + std::to_string(done_before[stop_at]) +
                                         " of 10 tokens"),
               std::string::npos)
         << r.status().message();
