@@ -55,6 +55,14 @@ class TokenIndex {
   size_t count_ = 0;
 };
 
+// SentencePiece vocabularies: true when no token holds the space marker "▁" after any other
+// character (markers only as a leading run: "▁the", "▁▁"). Then no merge can join a character to
+// a marker after it, and a text is merged word by word (spmWordStarts) with the same result.
+bool spmVocabularyKeepsWordsApart(const Vocabulary& vocab);
+// Where the words of an escaped text start: at 0 and at each "▁" that does not follow another
+// "▁" (a run of markers starts the word it precedes).
+std::vector<size_t> spmWordStarts(std::string_view text);
+
 // Sizes agree, special ids lie inside the vocabulary, no score is NaN.
 Status checkVocabulary(const Vocabulary& vocab);
 

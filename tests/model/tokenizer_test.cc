@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "model/gguf_writer.h"
+#include "model/tokenizer_internal.h"
 #include "model/unicode.h"
 #include "test_data.h"
 
@@ -198,6 +200,64 @@ void expectRoundTrips(const Tokenizer& tokenizer, int count) {
 }
 
 TEST_F(StoriesTokenizerTest, RandomTextRoundTrips) { expectRoundTrips(*tokenizer_, 2000); }
+
+// The stories vocabulary keeps words apart, so its texts are merged word by word; the same
+// vocabulary with one more token that joins a character to a marker after it ("\x01▁", which no
+// text below holds) is merged whole. Both give the same ids, for random text and for text of
+// repeated words (each distinct word merged once per call) with runs of spaces.
+TEST_F(StoriesTokenizerTest, MergingWordByWordEqualsMergingTheWholeText) {
+  const Vocabulary& apart = tokenizer_->vocabulary();
+  ASSERT_TRUE(internal::spmVocabularyKeepsWordsApart(apart));
+  Vocabulary joined = apart;
+  joined.tokens.push_back("\x01\xe2\x96\x81");
+  joined.types.push_back(TokenType::kNormal);
+  joined.scores.push_back(-1e9f);
+  ASSERT_FALSE(internal::spmVocabularyKeepsWordsApart(joined));
+  Result<std::unique_ptr<Tokenizer>> whole = makeTokenizer(joined);
+  ASSERT_TRUE(whole.isOk()) << whole.status().toString();
+
+  std::mt19937 random(777);
+  const std::vector<std::string> words = {"Once", "upon", "a",     "time", "there", "was", "the",
+                                          "girl", "Lily", "loved", "to",   "play",  ",",   "."};
+  std::vector<std::string> texts = {" leading", "  two leading", "trailing  ", "x  y   z", ""};
+  for (int i = 0; i < 300; ++i) {
+    std::string text = randomText(random);
+    std::replace(text.begin(), text.end(), '\x01', 'x');
+    texts.push_back(std::move(text));
+    std::string prose;
+    for (int w = 0, n = static_cast<int>(random() % 200); w < n; ++w) {
+      prose += std::string(random() % 5 == 0 ? 2 : 1, ' ') + words[random() % words.size()];
+    }
+    texts.push_back(std::move(prose));
+  }
+  for (const std::string& text : texts) {
+    for (bool bos : {true, false}) {
+      Result<std::vector<TokenId>> by_word = tokenizer_->encode(text, {.add_bos = bos});
+      Result<std::vector<TokenId>> at_once = (*whole)->encode(text, {.add_bos = bos});
+      ASSERT_TRUE(by_word.isOk() && at_once.isOk()) << text;
+      ASSERT_EQ(*by_word, *at_once) << "text '" << text << "', bos " << bos;
+    }
+  }
+}
+
+TEST(SpmWordsTest, WordsStartAtAMarkerAfterAnyOtherCharacter) {
+  const std::string m = "\xe2\x96\x81";
+  using Starts = std::vector<size_t>;
+  EXPECT_EQ(internal::spmWordStarts(""), Starts{});
+  EXPECT_EQ(internal::spmWordStarts("abc"), Starts{0});
+  EXPECT_EQ(internal::spmWordStarts(m + "the" + m + "cat"), (Starts{0, 6}));
+  // A run of markers starts the word after it; a marker at the end is a word of its own.
+  EXPECT_EQ(internal::spmWordStarts(m + m + "a" + m + m + m + "b" + m), (Starts{0, 7, 17}));
+  EXPECT_EQ(internal::spmWordStarts("a" + m + m), (Starts{0, 1}));
+
+  Vocabulary v;
+  v.tokens = {"a", m, m + m, m + "the", m + m + "x"};
+  EXPECT_TRUE(internal::spmVocabularyKeepsWordsApart(v));
+  v.tokens.push_back("of" + m);
+  EXPECT_FALSE(internal::spmVocabularyKeepsWordsApart(v));
+  v.tokens.back() = m + "a" + m + "b";
+  EXPECT_FALSE(internal::spmVocabularyKeepsWordsApart(v));
+}
 
 TEST(SyntheticTokenizerTest, RandomModelVocabularyRoundTripsAndMerges) {
   LlamaParams params = smallLlama();
