@@ -23,6 +23,10 @@
 #       KVFERRY_E2E_WORKLOADS names a subset of the workloads, or adds ttft8k (8K prompts one at
 #       a time: the transfer's share of TTFT on an idle cluster). KVFERRY_E2E_LOG_LEVEL sets the
 #       orchestrator's and the agents' log level (debug: where each request's time went).
+#       KVFERRY_E2E_MPS=1 runs the clusters under an MPS daemon this script starts and stops
+#       (the agents' kernels then run side by side instead of time-sliced), and
+#       KVFERRY_E2E_PREFILL_SM_PERCENT=N gives the prefill agent at most N % of the SMs
+#       (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), leaving the rest to the decode agent.
 set -euo pipefail
 mode="${1:?usage: gpu_e2e.sh test|bench BUILD_DIR MODEL WORK_DIR}"
 build="${2:?build dir}"
@@ -43,7 +47,18 @@ stop_all() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
-trap stop_all EXIT
+mps_started=0
+if [ "${KVFERRY_E2E_MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY="$work/mps-pipe" CUDA_MPS_LOG_DIRECTORY="$work/mps-log"
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d || { echo "gpu_e2e: could not start the MPS daemon" >&2; exit 1; }
+  mps_started=1
+fi
+stop_mps() {
+  [ "$mps_started" = 1 ] && echo quit | nvidia-cuda-mps-control || true
+  mps_started=0
+}
+trap 'stop_all; stop_mps' EXIT
 
 wait_file() {
   for _ in $(seq 1200); do [ -s "$1" ] && return 0; sleep 0.1; done
@@ -78,12 +93,14 @@ engine:
   max_batch_sequences: 64
 $agent_yaml
 YAML
-    local flags=()
+    local flags=() agent_env=()
     [ "$role" = prefill ] && flags=($prefill_flags)
-    "$build/node_agent/node_agent" --config "$work/$name-agent$i.yaml" --model "$model" \
-      --role "$role" --orchestrator "127.0.0.1:$port" --control-address 127.0.0.1:0 \
-      --log-level "$log_level" --port-file "$work/$name-agent$i.port" "${flags[@]}" \
-      >"$work/$name-agent$i.log" 2>&1 &
+    [ "$role" = prefill ] && [ -n "${KVFERRY_E2E_PREFILL_SM_PERCENT:-}" ] &&
+      agent_env=("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$KVFERRY_E2E_PREFILL_SM_PERCENT")
+    env "${agent_env[@]}" "$build/node_agent/node_agent" --config "$work/$name-agent$i.yaml" \
+      --model "$model" --role "$role" --orchestrator "127.0.0.1:$port" \
+      --control-address 127.0.0.1:0 --log-level "$log_level" \
+      --port-file "$work/$name-agent$i.port" "${flags[@]}" >"$work/$name-agent$i.log" 2>&1 &
     pids+=($!)
     wait_file "$work/$name-agent$i.port"  # one at a time: each sizes its pools from free memory
     i=$((i + 1))

@@ -7,6 +7,7 @@
 
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_internal.h"
 #include "test_data.h"
 
 namespace kvferry::model {
@@ -25,6 +26,10 @@ TEST_P(LlamaCppVocabTest, EncodesEveryCaseExactly) {
   ASSERT_TRUE(file.isOk()) << file.status().toString();
   Result<std::unique_ptr<Tokenizer>> tokenizer = makeTokenizer(*file);
   ASSERT_TRUE(tokenizer.isOk()) << tokenizer.status().toString();
+  if (std::string(GetParam()) == "llama-spm") {
+    // Llama 2's vocabulary keeps words apart: these cases check the word-by-word merge.
+    EXPECT_TRUE(internal::spmVocabularyKeepsWordsApart((*tokenizer)->vocabulary()));
+  }
   const std::vector<LlamaCppCase> cases = readLlamaCppCases(path);
   ASSERT_GE(cases.size(), 40u);
   size_t exact = 0;
