@@ -850,6 +850,29 @@ class FailingRunner final : public ModelRunner {
   std::vector<size_t> pass_tokens_;
 };
 
+// An engine over a FailingRunner around the CPU runner (one thread), and that runner.
+struct EngineOverFailingRunner {
+  std::unique_ptr<Engine> engine;
+  FailingRunner* runner = nullptr;
+};
+EngineOverFailingRunner engineOverFailingRunner(std::shared_ptr<const LlamaWeights> weights,
+                                                const EngineConfig& config) {
+  Result<std::unique_ptr<cpu::CpuModelRunner>> cpu_runner = cpu::CpuModelRunner::create(
+      std::move(weights), {config.block_tokens, config.num_blocks, config.max_batch_tokens, 1});
+  if (!cpu_runner.isOk()) {
+    ADD_FAILURE() << cpu_runner.status().toString();
+    return {};
+  }
+  auto failing = std::make_unique<FailingRunner>(std::move(cpu_runner).value());
+  FailingRunner* runner = failing.get();
+  Result<std::unique_ptr<Engine>> created = Engine::create(std::move(failing), config);
+  if (!created.isOk()) {
+    ADD_FAILURE() << created.status().toString();
+    return {};
+  }
+  return {std::move(created).value(), runner};
+}
+
 // A prompt longer than the batch cap is computed in as few passes as the cap allows, of even
 // sizes: never a last pass of a few tokens (which costs a whole pass over the weights).
 TEST(EngineTest, APromptPastTheBatchCapIsSplitIntoEvenChunks) {
@@ -857,14 +880,9 @@ TEST(EngineTest, APromptPastTheBatchCapIsSplitIntoEvenChunks) {
   ASSERT_NE(model, nullptr);
   EngineConfig config = smallConfig(4, 32);
   config.max_batch_tokens = 8;
-  Result<std::unique_ptr<cpu::CpuModelRunner>> cpu_runner = cpu::CpuModelRunner::create(
-      model->weights, {config.block_tokens, config.num_blocks, config.max_batch_tokens, 1});
-  ASSERT_TRUE(cpu_runner.isOk());
-  auto recording = std::make_unique<FailingRunner>(std::move(cpu_runner).value());
-  FailingRunner* runner = recording.get();
-  Result<std::unique_ptr<Engine>> created = Engine::create(std::move(recording), config);
-  ASSERT_TRUE(created.isOk()) << created.status().toString();
-  Engine& engine = **created;
+  auto [owned, runner] = engineOverFailingRunner(model->weights, config);
+  ASSERT_NE(owned, nullptr);
+  Engine& engine = *owned;
   std::unique_ptr<Engine> reference = makeEngine(model->weights, smallConfig(4, 32));
   ASSERT_NE(reference, nullptr);
   std::vector<float> logits(engine.vocabSize());
@@ -897,14 +915,9 @@ TEST(EngineTest, BackendFailuresLeaveNoTrace) {
   ASSERT_NE(model, nullptr);
   EngineConfig config = smallConfig(4, 16);
   config.max_batch_tokens = 4;  // a 10-token prompt takes three forward passes
-  Result<std::unique_ptr<cpu::CpuModelRunner>> cpu_runner = cpu::CpuModelRunner::create(
-      model->weights, {config.block_tokens, config.num_blocks, config.max_batch_tokens, 1});
-  ASSERT_TRUE(cpu_runner.isOk());
-  auto failing = std::make_unique<FailingRunner>(std::move(cpu_runner).value());
-  FailingRunner* runner = failing.get();
-  Result<std::unique_ptr<Engine>> created = Engine::create(std::move(failing), config);
-  ASSERT_TRUE(created.isOk()) << created.status().toString();
-  Engine& engine = **created;
+  auto [owned, runner] = engineOverFailingRunner(model->weights, config);
+  ASSERT_NE(owned, nullptr);
+  Engine& engine = *owned;
   std::unique_ptr<Engine> reference = makeEngine(model->weights, config);
   ASSERT_NE(reference, nullptr);
 
