@@ -888,8 +888,14 @@ TEST(EngineTest, APromptPastTheBatchCapIsSplitIntoEvenChunks) {
   std::vector<float> logits(engine.vocabSize());
   std::vector<float> expected(engine.vocabSize());
   std::vector<SequenceId> live;
-  // 17 tokens: 6 + 6 + 5, not 8 + 8 + 1; 16: 8 + 8; 8: one pass.
-  for (size_t length : {17, 16, 8}) {
+  struct Case {
+    size_t length;
+    std::vector<size_t> passes;
+  };
+  const std::vector<Case> cases = {{17, {6, 6, 5}},  // not 8 + 8 + 1
+                                   {16, {8, 8}},
+                                   {8, {8}}};
+  for (const auto& [length, even] : cases) {
     SCOPED_TRACE("a prompt of " + std::to_string(length));
     const std::vector<TokenId> prompt = randomTokens(length, 300, 200 + length);
     const size_t before = runner->passTokens().size();
@@ -897,9 +903,6 @@ TEST(EngineTest, APromptPastTheBatchCapIsSplitIntoEvenChunks) {
     ASSERT_TRUE(r.isOk()) << r.status().toString();
     const std::vector<size_t> passes(runner->passTokens().begin() + before,
                                      runner->passTokens().end());
-    const std::vector<size_t> even = length == 17   ? std::vector<size_t>{6, 6, 5}
-                                     : length == 16 ? std::vector<size_t>{8, 8}
-                                                    : std::vector<size_t>{8};
     EXPECT_EQ(passes, even);
     Result<PrefillResult> whole = reference->prefill(prompt, expected);
     ASSERT_TRUE(whole.isOk());
