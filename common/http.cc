@@ -457,7 +457,9 @@ Task<Result<std::unique_ptr<beast::tcp_stream>>> ClientPool::connect(
     const tcp::endpoint& endpoint, std::chrono::milliseconds timeout) {
   auto stream = std::make_unique<beast::tcp_stream>(io_);
   stream->expires_after(timeout);
+  std::optional<BusyStream> busy(std::in_place, *this, endpoint, stream.get());  // abort() ends it
   auto [ec] = co_await stream->async_connect(endpoint, kNoThrow);
+  busy.reset();
   if (ec == beast::error::timeout) {
     co_return deadlineExceeded("connect to " + endpointText(endpoint) + " timed out");
   }

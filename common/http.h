@@ -243,7 +243,8 @@ class ClientPool {
 
   // Closes idle connections (e.g. to a node that died).
   void forget(const tcp::endpoint& endpoint);
-  // forget(), and every request and stream in progress to `endpoint` ends now with UNAVAILABLE
+  // forget(), and every request and stream in progress to `endpoint` (connecting, sending or
+  // reading) ends now with UNAVAILABLE
   // (e.g. a node declared dead while frozen: its calls would otherwise wait out their timeouts).
   // Call it on the thread that runs the pool's io_context.
   void abort(const tcp::endpoint& endpoint);

@@ -201,6 +201,10 @@ void NodeAgentImpl::shutdown(std::function<void()> done) {
           co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         co_await membership_.leave();
+        // main destroys this agent before its io_context: no coroutine of ours may stay
+        // suspended there (a heartbeat still waiting on a gone orchestrator held its connection's
+        // entry in client_ and erased it from freed memory when ~io_context destroyed it).
+        co_await membership_.stop();
         control_api_.stop();
         stopThreads();
         spdlog::info("node agent: stopped");

@@ -66,7 +66,9 @@ Membership::Membership(asio::io_context& io, http::ClientPool& client,
       register_timeout_(register_timeout),
       work_(work),
       engine_(std::move(engine)),
-      gather_(std::make_shared<Gather>(io)) {}
+      gather_(std::make_shared<Gather>(io)),
+      wake_(io),
+      loop_ended_(io) {}
 
 void Membership::startGather(bool snapshot) {
   gather_->in_flight = true;
@@ -84,7 +86,31 @@ void Membership::start(wire::RegisterRequest registration,
                        std::function<void(const Status&)> on_fatal) {
   registration_ = std::move(registration);
   on_fatal_ = std::move(on_fatal);
-  asio::co_spawn(io_, heartbeatLoop(), asio::detached);
+  loop_running_ = true;
+  asio::co_spawn(
+      io_,
+      [this]() -> http::Task<void> {
+        co_await heartbeatLoop();
+        loop_running_ = false;
+        loop_ended_.cancel();
+      },
+      asio::detached);
+}
+
+http::Task<void> Membership::stop() {
+  stopping_ = true;
+  client_.abort(orchestrator_);
+  wake_.cancel();
+  gather_->ready.cancel();
+  while (loop_running_) {
+    loop_ended_.expires_at(asio::steady_timer::time_point::max());
+    co_await loop_ended_.async_wait(kNoThrow);
+  }
+}
+
+http::Task<void> Membership::sleep(milliseconds delay) {
+  wake_.expires_after(delay);
+  co_await wake_.async_wait(kNoThrow);
 }
 
 http::Task<void> Membership::leave() {
@@ -130,10 +156,11 @@ http::Task<void> Membership::heartbeatLoop() {
   auto first_deadline = Clock::now() + register_timeout_;
   milliseconds backoff(50);
   Clock::time_point last_warning{};
-  while (!draining_ || (node_id_ && !left_)) {
+  while (!stopping_ && (!draining_ || (node_id_ && !left_))) {
     if (left_) co_return;
     if (!node_id_) {
       Status s = co_await registerOnce();
+      if (stopping_) co_return;
       if (!s.isOk()) {
         bool fatal = s.code() == StatusCode::kFailedPrecondition ||
                      (!ever_registered_ && Clock::now() >= first_deadline);
@@ -146,8 +173,7 @@ http::Task<void> Membership::heartbeatLoop() {
           spdlog::warn("node agent: cannot register yet: {}", s.toString());
           last_warning = Clock::now();
         }
-        asio::steady_timer timer(io_, backoff);
-        co_await timer.async_wait(kNoThrow);
+        co_await sleep(backoff);
         backoff = std::min(backoff * 2, milliseconds(1000));
         continue;
       }
@@ -163,6 +189,7 @@ http::Task<void> Membership::heartbeatLoop() {
       gather_->ready.expires_at(last_load_ ? Clock::now() + milliseconds(heartbeat_interval_ms_)
                                            : asio::steady_timer::time_point::max());
       co_await gather_->ready.async_wait(kNoThrow);
+      if (stopping_) co_return;
     }
     NodeReport report;
     if (gather_->report) {
@@ -194,6 +221,7 @@ http::Task<void> Membership::heartbeatLoop() {
     auto response =
         co_await client_.request(orchestrator_, http::Verb::post, wire::route::kHeartbeat,
                                  wire::encode(hb), milliseconds(heartbeat_interval_ms_ * 2 + 1000));
+    if (stopping_) co_return;
     if (!response.isOk() || (response->status != 200 && response->status != 404)) {
       if (Clock::now() - last_warning > std::chrono::seconds(5)) {
         spdlog::warn("node agent: heartbeat failed: {}",
@@ -215,8 +243,7 @@ http::Task<void> Membership::heartbeatLoop() {
       if (answer.isOk() && answer->resync) need_snapshot_ = true;
     }
     if (draining_ && left_) co_return;
-    asio::steady_timer timer(io_, milliseconds(heartbeat_interval_ms_));
-    co_await timer.async_wait(kNoThrow);
+    co_await sleep(milliseconds(heartbeat_interval_ms_));
   }
 }
 

@@ -55,10 +55,16 @@ class Membership {
   void drain() { draining_ = true; }
   // Tells the orchestrator this node leaves (once; a no-op when it never registered).
   http::Task<void> leave();
+  // Ends the heartbeat loop at once: a registration or heartbeat in flight is aborted, a wait cut
+  // short. Returns when the loop has returned, so nothing of this Membership is left suspended in
+  // the io_context and it may be destroyed before it (the agent is, at exit).
+  http::Task<void> stop();
   std::optional<uint32_t> nodeId() const { return node_id_; }
 
  private:
   http::Task<void> heartbeatLoop();
+  // Waits `delay` on wake_ (stop() cuts it short).
+  http::Task<void> sleep(std::chrono::milliseconds delay);
   http::Task<Status> registerOnce();
   // Asks the engine thread for a report (EngineWork::report(snapshot)) into gather_.
   void startGather(bool snapshot);
@@ -92,6 +98,10 @@ class Membership {
   bool need_snapshot_ = true;
   bool draining_ = false;
   bool left_ = false;
+  bool stopping_ = false;
+  bool loop_running_ = false;
+  boost::asio::steady_timer wake_;        // the loop's sleeps between tries and heartbeats
+  boost::asio::steady_timer loop_ended_;  // cancelled when the loop returns (stop() waits on it)
 };
 
 }  // namespace kvferry::agent

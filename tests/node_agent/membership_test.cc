@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -71,6 +73,7 @@ struct Seen {
   std::set<uint64_t> stored;      // every hash of every event batch
   std::set<uint64_t> sequences;   // event batches applied (a resent batch counts once)
   uint64_t last_kv_sequence = 0;  // of the last heartbeat's load
+  bool hold = false;              // heartbeats get no answer until the harness releases them
 };
 
 // A fake orchestrator (register + heartbeat routes on 127.0.0.1), a Membership registered with it,
@@ -78,15 +81,16 @@ struct Seen {
 // heartbeat loop ends) and the server closes, so the io thread runs out of work with no coroutine
 // left suspended, and both threads are joined.
 struct Harness {
-  Harness() {
+  explicit Harness(uint32_t heartbeat_interval_ms = 20) {
     orchestrator.route(http::Verb::post, std::string(wire::route::kRegister),
-                       [this](const http::Request&, http::ResponseWriter& w) -> http::Task<void> {
+                       [this, heartbeat_interval_ms](const http::Request&,
+                                                     http::ResponseWriter& w) -> http::Task<void> {
                          {
                            std::lock_guard lock(seen.mu);
                            ++seen.registrations;
                            seen.changed.notify_all();
                          }
-                         wire::RegisterResponse r{7, 99, 20, 1000};
+                         wire::RegisterResponse r{7, 99, heartbeat_interval_ms, 1000};
                          co_await w.sendJson(http::HttpStatus::ok, wire::encode(r));
                        });
     orchestrator.route(
@@ -95,8 +99,10 @@ struct Harness {
           auto hb = wire::decode<wire::HeartbeatRequest>(req.body());
           EXPECT_TRUE(hb.isOk()) << hb.status().toString();
           bool forget = false;
+          bool hold = false;
           if (hb.isOk()) {
             std::lock_guard lock(seen.mu);
+            hold = seen.hold;
             ++seen.heartbeats;
             forget = seen.forget > 0;
             if (forget) --seen.forget;
@@ -108,6 +114,7 @@ struct Harness {
             }
             seen.changed.notify_all();
           }
+          if (hold) co_await release.async_wait(asio::as_tuple(asio::use_awaitable));
           if (forget) {
             co_await w.sendJson(http::HttpStatus::not_found, R"({"error":"unknown node"})");
           } else {
@@ -125,8 +132,10 @@ struct Harness {
   }
   ~Harness() {
     asio::post(io, [this] {
-      membership->drain();
+      release.cancel();
       orchestrator.stop();
+      if (!membership) return;
+      membership->drain();
       asio::co_spawn(io, membership->leave(), asio::detached);
     });
     io_guard.reset();
@@ -143,6 +152,7 @@ struct Harness {
   asio::io_context io;
   http::ClientPool client{io};
   http::Server orchestrator{io, http::ServerOptions{}};
+  asio::steady_timer release{io, asio::steady_timer::time_point::max()};  // of held heartbeats
   asio::io_context engine;
   ReportingWork work;
   std::optional<Membership> membership;  // once the orchestrator listens
@@ -210,6 +220,35 @@ TEST(MembershipTest, ANodeTheOrchestratorForgotRegistersAgainAndEndsItsLeases) {
   }
   ASSERT_TRUE(h.waitFor([](const Seen& s) { return s.registrations >= 2 && s.heartbeats >= 6; }));
   EXPECT_EQ(h.work.forgottenCalls(), 1u);
+}
+
+// An agent shutting down while a heartbeat waits on an orchestrator that does not answer: stop()
+// ends the request at once and returns only after the heartbeat loop has, so the Membership and
+// its client pool can be destroyed while the io_context lives on (node_agent's main destroys the
+// agent first; a heartbeat frame left suspended there erased its connection from the freed pool).
+// The heartbeat's own timeout here is 121 s: without the abort, stop() would not return in the 20
+// s the test waits.
+TEST(MembershipTest, StopEndsAHeartbeatInFlightAndReturnsAfterTheLoop) {
+  Harness h(/*heartbeat_interval_ms=*/60000);
+  {
+    std::lock_guard lock(h.seen.mu);
+    h.seen.hold = true;
+  }
+  ASSERT_TRUE(h.waitFor([](const Seen& s) { return s.heartbeats >= 1; }));
+  bool stopped = false;
+  asio::co_spawn(
+      h.io,
+      [&h, &stopped]() -> http::Task<void> {
+        h.membership->drain();
+        co_await h.membership->stop();
+        h.membership.reset();  // nothing of it may be suspended in h.io now (ASan checks)
+        std::lock_guard lock(h.seen.mu);
+        stopped = true;
+        h.seen.changed.notify_all();
+      },
+      asio::detached);
+  EXPECT_TRUE(h.waitFor([&stopped](const Seen&) { return stopped; }))
+      << "stop() did not end the heartbeat in flight";
 }
 
 }  // namespace
