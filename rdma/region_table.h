@@ -91,6 +91,8 @@ class BatchPins {
     op_region_.reserve(ops);
   }
   uint8_t* data(size_t op) const { return data_[op]; }
+  // The region of the last op added (pinned while this holds it).
+  const RegionTable::Entry& lastRegion() const { return *regions_[last_].entry; }
   uint32_t localKey(size_t op) const { return local_keys_[op]; }
   // Where op `op`'s memory lives (tcp stages CUDA regions through pinned host memory).
   const MemoryKind& kind(size_t op) const { return regions_[op_region_[op]].entry->kind; }

@@ -82,7 +82,51 @@ cudaError_t launchInline(const CopyOp* host_ops, uint32_t count, uint64_t longes
   return cudaGetLastError();
 }
 
+// A uniform batch inside the launch's parameters (see UniformOp).
+template <uint32_t kOps>
+struct UniformOps {
+  uint64_t src_base;
+  uint64_t dst_base;
+  uint64_t bytes;
+  UniformOp ops[kOps];
+};
+static_assert(sizeof(UniformOps<kMaxUniformOps>) <= 32764,
+              "a launch's parameters hold 32,764 bytes");
+template <uint32_t kOps>
+__global__ void __launch_bounds__(kThreads)
+    uniformBatchCopyKernel(const __grid_constant__ UniformOps<kOps> list) {
+  const UniformOp op = list.ops[blockIdx.x];
+  copyPiece(CopyOp{list.src_base + uint64_t{op.src} * kUniformUnit,
+                   list.dst_base + uint64_t{op.dst} * kUniformUnit, list.bytes});
+}
+
+// The smallest parameter block (of 16, 32, … 2,048 ops) that holds `count` ops.
+template <uint32_t kOps>
+cudaError_t launchUniform(uint64_t src_base, uint64_t dst_base, uint64_t bytes,
+                          const UniformOp* ops, uint32_t count, cudaStream_t stream) {
+  if constexpr (kOps < kMaxUniformOps) {
+    if (count > kOps) {
+      return launchUniform<kOps * 2>(src_base, dst_base, bytes, ops, count, stream);
+    }
+  }
+  UniformOps<kOps> list;
+  list.src_base = src_base;
+  list.dst_base = dst_base;
+  list.bytes = bytes;
+  std::memcpy(list.ops, ops, count * sizeof(UniformOp));
+  uniformBatchCopyKernel<kOps><<<gridFor(count, bytes), kThreads, 0, stream>>>(list);
+  return cudaGetLastError();
+}
+static_assert(kMaxUniformOps == 16 << 7, "launchUniform doubles from 16 to kMaxUniformOps");
+
 }  // namespace
+
+cudaError_t launchUniformBatchCopy(uint64_t src_base, uint64_t dst_base, uint64_t bytes,
+                                   const UniformOp* ops, uint32_t count, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  if (count > kMaxUniformOps) return cudaErrorInvalidValue;
+  return launchUniform<16>(src_base, dst_base, bytes, ops, count, stream);
+}
 
 cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
                             cudaStream_t stream) {

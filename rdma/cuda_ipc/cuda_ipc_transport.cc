@@ -417,7 +417,11 @@ class CudaIpcTransport final : public Transport {
       return unavailable("peer " + std::to_string(peer_id) +
                          " is gone: its process closed the doorbell socket (it exited or died)");
     }
-    Status checked = checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, checked_);
+    UniformBatch uniform;
+    const bool is_uniform = stageUniform(peer, ops, is_read, what, uniform);
+    Status checked =
+        is_uniform ? Status::ok()
+                   : checkBatch(ops, config_.max_batch_ops, regions_, peer.info, what, checked_);
     if (checked.isOk() && streams_.empty())
       checked = failedPrecondition("cuda_ipc: no device region is registered");
     if (checked.isOk() && !completions_.tryAcquire())
@@ -431,21 +435,9 @@ class CudaIpcTransport final : public Transport {
     Slot& slot = slots_[slot_index];
     std::swap(slot.pins, checked_);  // checked_ takes the slot's cleared, grown vectors
     CopyOp* staged = host_ops_ + uint64_t{slot_index} * config_.max_batch_ops;
-    uint64_t longest = 0;
-    uint64_t total = 0;
-    const Mapping* remote = nullptr;  // the last op's region: a layer's blocks share one pool
-    RegionId remote_id = 0;
-    for (size_t i = 0; i < ops.size(); ++i) {
-      if (remote == nullptr || remote_id != ops[i].remote_region) {
-        remote_id = ops[i].remote_region;
-        remote = &peer.mappings.at(remote_id);
-      }
-      const uint64_t local = reinterpret_cast<uint64_t>(slot.pins.data(i));
-      const uint64_t far = remote->base + ops[i].remote_offset;
-      staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
-      longest = std::max(longest, ops[i].length);
-      total += ops[i].length;
-    }
+    uint64_t longest = uniform.bytes;
+    uint64_t total = uniform.bytes * ops.size();
+    if (!is_uniform) total = stageGeneral(peer, ops, is_read, slot.pins, staged, longest);
     if (total >= kTurnBytes) {
       batch.stream = next_stream_;
       next_stream_ = (next_stream_ + 1) % kStreams;
@@ -453,12 +445,19 @@ class CudaIpcTransport final : public Transport {
     cudaStream_t stream = streams_[batch.stream];
     Status launched = cudaStatus(cudaSetDevice(device_), "cudaSetDevice");
     if (launched.isOk()) {
-      // `staged` stays untouched until the slot's event has completed (slot.busy).
+      // `staged` stays untouched until the slot's event has completed (slot.busy); the uniform
+      // list is copied into the launch.
       const auto count = static_cast<uint32_t>(ops.size());
-      launched = cudaStatus(total >= kInlineOpsBytes
-                                ? cuda_ipc::launchBatchCopyFromHost(staged, count, longest, stream)
-                                : cuda_ipc::launchBatchCopy(staged, count, longest, stream),
-                            "batch copy");
+      cudaError_t error = cudaSuccess;
+      if (is_uniform) {
+        error = cuda_ipc::launchUniformBatchCopy(uniform.src_base, uniform.dst_base, uniform.bytes,
+                                                 uniform_ops_.data(), count, stream);
+      } else if (total >= kInlineOpsBytes) {
+        error = cuda_ipc::launchBatchCopyFromHost(staged, count, longest, stream);
+      } else {
+        error = cuda_ipc::launchBatchCopy(staged, count, longest, stream);
+      }
+      launched = cudaStatus(error, "batch copy");
     }
     if (launched.isOk())
       launched = cudaStatus(cudaEventRecord(slot.done, stream), "cudaEventRecord");
@@ -472,6 +471,78 @@ class CudaIpcTransport final : public Transport {
     batch.deadline = Clock::now() + std::chrono::milliseconds(config_.op_timeout_ms);
     batches_.emplace(next_batch_++, std::move(batch));
     return Status::ok();
+  }
+
+  // A batch whose every op has one length and one region on each side (a layer's blocks), all
+  // in 16-byte units, travels as bases and 8-byte ops (cuda_ipc::UniformOp).
+  struct UniformBatch {
+    uint64_t src_base = 0;
+    uint64_t dst_base = 0;
+    uint64_t bytes = 0;
+  };
+  // Checks and stages a uniform batch (its ops in uniform_ops_, its local region pinned in
+  // checked_); false when the batch is not uniform or an op fails a check, which checkBatch then
+  // finds and explains. checked_ keeps only the region: this backend never reads an op's address
+  // back from its pins.
+  bool stageUniform(const Peer& peer, std::span<const TransferOp> ops, bool is_read,
+                    std::string_view what, UniformBatch& out) {
+    constexpr uint64_t kUnit = cuda_ipc::kUniformUnit;
+    constexpr uint64_t kReach = uint64_t{1} << 32;  // an offset's reach, in units
+    if (ops.empty() || ops.size() > cuda_ipc::kMaxUniformOps || ops.size() > config_.max_batch_ops)
+      return false;
+    const TransferOp& first = ops.front();
+    const uint64_t bytes = first.length;
+    const RemoteRegion* remote = peer.info.findRegion(first.remote_region);
+    auto mapping = peer.mappings.find(first.remote_region);
+    if (bytes % kUnit != 0 || remote == nullptr || mapping == peer.mappings.end()) return false;
+    checked_.clear();
+    if (!checked_.add(regions_, first.local_region, first.local_offset, bytes, what).isOk()) {
+      checked_.clear();
+      return false;
+    }
+    const RegionTable::Entry& local = checked_.lastRegion();
+    const auto local_base = reinterpret_cast<uint64_t>(local.base);
+    const uint64_t remote_base = mapping->second.base;
+    if ((local_base | remote_base) % kUnit != 0) return false;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const TransferOp& op = ops[i];
+      if (op.local_region != first.local_region || op.remote_region != first.remote_region ||
+          op.length != bytes || (op.local_offset | op.remote_offset) % kUnit != 0 ||
+          !fitsRegion(local.bytes, op.local_offset, bytes) ||
+          !fitsRegion(remote->bytes, op.remote_offset, bytes)) {
+        return false;
+      }
+      const uint64_t near = op.local_offset / kUnit;
+      const uint64_t far = op.remote_offset / kUnit;
+      if ((near | far) >= kReach) return false;
+      uniform_ops_[i] =
+          is_read ? cuda_ipc::UniformOp{static_cast<uint32_t>(far), static_cast<uint32_t>(near)}
+                  : cuda_ipc::UniformOp{static_cast<uint32_t>(near), static_cast<uint32_t>(far)};
+    }
+    out = is_read ? UniformBatch{remote_base, local_base, bytes}
+                  : UniformBatch{local_base, remote_base, bytes};
+    return true;
+  }
+
+  // Stages a checked batch's ops as CopyOps in `staged` (the slot's pinned list); returns its
+  // bytes, and its longest op's in `longest`.
+  static uint64_t stageGeneral(const Peer& peer, std::span<const TransferOp> ops, bool is_read,
+                               const BatchPins& pins, CopyOp* staged, uint64_t& longest) {
+    uint64_t total = 0;
+    const Mapping* remote = nullptr;  // the last op's region: a layer's blocks share one pool
+    RegionId remote_id = 0;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      if (remote == nullptr || remote_id != ops[i].remote_region) {
+        remote_id = ops[i].remote_region;
+        remote = &peer.mappings.at(remote_id);
+      }
+      const uint64_t local = reinterpret_cast<uint64_t>(pins.data(i));
+      const uint64_t far = remote->base + ops[i].remote_offset;
+      staged[i] = is_read ? CopyOp{far, local, ops[i].length} : CopyOp{local, far, ops[i].length};
+      longest = std::max(longest, ops[i].length);
+      total += ops[i].length;
+    }
+    return total;
   }
 
   // The progress thread takes mu_ in a loop; a post that slept on it would pay a futex wake-up
@@ -604,8 +675,10 @@ class CudaIpcTransport final : public Transport {
   uint32_t next_stream_ = 0;
   CopyOp* host_ops_ = nullptr;
   std::vector<Slot> slots_;
-  BatchPins checked_;            // post()'s check fills it, then trades it with its slot's
-  std::atomic<int> posting_{0};  // posts waiting for mu_ (lockForPost)
+  std::vector<cuda_ipc::UniformOp> uniform_ops_ = std::vector<cuda_ipc::UniformOp>(
+      cuda_ipc::kMaxUniformOps);  // a uniform batch's, until launched
+  BatchPins checked_;             // post()'s check fills it, then trades it with its slot's
+  std::atomic<int> posting_{0};   // posts waiting for mu_ (lockForPost)
 
   std::atomic<bool> stop_{false};
   std::thread progress_;  // last: joined first

@@ -96,12 +96,14 @@ TEST_F(CudaIpcTest, ScatteredBlocksArriveIntactWithOneImmediatePerBatchAfterTheD
   EXPECT_EQ(target_->pollImmediates(extra, 50ms), 0u);
 }
 
-// A batch of 8 MiB or more passes its ops inside the copy kernel's launch parameters (up to
-// kMaxInlineOps of them); a smaller or longer one leaves them in pinned memory. Every way, and
-// at the edges, every piece lands.
-TEST_F(CudaIpcTest, BatchesOfEveryLengthLandWhetherTheirOpsFitTheLaunchOrNot) {
+// A uniform batch (one length, one region each side, 16-byte units: a layer's blocks) of up to
+// kMaxUniformOps ops travels as 8-byte ops inside the copy kernel's launch; any other batch of
+// 8 MiB or more passes CopyOps inside the launch (up to kMaxInlineOps of them), a smaller or
+// longer one leaves them in pinned memory. Every way, and at the edges, every piece lands where
+// a host copy of the same bytes puts it.
+TEST_F(CudaIpcTest, BatchesOfEveryLengthAndShapeLandWhicheverWayTheirOpsTravel) {
   constexpr uint64_t kPiece = 8 * 1024;
-  constexpr uint64_t kPieces = 2048;  // 16 MiB pools
+  constexpr uint64_t kPieces = 4096;  // 32 MiB pools
   // Transports of its own: the fixture's have connected before these pools existed.
   std::unique_ptr<Transport> target = std::move(makeTransport(ipcConfig())).value();
   std::unique_ptr<Transport> initiator = std::move(makeTransport(ipcConfig())).value();
@@ -111,39 +113,57 @@ TEST_F(CudaIpcTest, BatchesOfEveryLengthLandWhetherTheirOpsFitTheLaunchOrNot) {
   ASSERT_TRUE(peer.isOk()) << peer.status().toString();
   std::mt19937 rng(11);
   uint64_t cookie = 100;
-  for (uint64_t count :
-       {uint64_t{1}, uint64_t{11}, uint64_t{1023}, uint64_t{1024},
-        uint64_t{cuda_ipc::kMaxInlineOps}, uint64_t{cuda_ipc::kMaxInlineOps} + 1, kPieces}) {
-    std::vector<uint64_t> order(kPieces);
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    std::vector<TransferOp> ops;
-    for (uint64_t i = 0; i < count; ++i) {
-      const uint64_t src = order[i];
-      const uint64_t dst = order[(i + 1) % kPieces];
-      ops.push_back({from.pool.region, src * kPiece, to.pool.region, dst * kPiece, kPiece});
-      std::memcpy(to.host.data() + dst * kPiece, from.host.data() + src * kPiece, kPiece);
+  for (const bool uniform : {true, false}) {
+    for (uint64_t count :
+         {uint64_t{1}, uint64_t{11}, uint64_t{1023}, uint64_t{1024},
+          uint64_t{cuda_ipc::kMaxInlineOps}, uint64_t{cuda_ipc::kMaxInlineOps} + 1,
+          uint64_t{cuda_ipc::kMaxUniformOps}, uint64_t{cuda_ipc::kMaxUniformOps} + 1, kPieces}) {
+      std::vector<uint64_t> order(kPieces);
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      std::vector<TransferOp> ops;
+      for (uint64_t i = 0; i < count; ++i) {
+        const uint64_t src = order[i];
+        const uint64_t dst = order[(i + 1) % kPieces];
+        // Not uniform: the first op starts 8 bytes into its piece (and is 8 bytes shorter).
+        const uint64_t skip = !uniform && i == 0 ? 8 : 0;
+        ops.push_back({from.pool.region, src * kPiece + skip, to.pool.region, dst * kPiece + skip,
+                       kPiece - skip});
+        std::memcpy(to.host.data() + dst * kPiece + skip, from.host.data() + src * kPiece + skip,
+                    kPiece - skip);
+      }
+      const std::string what = std::to_string(count) + (uniform ? " uniform" : " mixed") + " ops";
+      ASSERT_TRUE(initiator->postWrite(*peer, ops, 0, cookie).isOk()) << what;
+      ASSERT_TRUE(waitOne(*initiator, cookie).isOk()) << what;
+      ASSERT_EQ(deviceBytes(to), to.host) << what;
+      std::vector<ImmediateEvent> events(4);
+      ASSERT_EQ(target->pollImmediates(events, 2s), 1u) << what;
+      ++cookie;
     }
-    ASSERT_TRUE(initiator->postWrite(*peer, ops, 0, cookie).isOk()) << count << " ops";
-    ASSERT_TRUE(waitOne(*initiator, cookie).isOk()) << count << " ops";
-    ASSERT_EQ(deviceBytes(to), to.host) << count << " ops";
-    std::vector<ImmediateEvent> events(4);
-    ASSERT_EQ(target->pollImmediates(events, 2s), 1u);
-    ++cookie;
   }
 }
 
 TEST_F(CudaIpcTest, ReadsPullRemoteBlocks) {
-  const std::vector<uint32_t> remote = {3, 9, 10, 40};
-  const std::vector<uint32_t> local = {0, 20, 21, 63};
+  const std::vector<uint32_t> remote = {3, 9, 11, 40};  // no two adjacent: one op per block
+  const std::vector<uint32_t> local = {0, 20, 22, 63};
   std::vector<TransferOp> ops;
   ASSERT_TRUE(appendBlockOps(initiator_pool_.pool, target_pool_.pool, local, remote, ops).isOk());
-  ASSERT_TRUE(initiator_->postRead(peer_, ops, 5).isOk());
-  ASSERT_TRUE(waitOne(*initiator_, 5).isOk());
-  const std::vector<uint8_t> got = deviceBytes(initiator_pool_);
-  for (size_t i = 0; i < remote.size(); ++i) {
-    EXPECT_EQ(0, std::memcmp(got.data() + local[i] * kBlockBytes,
-                             target_pool_.host.data() + remote[i] * kBlockBytes, kBlockBytes));
+  // Uniform (a layer's blocks), then not (the last op half a block, from its middle).
+  for (const uint64_t cookie : {5, 6}) {
+    if (cookie == 6) {
+      ops.back().remote_offset += kBlockBytes / 2;
+      ops.back().length = kBlockBytes / 2;
+    }
+    const std::vector<uint8_t> zeros(initiator_pool_.host.size(), 0);  // nothing left from before
+    ASSERT_TRUE(initiator_pool_.memory.upload(zeros.data(), zeros.size()).isOk());
+    ASSERT_TRUE(initiator_->postRead(peer_, ops, cookie).isOk());
+    ASSERT_TRUE(waitOne(*initiator_, cookie).isOk());
+    const std::vector<uint8_t> got = deviceBytes(initiator_pool_);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      EXPECT_EQ(0, std::memcmp(got.data() + ops[i].local_offset,
+                               target_pool_.host.data() + ops[i].remote_offset, ops[i].length))
+          << "op " << i << " of batch " << cookie;
+    }
   }
 }
 
