@@ -186,46 +186,42 @@ void ResponseWriter::watchDisconnect(std::function<void()> on_gone) {
     return;
   }
   watch_->on_gone = std::move(on_gone);
-  if (watch_->running || !watch_->on_gone) return;
-  watch_->running = true;
-  watch_->finished = std::make_unique<asio::steady_timer>(stream_.get_executor(),
-                                                          asio::steady_timer::time_point::max());
-  // Readable means data (a pipelined request: not a disconnect) or end of stream; MSG_PEEK
-  // tells them apart without consuming anything the next request needs.
-  auto watch = [](std::shared_ptr<Watch> state, tcp::socket& socket) -> Task<void> {
-    for (;;) {
-      auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, kNoThrow);
-      if (state->stopping) break;
-      if (ec) {
-        state->gone = true;
-        break;
-      }
+  if (watch_->waiting || !watch_->on_gone) return;
+  awaitReadable(watch_, stream_.socket());
+}
+
+// One wait for the socket to turn readable, with a plain handler: no coroutine or timer per
+// request. The handler reads `state` first and touches `socket` only while the watch runs, which
+// the server guarantees until stopWatch() (the session, and its socket, outlive that call).
+void ResponseWriter::awaitReadable(std::shared_ptr<Watch> state, tcp::socket& socket) {
+  state->waiting = true;
+  socket.async_wait(tcp::socket::wait_read, [state, &socket](boost::system::error_code ec) {
+    state->waiting = false;
+    if (state->stopping) return;
+    if (!ec) {
+      // Readable means data (a pipelined request: not a disconnect) or end of stream; MSG_PEEK
+      // tells them apart without consuming anything the next request needs.
       char byte;
-      ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) break;  // the client sent more: it is there
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
-      state->gone = true;  // 0: orderly close; < 0: reset
-      break;
+      const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) return;  // the client sent more: it is there
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        awaitReadable(state, socket);
+        return;
+      }
     }
-    state->running = false;
-    if (state->gone && !state->stopping && state->on_gone) {
+    state->gone = true;  // an error, 0 (orderly close) or < 0 (reset)
+    if (state->on_gone) {
       auto callback = std::move(state->on_gone);
       callback();
     }
-    state->finished->cancel();
-  };
-  asio::co_spawn(stream_.get_executor(), watch(watch_, stream_.socket()), asio::detached);
+  });
 }
 
-Task<void> ResponseWriter::stopWatch() {
-  if (watch_ == nullptr || !watch_->running) co_return;
+void ResponseWriter::stopWatch() {
+  if (watch_ == nullptr || !watch_->waiting) return;
   watch_->stopping = true;
   boost::system::error_code ignored;
   stream_.socket().cancel(ignored);  // only the watch has an operation pending now
-  while (watch_->running) {
-    auto [ec] = co_await watch_->finished->async_wait(kNoThrow);
-    (void)ec;
-  }
 }
 
 // ---- Server ----
@@ -323,6 +319,7 @@ Task<void> Server::session(tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   sessions_.insert(&stream);
   beast::flat_buffer buffer;
+  bool client_closed = false;  // the last read ended at the client's end of stream
   for (bool first = true; !stopped_; first = false) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.body_limit(options_.max_body_bytes);
@@ -332,6 +329,8 @@ Task<void> Server::session(tcp::socket socket) {
     auto [ec, bytes] = co_await bhttp::async_read(stream, buffer, parser, kNoThrow);
     (void)bytes;
     if (ec) {
+      client_closed =
+          (ec == bhttp::error::end_of_stream || ec == asio::error::eof) && buffer.size() == 0;
       if (ec == bhttp::error::body_limit) {
         const auto& header = parser.get();
         ResponseWriter writer(stream, header.version(), false, options_.write_timeout);
@@ -363,7 +362,7 @@ Task<void> Server::session(tcp::socket socket) {
     std::string route;
     if (const Handler* handler = find(request.method(), path, route)) {
       co_await (*handler)(request, writer);
-      co_await writer.stopWatch();
+      writer.stopWatch();
       if (!writer.responded()) {
         co_await answerError(writer, HttpStatus::internal_server_error, route,
                              "the handler produced no response");
@@ -383,8 +382,11 @@ Task<void> Server::session(tcp::socket socket) {
     if (!writer.keepAlive()) break;
   }
   sessions_.erase(&stream);
+  // Closing with bytes unread sends RST at once; shutdown() first sends FIN after the answer, so
+  // the client reads the answer and the end before the reset. A client that closed first (the
+  // usual end of a keep-alive connection) left nothing unread: close() alone, a call fewer.
   boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  if (!client_closed) stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream.socket().close(ignored);
 }
 

@@ -100,16 +100,17 @@ class ResponseWriter {
   // Whether the watch saw the client close its connection.
   bool gone() const { return watch_ != nullptr && watch_->gone; }
 
-  // The watch's state, shared with its coroutine so the server can stop and join it.
+  // The watch's state, shared with its pending wait's handler (which may run after this writer
+  // is gone, so it holds the state, not the writer).
   struct Watch {
     std::function<void()> on_gone;
-    bool running = false;
-    bool stopping = false;
+    bool waiting = false;   // an async_wait is pending on the socket
+    bool stopping = false;  // stopWatch() ran: the handler does nothing more
     bool gone = false;
-    std::unique_ptr<asio::steady_timer> finished;  // cancelled when the coroutine ends
   };
-  // Server side: ends the watch and waits for its coroutine (so the stream may be destroyed).
-  Task<void> stopWatch();
+  // Server side: ends the watch (its pending wait is cancelled; the handler then only finds it
+  // stopped), so the socket is free for the next request and the stream may be destroyed.
+  void stopWatch();
 
  private:
   enum class State { kNone, kStreaming, kDone };
@@ -121,6 +122,7 @@ class ResponseWriter {
   // The held header, then `data` as a chunk (raw without chunked encoding), then with `last` the
   // body's end: one write.
   Task<bool> writeBody(std::string_view data, bool last);
+  static void awaitReadable(std::shared_ptr<Watch> state, tcp::socket& socket);
 
   beast::tcp_stream& stream_;
   unsigned version_;

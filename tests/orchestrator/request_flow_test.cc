@@ -146,7 +146,7 @@ class RequestFlowTest : public ::testing::Test {
   Task<void> runAndClose(const PreparedRequest& prepared, http::ResponseWriter& writer,
                          beast::tcp_stream& server, RequestOutcome& outcome) {
     outcome = co_await runRequest(ctx_, prepared, writer);
-    co_await writer.stopWatch();
+    writer.stopWatch();
     boost::system::error_code ignored;
     server.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
