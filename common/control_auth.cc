@@ -127,8 +127,10 @@ std::string Authenticator::mac(http::Verb verb, std::string_view target, std::st
   // method and target come from a parsed request line, ts and nonce are digits and hex).
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   size_t out_size = 0;
-  EVP_MAC_CTX* ctx = keyed_ != nullptr ? EVP_MAC_CTX_dup(keyed_.get()) : nullptr;
-  bool ok = ctx != nullptr;
+  // The keyed context itself, restarted with its key (no copy of the context per MAC).
+  std::lock_guard lock(keyed_mutex_);
+  EVP_MAC_CTX* ctx = keyed_.get();
+  bool ok = ctx != nullptr && EVP_MAC_init(ctx, nullptr, 0, nullptr) == 1;
   const auto update = [&](std::string_view part) {
     ok = ok &&
          EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(part.data()), part.size()) == 1;
@@ -145,7 +147,6 @@ std::string Authenticator::mac(http::Verb verb, std::string_view target, std::st
   update("\n");
   update(body);
   ok = ok && EVP_MAC_final(ctx, out.data(), &out_size, out.size()) == 1;
-  EVP_MAC_CTX_free(ctx);
   // A failure here is OpenSSL's own (no HMAC or SHA-256 in the library): an empty MAC never
   // matches, so every call is refused and the logs say why.
   if (!ok) {

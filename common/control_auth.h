@@ -89,9 +89,11 @@ class Authenticator {
 
   const std::string secret_;
   const Options options_;
-  // HMAC-SHA256 keyed with the secret, set up once: each MAC starts from a copy of it, without
-  // the provider lookup and key set-up a fresh context costs. Null when OpenSSL could not.
+  // HMAC-SHA256 keyed with the secret, set up once: each MAC restarts it with the same key,
+  // without the provider lookup and key set-up a fresh context costs. Null when OpenSSL could not.
+  // One MAC at a time (keyed_mutex_).
   std::shared_ptr<evp_mac_ctx_st> keyed_;
+  mutable std::mutex keyed_mutex_;
   // The nonces sign() uses: 64 random bits drawn at creation, then a count. They never repeat,
   // which is all a nonce must do here (a replay is refused by its nonce; the MAC, not the nonce,
   // is what only the secret's holders can make), and cost no random draw per call.
