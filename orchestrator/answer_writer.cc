@@ -42,8 +42,8 @@ http::Task<bool> AnswerWriter::token(model::TokenId id,
   if (!answer_.wantsMore() || client_gone_) co_return false;
   std::optional<openai::GeneratedLogprobs> view;
   if (logprobs) view = openai::GeneratedLogprobs{logprobs->logprob, logprobs->top};
-  const std::string events = answer_.token(id, view ? &*view : nullptr);
-  if (!answer_.badToken().empty()) co_return false;  // not counted
+  answer_.appendToken(id, view ? &*view : nullptr, held_);  // its events, if any
+  if (!answer_.badToken().empty()) co_return false;         // not counted
   const Clock::time_point now = Clock::now();
   if (last_token_at_) {
     metrics_.itl_seconds.Observe(std::chrono::duration<double>(now - *last_token_at_).count());
@@ -51,7 +51,6 @@ http::Task<bool> AnswerWriter::token(model::TokenId id,
     first_token_at_ = now;
   }
   last_token_at_ = now;
-  held_ += events;
   if (held_.size() >= kMaxHeldBytes) {
     const bool sent = co_await flush();  // awaited into a local (common/coroutine_rules.h)
     if (!sent) co_return false;

@@ -34,8 +34,9 @@ AnswerRenderer::AnswerRenderer(AnswerSpec spec, const model::Tokenizer& tokenize
   if (spec_.stream) prepareTextChunks(context_);
 }
 
-std::string AnswerRenderer::token(model::TokenId id, const GeneratedLogprobs* logprobs) {
-  if (!wantsMore()) return {};
+void AnswerRenderer::appendToken(model::TokenId id, const GeneratedLogprobs* logprobs,
+                                 std::string& out) {
+  if (!wantsMore()) return;
   std::string text;
   const uint32_t text_offset = text_chars_;
   if (std::find(spec_.stop_tokens.begin(), spec_.stop_tokens.end(), id) !=
@@ -46,16 +47,16 @@ std::string AnswerRenderer::token(model::TokenId id, const GeneratedLogprobs* lo
     Result<std::string> piece = detokenizer_.feed(id);
     if (!piece.isOk()) {
       bad_token_ = "the agent sent token " + std::to_string(id) + ", outside the vocabulary";
-      return {};
+      return;
     }
     text_chars_ += utf8Characters(*piece);
     if (completionTokens() + 1 < spec_.min_tokens) {
       // Too short to stop (min_tokens): the text goes past the stop strings (vLLM's rule).
       text = stops_.flush() + *piece;
     } else {
-      StopMatcher::Output out = stops_.feed(*piece);
-      text = std::move(out.text);
-      if (out.stopped) end_reason_ = "stop";
+      StopMatcher::Output matched = stops_.feed(*piece);
+      text = std::move(matched.text);
+      if (matched.stopped) end_reason_ = "stop";
     }
   }
   if (spec_.logprobs && logprobs != nullptr) {
@@ -66,9 +67,9 @@ std::string AnswerRenderer::token(model::TokenId id, const GeneratedLogprobs* lo
   if (end_reason_.empty() && completionTokens() >= spec_.max_tokens) end_reason_ = "length";
   if (!spec_.stream) {
     text_ += text;
-    return {};
+    return;
   }
-  return events(text);
+  appendEvents(text, out);
 }
 
 std::string AnswerRenderer::finish(std::string_view agent_reason) {
@@ -92,7 +93,8 @@ std::string AnswerRenderer::finish(std::string_view agent_reason) {
                            usage(), spec_.system_fingerprint, logprobs);
     return spec_.return_token_ids ? withTokenIds(std::move(body)) : body;
   }
-  std::string out = events(tail);
+  std::string out;
+  appendEvents(tail, out);
   // Logprobs of tokens whose text no chunk carried (a stop token, held-back text) go with it.
   out += streamFinishChunk(context_, reason, logprobs_.empty() ? nullptr : logprobs);
   logprobs_.clear();
@@ -106,17 +108,15 @@ std::string AnswerRenderer::failure(const ApiError& error) const {
   return streamErrorEvent(error, &used) + std::string(sseDone());
 }
 
-std::string AnswerRenderer::events(std::string_view text) {
-  std::string out;
+void AnswerRenderer::appendEvents(std::string_view text, std::string& out) {
   if (!opened_) {
     opened_ = true;
-    if (spec_.endpoint == Endpoint::kChatCompletions) out = streamRoleChunk(context_);
+    if (spec_.endpoint == Endpoint::kChatCompletions) out += streamRoleChunk(context_);
   }
   if (!text.empty()) {
-    out += streamTextChunk(context_, text, spec_.logprobs ? &logprobs_ : nullptr);
+    appendStreamTextChunk(context_, text, spec_.logprobs ? &logprobs_ : nullptr, out);
     logprobs_.clear();
   }
-  return out;
 }
 
 std::pair<std::string, std::string> AnswerRenderer::tokenText(model::TokenId id) const {

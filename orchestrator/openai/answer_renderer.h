@@ -65,7 +65,13 @@ class AnswerRenderer {
   // counted, so another attempt can go on from the tokens before it.
   // `logprobs`: the token's, when spec().logprobs asked for them (null otherwise, or from an agent
   // that sent none: the token then has no logprobs entry).
-  std::string token(model::TokenId id, const GeneratedLogprobs* logprobs = nullptr);
+  std::string token(model::TokenId id, const GeneratedLogprobs* logprobs = nullptr) {
+    std::string out;
+    appendToken(id, logprobs, out);
+    return out;
+  }
+  // The same, appended to `out` (a streamed answer's tokens go into one buffer).
+  void appendToken(model::TokenId id, const GeneratedLogprobs* logprobs, std::string& out);
   // Whether the answer wants more tokens: it has not ended and no bad token came.
   bool wantsMore() const { return end_reason_.empty() && bad_token_.empty(); }
 
@@ -101,7 +107,7 @@ class AnswerRenderer {
   Usage usage() const { return {spec_.prompt_tokens, completionTokens(), cached_tokens_}; }
   // Streamed: the role chunk before the first text (chat), then `text` as a chunk if any, with
   // the logprobs not sent yet.
-  std::string events(std::string_view text);
+  void appendEvents(std::string_view text, std::string& out);
   // A token's logprobs entry; `text_offset` counts the answer's characters before it.
   TokenLogprob logprobEntry(model::TokenId id, const GeneratedLogprobs& logprobs) const;
   // A token's text as logprobs show it, and its bytes.

@@ -4,6 +4,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/serializer.hpp>
 #include <boost/json/value.hpp>
 #include <utility>
 
@@ -180,15 +181,28 @@ void prepareTextChunks(StreamContext& ctx) {
 
 std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
                             const Logprobs* logprobs) {
+  std::string out;
+  appendStreamTextChunk(ctx, text, logprobs, out);
+  return out;
+}
+
+void appendStreamTextChunk(const StreamContext& ctx, std::string_view text,
+                           const Logprobs* logprobs, std::string& out) {
   if (logprobs == nullptr && !ctx.text_prefix.empty()) {
-    std::string out = ctx.text_prefix;
-    out += json::serialize(view(text));
+    out += ctx.text_prefix;
+    json::serializer quoted;  // `text` as a JSON string, escaped straight into `out`
+    quoted.reset(view(text));
+    char piece[256];
+    while (!quoted.done()) {
+      const json::string_view part = quoted.read(piece, sizeof(piece));
+      out.append(part.data(), part.size());
+    }
     out += ctx.text_suffix;
-    return out;
+    return;
   }
   json::object delta;
   delta["content"] = view(text);
-  return streamChunk(ctx, std::move(delta), text, "", logprobs);
+  out += streamChunk(ctx, std::move(delta), text, "", logprobs);
 }
 
 std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason,

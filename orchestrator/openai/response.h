@@ -89,6 +89,9 @@ std::string streamRoleChunk(const StreamContext& ctx);
 // of the tokens whose text this chunk carries.
 std::string streamTextChunk(const StreamContext& ctx, std::string_view text,
                             const Logprobs* logprobs = nullptr);
+// The same appended to `out` (no string of its own: a streamed answer's tokens go into one buffer).
+void appendStreamTextChunk(const StreamContext& ctx, std::string_view text,
+                           const Logprobs* logprobs, std::string& out);
 // Chat: delta {}; completions: "text":"". With finish_reason ("stop" / "length"), and the
 // logprobs of tokens no earlier chunk carried.
 std::string streamFinishChunk(const StreamContext& ctx, std::string_view finish_reason,
