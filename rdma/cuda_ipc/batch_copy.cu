@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "rdma/cuda_ipc/batch_copy.h"
 
@@ -64,22 +65,16 @@ dim3 gridFor(uint32_t count, uint64_t longest_bytes) {
   return dim3(count, static_cast<unsigned>(pieces == 0 ? 1 : pieces));
 }
 
-// The smallest parameter block (of 10, 20, 40, … 1,280 ops) that holds `count` ops: the launch
-// copies all of it.
-template <uint32_t kOps>
-cudaError_t launchInline(const CopyOp* host_ops, uint32_t count, uint64_t longest_bytes,
-                         cudaStream_t stream) {
-  if (count > kOps) {
-    if constexpr (kOps * 2 <= kMaxInlineOps) {
-      return launchInline<kOps * 2>(host_ops, count, longest_bytes, stream);
-    } else {
-      return launchInline<kMaxInlineOps>(host_ops, count, longest_bytes, stream);
-    }
+// Calls `launch` with std::integral_constant<uint32_t, N> for the smallest N of kOps, 2 kOps,
+// 4 kOps, … kMax that holds `count` ops: a launch copies its whole parameter block, so the
+// block should be no larger than the batch needs.
+template <uint32_t kOps, uint32_t kMax, typename Launch>
+cudaError_t withSmallestBlock(uint32_t count, Launch&& launch) {
+  static_assert(kOps <= kMax && kMax % kOps == 0, "the sizes double from kOps to kMax");
+  if constexpr (kOps < kMax) {
+    if (count > kOps) return withSmallestBlock<kOps * 2, kMax>(count, launch);
   }
-  InlineOps<kOps> list;
-  std::memcpy(list.words, host_ops, count * sizeof(CopyOp));
-  inlineBatchCopyKernel<kOps><<<gridFor(count, longest_bytes), kThreads, 0, stream>>>(list);
-  return cudaGetLastError();
+  return launch(std::integral_constant<uint32_t, kOps>{});
 }
 
 // A uniform batch inside the launch's parameters (see UniformOp).
@@ -100,32 +95,23 @@ __global__ void __launch_bounds__(kThreads)
                    list.dst_base + uint64_t{op.dst} * kUniformUnit, list.bytes});
 }
 
-// The smallest parameter block (of 16, 32, … 2,048 ops) that holds `count` ops.
-template <uint32_t kOps>
-cudaError_t launchUniform(uint64_t src_base, uint64_t dst_base, uint64_t bytes,
-                          const UniformOp* ops, uint32_t count, cudaStream_t stream) {
-  if constexpr (kOps < kMaxUniformOps) {
-    if (count > kOps) {
-      return launchUniform<kOps * 2>(src_base, dst_base, bytes, ops, count, stream);
-    }
-  }
-  UniformOps<kOps> list;
-  list.src_base = src_base;
-  list.dst_base = dst_base;
-  list.bytes = bytes;
-  std::memcpy(list.ops, ops, count * sizeof(UniformOp));
-  uniformBatchCopyKernel<kOps><<<gridFor(count, bytes), kThreads, 0, stream>>>(list);
-  return cudaGetLastError();
-}
-static_assert(kMaxUniformOps == 16 << 7, "launchUniform doubles from 16 to kMaxUniformOps");
-
 }  // namespace
 
 cudaError_t launchUniformBatchCopy(uint64_t src_base, uint64_t dst_base, uint64_t bytes,
                                    const UniformOp* ops, uint32_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (count > kMaxUniformOps) return cudaErrorInvalidValue;
-  return launchUniform<16>(src_base, dst_base, bytes, ops, count, stream);
+  // 16, 32, … 2,048 ops.
+  return withSmallestBlock<16, kMaxUniformOps>(count, [&](auto block) {
+    constexpr uint32_t kOps = decltype(block)::value;
+    UniformOps<kOps> list;
+    list.src_base = src_base;
+    list.dst_base = dst_base;
+    list.bytes = bytes;
+    std::memcpy(list.ops, ops, count * sizeof(UniformOp));
+    uniformBatchCopyKernel<kOps><<<gridFor(count, bytes), kThreads, 0, stream>>>(list);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t launchBatchCopy(const CopyOp* ops, uint32_t count, uint64_t longest_bytes,
@@ -139,7 +125,14 @@ cudaError_t launchBatchCopyFromHost(const CopyOp* host_ops, uint32_t count, uint
                                     cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (count > kMaxInlineOps) return launchBatchCopy(host_ops, count, longest_bytes, stream);
-  return launchInline<10>(host_ops, count, longest_bytes, stream);
+  // 10, 20, … 1,280 ops.
+  return withSmallestBlock<10, kMaxInlineOps>(count, [&](auto block) {
+    constexpr uint32_t kOps = decltype(block)::value;
+    InlineOps<kOps> list;
+    std::memcpy(list.words, host_ops, count * sizeof(CopyOp));
+    inlineBatchCopyKernel<kOps><<<gridFor(count, longest_bytes), kThreads, 0, stream>>>(list);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace kvferry::rdma::cuda_ipc

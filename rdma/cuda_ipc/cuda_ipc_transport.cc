@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <fstream>
@@ -675,10 +676,10 @@ class CudaIpcTransport final : public Transport {
   uint32_t next_stream_ = 0;
   CopyOp* host_ops_ = nullptr;
   std::vector<Slot> slots_;
-  std::vector<cuda_ipc::UniformOp> uniform_ops_ = std::vector<cuda_ipc::UniformOp>(
-      cuda_ipc::kMaxUniformOps);  // a uniform batch's, until launched
-  BatchPins checked_;             // post()'s check fills it, then trades it with its slot's
-  std::atomic<int> posting_{0};   // posts waiting for mu_ (lockForPost)
+  std::array<cuda_ipc::UniformOp, cuda_ipc::kMaxUniformOps>
+      uniform_ops_;              // a uniform batch's, until launched
+  BatchPins checked_;            // post()'s check fills it, then trades it with its slot's
+  std::atomic<int> posting_{0};  // posts waiting for mu_ (lockForPost)
 
   std::atomic<bool> stop_{false};
   std::thread progress_;  // last: joined first
