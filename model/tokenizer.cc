@@ -5,6 +5,7 @@
 #include <climits>
 #include <cmath>
 #include <functional>
+#include <memory_resource>
 #include <unordered_map>
 #include <utility>
 
@@ -108,6 +109,8 @@ TokenId SpmTokenizer::lookup(std::string_view text) const { return ids_.find(tex
 
 Status SpmTokenizer::tokenizeEscaped(std::string_view text, std::vector<TokenId>& out) const {
   MergeScratch scratch;
+  scratch.symbols.reserve(64);  // the longest word's characters, usually
+  scratch.queue.reserve(64);
   if (!words_apart_) return mergeRun(text, scratch, out);
   // No merge crosses a word start, so each word merges as it would inside the whole text (merges
   // of different words never meet, and each word's run in score order, leftmost first, is the
@@ -118,8 +121,13 @@ Status SpmTokenizer::tokenizeEscaped(std::string_view text, std::vector<TokenId>
     size_t first;  // in `out`
     size_t count;
   };
-  std::unordered_map<std::string_view, Seen> seen;
   const std::vector<size_t> starts = internal::spmWordStarts(text);
+  // The words of a short text (a chat turn, a benchmark's prompt) fit the stack: no allocation
+  // per word; a long one continues on the heap.
+  std::array<std::byte, 8192> arena_bytes;
+  std::pmr::monotonic_buffer_resource arena(arena_bytes.data(), arena_bytes.size());
+  std::pmr::unordered_map<std::string_view, Seen> seen(&arena);
+  seen.reserve(starts.size());
   for (size_t i = 0; i < starts.size(); ++i) {
     const size_t end = i + 1 < starts.size() ? starts[i + 1] : text.size();
     const std::string_view word = text.substr(starts[i], end - starts[i]);
@@ -211,6 +219,7 @@ Result<std::vector<TokenId>> SpmTokenizer::encode(std::string_view text,
   std::string storage;
   ASSIGN_OR_RETURN(text, internal::prepareText(text, options, storage));
   std::vector<TokenId> out;
+  out.reserve(text.size() / 2 + 2);  // most tokens hold more than two bytes
   if (options.add_bos) {
     if (vocab_.bos_id == kNoToken) return invalidArgument("the vocabulary has no BOS token");
     out.push_back(vocab_.bos_id);
