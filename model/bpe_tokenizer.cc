@@ -1,7 +1,7 @@
 // Byte-level BPE (tokenizer model "gpt2"), the algorithm of Hugging Face tokenizers' BPE model
 // behind a ByteLevel pre-tokenizer, which llama.cpp's llm_tokenizer_bpe also follows.
+#include <algorithm>
 #include <array>
-#include <queue>
 #include <unordered_map>
 #include <utility>
 
@@ -70,7 +70,28 @@ class BpeTokenizer final : public Tokenizer {
   }
   TokenId lookup(std::string_view text) const { return ids_.find(text); }
   Status readMerges();
-  Status encodeWord(std::string_view word, std::vector<TokenId>& out) const;
+  // encodeWord's buffers, kept across the words of one text (no allocation per word).
+  struct Symbol {
+    TokenId id;
+    int prev;
+    int next;  // -1 at the ends
+  };
+  // A queued merge. A queued pair is stale once either side has changed (merged into something
+  // else); its recorded ids tell.
+  struct Candidate {
+    int32_t rank;
+    int left;
+    int right;
+    TokenId left_id;
+    TokenId right_id;
+    TokenId merged;
+  };
+  struct WordScratch {
+    std::vector<Symbol> symbols;
+    std::vector<Candidate> queue;  // a heap
+    std::string mapped;
+  };
+  Status encodeWord(std::string_view word, WordScratch& scratch, std::vector<TokenId>& out) const;
   // Whether the token carries text (normal, user-defined and byte tokens do).
   bool textBearing(TokenId id) const {
     const TokenType type = vocab_.types[id];
@@ -176,9 +197,11 @@ Status BpeTokenizer::readMerges() {
   return Status::ok();
 }
 
-Status BpeTokenizer::encodeWord(std::string_view word, std::vector<TokenId>& out) const {
+Status BpeTokenizer::encodeWord(std::string_view word, WordScratch& scratch,
+                                std::vector<TokenId>& out) const {
   if (vocab_.ignore_merges) {
-    std::string mapped;
+    std::string& mapped = scratch.mapped;
+    mapped.clear();
     for (char c : word) appendUtf8(kByteCharacters[static_cast<uint8_t>(c)], mapped);
     const TokenId id = lookup(mapped);
     if (id != kNoToken && vocab_.types[id] == TokenType::kNormal) {
@@ -186,13 +209,8 @@ Status BpeTokenizer::encodeWord(std::string_view word, std::vector<TokenId>& out
       return Status::ok();
     }
   }
-  struct Symbol {
-    TokenId id;
-    int prev;
-    int next;  // -1 at the ends
-  };
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+  std::vector<Symbol>& symbols = scratch.symbols;
+  symbols.clear();
   for (size_t i = 0; i < word.size(); ++i) {
     const auto byte = static_cast<uint8_t>(word[i]);
     TokenId id = byte_tokens_[byte];
@@ -205,31 +223,25 @@ Status BpeTokenizer::encodeWord(std::string_view word, std::vector<TokenId>& out
     symbols.push_back({id, index - 1, i + 1 == word.size() ? -1 : index + 1});
   }
 
-  // Lowest rank first; on ties the leftmost pair. A queued pair is stale once either side has
-  // changed (merged into something else); its recorded ids tell.
-  struct Candidate {
-    int32_t rank;
-    int left;
-    int right;
-    TokenId left_id;
-    TokenId right_id;
-    TokenId merged;
-  };
+  // Lowest rank first; on ties the leftmost pair.
   const auto later = [](const Candidate& a, const Candidate& b) {
     return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, decltype(later)> queue(later);
+  std::vector<Candidate>& queue = scratch.queue;
+  queue.clear();
   const auto consider = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     auto it = merges_.find(pairKey(symbols[left].id, symbols[right].id));
     if (it == merges_.end()) return;
-    queue.push(
+    queue.push_back(
         {it->second.rank, left, right, symbols[left].id, symbols[right].id, it->second.merged});
+    std::push_heap(queue.begin(), queue.end(), later);
   };
   for (int i = 0; i + 1 < static_cast<int>(symbols.size()); ++i) consider(i, i + 1);
   while (!queue.empty()) {
-    const Candidate c = queue.top();
-    queue.pop();
+    std::pop_heap(queue.begin(), queue.end(), later);
+    const Candidate c = queue.back();
+    queue.pop_back();
     Symbol& left = symbols[c.left];
     if (left.id != c.left_id || left.next != c.right || symbols[c.right].id != c.right_id) {
       continue;
@@ -252,11 +264,13 @@ Result<std::vector<TokenId>> BpeTokenizer::encode(std::string_view text,
   std::string storage;
   ASSIGN_OR_RETURN(text, prepareText(text, options, storage));
   std::vector<TokenId> out;
+  out.reserve(text.size() / 3 + 2);  // most tokens hold more than three bytes
   if (options.add_bos) {
     if (vocab_.bos_id == kNoToken) return invalidArgument("the vocabulary has no BOS token");
     out.push_back(vocab_.bos_id);
   }
   std::string normalized;
+  WordScratch scratch;
   for (const Fragment& fragment : specials_.split(text, options.parse_special)) {
     if (fragment.token != kNoToken) {
       out.push_back(fragment.token);
@@ -267,7 +281,9 @@ Result<std::vector<TokenId>> BpeTokenizer::encode(std::string_view text,
       normalized = toNfc(part);
       part = normalized;
     }
-    for (std::string_view word : splitWords(pre_, part)) RETURN_IF_ERROR(encodeWord(word, out));
+    for (std::string_view word : splitWords(pre_, part)) {
+      RETURN_IF_ERROR(encodeWord(word, scratch, out));
+    }
   }
   if (options.add_eos) {
     if (vocab_.eos_id == kNoToken) return invalidArgument("the vocabulary has no EOS token");
