@@ -70,7 +70,7 @@ class BpeTokenizer final : public Tokenizer {
   }
   TokenId lookup(std::string_view text) const { return ids_.find(text); }
   Status readMerges();
-  // encodeWord's buffers, kept across the words of one text (no allocation per word).
+  // A word's symbol while encodeWord merges it: a token, linked to its neighbours.
   struct Symbol {
     TokenId id;
     int prev;
@@ -86,6 +86,7 @@ class BpeTokenizer final : public Tokenizer {
     TokenId right_id;
     TokenId merged;
   };
+  // encodeWord's buffers, kept across the words of one text (no allocation per word).
   struct WordScratch {
     std::vector<Symbol> symbols;
     std::vector<Candidate> queue;  // a heap
